@@ -1,0 +1,1 @@
+//! Audio front end (to be written: resample, logmel, patches).

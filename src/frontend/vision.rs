@@ -1,0 +1,1 @@
+//! Frame front end (to be written).

@@ -1,0 +1,1 @@
+//! Clip folder discovery (to be written).

@@ -1,0 +1,66 @@
+//! A plain owned f32 tensor, row-major, used to hand data between the stages.
+//!
+//! The stages agree on layouts rather than on a tensor library: NCHW for images and logits,
+//! `[T, 1, 96, 64]` for log-mel patches, `[T, D]` for audio embeddings.
+
+/// Owned, contiguous, row-major f32 tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+impl Tensor {
+    /// Wraps `data` with `shape`. Panics if the element counts differ: that is a programming error
+    /// inside avseg, never a consequence of user input.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        let n: usize = shape.iter().product();
+        assert_eq!(n, data.len(), "tensor shape {shape:?} does not hold {} values", data.len());
+        Self { shape, data }
+    }
+
+    pub fn zeros(shape: Vec<usize>) -> Self {
+        let n = shape.iter().product();
+        Self { shape, data: vec![0.0; n] }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    pub fn into_data(self) -> Vec<f32> {
+        self.data
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Number of elements in one slice along axis 0 (e.g. one frame of an NCHW batch).
+    pub fn item_len(&self) -> usize {
+        self.shape.iter().skip(1).product()
+    }
+
+    /// The `i`-th slice along axis 0.
+    pub fn item(&self, i: usize) -> &[f32] {
+        let n = self.item_len();
+        &self.data[i * n..(i + 1) * n]
+    }
+
+    /// First non-finite value, if any, as (flat index, value).
+    pub fn first_non_finite(&self) -> Option<(usize, f32)> {
+        self.data.iter().copied().enumerate().find(|(_, v)| !v.is_finite())
+    }
+}
