@@ -1,0 +1,69 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use safetensors::{Dtype, SafeTensors};
+
+/// Where the official reference tensors live: `$AVSEG_REFERENCE_DIR`, else `../shared/reference`
+/// beside the repository (the layout CI uses).
+///
+/// Returns `None` (and prints a visible skip line) when they are absent on a developer machine.
+/// Under CI (`CI` set) a missing directory is a failure, so fidelity tests can never silently
+/// stop running.
+pub fn reference_dir(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("AVSEG_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"));
+    if dir.join("README.md").is_file() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: reference tensors not found at {} (set AVSEG_REFERENCE_DIR)", dir.display());
+    }
+    eprintln!("skipped: {test}: reference tensors not found at {}", dir.display());
+    None
+}
+
+/// One tensor from a reference file, converted to f64 for comparisons.
+#[derive(Clone, Debug)]
+pub struct RefTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f64>,
+}
+
+impl RefTensor {
+    pub fn f32(&self) -> Vec<f32> {
+        self.data.iter().map(|&v| v as f32).collect()
+    }
+}
+
+/// Loads every tensor of a reference safetensors file. BF16 weights widen to f32 exactly (the
+/// stored bits become the upper half of the f32), as the reference README prescribes.
+pub fn load_reference(path: &std::path::Path) -> HashMap<String, RefTensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let data: Vec<f64> = match view.dtype() {
+            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            Dtype::F64 => raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16) as f64)
+                .collect(),
+            Dtype::I64 => raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64).collect(),
+            other => panic!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
+        };
+        out.insert(name, RefTensor { shape: view.shape().to_vec(), data });
+    }
+    out
+}
+
+/// Maximum absolute difference, asserting equal lengths.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
