@@ -1,1 +1,289 @@
-//! API (to be written).
+//! The library entry point: load a package once, then run clips through every stage.
+//!
+//! ```no_run
+//! use avseg::{ClipInput, Engine, EngineOptions};
+//! let mut engine = Engine::load("models/tiny-tpavi", &EngineOptions::default())?;
+//! let files = avseg::io::clip::find_clip("models/sample".as_ref())?;
+//! let clip = ClipInput::load(&files)?;
+//! let out = engine.run_clip(&clip)?;
+//! for f in &out.frames {
+//!     println!("frame {} at {:.2} s: {} sounding object(s)", f.index, f.timestamp, f.objects.len());
+//! }
+//! # Ok::<(), avseg::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+
+use crate::backend::{self, BackendOptions, Runner};
+use crate::error::Error;
+use crate::frontend::audio::AudioFrontend;
+use crate::frontend::vision::VisionFrontend;
+use crate::io::audio::{decode_audio, Pcm};
+use crate::io::clip::ClipFiles;
+use crate::io::image::decode_image;
+use crate::model::{ModelPackage, OutputSpec};
+use crate::post::mask::{binary_mask, semantic_mask, FrameMask};
+use crate::post::objects::{find_objects, SoundingObject};
+use crate::tensor::Tensor;
+
+/// AVSBench samples frame `l` of a clip at `l + 15/16` s (models.md §4.1); results carry that time.
+pub const FRAME_TIME_OFFSET_S: f64 = 0.9375;
+
+/// Which backend runs the graphs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The best available backend. Today that is always the CPU; CUDA joins when it lands.
+    #[default]
+    Auto,
+    /// tract on the CPU.
+    Cpu,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub backend: BackendChoice,
+    /// Threads for matrix products.
+    pub threads: usize,
+    /// Overrides the manifest's binary threshold.
+    pub threshold: Option<f32>,
+    /// Connected regions smaller than this (in source-frame pixels) are not reported as objects.
+    pub min_object_area: u64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { backend: BackendChoice::Auto, threads: 1, threshold: None, min_object_area: 16 }
+    }
+}
+
+/// One decoded frame and where it came from.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub image: RgbImage,
+    pub source: PathBuf,
+}
+
+/// A clip in memory: its frames in order and its mono PCM.
+#[derive(Clone, Debug)]
+pub struct ClipInput {
+    pub frames: Vec<Frame>,
+    pub audio: Pcm,
+    pub audio_source: PathBuf,
+}
+
+impl ClipInput {
+    /// Decodes the files of a clip. Frames may differ in size: each is resized to the model's input
+    /// on its own, and its mask comes back at its own size.
+    pub fn load(files: &ClipFiles) -> Result<Self, Error> {
+        let audio = decode_audio(&files.audio)?;
+        let frames = files
+            .frames
+            .iter()
+            .map(|p| Ok(Frame { image: decode_image(p)?, source: p.clone() }))
+            .collect::<Result<Vec<_>, Error>>()?;
+        if frames.is_empty() {
+            return Err(Error::Input("clip has no frames".into()));
+        }
+        Ok(ClipInput { frames, audio, audio_source: files.audio.clone() })
+    }
+}
+
+/// Wall time spent per stage for one clip.
+#[derive(Clone, Debug, Default)]
+pub struct StageTimes {
+    pub audio_frontend: Duration,
+    pub vision_frontend: Duration,
+    pub audio_encoder: Duration,
+    pub segmenter: Duration,
+    pub post: Duration,
+}
+
+impl StageTimes {
+    pub fn total(&self) -> Duration {
+        self.audio_frontend + self.vision_frontend + self.audio_encoder + self.segmenter + self.post
+    }
+}
+
+/// The result for one frame.
+#[derive(Clone, Debug)]
+pub struct FrameOutput {
+    pub index: usize,
+    /// Seconds from the start of the clip's audio.
+    pub timestamp: f64,
+    pub source: PathBuf,
+    /// At the source frame's size.
+    pub mask: FrameMask,
+    pub objects: Vec<SoundingObject>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClipOutput {
+    pub frames: Vec<FrameOutput>,
+    /// Raw logits `[frames, K, h, w]` at model resolution.
+    pub logits: Tensor,
+    pub times: StageTimes,
+}
+
+/// The model inputs for a clip, exactly as the graphs receive them.
+#[derive(Clone, Debug)]
+pub struct ClipFeatures {
+    /// `[windows·T, 1, 96, 64]`: the patches of each T-frame window, padded per the package policy.
+    pub logmel: Tensor,
+    /// `[frames, 3, H, W]`: one normalised tensor per real frame.
+    pub frames: Tensor,
+}
+
+/// A loaded package with its prepared backend and front ends. Not `Sync`: one engine per thread.
+pub struct Engine {
+    package: ModelPackage,
+    runner: Box<dyn Runner>,
+    audio: AudioFrontend,
+    vision: VisionFrontend,
+    options: EngineOptions,
+}
+
+impl Engine {
+    pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
+        let package = ModelPackage::load(dir)?;
+        let backend_options = BackendOptions { threads: options.threads.max(1) };
+        let runner = match options.backend {
+            BackendChoice::Auto => {
+                log::info!("backend auto: using tract on the CPU (no GPU backend in this build)");
+                backend::prepare_cpu(&package, &backend_options)?
+            }
+            BackendChoice::Cpu => backend::prepare_cpu(&package, &backend_options)?,
+        };
+        if let (Some(t), OutputSpec::Binary { .. }) = (options.threshold, &package.manifest().output) {
+            if !(t.is_finite() && t > 0.0 && t < 1.0) {
+                return Err(Error::Input(format!("threshold {t} must be in (0, 1)")));
+            }
+        }
+        let vision = VisionFrontend::new(package.manifest().vision.clone());
+        Ok(Engine { package, runner, audio: AudioFrontend::new(), vision, options: options.clone() })
+    }
+
+    pub fn package(&self) -> &ModelPackage {
+        &self.package
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.runner.backend_name()
+    }
+
+    /// Windows of T frames a clip of `n` frames needs.
+    fn windows(&self, n: usize) -> usize {
+        n.div_ceil(self.package.frames_per_clip())
+    }
+
+    /// Log-mel patches for `windows` windows of T frames.
+    pub fn audio_features(&mut self, audio: &Pcm, source: &Path, windows: usize) -> Result<Tensor, Error> {
+        let t = self.package.frames_per_clip() * windows;
+        let padding = self.package.manifest().audio.patch_padding;
+        self.audio.clip_patches(audio, t, padding).map_err(|e| Error::frontend(source, e))
+    }
+
+    /// Normalised frames `[n, 3, H, W]`.
+    pub fn frame_features(&mut self, frames: &[Frame]) -> Result<Tensor, Error> {
+        let v = self.vision.config();
+        let per = 3 * v.height as usize * v.width as usize;
+        let mut out = Tensor::zeros(vec![frames.len(), 3, v.height as usize, v.width as usize]);
+        for (f, chunk) in frames.iter().zip(out.data_mut().chunks_exact_mut(per)) {
+            self.vision.preprocess_into(&f.image, chunk).map_err(|e| Error::frontend(&f.source, e))?;
+        }
+        Ok(out)
+    }
+
+    /// The exact inputs the graphs receive for `clip`.
+    pub fn features(&mut self, clip: &ClipInput) -> Result<ClipFeatures, Error> {
+        let windows = self.windows(clip.frames.len());
+        Ok(ClipFeatures {
+            logmel: self.audio_features(&clip.audio, &clip.audio_source, windows)?,
+            frames: self.frame_features(&clip.frames)?,
+        })
+    }
+
+    /// Runs every stage on a clip. A clip longer than T frames runs as consecutive windows of T
+    /// (as the official evaluation does); a short last window is completed by repeating its last
+    /// frame, and the results for those repeats are dropped.
+    pub fn run_clip(&mut self, clip: &ClipInput) -> Result<ClipOutput, Error> {
+        let mut times = StageTimes::default();
+        let n = clip.frames.len();
+        let t = self.package.frames_per_clip();
+        let windows = self.windows(n);
+
+        let start = Instant::now();
+        let logmel = self.audio_features(&clip.audio, &clip.audio_source, windows)?;
+        times.audio_frontend = start.elapsed();
+
+        let start = Instant::now();
+        let frames = self.frame_features(&clip.frames)?;
+        times.vision_frontend = start.elapsed();
+
+        let frame_len = frames.item_len();
+        let patch_len = logmel.item_len();
+        let mut logits_data = Vec::new();
+        let mut logit_dims: Option<[usize; 3]> = None;
+        for w in 0..windows {
+            let mut window_frames = Vec::with_capacity(t * frame_len);
+            for i in 0..t {
+                // Past the clip's end, repeat its last frame: the padded outputs are discarded.
+                window_frames.extend_from_slice(frames.item((w * t + i).min(n - 1)));
+            }
+            let mut shape = frames.shape().to_vec();
+            shape[0] = t;
+            let window_frames = Tensor::new(shape, window_frames);
+            let mut patch_shape = logmel.shape().to_vec();
+            patch_shape[0] = t;
+            let patches = Tensor::new(patch_shape, logmel.data()[w * t * patch_len..(w + 1) * t * patch_len].to_vec());
+
+            let start = Instant::now();
+            let audio = self.runner.encode_audio(&patches)?;
+            times.audio_encoder += start.elapsed();
+            let start = Instant::now();
+            let logits = self.runner.segment(&window_frames, &audio)?;
+            times.segmenter += start.elapsed();
+
+            let dims = [logits.shape()[1], logits.shape()[2], logits.shape()[3]];
+            logit_dims.get_or_insert(dims);
+            let keep = t.min(n - w * t);
+            logits_data.extend_from_slice(&logits.data()[..keep * logits.item_len()]);
+        }
+        let [k, h, w] = logit_dims.expect("at least one window");
+        let logits = Tensor::new(vec![n, k, h, w], logits_data);
+
+        let start = Instant::now();
+        let frames_out = self.post_process(clip, &logits)?;
+        times.post = start.elapsed();
+        Ok(ClipOutput { frames: frames_out, logits, times })
+    }
+
+    /// Logits `[n, K, h, w]` → masks at each source frame's size, and their objects.
+    pub fn post_process(&self, clip: &ClipInput, logits: &Tensor) -> Result<Vec<FrameOutput>, Error> {
+        let (k, h, w) = (logits.shape()[1], logits.shape()[2], logits.shape()[3]);
+        let manifest = self.package.manifest();
+        let mut out = Vec::with_capacity(clip.frames.len());
+        for (i, frame) in clip.frames.iter().enumerate() {
+            let (fw, fh) = frame.image.dimensions();
+            let frame_logits = logits.item(i);
+            let (mask, labels) = match &manifest.output {
+                OutputSpec::Binary { threshold } => {
+                    let th = self.options.threshold.unwrap_or(*threshold);
+                    (binary_mask(frame_logits, h, w, fw, fh, th), None)
+                }
+                OutputSpec::Semantic { labels, .. } => (semantic_mask(frame_logits, k, h, w, fw, fh), Some(labels.as_slice())),
+            };
+            let objects = find_objects(&mask, labels, self.options.min_object_area);
+            out.push(FrameOutput {
+                index: i,
+                timestamp: i as f64 + FRAME_TIME_OFFSET_S,
+                source: frame.source.clone(),
+                mask,
+                objects,
+            });
+        }
+        Ok(out)
+    }
+}

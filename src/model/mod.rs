@@ -1,9 +1,25 @@
 //! Model packages: a folder with an `avseg.json` manifest and the ONNX graph(s) it names.
+//!
+//! * [`manifest`]: the versioned, strict manifest schema.
+//! * [`package`]: loading a folder and validating the manifest against the graphs.
+
+pub mod manifest;
+pub mod package;
+
 use std::path::PathBuf;
+
+pub use manifest::{Family, Manifest, OutputSpec};
+pub use package::{GraphInfo, ModelPackage};
 
 /// A model package is unusable. Every variant names the file and, where it applies, the field.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
-    #[error("{}: {detail}", path.display())]
-    Invalid { path: PathBuf, detail: String },
+    #[error("{}: not a model package folder", path.display())]
+    NotAPackage { path: PathBuf },
+    #[error("{}: cannot read manifest: {detail}", path.display())]
+    Read { path: PathBuf, detail: String },
+    #[error("{}: field `{field}`: {detail}", path.display())]
+    Field { path: PathBuf, field: String, detail: String },
+    #[error("{}: `{field}`: {detail}", path.display())]
+    Graph { path: PathBuf, field: String, detail: String },
 }

@@ -1,0 +1,127 @@
+//! `avseg.json`: what a model package declares about itself.
+//!
+//! The manifest is versioned (`schema_version`) and strict: unknown fields are rejected so that a
+//! typo (`"treshold"`) is an error instead of a silently ignored setting.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frontend::audio::PatchPadding;
+use crate::frontend::vision::VisionConfig;
+
+/// The value of the `format` field; identifies the file as an avseg manifest.
+pub const FORMAT: &str = "avseg-model";
+/// The manifest schema this build reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// File name of the manifest inside a package folder.
+pub const MANIFEST_FILE: &str = "avseg.json";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub schema_version: u32,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub family: Family,
+    /// Frames the segmenter takes in one call (T). TPAVI couples them through its attention.
+    pub frames_per_clip: usize,
+    pub vision: VisionConfig,
+    pub audio: AudioSpec,
+    pub output: OutputSpec,
+    pub graphs: Graphs,
+    pub provenance: Provenance,
+}
+
+/// Model families differ in how frames are coupled and how their checkpoints map onto graphs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// AVSBench baseline: TPAVI attention couples the T frames of a clip.
+    Tpavi,
+    /// AVSegFormer: frames are independent; each uses its own audio patch.
+    Avsegformer,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Tpavi => "tpavi",
+            Family::Avsegformer => "avsegformer",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSpec {
+    pub frontend: AudioFrontendKind,
+    /// How a clip with fewer than T audio patches is completed.
+    pub patch_padding: PatchPadding,
+    /// Width of one audio embedding (128 for VGGish).
+    pub embedding_dim: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AudioFrontendKind {
+    /// 16 kHz, 96×64 log-mel patches of 0.96 s, as VGGish.
+    VggishLogmel,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OutputSpec {
+    /// One logit channel; foreground where sigmoid(logit) > threshold.
+    Binary { threshold: f32 },
+    /// One logit channel per class; the label is the argmax, class 0 is background.
+    Semantic { labels: Vec<String>, palette: Vec<[u8; 3]> },
+}
+
+impl OutputSpec {
+    /// Logit channels the segmenter must produce.
+    pub fn channels(&self) -> usize {
+        match self {
+            OutputSpec::Binary { .. } => 1,
+            OutputSpec::Semantic { labels, .. } => labels.len(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Graphs {
+    /// Log-mel patches → embeddings. Absent when the segmenter takes log-mel itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_encoder: Option<GraphSpec>,
+    /// Frames + audio (embeddings, or log-mel without an encoder) → mask logits.
+    pub segmenter: GraphSpec,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSpec {
+    /// ONNX file, relative to the package folder.
+    pub file: String,
+    /// Graph input names, in the order the runtime feeds them.
+    pub inputs: Vec<String>,
+    /// Graph output names; the first is the one the runtime reads.
+    pub outputs: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    pub source: String,
+    pub licence: String,
+    #[serde(default)]
+    pub created_by: String,
+    /// False for random-weight packages (test fixtures): their masks carry no meaning.
+    #[serde(default)]
+    pub trained: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<u64>,
+    /// Free-form evaluation results (e.g. `{"avs_reg_s4_miou": 0.74}`).
+    #[serde(default)]
+    pub metrics: serde_json::Map<String, serde_json::Value>,
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every avseg test:
+#   1. a Python venv (tools/requirements.txt) for the ONNX Runtime and block-fidelity checks;
+#   2. live cross-checks: the export tooling's blocks vs the official reference tensors, and
+#      avseg's tract logits vs ONNX Runtime on the bundled model and sample;
+#   3. the Rust unit and integration tests (cargo test).
+# The official reference tensors are read from $AVSEG_REFERENCE_DIR, default ../shared/reference.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${AVSEG_VENV:-.venv}
+export AVSEG_REFERENCE_DIR=${AVSEG_REFERENCE_DIR:-$(pwd)/../shared/reference}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tools/requirements.txt
+
+echo "== build"
+cargo build --locked --bins
+
+echo "== export-tool block fidelity vs official reference tensors"
+if [ -f "$AVSEG_REFERENCE_DIR/README.md" ]; then
+  "$VENV/bin/python" tools/tests/test_blocks.py --reference "$AVSEG_REFERENCE_DIR"
+elif [ -n "${CI:-}" ]; then
+  echo "reference tensors missing at $AVSEG_REFERENCE_DIR" >&2; exit 1
+else
+  echo "skipped: reference tensors not found at $AVSEG_REFERENCE_DIR"
+fi
+
+echo "== tract vs ONNX Runtime, live, on the bundled sample"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+./target/debug/avseg features --model models/tiny-tpavi --audio models/sample/audio.wav --out "$work/logmel.npy" \
+  --frames models/sample/frames --frames-out "$work/frames.npy"
+./target/debug/avseg segment --model models/tiny-tpavi --clip models/sample --out "$work/out" --save-logits
+"$VENV/bin/python" tools/check_ort.py --model models/tiny-tpavi --logmel "$work/logmel.npy" \
+  --frames "$work/frames.npy" --logits "$work/out/logits.npy" --tol 1e-4
+
+echo "== cargo test"
+cargo test --locked
