@@ -195,7 +195,7 @@ def output_conv(gb, sd, prefix, x, out=None):
 # Whole segmenter
 # ---------------------------------------------------------------------------
 
-def build_tpavi(tensors, frames=5, height=224, width=224, strict=True):
+def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=True):
     """frames [T,3,H,W] + audio_embedding [T,D] -> mask_logits [T,K,H,W].
 
     All dimensions are static so tract can pick its best kernels. Returns
@@ -234,7 +234,7 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True):
     leftover = sd.unused()
     if leftover and strict:
         raise ValueError(f"TPAVI weights not consumed: {leftover[:8]} ({len(leftover)} total)")
-    model = gb.build("TPAVI-R50 segmenter, re-associated attention, BatchNorm folded")
+    model = gb.build("TPAVI-R50 segmenter, re-associated attention, BatchNorm folded", check=check)
     info = {
         "audio_dim": int(audio_dim),
         "num_classes": int(n_classes),

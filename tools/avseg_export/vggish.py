@@ -57,7 +57,7 @@ def vggish_embeddings(gb: GraphBuilder, sd: StateDict, x: str, in_features: int,
     return x, d
 
 
-def build_vggish(tensors, input_name="audio_logmel", output_name="audio_embedding"):
+def build_vggish(tensors, input_name="audio_logmel", output_name="audio_embedding", check=True):
     """Full encoder: audio_logmel [N,1,96,64] (N symbolic) -> audio_embedding [N,D].
 
     Returns (onnx.ModelProto, info dict with embedding_dim and parameters).
@@ -72,5 +72,5 @@ def build_vggish(tensors, input_name="audio_logmel", output_name="audio_embeddin
     leftover = sd.unused()
     if leftover:
         raise ValueError(f"VGGish weights not consumed: {leftover[:8]}")
-    model = gb.build("VGGish audio encoder, post-ReLU embedding, no PCA")
+    model = gb.build("VGGish audio encoder, post-ReLU embedding, no PCA", check=check)
     return model, {"embedding_dim": int(d), "parameters": gb.parameter_count()}
