@@ -78,13 +78,34 @@ def validate_manifest(m: dict):
         need(k in p, f"provenance.{k} missing")
 
 
+def dumps_manifest(m: dict) -> str:
+    """Indented JSON, but lists of scalars (mean, std, palette rows) on one line."""
+
+    def fmt(v, ind):
+        pad = "  " * (ind + 1)
+        if isinstance(v, dict):
+            if not v:
+                return "{}"
+            items = [f"{pad}{json.dumps(k)}: {fmt(x, ind + 1)}" for k, x in v.items()]
+            return "{\n" + ",\n".join(items) + "\n" + "  " * ind + "}"
+        if isinstance(v, list):
+            if all(not isinstance(x, (dict, list)) for x in v):
+                return "[" + ", ".join(json.dumps(x) for x in v) + "]"
+            return "[\n" + ",\n".join(pad + fmt(x, ind + 1) for x in v) + "\n" + "  " * ind + "]"
+        return json.dumps(v)
+
+    text = fmt(m, 0) + "\n"
+    assert json.loads(text) == m
+    return text
+
+
 def write_package(out_dir, meta: dict, audio_model: onnx.ModelProto, seg_model: onnx.ModelProto) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # SerializeToString is deterministic for a deterministically built proto.
     (out / meta["graphs"]["audio_encoder"]["file"]).write_bytes(audio_model.SerializeToString())
     (out / meta["graphs"]["segmenter"]["file"]).write_bytes(seg_model.SerializeToString())
-    (out / "avseg.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "avseg.json").write_text(dumps_manifest(meta))
     return out
 
 
