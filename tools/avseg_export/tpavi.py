@@ -1,0 +1,244 @@
+"""TPAVI-R50 segmenter (models.md section 6) as a static-shape ONNX graph.
+
+Layout inside the graph is [T, C, H, W] for one 5-frame group (the official
+model reshapes by a hard-coded 5, so one clip is exactly one attention group).
+Shapes are inferred from the tensors; block counts from the keys present.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import GraphBuilder
+from .weights import StateDict, bn_scale_shift, fold_bn
+
+RESNET_LAYERS = (("layer1", 1), ("layer2", 2), ("layer3_1", 2), ("layer4_1", 2))
+ASPP_DILATIONS = (3, 6, 12, 18)
+
+
+def _conv_out(size: int, k: int, s: int, p: int, d: int = 1) -> int:
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+# ---------------------------------------------------------------------------
+# ResNet-50 encoder (branch 1 only; layer3_2/layer4_2 are never executed)
+# ---------------------------------------------------------------------------
+
+def _conv_bn(gb, sd, conv_key, bn_key, x, stride, pad, relu):
+    w = sd.get(conv_key + ".weight")
+    s, t = bn_scale_shift(sd, bn_key, w.shape[0])
+    wf, bf = fold_bn(w, None, s, t)
+    y = gb.conv(x, wf, bf, conv_key, stride=stride, pad=pad)
+    return (gb.relu(y, conv_key + ".relu") if relu else y), w.shape[0]
+
+
+def bottleneck(gb, sd, prefix, x, stride):
+    """torchvision v1.5 bottleneck: the stride sits on the 3x3 conv."""
+    y, _ = _conv_bn(gb, sd, prefix + ".conv1", prefix + ".bn1", x, 1, 0, True)
+    y, _ = _conv_bn(gb, sd, prefix + ".conv2", prefix + ".bn2", y, stride, 1, True)
+    y, c_out = _conv_bn(gb, sd, prefix + ".conv3", prefix + ".bn3", y, 1, 0, False)
+    if prefix + ".downsample.0.weight" in sd:
+        skip, _ = _conv_bn(gb, sd, prefix + ".downsample.0", prefix + ".downsample.1", x, stride, 0, False)
+    else:
+        skip = x
+    y = gb.add(y, skip, prefix + ".add")
+    return gb.relu(y, prefix + ".out"), c_out
+
+
+def resnet_encoder(gb, sd, x, height, width):
+    """Returns [(value, channels, h, w)] for layer1..layer4 outputs."""
+    x, _ = _conv_bn(gb, sd, "resnet.conv1", "resnet.bn1", x, 2, 3, True)
+    h, w = _conv_out(height, 7, 2, 3), _conv_out(width, 7, 2, 3)
+    x = gb.maxpool(x, "resnet.maxpool", kernel=3, stride=2, pad=1)
+    h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
+    feats = []
+    for name, stride in RESNET_LAYERS:
+        n_blocks = 0
+        while f"resnet.{name}.{n_blocks}.conv1.weight" in sd:
+            n_blocks += 1
+        if n_blocks == 0:
+            raise KeyError(f"no blocks found for resnet.{name}")
+        c = None
+        for i in range(n_blocks):
+            s = stride if i == 0 else 1
+            x, c = bottleneck(gb, sd, f"resnet.{name}.{i}", x, s)
+            h, w = _conv_out(h, 3, s, 1), _conv_out(w, 3, s, 1)
+        feats.append((x, c, h, w))
+    return feats
+
+
+# ---------------------------------------------------------------------------
+# Classifier_Module: sum of dilated 3x3 convs
+# ---------------------------------------------------------------------------
+
+def aspp(gb, sd, prefix, x, h, w, shortcut=True):
+    """Sum of the dilated convs `{prefix}.conv2d_list.{i}`.
+
+    With `shortcut`, branches whose dilation reaches past the whole map only
+    ever see zero padding off-centre, so they are exactly 1x1 convs with the
+    centre tap; all such branches (and every bias) merge into one 1x1 conv.
+    """
+    branches = []
+    i = 0
+    while f"{prefix}.conv2d_list.{i}.weight" in sd:
+        branches.append((i, ASPP_DILATIONS[i]))
+        i += 1
+    if not branches:
+        raise KeyError(f"no branches for {prefix}.conv2d_list")
+    weights = {i: sd.get(f"{prefix}.conv2d_list.{i}.weight") for i, _ in branches}
+    biases = {i: sd.get(f"{prefix}.conv2d_list.{i}.bias") for i, _ in branches}
+    bias_total = sum(biases[i].astype(np.float64) for i, _ in branches).astype(np.float32)
+    if not shortcut:
+        acc = None
+        for i, d in branches:
+            y = gb.conv(x, weights[i], biases[i], f"{prefix}.conv2d_list.{i}", pad=d, dilation=d)
+            acc = y if acc is None else gb.add(acc, y, f"{prefix}.sum{i}")
+        return acc
+    full = [(i, d) for i, d in branches if d < h or d < w]
+    centre = [i for i, d in branches if not (d < h or d < w)]
+    terms = []
+    for j, (i, d) in enumerate(full):
+        terms.append(gb.conv(x, weights[i], bias_total if j == 0 else None,
+                             f"{prefix}.conv2d_list.{i}", pad=d, dilation=d))
+    if centre:
+        wc = sum(weights[i][:, :, 1:2, 1:2].astype(np.float64) for i in centre).astype(np.float32)
+        name = f"{prefix}.conv2d_list.{'+'.join(str(i) for i in centre)}.centre"
+        terms.append(gb.conv(x, wc, bias_total if not full else None, name))
+    acc = terms[0]
+    for j, t in enumerate(terms[1:]):
+        acc = gb.add(acc, t, f"{prefix}.sum{j + 1}")
+    return acc
+
+
+# ---------------------------------------------------------------------------
+# TPAVI block, re-associated: y = theta (phi^T g) / N, no N x N matrix
+# ---------------------------------------------------------------------------
+
+def tpavi_block(gb, sd, prefix, x, audio, t, h, w, aligned_out=None):
+    """One audio-visual TPAVI group.
+
+    x: [T,C,h,w]; audio: [T,D]. Returns (out [T,C,h,w], audio_aligned [T,C]).
+    Works channels-last so every per-position product is a MatMul and the
+    channel LayerNorm is a single LayerNormalization(axis=-1).
+    """
+    th_w = sd.get(prefix + ".theta.weight")
+    cp, c = th_w.shape[0], th_w.shape[1]
+    th_w = th_w.reshape(cp, c)
+    th_b = sd.get(prefix + ".theta.bias", (cp,))
+    ph_w = sd.get(prefix + ".phi.weight", (cp, c, 1, 1, 1)).reshape(cp, c)
+    ph_b = sd.get(prefix + ".phi.bias", (cp,))
+    g_w = sd.get(prefix + ".g.weight", (cp, c, 1, 1, 1)).reshape(cp, c)
+    g_b = sd.get(prefix + ".g.bias", (cp,))
+    al_w = sd.get(prefix + ".align_channel.weight")
+    if al_w.shape[0] != c:
+        raise ValueError(f"{prefix}.align_channel.weight has shape {al_w.shape}; expected [{c}, D]")
+    al_b = sd.opt(prefix + ".align_channel.bias", (c,))  # absent in AVSS checkpoints
+    wz_w = sd.get(prefix + ".W_z.0.weight", (c, cp, 1, 1, 1)).reshape(c, cp)
+    wz_b = sd.get(prefix + ".W_z.0.bias", (c,))
+    bn_s, bn_t = bn_scale_shift(sd, prefix + ".W_z.1", c)
+    wz_wf, wz_bf = fold_bn(wz_w, wz_b, bn_s, bn_t)
+    ln_w = sd.get(prefix + ".norm_layer.weight", (c,))
+    ln_b = sd.get(prefix + ".norm_layer.bias", (c,))
+    n = t * h * w
+
+    aligned = gb.linear(audio, al_w, al_b, prefix + ".align_channel", out=aligned_out)
+    phi = gb.linear(aligned, ph_w, ph_b, prefix + ".phi")                       # [T,C']
+    x_cl = gb.transpose(x, (0, 2, 3, 1), prefix + ".nhwc")                      # [T,h,w,C]
+    # Sum over positions of g = W_g (sum_yx V) + h*w*b_g: the g conv itself is never needed.
+    v_sum = gb.reduce_sum(x_cl, (1, 2), prefix + ".vsum")                       # [T,C]
+    g_sum = gb.linear(v_sum, g_w, (g_b.astype(np.float64) * (h * w)).astype(np.float32), prefix + ".g")
+    phi_t = gb.transpose(phi, (1, 0), prefix + ".phi_t")                        # [C',T]
+    k = gb.matmul(phi_t, g_sum, prefix + ".phiTg")                              # [C',C']
+    k = gb.mul(k, gb.const(prefix + ".inv_n", np.array(1.0 / n, dtype=np.float32)), prefix + ".K")
+    theta = gb.matmul(x_cl, gb.const(prefix + ".theta.weight_t", np.ascontiguousarray(th_w.T)), prefix + ".theta.mm")
+    theta = gb.add(theta, gb.const(prefix + ".theta.bias", th_b), prefix + ".theta")
+    y = gb.matmul(theta, k, prefix + ".y")                                      # [T,h,w,C']
+    z = gb.matmul(y, gb.const(prefix + ".W_z.weight_t_bnfolded", np.ascontiguousarray(wz_wf.T)), prefix + ".W_z.mm")
+    z = gb.add(z, gb.const(prefix + ".W_z.bias_bnfolded", wz_bf), prefix + ".W_z")
+    z = gb.add(z, x_cl, prefix + ".residual")
+    z = gb.layer_norm_last(z, ln_w, ln_b, prefix + ".norm_layer")
+    return gb.transpose(z, (0, 3, 1, 2), prefix + ".nchw"), aligned
+
+
+# ---------------------------------------------------------------------------
+# Decoder and head
+# ---------------------------------------------------------------------------
+
+def rcu(gb, sd, prefix, x):
+    """Residual conv unit; the reference's in-place ReLU means the skip adds ReLU(x)."""
+    r = gb.relu(x, prefix + ".relu0")
+    y = gb.conv(r, sd.get(prefix + ".conv1.weight"), sd.get(prefix + ".conv1.bias"), prefix + ".conv1", pad=1)
+    y = gb.relu(y, prefix + ".relu1")
+    y = gb.conv(y, sd.get(prefix + ".conv2.weight"), sd.get(prefix + ".conv2.bias"), prefix + ".conv2", pad=1)
+    return gb.add(r, y, prefix + ".add")
+
+
+def fusion_block(gb, sd, prefix, x, skip=None, out=None):
+    """Up2(RCU2(x + RCU1(skip))), or Up2(RCU2(x)) without a skip; Up2 uses align_corners."""
+    if skip is not None:
+        x = gb.add(x, rcu(gb, sd, prefix + ".resConfUnit1", skip), prefix + ".merge")
+    x = rcu(gb, sd, prefix + ".resConfUnit2", x)
+    return gb.upsample2x(x, prefix + ".up", align_corners=True, out=out)
+
+
+def output_conv(gb, sd, prefix, x, out=None):
+    """conv3x3 -> bilinear x2 (half-pixel) -> conv3x3 -> ReLU -> conv1x1."""
+    y = gb.conv(x, sd.get(prefix + ".0.weight"), sd.get(prefix + ".0.bias"), prefix + ".0", pad=1)
+    y = gb.upsample2x(y, prefix + ".1", align_corners=False)
+    y = gb.conv(y, sd.get(prefix + ".2.weight"), sd.get(prefix + ".2.bias"), prefix + ".2", pad=1)
+    y = gb.relu(y, prefix + ".3")
+    w4 = sd.get(prefix + ".4.weight")
+    return gb.conv(y, w4, sd.get(prefix + ".4.bias", (w4.shape[0],)), prefix + ".4", out=out), w4.shape[0]
+
+
+# ---------------------------------------------------------------------------
+# Whole segmenter
+# ---------------------------------------------------------------------------
+
+def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=True):
+    """frames [T,3,H,W] + audio_embedding [T,D] -> mask_logits [T,K,H,W].
+
+    All dimensions are static so tract can pick its best kernels. Returns
+    (onnx.ModelProto, info dict).
+    """
+    if height % 32 or width % 32:
+        raise ValueError("height and width must be multiples of 32 (the decoder doubles 1/32 back up)")
+    sd = tensors if isinstance(tensors, StateDict) else StateDict(tensors)
+    stem_w = sd.get("resnet.conv1.weight")
+    if stem_w.shape[1:] != (3, 7, 7):
+        raise ValueError(f"resnet.conv1.weight has shape {stem_w.shape}; expected [*, 3, 7, 7]")
+    stages = [k for k in range(1, 5) if sd.has_prefix(f"tpavi_b{k}.")]
+    if not stages:
+        raise KeyError("no tpavi_b{1..4} blocks found")
+    audio_dim = sd.get(f"tpavi_b{stages[0]}.align_channel.weight").shape[1]
+
+    gb = GraphBuilder("tpavi_r50")
+    x = gb.input("frames", [frames, 3, height, width])
+    audio = gb.input("audio_embedding", [frames, audio_dim])
+
+    feats = resnet_encoder(gb, sd, x, height, width)
+    fused = []
+    for k, (f, _c, h, w) in enumerate(feats, start=1):
+        y = aspp(gb, sd, f"conv{k}", f, h, w)
+        if k in stages:
+            y, _ = tpavi_block(gb, sd, f"tpavi_b{k}", y, audio, frames, h, w)
+        fused.append(y)
+
+    d = fusion_block(gb, sd, "path4", fused[3])
+    d = fusion_block(gb, sd, "path3", d, fused[2])
+    d = fusion_block(gb, sd, "path2", d, fused[1])
+    d = fusion_block(gb, sd, "path1", d, fused[0])
+    logits, n_classes = output_conv(gb, sd, "output_conv", d, out="mask_logits")
+    gb.output(logits, [frames, n_classes, height, width])
+
+    leftover = sd.unused()
+    if leftover and strict:
+        raise ValueError(f"TPAVI weights not consumed: {leftover[:8]} ({len(leftover)} total)")
+    model = gb.build("TPAVI-R50 segmenter, re-associated attention, BatchNorm folded", check=check)
+    info = {
+        "audio_dim": int(audio_dim),
+        "num_classes": int(n_classes),
+        "tpavi_stages": stages,
+        "parameters": gb.parameter_count(),
+    }
+    return model, info
