@@ -1,1 +1,279 @@
-//! Audio decoding (to be written).
+//! Audio decoding with symphonia: WAV (int16/24/32, float32), FLAC, Ogg/Vorbis, MP3 → mono f32 PCM
+//! at the file's own rate.
+//!
+//! Integer samples are scaled by 1/2^(bits-1); for int16 that is exactly `int / 32768`, the
+//! official loader's scaling (symphonia's i16→f32 conversion is `s as f32 / 32768.0`, exact in f32).
+//!
+//! Truncation policy: when the container states how many frames it holds (WAV data chunk length,
+//! FLAC STREAMINFO) and fewer can be read, decoding fails with [`DecodeError::CorruptAudio`] naming
+//! the file and both counts. Returning the shorter audio instead would silently shift which audio
+//! patch pairs with which video frame. WAVs written by a stream (length field 0xFFFFFFFF) state no
+//! length and decode up to the end of the file.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+
+use super::DecodeError;
+
+/// Mono PCM at the file's own rate. Integer PCM is scaled as int/32768 (int16) like the official
+/// loader; multi-channel audio is averaged to mono (channel mean).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pcm {
+    pub samples: Vec<f32>,
+    pub rate: u32,
+}
+
+impl Pcm {
+    pub fn seconds(&self) -> f64 {
+        if self.rate == 0 {
+            0.0
+        } else {
+            self.samples.len() as f64 / self.rate as f64
+        }
+    }
+}
+
+/// Averages interleaved channels into mono, appending to `out`.
+///
+/// The mean is taken in f64 so it does not depend on channel order; for int16 stereo the result
+/// equals the f32 mean exactly. A trailing partial frame is ignored. `channels == 0` appends nothing.
+pub fn mix_to_mono(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {
+    match channels {
+        0 => {}
+        1 => out.extend_from_slice(interleaved),
+        _ => {
+            let inv = 1.0 / channels as f64;
+            out.extend(interleaved.chunks_exact(channels).map(|frame| {
+                let sum: f64 = frame.iter().map(|&v| v as f64).sum();
+                (sum * inv) as f32
+            }))
+        }
+    }
+}
+
+/// Formats whose stated frame count is exact, so a shortfall means a damaged file rather than an
+/// estimate (MP3 and Vorbis durations can be estimates or include encoder padding).
+fn has_exact_length(format_short_name: &str) -> bool {
+    matches!(format_short_name, "wave" | "aiff" | "flac")
+}
+
+/// The codec tag of a RIFF/WAVE file's `fmt ` chunk, read directly from the header so an
+/// unsupported codec can be named (symphonia only says "unsupported wave format").
+fn wav_format_tag(head: &[u8]) -> Option<u16> {
+    if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return None;
+    }
+    let mut pos = 12;
+    while pos + 8 <= head.len() {
+        let id = &head[pos..pos + 4];
+        let len = u32::from_le_bytes(head[pos + 4..pos + 8].try_into().ok()?) as usize;
+        let body = pos + 8;
+        if id == b"fmt " {
+            let tag = u16::from_le_bytes(head.get(body..body + 2)?.try_into().ok()?);
+            // WAVE_FORMAT_EXTENSIBLE keeps the real codec in the first two bytes of the sub-format GUID.
+            if tag == 0xFFFE {
+                return head.get(body + 24..body + 26).map(|b| u16::from_le_bytes([b[0], b[1]]));
+            }
+            return Some(tag);
+        }
+        pos = body.checked_add(len)?.checked_add(len & 1)?;
+    }
+    None
+}
+
+fn is_riff_wave(head: &[u8]) -> bool {
+    head.len() >= 12 && &head[0..4] == b"RIFF" && &head[8..12] == b"WAVE"
+}
+
+/// Decodes a whole audio file to mono f32 PCM at its own sample rate.
+///
+/// Never panics on file content: a panic inside a codec (a bug there, triggered by a malformed file)
+/// is reported as [`DecodeError::CorruptAudio`] for that file.
+pub fn decode_audio(path: &Path) -> Result<Pcm, DecodeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_inner(path))).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown reason".into());
+        Err(DecodeError::CorruptAudio { path: path.to_path_buf(), detail: format!("decoder failed: {why}") })
+    })
+}
+
+fn decode_inner(path: &Path) -> Result<Pcm, DecodeError> {
+    let p = || path.to_path_buf();
+    let meta = std::fs::metadata(path).map_err(|source| DecodeError::Read { path: p(), source })?;
+    if meta.is_dir() {
+        return Err(DecodeError::Read { path: p(), source: std::io::Error::other("is a directory") });
+    }
+    if meta.len() == 0 {
+        return Err(DecodeError::Empty { path: p() });
+    }
+    let mut file = File::open(path).map_err(|source| DecodeError::Read { path: p(), source })?;
+    let mut head = Vec::with_capacity(4096);
+    (&mut file).take(4096).read_to_end(&mut head).map_err(|source| DecodeError::Read { path: p(), source })?;
+    drop(file);
+    let file = File::open(path).map_err(|source| DecodeError::Read { path: p(), source })?;
+
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut format = symphonia::default::get_probe()
+        .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
+        .map_err(|e| probe_error(path, &head, e))?;
+    let exact_length = has_exact_length(format.format_info().short_name);
+
+    let track = format.default_track(TrackType::Audio).ok_or_else(|| DecodeError::NoAudioTrack { path: p() })?;
+    let track_id = track.id;
+    let stated_frames = track.num_frames;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|c| c.audio())
+        .ok_or_else(|| DecodeError::NoAudioTrack { path: p() })?
+        .clone();
+    let mut decoder = symphonia::default::get_codecs()
+        .make_audio_decoder(&params, &AudioDecoderOptions::default())
+        .map_err(|e| match e {
+            SymError::Unsupported(_) => DecodeError::UnsupportedCodec { path: p(), codec: params.codec.to_string() },
+            other => DecodeError::CorruptAudio { path: p(), detail: other.to_string() },
+        })?;
+
+    let mut samples = Vec::new();
+    let mut interleaved: Vec<f32> = Vec::new();
+    let mut rate = params.sample_rate.unwrap_or(0);
+    let mut frames_decoded: u64 = 0;
+    let mut skipped_packets = 0usize;
+    loop {
+        let packet = match format.next_packet() {
+            Ok(Some(packet)) => packet,
+            Ok(None) => break,
+            // A chained Ogg stream starts a new logical stream; the first one is the audio.
+            Err(SymError::ResetRequired) => break,
+            // Running out of bytes mid-packet: the end of a stream without a stated length, or a
+            // truncated file, which the length check below tells apart.
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(DecodeError::CorruptAudio { path: p(), detail: e.to_string() }),
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        let buf = match decoder.decode(&packet) {
+            Ok(buf) => buf,
+            // Lossy streams routinely carry a damaged frame or two (e.g. a cut MP3); players skip
+            // them. Lossless formats have no such excuse.
+            Err(SymError::DecodeError(msg)) if !exact_length => {
+                skipped_packets += 1;
+                log::warn!("{}: skipped an undecodable packet: {msg}", path.display());
+                continue;
+            }
+            Err(SymError::Unsupported(what)) => {
+                return Err(DecodeError::UnsupportedCodec { path: p(), codec: format!("{} ({what})", params.codec) })
+            }
+            Err(e) => return Err(DecodeError::CorruptAudio { path: p(), detail: e.to_string() }),
+        };
+        let channels = buf.spec().channels().count();
+        rate = buf.spec().rate();
+        let n = buf.samples_interleaved();
+        if channels == 0 || n == 0 {
+            continue;
+        }
+        interleaved.resize(n, 0.0);
+        buf.copy_to_slice_interleaved(&mut interleaved[..]);
+        if let Some(i) = interleaved.iter().position(|v| !v.is_finite()) {
+            let frame = frames_decoded + (i / channels) as u64;
+            return Err(DecodeError::NonFiniteSample {
+                path: p(),
+                value: interleaved[i],
+                seconds: if rate > 0 { frame as f64 / rate as f64 } else { 0.0 },
+            });
+        }
+        mix_to_mono(&interleaved, channels, &mut samples);
+        frames_decoded += (n / channels) as u64;
+    }
+
+    if exact_length {
+        if let Some(stated) = stated_frames {
+            if frames_decoded < stated {
+                return Err(DecodeError::CorruptAudio {
+                    path: p(),
+                    detail: format!(
+                        "truncated: the header promises {stated} frames but only {frames_decoded} could be read"
+                    ),
+                });
+            }
+        }
+    }
+    if frames_decoded == 0 && skipped_packets > 0 {
+        return Err(DecodeError::CorruptAudio {
+            path: p(),
+            detail: format!("none of {skipped_packets} packets could be decoded"),
+        });
+    }
+    if rate == 0 {
+        return Err(DecodeError::CorruptAudio { path: p(), detail: "no sample rate".into() });
+    }
+    Ok(Pcm { samples, rate })
+}
+
+fn probe_error(path: &Path, head: &[u8], e: SymError) -> DecodeError {
+    let path: PathBuf = path.to_path_buf();
+    match e {
+        SymError::Unsupported(what) if is_riff_wave(head) => match wav_format_tag(head) {
+            Some(tag) => DecodeError::UnsupportedCodec { path, codec: format!("WAV format tag 0x{tag:04X}") },
+            None => DecodeError::UnsupportedCodec { path, codec: format!("WAV ({what})") },
+        },
+        SymError::Unsupported(what) => DecodeError::UnknownAudioFormat { path, detail: what.to_string() },
+        SymError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            if is_riff_wave(head) {
+                DecodeError::CorruptAudio { path, detail: "truncated: file ends inside the WAV header".into() }
+            } else {
+                DecodeError::UnknownAudioFormat { path, detail: "too short to be an audio file".into() }
+            }
+        }
+        SymError::IoError(source) => DecodeError::Read { path, source },
+        other => DecodeError::CorruptAudio { path, detail: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mono_mix() {
+        let mut out = Vec::new();
+        mix_to_mono(&[1.0, 3.0, -1.0, 0.0, 7.0], 2, &mut out);
+        assert_eq!(out, vec![2.0, -0.5]);
+        mix_to_mono(&[0.25], 1, &mut out);
+        assert_eq!(out, vec![2.0, -0.5, 0.25]);
+        mix_to_mono(&[1.0, 2.0, 3.0], 3, &mut out);
+        assert_eq!(out[3], 2.0);
+        mix_to_mono(&[1.0], 0, &mut out);
+        assert_eq!(out.len(), 4);
+    }
+
+    #[test]
+    fn fmt_tag_sniffing() {
+        let mut h = b"RIFF\0\0\0\0WAVE".to_vec();
+        h.extend(b"LIST");
+        h.extend(3u32.to_le_bytes());
+        h.extend([0, 0, 0, 0]); // odd chunk + pad byte
+        h.extend(b"fmt ");
+        h.extend(16u32.to_le_bytes());
+        h.extend(0x0161u16.to_le_bytes());
+        assert_eq!(wav_format_tag(&h), Some(0x0161));
+        assert_eq!(wav_format_tag(b"hello world, not a wav"), None);
+        assert_eq!(wav_format_tag(b"RIFF"), None);
+    }
+}
