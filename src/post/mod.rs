@@ -1,4 +1,14 @@
-//! Post-processing: logits → masks → objects → files (to be written).
+//! Post-processing: logits → masks → objects → files.
+//!
+//! * [`mask`]: per-frame logits at model resolution → a label map at the source frame's size
+//!   (binary: bilinear upsample then σ > threshold; semantic: argmax then nearest upsample).
+//! * [`objects`]: 8-connected regions of a label map → [`objects::SoundingObject`]s.
+//! * [`write`]: mask PNGs (0/255 or indexed), overlays, `.npy` logits and `results.jsonl`.
+
+pub mod mask;
+pub mod objects;
+pub mod write;
+
 use std::path::PathBuf;
 
 /// Post-processing or writing results failed.
@@ -10,4 +20,8 @@ pub enum PostError {
     LogitShape { shape: Vec<usize>, expected: String },
     #[error("logits contain a non-finite value ({value}) at index {index}")]
     NonFiniteLogit { index: usize, value: f32 },
+    /// The data handed to a writer does not fit the request (mask vs frame size, a label with no
+    /// palette entry, a shape that does not match the data). Nothing was written.
+    #[error("{}: {detail}", path.display())]
+    Invalid { path: PathBuf, detail: String },
 }
