@@ -247,11 +247,15 @@ fn features(a: FeaturesArgs) -> Result<(), Error> {
     if let (Some(audio_path), Some(out)) = (&a.audio, &a.out) {
         let pcm = avseg::io::audio::decode_audio(audio_path)?;
         let mut fe = AudioFrontend::new();
-        let patches = if a.all_patches {
-            fe.all_patches(&pcm).map_err(|e| Error::frontend(audio_path, e))?
+        let t = if a.all_patches {
+            // Every complete patch the audio holds; asking for exactly that many means no padding.
+            use avseg::frontend::audio::{logmel::frame_count, patches::patch_count, resample::{check_rate, output_len}};
+            check_rate(pcm.rate).map_err(|e| Error::frontend(audio_path, e))?;
+            patch_count(frame_count(output_len(pcm.samples.len(), pcm.rate))).max(1)
         } else {
-            fe.clip_patches(&pcm, t, padding).map_err(|e| Error::frontend(audio_path, e))?
+            t
         };
+        let patches = fe.clip_patches(&pcm, t, padding).map_err(|e| Error::frontend(audio_path, e))?;
         write_npy(out, patches.shape(), patches.data())?;
         eprintln!("log-mel {:?} -> {}", patches.shape(), out.display());
     }
