@@ -150,8 +150,9 @@ def main():
     rng = np.random.default_rng(0)
     vgg = tiny.random_vggish(rng)
     seg = tiny.random_tpavi(rng)
-    frames, emb = tiny.calibration_inputs(vgg, np.random.default_rng([0, 1]), 64)
-    tiny.calibrate_bn(seg, frames, emb, np.random.default_rng([0, 2]))
+    batches = tiny.calibration_inputs(vgg, np.random.default_rng([0, 1]), 64)
+    tiny.calibrate_bn(seg, batches, np.random.default_rng([0, 2]))
+    emb = batches[0][1]
     seg["output_conv.4.bias"] = np.array([0.25], np.float32)
     sd64 = {k: v.astype(np.float64) for k, v in seg.items()}
     vg64 = {k: v.astype(np.float64) for k, v in vgg.items()}
