@@ -136,9 +136,11 @@ struct InfoArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // symphonia logs its own probe failures at error level; avseg reports them once, with the
+    // file name, so the decoder's log stays quiet unless debugging.
     let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+        0 => "warn,symphonia=off",
+        1 => "info,symphonia=off",
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
