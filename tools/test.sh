@@ -20,7 +20,7 @@ cargo build --locked --bins
 
 echo "== export-tool block fidelity vs official reference tensors"
 if [ -f "$AVSEG_REFERENCE_DIR/README.md" ]; then
-  "$VENV/bin/python" tools/tests/test_blocks.py --reference "$AVSEG_REFERENCE_DIR"
+  "$VENV/bin/python" tools/tests/test_blocks.py "$AVSEG_REFERENCE_DIR"
 elif [ -n "${CI:-}" ]; then
   echo "reference tensors missing at $AVSEG_REFERENCE_DIR" >&2; exit 1
 else
