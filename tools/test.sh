@@ -27,6 +27,9 @@ else
   echo "skipped: reference tensors not found at $AVSEG_REFERENCE_DIR"
 fi
 
+echo "== exported TPAVI/VGGish graphs vs an independent numpy forward (literal N×N attention)"
+"$VENV/bin/python" tools/tests/test_tiny_numpy.py
+
 echo "== tract vs ONNX Runtime, live, on the bundled sample"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
