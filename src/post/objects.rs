@@ -129,7 +129,7 @@ mod tests {
         ]);
         let objs = find_objects(&m, None, 0);
         assert_eq!(objs.len(), 2);
-        assert_eq!((objs[0].class, objs[0].area, objs[0].bbox), (1, 5, [0, 0, 4, 3]));
+        assert_eq!((objs[0].class, objs[0].area, objs[0].bbox), (1, 4, [0, 0, 4, 3]));
         assert_eq!((objs[1].class, objs[1].area, objs[1].bbox), (2, 3, [2, 0, 2, 2]));
         assert_eq!(objs[1].id, 2);
     }
