@@ -18,7 +18,9 @@ fn frame_1920x1080() -> image::RgbImage {
 fn preprocess(c: &mut Criterion) {
     let frame = frame_1920x1080();
     let mut group = c.benchmark_group("preprocess_1920x1080_to_224_nchw");
-    for (name, filter) in [("bilinear_opencv", ResizeFilter::BilinearOpencv), ("bilinear_pil", ResizeFilter::BilinearPil)] {
+    for (name, filter) in
+        [("bilinear_opencv", ResizeFilter::BilinearOpencv), ("bilinear_pil", ResizeFilter::BilinearPil)]
+    {
         let mut fe = VisionFrontend::new(VisionConfig::imagenet(224, 224, filter));
         let mut out = vec![0.0f32; fe.frame_len()];
         group.bench_function(name, |b| {

@@ -47,7 +47,11 @@ pub fn find_objects(mask: &FrameMask, labels: Option<&[String]>, min_area: u64) 
     // yields no objects rather than a crash.
     if n == 0 || mask.labels.len() != n || mask.confidence.len() != n || n as u64 >= (1u64 << 32) {
         if n != 0 {
-            log::warn!("find_objects: mask {w}x{h} has {} labels / {} confidences; no objects", mask.labels.len(), mask.confidence.len());
+            log::warn!(
+                "find_objects: mask {w}x{h} has {} labels / {} confidences; no objects",
+                mask.labels.len(),
+                mask.confidence.len()
+            );
         }
         return Vec::new();
     }
