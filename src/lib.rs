@@ -20,6 +20,8 @@
 pub mod api;
 pub mod backend;
 pub mod error;
+/// AVSBench evaluation (official metrics, dataset readers, reports); used by `avseg eval`.
+pub mod eval;
 pub mod frontend;
 pub mod io;
 pub mod model;

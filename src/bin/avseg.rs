@@ -39,6 +39,8 @@ enum Command {
     Features(FeaturesArgs),
     /// Print a model package's manifest, graph signatures and parameter count.
     Info(InfoArgs),
+    /// Score a model or saved logits on AVSBench (S4, MS3, AVSS) with the official metrics.
+    Eval(EvalArgs),
 }
 
 #[derive(Args)]
@@ -134,6 +136,55 @@ struct InfoArgs {
     json: bool,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum SubsetArg {
+    S4,
+    Ms3,
+    Avss,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Train,
+    Val,
+    Test,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Model package to run on every video.
+    #[arg(long, conflicts_with = "logits", required_unless_present = "logits")]
+    model: Option<PathBuf>,
+    /// Score saved logits instead: one {video}.npy per video, f32 [T, K, H, W] (K = 1 for
+    /// S4/MS3, 71 for AVSS), as written by --save-logits.
+    #[arg(long)]
+    logits: Option<PathBuf>,
+    /// AVSBench folder: the one holding the subset's CSV (Single-source/, Multi-sources/, AVSS/)
+    /// or its parent.
+    #[arg(long)]
+    dataset: PathBuf,
+    #[arg(long, value_enum)]
+    subset: SubsetArg,
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+    /// Videos per batch for the official (batch-dependent) F: frames per batch = videos x T.
+    /// 4 matches TPAVI's test script (20 frames), 2 AVSegFormer's (10 frames).
+    #[arg(long, default_value_t = 4)]
+    batch_videos: usize,
+    /// Output folder for eval.json, per_video.csv and worst_frames.png.
+    #[arg(long, default_value = "eval-out")]
+    out: PathBuf,
+    /// With --model: also save each video's logits as OUT/logits/{video}.npy (the --logits layout).
+    #[arg(long, requires = "model")]
+    save_logits: bool,
+    /// Evaluate only the first N videos of the split (CSV order).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Threads for matrix products.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // symphonia logs its own probe failures at error level; avseg reports them once, with the
@@ -148,6 +199,10 @@ fn main() -> ExitCode {
         Command::Segment(a) => segment(a),
         Command::Features(a) => features(a),
         Command::Info(a) => info(a),
+        Command::Eval(a) => eval(a).map_err(|e| match e {
+            avseg::eval::EvalError::Engine(e) => e,
+            other => Error::Input(other.to_string()),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -323,6 +378,40 @@ fn info(a: InfoArgs) -> Result<(), Error> {
     }
     if !pv.metrics.is_empty() {
         println!("metrics     {}", serde_json::Value::Object(pv.metrics.clone()));
+    }
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<(), avseg::eval::EvalError> {
+    use avseg::eval::{report, Dataset, EvalOptions, Source, Split, Subset};
+    let subset = match a.subset {
+        SubsetArg::S4 => Subset::S4,
+        SubsetArg::Ms3 => Subset::Ms3,
+        SubsetArg::Avss => Subset::Avss,
+    };
+    let split = match a.split {
+        SplitArg::Train => Split::Train,
+        SplitArg::Val => Split::Val,
+        SplitArg::Test => Split::Test,
+    };
+    let source = match (a.model, a.logits) {
+        (Some(m), _) => Source::Model(m),
+        (None, Some(l)) => Source::Logits(l),
+        (None, None) => return Err(avseg::eval::EvalError::Input("give --model DIR or --logits DIR".into())),
+    };
+    let dataset = Dataset::open(&a.dataset, subset, split)?;
+    let opts = EvalOptions {
+        batch_videos: a.batch_videos,
+        limit: a.limit,
+        save_logits: a.save_logits.then(|| a.out.join("logits")),
+        threads: a.threads,
+        progress: true,
+    };
+    let outcome = avseg::eval::evaluate(dataset, source, &opts)?;
+    let written = report::write_all(&outcome, &a.out)?;
+    print!("{}", report::table(&outcome));
+    for p in written {
+        eprintln!("wrote {}", p.display());
     }
     Ok(())
 }
