@@ -601,8 +601,9 @@ impl Session {
         if self.finished {
             return Ok(0);
         }
+        // Whatever happens below, the stream has ended.
+        self.finished = true;
         if self.origin.is_none() {
-            self.finished = true;
             if self.stats.frames_pushed > 0 {
                 return Err(Error::Input("finish: frames were pushed but no audio; nothing can be segmented".into()));
             }
@@ -639,7 +640,6 @@ impl Session {
             produced += self.run_window(real_end)?;
         }
         self.retire_held();
-        self.finished = true;
         Ok(produced)
     }
 
