@@ -17,6 +17,7 @@ fi
 
 echo "== build"
 cargo build --locked --bins
+bin="${CARGO_TARGET_DIR:-target}/debug/avseg"
 
 echo "== export-tool block fidelity vs official reference tensors"
 if [ -f "$AVSEG_REFERENCE_DIR/README.md" ]; then
@@ -33,11 +34,14 @@ echo "== exported TPAVI/VGGish graphs vs an independent numpy forward (literal N
 echo "== tract vs ONNX Runtime, live, on the bundled sample"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-./target/debug/avseg features --model models/tiny-tpavi --audio models/sample/audio.wav --out "$work/logmel.npy" \
+"$bin" features --model models/tiny-tpavi --audio models/sample/audio.wav --out "$work/logmel.npy" \
   --frames models/sample/frames --frames-out "$work/frames.npy"
-./target/debug/avseg segment --model models/tiny-tpavi --clip models/sample --out "$work/out" --save-logits
+"$bin" segment --model models/tiny-tpavi --clip models/sample --out "$work/out" --save-logits
 "$VENV/bin/python" tools/check_ort.py --model models/tiny-tpavi --logmel "$work/logmel.npy" \
   --frames "$work/frames.npy" --logits "$work/out/logits.npy" --tol 1e-4
+
+echo "== aarch64 (Jetson) compile check"
+tools/check_aarch64.sh
 
 echo "== cargo test"
 cargo test --locked
