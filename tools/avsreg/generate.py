@@ -791,7 +791,8 @@ def plan(args, splits):
     for split, n in split_counts(args.ms3, splits).items():
         jobs += [("ms3_distractor" if i % 2 == 0 else "ms3_switching", split, i) for i in range(n)]
     for split, n in split_counts(args.negatives, splits).items():
-        jobs += [(NEG_KINDS[i % 4], split, i) for i in range(n)]
+        off = {"train": 0, "val": 3, "test": 2}[split]   # small sets still cover all four kinds
+        jobs += [(NEG_KINDS[(i + off) % 4], split, i) for i in range(n)]
     return jobs
 
 
@@ -808,8 +809,8 @@ def generate(args):
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         sys.exit(f"error: {out} exists and is not empty")
-    out.mkdir(parents=True, exist_ok=True)
     pool = Pool()
+    out.mkdir(parents=True, exist_ok=True)
     s4_rows, ms3_rows = [], []
     files = {}
 
@@ -904,10 +905,16 @@ def main():
     ap.add_argument("--negatives", type=int, default=60)
     ap.add_argument("--splits", default="train,val,test")
     ap.add_argument("--repin", action="store_true", help="rewrite sources.lock.json from installed sources")
+    ap.add_argument("--check-sources", action="store_true",
+                    help="exit 0 if every pinned source is installed with the pinned hash")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     if args.repin:
         repin()
+        return
+    if args.check_sources:
+        Pool().close()
+        print("AVS-Reg sources match tools/avsreg/sources.lock.json")
         return
     if not args.out:
         ap.error("--out is required")
