@@ -162,7 +162,8 @@ def main():
         print(f"ok: seed 8 differs (no shared frame; {nd} of {len(ta)} seed-7 files have no twin)")
         kinds = check_set(a)
         print(f"ok: sanity checks on {sum(kinds.values())} clips: {dict(sorted(kinds.items()))}")
-        for need in ("s4", "ms3_distractor", "ms3_switching", "s4neg_silence", "ms3neg_offscreen"):
+        for need in ("s4", "ms3_distractor", "ms3_switching", "s4neg_silence", "s4neg_offscreen",
+                     "ms3neg_silence", "ms3neg_offscreen"):
             assert kinds.get(need), f"no {need} clip in the test set"
 
 
