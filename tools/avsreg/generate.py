@@ -540,7 +540,9 @@ class Pool:
             if hashlib.sha256(p.tobytes()).hexdigest() != snd["pcm16k_sha256"]:
                 sys.exit(f"error: 16 kHz conversion of {sid} differs from the pin (sox/espeak-ng/fluidsynth changed?)")
             x = p.astype(np.float64) / 32768.0
-            nz = np.nonzero(np.abs(p.astype(np.int32)) > 32)[0]   # trim dead air below -60 dBFS
+            # trim leading/trailing dead air: samples below -40 dB re the source's peak
+            thr = max(32, int(np.max(np.abs(p.astype(np.int32)))) // 100)
+            nz = np.nonzero(np.abs(p.astype(np.int32)) > thr)[0]
             x = x[nz[0]:nz[-1] + 1] if nz.size else x
             self._pcm[sid] = x
         return self._pcm[sid]
@@ -661,22 +663,40 @@ def render_frames(pool, rec):
     return frames, masks
 
 
+def sec_rms(y, t):
+    seg = y[t * SR:(t + 1) * SR]
+    return math.sqrt(math.fsum((seg * seg).tolist()) / SR)
+
+
 def make_track(rng, pool, sid, active):
-    """Loop the trimmed source with U(0,0.25) s gaps from a random phase; gate per second."""
+    """Loop the trimmed source with U(0,0.25) s gaps from a random phase; gate per second.
+
+    A sound must be audible in every second it is declared active: the (phase, gaps) draw is
+    repeated (up to 50 times, in order) until every active second's RMS is >= 1/4 of the loudest
+    active second's (-12 dB); otherwise the most even of the draws is kept."""
     x = pool.pcm(sid)
-    phase = rng.below(x.size)
-    parts, n = [x[phase:]], x.size - phase
-    gaps = []
-    while n < NSAMP:
-        g = rng.below(int(0.25 * SR) + 1)
-        gaps.append(g)
-        parts += [np.zeros(g), x]
-        n += g + x.size
-    y = np.concatenate(parts)[:NSAMP]
+    on = [t for t in range(5) if active[t]]
+    best = None
+    for attempt in range(50):
+        phase = rng.below(x.size)
+        parts, n = [x[phase:]], x.size - phase
+        gaps = []
+        while n < NSAMP:
+            g = rng.below(int(0.25 * SR) + 1)
+            gaps.append(g)
+            parts += [np.zeros(g), x]
+            n += g + x.size
+        y = np.concatenate(parts)[:NSAMP]
+        r = [sec_rms(y, t) for t in on]
+        ratio = min(r) / max(r) if max(r) > 0 else 0.0
+        if best is None or ratio > best[0]:
+            best = (ratio, y, phase, gaps, attempt)
+        if ratio >= 0.25:
+            break
+    ratio, y, phase, gaps, attempt = best
     gate = np.zeros(NSAMP)
-    for t in range(5):
-        if active[t]:
-            gate[t * SR:(t + 1) * SR] = 1.0
+    for t in on:
+        gate[t * SR:(t + 1) * SR] = 1.0
     ramp = np.arange(RAMP, dtype=np.float64) / RAMP
     for t in range(1, 5):
         if active[t] and not active[t - 1]:
@@ -684,7 +704,8 @@ def make_track(rng, pool, sid, active):
         if active[t - 1] and not active[t]:
             gate[t * SR - RAMP:t * SR] = 1.0 - np.arange(1, RAMP + 1, dtype=np.float64) / RAMP
     y = y * gate
-    return y, {"phase": int(phase), "gaps": gaps}
+    return y, {"phase": int(phase), "gaps": gaps, "loop_draws": attempt + 1,
+               "min_to_max_second_rms": ratio}
 
 
 def mix_audio(rng, pool, rec):
@@ -694,6 +715,7 @@ def mix_audio(rng, pool, rec):
         on = [t for t in range(5) if src["active"][t]]
         seg = np.concatenate([y[t * SR:(t + 1) * SR] for t in on])
         rms = math.sqrt(math.fsum((seg * seg).tolist()) / seg.size)
+        assert rms > 0.0, (rec, src)
         gain = rng.uniform(0.708, 1.413)            # +-3 dB around -20 dBFS
         src.update(info, rms_before=rms, gain=gain)
         tracks.append(y * (TARGET_RMS * gain / rms))

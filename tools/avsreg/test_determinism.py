@@ -143,6 +143,10 @@ def check_set(d):
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":   # validate an existing generated set
+        kinds = check_set(Path(sys.argv[2]))
+        print(f"ok: {sum(kinds.values())} clips: {dict(sorted(kinds.items()))}")
+        return
     with tempfile.TemporaryDirectory(prefix="avsreg_test_") as tmp:
         tmp = Path(tmp)
         a, b, c = tmp / "a", tmp / "b", tmp / "c"
