@@ -46,10 +46,10 @@ if ! "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1
     PYTHON="$VENV/bin/python" tools/avsreg/install_sources.sh
   fi
 fi
-if "$VENV/bin/python" tools/avsreg/generate.py --check-sources; then
+if "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1; then
   "$VENV/bin/python" tools/avsreg/test_determinism.py
 elif [ -n "${CI:-}" ]; then
-  echo "AVS-Reg sources missing or differ from tools/avsreg/sources.lock.json" >&2; exit 1
+  "$VENV/bin/python" tools/avsreg/generate.py --check-sources || true; exit 1
 else
   echo "skipped: AVS-Reg sources not installed (run tools/avsreg/install_sources.sh as root)"
 fi
