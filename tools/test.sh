@@ -40,6 +40,21 @@ trap 'rm -rf "$work"' EXIT
 "$VENV/bin/python" tools/check_ort.py --model models/tiny-tpavi --logmel "$work/logmel.npy" \
   --frames "$work/frames.npy" --logits "$work/out/logits.npy" --tol 1e-4
 
+echo "== AVS-Reg generator: determinism and sanity (tools/avsreg)"
+# Sources are Debian/PyPI media (GPL stamps: never committed). Installed only in CI or as root.
+if ! "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1; then
+  if [ -n "${CI:-}" ] || [ "$(id -u)" -eq 0 ]; then
+    PYTHON="$VENV/bin/python" tools/avsreg/install_sources.sh
+  fi
+fi
+if "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1; then
+  "$VENV/bin/python" tools/avsreg/test_determinism.py
+elif [ -n "${CI:-}" ]; then
+  "$VENV/bin/python" tools/avsreg/generate.py --check-sources || true; exit 1
+else
+  echo "skipped: AVS-Reg sources not installed (run tools/avsreg/install_sources.sh as root)"
+fi
+
 echo "== aarch64 (Jetson) compile check"
 tools/check_aarch64.sh
 
