@@ -165,8 +165,11 @@ pub fn read_logits(path: &Path) -> Result<Tensor, EvalError> {
     if shape.len() != 4 || shape.contains(&0) {
         return Err(logits_err(path, format!("shape {shape:?}; expected [T, K, H, W]")));
     }
-    let dtype = npy.dtype();
-    let data: Vec<f32> = match dtype.descr().as_str() {
+    let descr = match npy.dtype() {
+        npyz::DType::Plain(ty) => ty.to_string(),
+        other => other.descr(),
+    };
+    let data: Vec<f32> = match descr.as_str() {
         "<f4" => npy.into_vec::<f32>().map_err(|e| logits_err(path, e.to_string()))?,
         "<f8" => npy.into_vec::<f64>().map_err(|e| logits_err(path, e.to_string()))?.into_iter().map(|v| v as f32).collect(),
         other => return Err(logits_err(path, format!("dtype {other}; expected float32 (<f4) or float64 (<f8)"))),
@@ -357,7 +360,7 @@ pub fn evaluate(mut dataset: Dataset, source: Source, opts: &EvalOptions) -> Res
     }
     bar.finish_and_clear();
 
-    let frames = results.iter().map(|r| r.scored_frames).sum();
+    let frames = results.iter().map(|r| r.scored_frames).sum::<usize>();
     let frames_per_video = dataset.videos.first().map(|v| v.frames.len()).unwrap_or(0);
     let (binary, avss_scores, avss_np_scores) = if subset.is_binary() {
         let fpv: Vec<usize> = results.iter().map(|r| r.scored_frames).collect();
