@@ -20,6 +20,7 @@
 pub mod api;
 pub mod backend;
 pub mod error;
+pub mod ffi;
 pub mod frontend;
 pub mod io;
 pub mod model;
