@@ -25,9 +25,12 @@ use crate::io::audio::{decode_audio, Pcm};
 use crate::io::clip::ClipFiles;
 use crate::io::image::decode_image;
 use crate::model::{ModelPackage, OutputSpec};
-use crate::post::mask::{binary_mask, semantic_mask, FrameMask};
+use crate::post::mask::{FrameMask, MaskBuilder};
 use crate::post::objects::{find_objects, SoundingObject};
 use crate::tensor::Tensor;
+
+pub mod session;
+pub use session::{Session, SessionOptions, SessionStats, StreamResult};
 
 /// AVSBench samples frame `l` of a clip at `l + 15/16` s (models.md §4.1); results carry that time.
 pub const FRAME_TIME_OFFSET_S: f64 = 0.9375;
@@ -239,12 +242,7 @@ impl Engine {
             patch_shape[0] = t;
             let patches = Tensor::new(patch_shape, logmel.data()[w * t * patch_len..(w + 1) * t * patch_len].to_vec());
 
-            let start = Instant::now();
-            let audio = self.runner.encode_audio(&patches)?;
-            times.audio_encoder += start.elapsed();
-            let start = Instant::now();
-            let logits = self.runner.segment(&window_frames, &audio)?;
-            times.segmenter += start.elapsed();
+            let logits = self.infer_window(&window_frames, &patches, &mut times)?;
 
             let dims = [logits.shape()[1], logits.shape()[2], logits.shape()[3]];
             logit_dims.get_or_insert(dims);
@@ -260,22 +258,53 @@ impl Engine {
         Ok(ClipOutput { frames: frames_out, logits, times })
     }
 
+    /// One window through the graphs: frames `[T, 3, H, W]` and log-mel `[T, 1, 96, 64]` → logits
+    /// `[T, K, h, w]`, adding the encoder and segmenter time to `times`. Shared by clips and streams
+    /// so both run exactly the same calls.
+    pub(crate) fn infer_window(&mut self, frames: &Tensor, patches: &Tensor, times: &mut StageTimes) -> Result<Tensor, Error> {
+        let start = Instant::now();
+        let audio = self.runner.encode_audio(patches)?;
+        times.audio_encoder += start.elapsed();
+        let start = Instant::now();
+        let logits = self.runner.segment(frames, &audio)?;
+        times.segmenter += start.elapsed();
+        Ok(logits)
+    }
+
+    /// One frame's logits `[K, h, w]` → its mask at `fw`×`fh`, written into `mask` (reusing its
+    /// buffers), and its objects. Shared by clips and streams so the masks are identical.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn post_frame_into(
+        &self,
+        builder: &mut MaskBuilder,
+        frame_logits: &[f32],
+        (k, h, w): (usize, usize, usize),
+        (fw, fh): (u32, u32),
+        mask: &mut FrameMask,
+    ) -> Result<Vec<SoundingObject>, Error> {
+        let manifest = self.package.manifest();
+        let labels = match &manifest.output {
+            OutputSpec::Binary { threshold } => {
+                let th = self.options.threshold.unwrap_or(*threshold);
+                builder.binary_into(frame_logits, h, w, fw, fh, th, mask)?;
+                None
+            }
+            OutputSpec::Semantic { labels, .. } => {
+                builder.semantic_into(frame_logits, k, h, w, fw, fh, mask)?;
+                Some(labels.as_slice())
+            }
+        };
+        Ok(find_objects(mask, labels, self.options.min_object_area))
+    }
+
     /// Logits `[n, K, h, w]` → masks at each source frame's size, and their objects.
     pub fn post_process(&self, clip: &ClipInput, logits: &Tensor) -> Result<Vec<FrameOutput>, Error> {
         let (k, h, w) = (logits.shape()[1], logits.shape()[2], logits.shape()[3]);
-        let manifest = self.package.manifest();
+        let mut builder = MaskBuilder::new();
         let mut out = Vec::with_capacity(clip.frames.len());
         for (i, frame) in clip.frames.iter().enumerate() {
-            let (fw, fh) = frame.image.dimensions();
-            let frame_logits = logits.item(i);
-            let (mask, labels) = match &manifest.output {
-                OutputSpec::Binary { threshold } => {
-                    let th = self.options.threshold.unwrap_or(*threshold);
-                    (binary_mask(frame_logits, h, w, fw, fh, th), None)
-                }
-                OutputSpec::Semantic { labels, .. } => (semantic_mask(frame_logits, k, h, w, fw, fh), Some(labels.as_slice())),
-            };
-            let objects = find_objects(&mask, labels, self.options.min_object_area);
+            let mut mask = FrameMask::background(0, 0);
+            let objects = self.post_frame_into(&mut builder, logits.item(i), (k, h, w), frame.image.dimensions(), &mut mask)?;
             out.push(FrameOutput {
                 index: i,
                 timestamp: i as f64 + FRAME_TIME_OFFSET_S,
