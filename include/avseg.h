@@ -259,6 +259,10 @@ typedef struct avseg_stats {
   uint64_t audio_samples;
   uint64_t windows;
   uint64_t results;
+  /**
+   * Results overwritten in the session's ring before `avseg_session_pop_result` took them.
+   */
+  uint64_t results_overwritten;
 } avseg_stats;
 
 #ifdef __cplusplus
@@ -444,6 +448,31 @@ enum avseg_status avseg_session_latest_objects(const struct avseg_session *sessi
                                                struct avseg_object *objects,
                                                size_t capacity,
                                                size_t *count);
+
+/**
+ * Takes the oldest result not yet taken, so that a caller sees every result even when one
+ * `process` call produces a whole window of them (`avseg_session_latest*` only show the newest).
+ * Fills `*info`, copies the mask into `mask` (`width * height` bytes, as
+ * `avseg_session_latest_mask`) and the objects into `objects` (as
+ * `avseg_session_latest_objects`). Pass NULL with capacity 0 for a part you do not want.
+ *
+ * If a buffer is too small the status is `AVSEG_ERR_BUFFER_TOO_SMALL`, `*info` is still filled
+ * (its `width * height` and `object_count` are the sizes needed), and the result stays first in
+ * line for the next call. `AVSEG_ERR_NO_RESULT` when every result has been taken. The session
+ * keeps a bounded ring of results: a caller that falls behind loses the oldest ones (counted in
+ * `avseg_stats.results_overwritten`).
+ *
+ * # Safety
+ * `info` NULL or writable; `mask` NULL or `mask_capacity` writable bytes; `objects` NULL or
+ * `object_capacity` writable `avseg_object`s.
+ */
+enum avseg_status avseg_session_pop_result(struct avseg_session *session,
+                                           float hfov_deg,
+                                           struct avseg_result_info *info,
+                                           uint8_t *mask,
+                                           size_t mask_capacity,
+                                           struct avseg_object *objects,
+                                           size_t object_capacity);
 
 /**
  * The bearing, in degrees and positive to the right, of image column `x` (pixel centres at

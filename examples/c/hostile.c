@@ -81,7 +81,7 @@ int main(int argc, char **argv) {
     avseg_session *s = NULL, *missing = (avseg_session *)0, *forged;
     avseg_result_info info;
     avseg_stats stats;
-    avseg_object objs[64];
+    avseg_object objs[256];
     unsigned char mask[W * H];
     float conf[W * H];
     size_t needed = 0, count = 0, n = 0, i;
@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
     EXPECT(avseg_session_latest(NULL, &info), AVSEG_ERR_NULL);
     EXPECT(avseg_session_latest_mask(NULL, mask, sizeof mask, &needed), AVSEG_ERR_NULL);
     EXPECT(avseg_session_latest_confidence(NULL, conf, W * H, &needed), AVSEG_ERR_NULL);
-    EXPECT(avseg_session_latest_objects(NULL, 60.0f, objs, 64, &count), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_latest_objects(NULL, 60.0f, objs, 256, &count), AVSEG_ERR_NULL);
     EXPECT(avseg_session_stats(NULL, &stats), AVSEG_ERR_NULL);
     EXPECT(avseg_session_free(NULL), AVSEG_OK);
 
@@ -181,11 +181,12 @@ int main(int argc, char **argv) {
     EXPECT(avseg_session_latest(s, NULL), AVSEG_ERR_NULL);
     EXPECT(avseg_session_latest_mask(s, mask, sizeof mask, &needed), AVSEG_ERR_NO_RESULT);
     EXPECT(avseg_session_latest_mask(s, NULL, sizeof mask, &needed), AVSEG_ERR_NULL);
-    EXPECT(avseg_session_latest_objects(s, 60.0f, objs, 64, NULL), AVSEG_ERR_NULL);
-    EXPECT(avseg_session_latest_objects(s, 0.0f, objs, 64, &count), AVSEG_ERR_INVALID_ARGUMENT);
-    EXPECT(avseg_session_latest_objects(s, 180.0f, objs, 64, &count), AVSEG_ERR_INVALID_ARGUMENT);
-    EXPECT(avseg_session_latest_objects(s, (float)NAN, objs, 64, &count), AVSEG_ERR_INVALID_ARGUMENT);
+    EXPECT(avseg_session_latest_objects(s, 60.0f, objs, 256, NULL), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_latest_objects(s, 0.0f, objs, 256, &count), AVSEG_ERR_INVALID_ARGUMENT);
+    EXPECT(avseg_session_latest_objects(s, 180.0f, objs, 256, &count), AVSEG_ERR_INVALID_ARGUMENT);
+    EXPECT(avseg_session_latest_objects(s, (float)NAN, objs, 256, &count), AVSEG_ERR_INVALID_ARGUMENT);
     EXPECT(avseg_session_latest_objects(s, 60.0f, NULL, 4, &count), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_pop_result(s, 60.0f, &info, NULL, 0, NULL, 0), AVSEG_ERR_NO_RESULT);
     EXPECT(avseg_session_stats(s, NULL), AVSEG_ERR_NULL);
     EXPECT(avseg_session_stats(s, &stats), AVSEG_OK);
     TRUTH(stats.results == 0);
@@ -233,8 +234,26 @@ int main(int argc, char **argv) {
     EXPECT(avseg_session_latest_objects(s, 60.0f, NULL, 0, &count),
            info.object_count == 0 ? AVSEG_OK : AVSEG_ERR_BUFFER_TOO_SMALL);
     TRUTH(count == info.object_count);
-    EXPECT(avseg_session_latest_objects(s, 60.0f, objs, 64, &count), AVSEG_OK);
+    EXPECT(avseg_session_latest_objects(s, 60.0f, objs, 256, &count), AVSEG_OK);
     TRUTH(count == info.object_count);
+
+    /* Popping every result in order; a too-small buffer keeps the result first in line. */
+    EXPECT(avseg_session_pop_result(s, 60.0f, NULL, mask, sizeof mask, objs, 256), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_pop_result(s, 60.0f, &info, NULL, 5, objs, 256), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_pop_result(s, -1.0f, &info, mask, sizeof mask, objs, 256), AVSEG_ERR_INVALID_ARGUMENT);
+    EXPECT(avseg_session_pop_result(s, 60.0f, &info, mask, 10, objs, 256), AVSEG_ERR_BUFFER_TOO_SMALL);
+    TRUTH(info.sequence == 0 && info.width == W && info.height == H);
+    EXPECT(avseg_session_pop_result(s, 60.0f, &info, mask, sizeof mask, objs, 256), AVSEG_OK);
+    TRUTH(info.sequence == 0 && info.object_count <= 256);
+    for (i = 1; i < 5; i++) {
+        EXPECT(avseg_session_pop_result(s, 60.0f, &info, NULL, 0, NULL, 0), AVSEG_OK);
+        TRUTH(info.sequence == i);
+    }
+    EXPECT(avseg_session_pop_result(s, 60.0f, &info, mask, sizeof mask, objs, 256), AVSEG_ERR_NO_RESULT);
+    EXPECT(avseg_session_stats(s, &stats), AVSEG_OK);
+    TRUTH(stats.results == 5 && stats.frames_used == 5);
+    /* The stream is over: more input is refused as input, not as a crash. */
+    EXPECT(avseg_session_push_audio_f32(s, audio, 100, RATE, 1, 7.0), AVSEG_ERR_INPUT);
 
     /* Freed and forged handles. */
     EXPECT(avseg_session_free(forged), AVSEG_ERR_INVALID_HANDLE);

@@ -1,7 +1,7 @@
 /*
  * Streams a WAV file and a folder of frames through the avseg C ABI, the way a camera loop would:
  * audio arrives in small chunks, each frame is pushed when its time comes, and the newest result
- * is printed after every process call that produced one.
+ * every result is printed as soon as a process call produces it.
  *
  *   stream MODEL_DIR FRAMES_DIR AUDIO.wav [HFOV_DEG]
  *
@@ -181,44 +181,46 @@ static char **list_ppm(const char *dir, size_t *n) {
     return names;
 }
 
-/* Prints the session's newest result: the summary, mask coverage and every object. */
-static void print_latest(const avseg_session *s, float hfov, unsigned char **mask, size_t *mask_cap,
-                         avseg_object **objs, size_t *obj_cap) {
-    avseg_result_info info;
-    size_t needed = 0, count = 0, i, fg = 0;
-    avseg_status st;
-    check(avseg_session_latest(s, &info), "avseg_session_latest");
-
-    /* Grow the caller-owned buffers only when a result needs more: no per-frame allocation. */
-    st = avseg_session_latest_mask(s, *mask, *mask_cap, &needed);
-    if (st == AVSEG_ERR_BUFFER_TOO_SMALL) {
-        free(*mask);
-        *mask = (unsigned char *)malloc(needed);
-        if (!*mask) die("out of memory");
-        *mask_cap = needed;
-        st = avseg_session_latest_mask(s, *mask, *mask_cap, &needed);
-    }
-    check(st, "avseg_session_latest_mask");
-    for (i = 0; i < needed; i++) fg += (*mask)[i] != 0;
-
-    st = avseg_session_latest_objects(s, hfov, *objs, *obj_cap, &count);
-    if (st == AVSEG_ERR_BUFFER_TOO_SMALL) {
-        free(*objs);
-        *objs = (avseg_object *)malloc(count * sizeof(avseg_object));
-        if (!*objs) die("out of memory");
-        *obj_cap = count;
-        st = avseg_session_latest_objects(s, hfov, *objs, *obj_cap, &count);
-    }
-    check(st, "avseg_session_latest_objects");
-
-    printf("result seq=%llu t=%.4f size=%ux%u fg=%.4f mask_fg=%lu objects=%lu latency_ms=%.1f\n",
-           (unsigned long long)info.sequence, info.frame_timestamp, info.width, info.height,
-           info.foreground_fraction, (unsigned long)fg, (unsigned long)info.object_count, info.latency_ms);
-    for (i = 0; i < count; i++) {
-        const avseg_object *o = &(*objs)[i];
-        printf("  object id=%u class=%u bbox=%u,%u,%u,%u area=%llu centroid=%.1f,%.1f conf=%.3f bearing=%.2f\n",
-               o->id, o->class_id, o->bbox_x, o->bbox_y, o->bbox_w, o->bbox_h, (unsigned long long)o->area,
-               o->centroid_x, o->centroid_y, o->confidence, o->bearing_deg);
+/* Prints every result the session has ready, oldest first: one process call can complete a whole
+ * window of results. The caller-owned buffers grow only when a result needs more. */
+static size_t print_results(avseg_session *s, float hfov, unsigned char **mask, size_t *mask_cap,
+                            avseg_object **objs, size_t *obj_cap) {
+    size_t printed = 0;
+    for (;;) {
+        avseg_result_info info;
+        size_t i, fg = 0, pixels;
+        avseg_status st = avseg_session_pop_result(s, hfov, &info, *mask, *mask_cap, *objs, *obj_cap);
+        if (st == AVSEG_ERR_NO_RESULT) return printed;
+        if (st == AVSEG_ERR_BUFFER_TOO_SMALL) {
+            /* info holds the sizes; the result stays first in line for the retry. */
+            pixels = (size_t)info.width * info.height;
+            if (pixels > *mask_cap) {
+                free(*mask);
+                *mask = (unsigned char *)malloc(pixels);
+                if (!*mask) die("out of memory");
+                *mask_cap = pixels;
+            }
+            if (info.object_count > *obj_cap) {
+                free(*objs);
+                *objs = (avseg_object *)malloc(info.object_count * sizeof(avseg_object));
+                if (!*objs) die("out of memory");
+                *obj_cap = info.object_count;
+            }
+            continue;
+        }
+        check(st, "avseg_session_pop_result");
+        pixels = (size_t)info.width * info.height;
+        for (i = 0; i < pixels; i++) fg += (*mask)[i] != 0;
+        printf("result seq=%llu t=%.4f size=%ux%u fg=%.4f mask_fg=%lu objects=%lu latency_ms=%.1f\n",
+               (unsigned long long)info.sequence, info.frame_timestamp, info.width, info.height,
+               info.foreground_fraction, (unsigned long)fg, (unsigned long)info.object_count, info.latency_ms);
+        for (i = 0; i < info.object_count; i++) {
+            const avseg_object *o = &(*objs)[i];
+            printf("  object id=%u class=%u bbox=%u,%u,%u,%u area=%llu centroid=%.1f,%.1f conf=%.3f bearing=%.2f\n",
+                   o->id, o->class_id, o->bbox_x, o->bbox_y, o->bbox_w, o->bbox_h, (unsigned long long)o->area,
+                   o->centroid_x, o->centroid_y, o->confidence, o->bearing_deg);
+        }
+        printed++;
     }
 }
 
@@ -246,6 +248,11 @@ int main(int argc, char **argv) {
     frames = list_ppm(argv[2], &n_frames);
     if (!frames || n_frames == 0) die("no .ppm frames in FRAMES_DIR");
 
+    /* Non-NULL from the start: NULL with capacity 0 would tell pop_result "mask not wanted". */
+    mask = (unsigned char *)malloc(1);
+    objs = (avseg_object *)malloc(sizeof(avseg_object));
+    if (!mask || !objs) die("out of memory");
+    mask_cap = obj_cap = 1;
     check(avseg_session_options_default(&opts), "avseg_session_options_default");
     opts.threads = 2;
     opts.backend = AVSEG_BACKEND_CPU;
@@ -271,19 +278,18 @@ int main(int argc, char **argv) {
             free(rgb);
         }
         check(avseg_session_process(s, &new_results), "avseg_session_process");
-        produced += new_results;
-        if (new_results > 0) print_latest(s, hfov, &mask, &mask_cap, &objs, &obj_cap);
+        if (new_results > 0) produced += print_results(s, hfov, &mask, &mask_cap, &objs, &obj_cap);
     }
     {
         size_t new_results = 0;
         check(avseg_session_finish(s, &new_results), "avseg_session_finish");
-        produced += new_results;
-        if (new_results > 0) print_latest(s, hfov, &mask, &mask_cap, &objs, &obj_cap);
+        if (new_results > 0) produced += print_results(s, hfov, &mask, &mask_cap, &objs, &obj_cap);
     }
     check(avseg_session_stats(s, &stats), "avseg_session_stats");
-    printf("summary frames=%lu results=%lu windows=%llu frames_used=%llu frames_dropped=%llu\n",
+    printf("summary frames=%lu results=%lu windows=%llu frames_used=%llu frames_dropped=%llu overwritten=%llu\n",
            (unsigned long)n_frames, (unsigned long)produced, (unsigned long long)stats.windows,
-           (unsigned long long)stats.frames_used, (unsigned long long)stats.frames_dropped);
+           (unsigned long long)stats.frames_used, (unsigned long long)stats.frames_dropped,
+           (unsigned long long)stats.results_overwritten);
 
     check(avseg_session_free(s), "avseg_session_free");
     for (i = 0; i < n_frames; i++) free(frames[i]);

@@ -109,6 +109,26 @@ public:
         check(st, "avseg_session_latest_objects");
         out.resize(count);
     }
+    struct Result {
+        avseg_result_info info;
+        std::vector<uint8_t> mask;
+        std::vector<avseg_object> objects;
+    };
+    // Takes the oldest result not yet taken into `r`, reusing its buffers; false when none waits.
+    bool pop(float hfov_deg, Result &r) {
+        for (;;) {
+            avseg_status st = avseg_session_pop_result(handle_, hfov_deg, &r.info, r.mask.data(), r.mask.size(),
+                                                       r.objects.data(), r.objects.size());
+            if (st == AVSEG_ERR_NO_RESULT) return false;
+            if (st == AVSEG_ERR_BUFFER_TOO_SMALL) {  // the result stays first in line
+                r.mask.resize(std::max(r.mask.size(), size_t{r.info.width} * r.info.height));
+                r.objects.resize(std::max(r.objects.size(), r.info.object_count));
+                continue;
+            }
+            check(st, "avseg_session_pop_result");
+            return true;
+        }
+    }
     avseg_stats stats() const {
         avseg_stats s{};
         check(avseg_session_stats(handle_, &s), "avseg_session_stats");
@@ -209,20 +229,26 @@ bool natural_less(const std::string &a, const std::string &b) {
     return a.size() - i < b.size() - j;
 }
 
-void print_latest(const avseg::Session &s, float hfov, std::vector<uint8_t> &mask, std::vector<avseg_object> &objs) {
-    auto info = s.latest();
-    if (!info) return;
-    s.mask(mask);
-    s.objects(hfov, objs);
-    auto fg = std::count_if(mask.begin(), mask.end(), [](uint8_t l) { return l != 0; });
-    std::printf("result seq=%llu t=%.4f size=%ux%u fg=%.4f mask_fg=%ld objects=%zu latency_ms=%.1f\n",
-                static_cast<unsigned long long>(info->sequence), info->frame_timestamp, info->width, info->height,
-                info->foreground_fraction, static_cast<long>(fg), info->object_count, info->latency_ms);
-    for (const auto &o : objs) {
-        std::printf("  object id=%u class=%u bbox=%u,%u,%u,%u area=%llu centroid=%.1f,%.1f conf=%.3f bearing=%.2f\n", o.id,
-                    o.class_id, o.bbox_x, o.bbox_y, o.bbox_w, o.bbox_h, static_cast<unsigned long long>(o.area),
-                    o.centroid_x, o.centroid_y, o.confidence, o.bearing_deg);
+size_t print_results(avseg::Session &s, float hfov, avseg::Session::Result &r) {
+    size_t printed = 0;
+    while (s.pop(hfov, r)) {
+        const auto &info = r.info;
+        const size_t pixels = size_t{info.width} * info.height;
+        auto fg = std::count_if(r.mask.begin(), r.mask.begin() + static_cast<std::ptrdiff_t>(pixels),
+                                [](uint8_t l) { return l != 0; });
+        std::printf("result seq=%llu t=%.4f size=%ux%u fg=%.4f mask_fg=%ld objects=%zu latency_ms=%.1f\n",
+                    static_cast<unsigned long long>(info.sequence), info.frame_timestamp, info.width, info.height,
+                    info.foreground_fraction, static_cast<long>(fg), info.object_count, info.latency_ms);
+        for (size_t i = 0; i < info.object_count; i++) {
+            const auto &o = r.objects[i];
+            std::printf("  object id=%u class=%u bbox=%u,%u,%u,%u area=%llu centroid=%.1f,%.1f conf=%.3f bearing=%.2f\n",
+                        o.id, o.class_id, o.bbox_x, o.bbox_y, o.bbox_w, o.bbox_h,
+                        static_cast<unsigned long long>(o.area), o.centroid_x, o.centroid_y, o.confidence,
+                        o.bearing_deg);
+        }
+        printed++;
     }
+    return printed;
 }
 
 }  // namespace
@@ -249,8 +275,8 @@ int main(int argc, char **argv) {
         options.threads = 2;
         avseg::Session session(argv[1], options);
 
-        std::vector<uint8_t> mask;
-        std::vector<avseg_object> objs;
+        // Non-empty from the start: an empty vector's NULL data() would mean "part not wanted".
+        avseg::Session::Result result{{}, std::vector<uint8_t>(1), std::vector<avseg_object>(1)};
         size_t audio_pos = 0, produced = 0;
         constexpr size_t chunk_frames = 2048;
         auto seconds_at = [&](size_t pos) { return static_cast<double>(pos / wav.channels) / wav.rate; };
@@ -266,19 +292,14 @@ int main(int argc, char **argv) {
                 auto rgb = read_ppm(frames[i], w, h);
                 session.push_frame(rgb, w, h, t);
             }
-            if (size_t n = session.process(); n > 0) {
-                produced += n;
-                print_latest(session, hfov, mask, objs);
-            }
+            if (session.process() > 0) produced += print_results(session, hfov, result);
         }
-        if (size_t n = session.finish(); n > 0) {
-            produced += n;
-            print_latest(session, hfov, mask, objs);
-        }
+        if (session.finish() > 0) produced += print_results(session, hfov, result);
         const auto st = session.stats();
-        std::printf("summary frames=%zu results=%zu windows=%llu frames_used=%llu frames_dropped=%llu\n", frames.size(),
+        std::printf("summary frames=%zu results=%zu windows=%llu frames_used=%llu frames_dropped=%llu overwritten=%llu\n", frames.size(),
                     produced, static_cast<unsigned long long>(st.windows), static_cast<unsigned long long>(st.frames_used),
-                    static_cast<unsigned long long>(st.frames_dropped));
+                    static_cast<unsigned long long>(st.frames_dropped),
+                    static_cast<unsigned long long>(st.results_overwritten));
     } catch (const std::exception &e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

@@ -20,7 +20,6 @@
 pub mod error;
 mod registry;
 pub mod session;
-mod stub_session;
 
 use std::ffi::c_char;
 

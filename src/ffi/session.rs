@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use super::error::{avseg_status, guard, guard_value, Failure};
 use super::registry::{with_locked, Handles};
-use crate::api::BackendChoice;
-use super::stub_session::{Session, SessionOptions, StreamResult};
+use crate::api::{BackendChoice, Session, SessionOptions, StreamResult};
 
 use avseg_status::*;
 
@@ -108,6 +107,8 @@ pub struct avseg_stats {
     pub audio_samples: u64,
     pub windows: u64,
     pub results: u64,
+    /// Results overwritten in the session's ring before `avseg_session_pop_result` took them.
+    pub results_overwritten: u64,
 }
 
 /// A session and the scratch buffers that keep conversions free of per-call allocation once warm.
@@ -115,6 +116,9 @@ struct SessionState {
     session: Session,
     audio_scratch: Vec<f32>,
     frame_scratch: Vec<u8>,
+    /// A result popped from the session whose copy-out failed for want of buffer space; the next
+    /// `avseg_session_pop_result` hands it out first, so nothing is lost.
+    pending: Option<StreamResult>,
 }
 
 static SESSIONS: Handles<SessionState> = Handles::new();
@@ -319,7 +323,7 @@ pub unsafe extern "C" fn avseg_session_new(
             to_rust_options(unsafe { &*options }, F)?
         };
         let session = Session::new(&dir, &opts).map_err(|e| Failure::from_error(F, &e))?;
-        let state = SessionState { session, audio_scratch: Vec::new(), frame_scratch: Vec::new() };
+        let state = SessionState { session, audio_scratch: Vec::new(), frame_scratch: Vec::new(), pending: None };
         let token = SESSIONS.insert(state)?;
         // The registry owns the session now; if the write fails the token is dropped with it.
         unsafe { write_out(session_out, token as *mut avseg_session, F, "session_out") }.inspect_err(|_| {
@@ -527,18 +531,7 @@ pub unsafe extern "C" fn avseg_session_latest(session: *const avseg_session, inf
         if info.is_null() {
             return Err(Failure::null(F, "info"));
         }
-        let value = with_session(session, F, |st| {
-            let r = latest(st, F)?;
-            Ok(avseg_result_info {
-                sequence: r.sequence,
-                frame_timestamp: r.frame_timestamp,
-                width: r.mask.width,
-                height: r.mask.height,
-                foreground_fraction: r.mask.foreground_fraction(),
-                object_count: r.objects.len(),
-                latency_ms: r.latency.as_secs_f64() * 1e3,
-            })
-        })?;
+        let value = with_session(session, F, |st| Ok(info_of(latest(st, F)?)))?;
         unsafe { write_out(info, value, F, "info") }
     })
 }
@@ -630,9 +623,7 @@ pub unsafe extern "C" fn avseg_session_latest_objects(
         if count.is_null() {
             return Err(Failure::null(F, "count"));
         }
-        if !(hfov_deg.is_finite() && hfov_deg > 0.0 && hfov_deg < 180.0) {
-            return Err(Failure::invalid(F, format!("hfov_deg {hfov_deg} must be in (0, 180)")));
-        }
+        check_hfov(hfov_deg, F)?;
         // SAFETY: forwarded contract.
         let out = unsafe { output_slice(objects, capacity, F, "objects") }?;
         with_session(session, F, |st| {
@@ -649,20 +640,112 @@ pub unsafe extern "C" fn avseg_session_latest_objects(
                     ))
                 }
             };
-            for (dst, o) in out.iter_mut().zip(&r.objects) {
-                *dst = avseg_object {
-                    id: o.id,
-                    class_id: o.class,
-                    bbox_x: o.bbox[0],
-                    bbox_y: o.bbox[1],
-                    bbox_w: o.bbox[2],
-                    bbox_h: o.bbox[3],
-                    area: o.area,
-                    centroid_x: o.centroid[0],
-                    centroid_y: o.centroid[1],
-                    confidence: o.confidence,
-                    bearing_deg: bearing(o.centroid[0], r.mask.width, hfov_deg),
-                };
+            fill_objects(out, r, hfov_deg);
+            Ok(())
+        })
+    })
+}
+
+fn info_of(r: &StreamResult) -> avseg_result_info {
+    avseg_result_info {
+        sequence: r.sequence,
+        frame_timestamp: r.frame_timestamp,
+        width: r.mask.width,
+        height: r.mask.height,
+        foreground_fraction: r.mask.foreground_fraction(),
+        object_count: r.objects.len(),
+        latency_ms: r.latency.as_secs_f64() * 1e3,
+    }
+}
+
+fn fill_objects(out: &mut [avseg_object], r: &StreamResult, hfov_deg: f32) {
+    for (dst, o) in out.iter_mut().zip(&r.objects) {
+        *dst = avseg_object {
+            id: o.id,
+            class_id: o.class,
+            bbox_x: o.bbox[0],
+            bbox_y: o.bbox[1],
+            bbox_w: o.bbox[2],
+            bbox_h: o.bbox[3],
+            area: o.area,
+            centroid_x: o.centroid[0],
+            centroid_y: o.centroid[1],
+            confidence: o.confidence,
+            bearing_deg: bearing(o.centroid[0], r.mask.width, hfov_deg),
+        };
+    }
+}
+
+fn check_hfov(hfov_deg: f32, function: &str) -> Result<(), Failure> {
+    if hfov_deg.is_finite() && hfov_deg > 0.0 && hfov_deg < 180.0 {
+        Ok(())
+    } else {
+        Err(Failure::invalid(function, format!("hfov_deg {hfov_deg} must be in (0, 180)")))
+    }
+}
+
+/// Takes the oldest result not yet taken, so that a caller sees every result even when one
+/// `process` call produces a whole window of them (`avseg_session_latest*` only show the newest).
+/// Fills `*info`, copies the mask into `mask` (`width * height` bytes, as
+/// `avseg_session_latest_mask`) and the objects into `objects` (as
+/// `avseg_session_latest_objects`). Pass NULL with capacity 0 for a part you do not want.
+///
+/// If a buffer is too small the status is `AVSEG_ERR_BUFFER_TOO_SMALL`, `*info` is still filled
+/// (its `width * height` and `object_count` are the sizes needed), and the result stays first in
+/// line for the next call. `AVSEG_ERR_NO_RESULT` when every result has been taken. The session
+/// keeps a bounded ring of results: a caller that falls behind loses the oldest ones (counted in
+/// `avseg_stats.results_overwritten`).
+///
+/// # Safety
+/// `info` NULL or writable; `mask` NULL or `mask_capacity` writable bytes; `objects` NULL or
+/// `object_capacity` writable `avseg_object`s.
+#[no_mangle]
+pub unsafe extern "C" fn avseg_session_pop_result(
+    session: *mut avseg_session,
+    hfov_deg: f32,
+    info: *mut avseg_result_info,
+    mask: *mut u8,
+    mask_capacity: usize,
+    objects: *mut avseg_object,
+    object_capacity: usize,
+) -> avseg_status {
+    const F: &str = "avseg_session_pop_result";
+    guard(F, || {
+        if info.is_null() {
+            return Err(Failure::null(F, "info"));
+        }
+        // Checked before the pop: a result must not be taken and then lost to a bad pointer.
+        if !info.is_aligned() {
+            return Err(Failure::invalid(F, "`info` is not aligned"));
+        }
+        check_hfov(hfov_deg, F)?;
+        // SAFETY: forwarded contract.
+        let mask_out = unsafe { output_slice(mask, mask_capacity, F, "mask") }?;
+        let objects_out = unsafe { output_slice(objects, object_capacity, F, "objects") }?;
+        with_session(session, F, |st| {
+            let r = match st.pending.take().or_else(|| st.session.pop_result()) {
+                Some(r) => r,
+                None => return Err(Failure::new(AVSEG_ERR_NO_RESULT, format!("{F}: no result waiting"))),
+            };
+            unsafe { write_out(info, info_of(&r), F, "info") }?;
+            let pixels = r.mask.labels.len();
+            let n = r.objects.len();
+            let mask_short = mask_out.as_ref().is_some_and(|m| m.len() < pixels);
+            let objects_short = objects_out.as_ref().is_some_and(|o| o.len() < n);
+            if mask_short || objects_short {
+                st.pending = Some(r);
+                return Err(Failure::new(
+                    AVSEG_ERR_BUFFER_TOO_SMALL,
+                    format!(
+                        "{F}: result needs {pixels} mask bytes (capacity {mask_capacity}) and {n} objects (capacity {object_capacity}); it stays first in line"
+                    ),
+                ));
+            }
+            if let Some(m) = mask_out {
+                m[..pixels].copy_from_slice(&r.mask.labels);
+            }
+            if let Some(o) = objects_out {
+                fill_objects(o, &r, hfov_deg);
             }
             Ok(())
         })
@@ -715,6 +798,7 @@ pub unsafe extern "C" fn avseg_session_stats(session: *const avseg_session, stat
             audio_samples: s.audio_samples,
             windows: s.windows,
             results: s.results,
+            results_overwritten: s.results_overwritten,
         };
         unsafe { write_out(stats, value, F, "stats") }
     })
