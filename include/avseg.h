@@ -21,18 +21,20 @@
  *    Tokens are never reused within a process.
  *  - Thread safety: every function may be called from any thread. Each session has an internal
  *    lock, so concurrent calls on one session are safe and run one at a time (push from a capture
- *    thread while another thread reads results, for example). Different sessions run in
- *    parallel. avseg_session_free waits for a call in flight on that session to finish; later
- *    calls with the handle give AVSEG_ERR_INVALID_HANDLE.
- *  - A result read with avseg_session_latest and then avseg_session_latest_mask/_objects may
- *    change in between if another thread processes the session meanwhile; compare the sequence
- *    numbers if that matters, or read from the thread that calls process.
+ *    thread while another thread pops results, for example). Different sessions run in
+ *    parallel. A call already running on another thread when avseg_session_free is called
+ *    completes normally, and the session's memory is released when it returns; calls made after
+ *    avseg_session_free give AVSEG_ERR_INVALID_HANDLE.
+ *  - avseg_session_latest, _latest_mask and _latest_objects each read the newest result; another
+ *    thread's process call may replace it between two of them (compare the sequence numbers).
+ *    avseg_session_pop_result copies one result's summary, mask and objects in a single call.
  *
  * Streaming
  *  - Push audio (avseg_session_push_audio_f32/_s16) and RGB8 frames with timestamps on one clock
- *    in seconds, call avseg_session_process, and read the newest result with
- *    avseg_session_latest, avseg_session_latest_mask and avseg_session_latest_objects. Call
- *    avseg_session_finish at the end of the stream.
+ *    in seconds, and call avseg_session_process. Take every result, oldest first, with
+ *    avseg_session_pop_result (one process call can complete a window of several), or peek at the
+ *    newest with avseg_session_latest*. Call avseg_session_finish at the end of the stream.
+ *  - Sessions load and optimise the model in avseg_session_new: create them at start-up.
  */
 
 
@@ -282,8 +284,8 @@ uint32_t avseg_abi_version(void);
 /**
  * The message of the last failed avseg call on the calling thread; "" when the last call
  * succeeded. Never NULL. The pointer stays valid until the next avseg call on the same thread
- * (other than `avseg_last_error_message`, `avseg_last_error_copy`, `avseg_status_name` and the
- * version functions). Do not free it.
+ * (other than `avseg_last_error_message`, `avseg_last_error_copy`, `avseg_status_name`,
+ * `avseg_bearing_deg` and the version functions, which leave it alone). Do not free it.
  */
 const char *avseg_last_error_message(void);
 
@@ -328,9 +330,9 @@ enum avseg_status avseg_session_new(const char *model_dir,
 
 /**
  * Frees a session. NULL is a no-op (`AVSEG_OK`); a handle that is not live (for instance freed
- * twice) gives `AVSEG_ERR_INVALID_HANDLE` and changes nothing. If another thread is inside a
- * call on this session, that call completes first; calls started after this one see an invalid
- * handle.
+ * twice) gives `AVSEG_ERR_INVALID_HANDLE` and changes nothing. A call on this session already
+ * running on another thread completes normally and the memory is released when it returns;
+ * calls made after this one give `AVSEG_ERR_INVALID_HANDLE`.
  *
  * # Safety
  * Always safe: the handle is only looked up, never dereferenced.

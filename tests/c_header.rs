@@ -72,6 +72,7 @@ fn header_declares_the_whole_api() {
         "avseg_session_latest_mask",
         "avseg_session_latest_confidence",
         "avseg_session_latest_objects",
+        "avseg_session_pop_result",
         "avseg_session_stats",
         "avseg_bearing_deg",
     ] {

@@ -161,8 +161,8 @@ static EMPTY: &[u8] = b"\0";
 
 /// The message of the last failed avseg call on the calling thread; "" when the last call
 /// succeeded. Never NULL. The pointer stays valid until the next avseg call on the same thread
-/// (other than `avseg_last_error_message`, `avseg_last_error_copy`, `avseg_status_name` and the
-/// version functions). Do not free it.
+/// (other than `avseg_last_error_message`, `avseg_last_error_copy`, `avseg_status_name`,
+/// `avseg_bearing_deg` and the version functions, which leave it alone). Do not free it.
 #[no_mangle]
 pub extern "C" fn avseg_last_error_message() -> *const c_char {
     guard_value(EMPTY.as_ptr().cast(), || {

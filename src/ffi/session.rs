@@ -345,9 +345,9 @@ fn path_from_c(s: &CStr, function: &str) -> Result<PathBuf, Failure> {
 }
 
 /// Frees a session. NULL is a no-op (`AVSEG_OK`); a handle that is not live (for instance freed
-/// twice) gives `AVSEG_ERR_INVALID_HANDLE` and changes nothing. If another thread is inside a
-/// call on this session, that call completes first; calls started after this one see an invalid
-/// handle.
+/// twice) gives `AVSEG_ERR_INVALID_HANDLE` and changes nothing. A call on this session already
+/// running on another thread completes normally and the memory is released when it returns;
+/// calls made after this one give `AVSEG_ERR_INVALID_HANDLE`.
 ///
 /// # Safety
 /// Always safe: the handle is only looked up, never dereferenced.
@@ -358,10 +358,8 @@ pub unsafe extern "C" fn avseg_session_free(session: *mut avseg_session) -> avse
         if session.is_null() {
             return Ok(());
         }
-        let cell = SESSIONS.remove(token(session), F)?;
-        // Drop here (not on some other thread later) when no call is in flight, so that the
-        // model's memory is released before free returns.
-        drop(cell);
+        // With no call in flight this is the last reference, and the model is released here.
+        drop(SESSIONS.remove(token(session), F)?);
         Ok(())
     })
 }
