@@ -318,3 +318,33 @@ fn non_onnx_graph_file_is_an_error() {
 fn missing_model_folder_is_an_error() {
     expect_error(&["info", "--model", "/nonexistent/model"], &["/nonexistent/model"]);
 }
+
+#[test]
+fn bench_clip_light() {
+    let out = avseg(&["bench", "--model", p(&tiny_model()), "--clip", p(&sample()), "--runs", "2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for needle in ["per clip      median", "front end", "audio enc.", "segmenter", "post", "peak RSS"] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+}
+
+#[test]
+fn bench_stream_light() {
+    let out = avseg(&[
+        "bench", "--stream", "--model", p(&tiny_model()), "--clip", p(&sample()), "--frames", "60", "--fps", "10",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // 6 s of stream: instants at 0.9375 .. 5.9375 s, one full window of 5.
+    assert!(stdout.contains("used 6, skipped 54"), "{stdout}");
+    assert!(stdout.contains("dropped 0"), "{stdout}");
+    assert!(stdout.contains("RSS start") && stdout.contains("| end "), "{stdout}");
+    assert!(stdout.contains("latency, newest frame"), "{stdout}");
+}
+
+#[test]
+fn bench_bad_arguments() {
+    expect_error(&["bench", "--stream", "--model", p(&tiny_model()), "--clip", p(&sample()), "--fps", "0"], &["--fps"]);
+    expect_error(&["bench", "--model", p(&tiny_model()), "--clip", "/nonexistent/clip"], &["/nonexistent/clip"]);
+}

@@ -23,7 +23,7 @@
 //!   second: instant k is at `origin + k + 0.9375` s. Each instant takes the pushed frame nearest to
 //!   it (ties go to the earlier frame). The choice is final once a frame at or after the instant
 //!   arrives, so a 30 fps camera delays it by one frame period at most. Frames that no instant
-//!   takes are counted in [`SessionStats::frames_skipped`] and never pre-processed. Frames pushed
+//!   takes are counted in [`SessionStats::frames_skipped`] and never copied or pre-processed. Frames pushed
 //!   before the first audio wait as a candidate for instant 0.
 //! * **Windows.** Window w covers instants `w·hop .. w·hop + T` and starts at audio time
 //!   `s_w = w·hop` s. Its patch t is the 16 kHz samples `[s_w·16000 + 15360t, … + 15600)`, turned
@@ -43,10 +43,12 @@
 //!   [`SessionStats::frames_dropped`] (and logged at debug), and the session moves on towards the
 //!   newest frames. Audio is bounded the same way: if it runs more than the ring's span ahead of the
 //!   next window (no frames arriving), the oldest windows are abandoned. Nothing queues without bound.
-//! * **Memory.** `new()` sizes everything it can: the frame slots `[frame_queue][3·H·W]`, the window
-//!   tensors, the 16 kHz ring (window span + queue + hop + 4 s), the log-mel scratch, the mono
+//! * **Memory.** `new()` sizes everything it can: the pre-processed frame slots
+//!   `[frame_queue][3·H·W]`, the window tensors, the 16 kHz ring (window span + queue + hop + 4 s), the log-mel scratch, the mono
 //!   scratch (50 ms at the highest rate), and the result ring. The first `push_audio` builds the
-//!   resampler for its rate (a later different rate is an error). Two raw-frame buffers and the
+//!   resampler for its rate (a later different rate is an error). Kept frames wait raw
+//!   (`frame_queue + 2` buffers of `w·h·3` bytes: 9 MB at 640×480 with the default queue of 10, so
+//!   use a smaller queue for 1080p on small boards) and are resized in `process()`; they and the
 //!   result masks grow only when a larger camera frame than any before arrives. After that,
 //!   `push_audio` and `push_frame` allocate nothing (`tests/stream_alloc.rs` counts). `process()`
 //!   allocates inside the backend (`tract` builds its outputs) and in object extraction.
@@ -158,6 +160,8 @@ pub struct SessionStats {
 #[derive(Clone, Copy, Debug)]
 struct SlotInfo {
     timestamp: f64,
+    /// The slot's pre-processed tensor is up to date (done at the first window that uses it).
+    prepped: bool,
     width: u32,
     height: u32,
     pushed_at: Instant,
@@ -198,11 +202,16 @@ pub struct Session {
 
     // Frames.
     frame_len: usize,
+    /// Pre-processed frames `[frame_queue][3·H·W]`, filled when a window first needs them.
     slots: Vec<f32>,
+    /// The kept camera frames, raw until a window needs them.
+    raw_slots: Vec<RgbImage>,
     slot_info: Vec<Option<SlotInfo>>,
     current: RgbImage,
     held_image: RgbImage,
     held: Option<Held>,
+    /// Bytes every raw frame buffer can hold without reallocating.
+    raw_capacity: usize,
     last_frame_ts: Option<f64>,
     /// First instant without a frame yet.
     next_instant: u64,
@@ -276,10 +285,12 @@ impl Session {
             have_patch: false,
             frame_len,
             slots: vec![0.0; queue_cap * frame_len],
+            raw_slots: (0..queue_cap).map(|_| RgbImage::new(0, 0)).collect(),
             slot_info: vec![None; queue_cap],
             current: RgbImage::new(0, 0),
             held_image: RgbImage::new(0, 0),
             held: None,
+            raw_capacity: 0,
             last_frame_ts: None,
             next_instant: 0,
             window: 0,
@@ -505,6 +516,17 @@ impl Session {
         }
         self.last_frame_ts = Some(timestamp);
         self.stats.frames_pushed += 1;
+        if rgb.len() > self.raw_capacity {
+            // A larger camera frame than before: grow every raw buffer now, once, rather than
+            // one slot at a time over the next seconds.
+            self.raw_capacity = rgb.len();
+            for img in self.raw_slots.iter_mut().chain([&mut self.current, &mut self.held_image]) {
+                let (w, h) = img.dimensions();
+                let mut raw = std::mem::take(img).into_raw();
+                raw.reserve_exact(rgb.len().saturating_sub(raw.len()));
+                *img = RgbImage::from_raw(w, h, raw).expect("contents unchanged");
+            }
+        }
         rgb_image(&mut self.current, width, height, rgb);
         let mut current_used = false;
 
@@ -532,11 +554,11 @@ impl Session {
                     }
                     h.used = true;
                     let h = *h;
-                    let info = SlotInfo { timestamp: h.timestamp, width: self.held_image.width(), height: self.held_image.height(), pushed_at: h.pushed_at };
+                    let info = SlotInfo { timestamp: h.timestamp, prepped: false, width: self.held_image.width(), height: self.held_image.height(), pushed_at: h.pushed_at };
                     self.assign(k, true, info)?;
                 } else {
                     current_used = true;
-                    self.assign(k, false, SlotInfo { timestamp, width, height, pushed_at })?;
+                    self.assign(k, false, SlotInfo { timestamp, prepped: false, width, height, pushed_at })?;
                 }
                 self.next_instant = k + 1;
             }
@@ -559,18 +581,16 @@ impl Session {
         }
     }
 
-    /// Pre-processes a frame into instant `k`'s slot, first making room by dropping the oldest
-    /// window if the queue is full.
+    /// Copies a frame into instant `k`'s slot, first making room by dropping the oldest window if
+    /// the queue is full. Resizing waits for `process()`: fast_image_resize allocates its filter
+    /// coefficients on every call, and frames dropped by back-pressure are never resized at all.
     fn assign(&mut self, k: u64, from_held: bool, info: SlotInfo) -> Result<(), Error> {
         while k + 1 > self.window * self.hop as u64 + self.queue_cap as u64 {
             self.advance_window_to(self.window + 1);
         }
         let slot = (k % self.queue_cap as u64) as usize;
-        let out = &mut self.slots[slot * self.frame_len..(slot + 1) * self.frame_len];
         let img = if from_held { &self.held_image } else { &self.current };
-        let start = Instant::now();
-        self.engine.vision.preprocess_into(img, out).map_err(|e| Error::Input(format!("push_frame: {e}")))?;
-        self.times.vision_frontend += start.elapsed();
+        rgb_image(&mut self.raw_slots[slot], info.width, info.height, img.as_raw());
         self.slot_info[slot] = Some(info);
         Ok(())
     }
@@ -601,8 +621,9 @@ impl Session {
         if self.finished {
             return Ok(0);
         }
+        // Whatever happens below, the stream has ended.
+        self.finished = true;
         if self.origin.is_none() {
-            self.finished = true;
             if self.stats.frames_pushed > 0 {
                 return Err(Error::Input("finish: frames were pushed but no audio; nothing can be segmented".into()));
             }
@@ -619,7 +640,7 @@ impl Session {
         if let Some(h) = self.held {
             let k_h = (h.timestamp - self.instant_time(0)).round();
             if k_h >= 0.0 && (k_h as u64) >= self.next_instant {
-                let info = SlotInfo { timestamp: h.timestamp, width: self.held_image.width(), height: self.held_image.height(), pushed_at: h.pushed_at };
+                let info = SlotInfo { timestamp: h.timestamp, prepped: false, width: self.held_image.width(), height: self.held_image.height(), pushed_at: h.pushed_at };
                 for k in self.next_instant..=k_h as u64 {
                     self.assign(k, true, info)?;
                     self.next_instant = k + 1;
@@ -639,7 +660,6 @@ impl Session {
             produced += self.run_window(real_end)?;
         }
         self.retire_held();
-        self.finished = true;
         Ok(produced)
     }
 
@@ -687,13 +707,26 @@ impl Session {
         }
         self.times.audio_frontend += start.elapsed();
 
+        let start = Instant::now();
         let last_real = real_end.min(self.next_instant).saturating_sub(1).max(base);
         for i in 0..t {
             let k = (base + i as u64).min(last_real);
             let slot = (k % self.queue_cap as u64) as usize;
-            let src = &self.slots[slot * self.frame_len..(slot + 1) * self.frame_len];
-            self.frames_in.data_mut()[i * self.frame_len..(i + 1) * self.frame_len].copy_from_slice(src);
+            let range = slot * self.frame_len..(slot + 1) * self.frame_len;
+            match &mut self.slot_info[slot] {
+                Some(info) if !info.prepped => {
+                    self.engine
+                        .vision
+                        .preprocess_into(&self.raw_slots[slot], &mut self.slots[range.clone()])
+                        .map_err(|e| Error::Input(format!("frame at {:.3} s: {e}", info.timestamp)))?;
+                    info.prepped = true;
+                }
+                Some(_) => {}
+                None => return Err(Error::Input(format!("internal: no frame for instant {k} of window {}", self.window))),
+            }
+            self.frames_in.data_mut()[i * self.frame_len..(i + 1) * self.frame_len].copy_from_slice(&self.slots[range]);
         }
+        self.times.vision_frontend += start.elapsed();
 
         let logits = self.engine.infer_window(&self.frames_in, &self.patches_in, &mut self.times)?;
         let shape = logits.shape();

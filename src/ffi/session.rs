@@ -101,10 +101,15 @@ pub struct avseg_object {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct avseg_stats {
     pub frames_pushed: u64,
+    /// Frames taken for a sampling instant (one per second of stream, at origin + k + 0.9375 s).
     pub frames_used: u64,
+    /// Frames no instant took (e.g. 29 of every 30 from a 30 fps camera).
     pub frames_skipped: u64,
+    /// Frames taken for an instant but discarded under back-pressure before they got a result.
     pub frames_dropped: u64,
+    /// Audio sample frames pushed (one per channel group).
     pub audio_samples: u64,
+    /// Windows of T frames run.
     pub windows: u64,
     pub results: u64,
     /// Results overwritten in the session's ring before `avseg_session_pop_result` took them.
