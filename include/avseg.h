@@ -255,10 +255,25 @@ typedef struct avseg_object {
  */
 typedef struct avseg_stats {
   uint64_t frames_pushed;
+  /**
+   * Frames taken for a sampling instant (one per second of stream, at origin + k + 0.9375 s).
+   */
   uint64_t frames_used;
+  /**
+   * Frames no instant took (e.g. 29 of every 30 from a 30 fps camera).
+   */
   uint64_t frames_skipped;
+  /**
+   * Frames taken for an instant but discarded under back-pressure before they got a result.
+   */
   uint64_t frames_dropped;
+  /**
+   * Audio sample frames pushed (one per channel group).
+   */
   uint64_t audio_samples;
+  /**
+   * Windows of T frames run.
+   */
   uint64_t windows;
   uint64_t results;
   /**
