@@ -433,7 +433,7 @@ fn check_audio(len: usize, rate: u32, channels: u32, timestamp: f64, function: &
     if channels == 0 {
         return Err(Failure::invalid(function, "`channels` is 0"));
     }
-    if len % channels as usize != 0 {
+    if !len.is_multiple_of(channels as usize) {
         return Err(Failure::invalid(
             function,
             format!("`sample_count` {len} is not a multiple of `channels` {channels} (samples are interleaved)"),
