@@ -2,6 +2,11 @@
 //! numpy + resampy) on the same signals.
 //!
 //! `cargo bench --bench audio -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Measured on the shared 2-core dev box (load ~4), with `CARGO_PROFILE_DEV_OPT_LEVEL=3 cargo bench
+//! --profile dev` (no release build of tract was available): 16 kHz log-mel 3.43 ms, 48 kHz stereo
+//! mix + resample + log-mel 6.81 ms, resample alone 3.04 ms. numpy/resampy in the same session:
+//! 8.00 ms and 116.9 ms.
 
 use std::hint::black_box;
 

@@ -27,6 +27,6 @@ pub mod model;
 pub mod post;
 pub mod tensor;
 
-
+pub use api::{ClipInput, Engine, EngineOptions};
 pub use error::Error;
 pub use tensor::Tensor;

@@ -107,14 +107,16 @@ fn stored_resampled_waveform_through_16k_path() {
 
 /// (b) Our rubato resampler against the stored resampy `kaiser_best` waveform.
 ///
-/// The bound: the two filters differ in transition band (resampy rolls off at 0.9475 of Nyquist,
-/// rubato's FFT resampler at its automatic cutoff), so speech energy near 7.6–8 kHz is passed
-/// differently; everything below is within ~1e-3. The README measured up to 0.013 for SoX VHQ
-/// versus resampy; we require max ≤ 0.02 and mean ≤ 5e-4.
+/// The bounds: the two filters differ in their transition band (resampy rolls off at 0.9475 of
+/// Nyquist, rubato's FFT resampler where its block length puts the cutoff), so speech energy near
+/// 7.5–8 kHz passes differently. At 48 kHz the default 10 ms block lands next to resampy (measured
+/// max 7.4e-4, mean 2.4e-5); 44.1 kHz needs 882-sample blocks (even multiple of 441) whose cutoff is
+/// further off (measured max 1.4e-2, mean 2.5e-4), the same size as the README's SoX-vs-resampy
+/// difference (0.013). Bounds are ~2x the measurements.
 #[test]
 fn resampler_vs_resampy() {
     let Some(r) = reference("resampler_vs_resampy") else { return };
-    for (clip, rate) in [("speech_48k", 48_000u32), ("speech_44k", 44_100)] {
+    for (clip, rate, max_bound, mean_bound) in [("speech_48k", 48_000u32, 2e-3, 5e-5), ("speech_44k", 44_100, 0.03, 5e-4)] {
         let input = get(&r, &format!("input.{clip}")).f32();
         let want = get(&r, &format!("expected.{clip}_resampled_16k")).f32();
         let mut rs = Resampler16k::new(rate).unwrap();
@@ -126,8 +128,8 @@ fn resampler_vs_resampy() {
             rs.chunk_in(),
             rs.delay()
         );
-        assert!(max <= 0.02, "{clip}: max {max}");
-        assert!(mean <= 5e-4, "{clip}: mean {mean}");
+        assert!(max <= max_bound, "{clip}: max {max}");
+        assert!(mean <= mean_bound, "{clip}: mean {mean}");
         // Alignment: any sample shift would make the mean difference of speech far larger than
         // the unshifted one.
         let shifted = stats(&got[1..], &want[..want.len() - 1]).1;
@@ -161,7 +163,7 @@ fn resampler_config_survey() {
         let input = get(&r, &format!("input.{clip}")).f32();
         let want = get(&r, &format!("expected.{clip}_resampled_16k")).f32();
         let mut results: Vec<(String, f64, f64, f64)> = Vec::new();
-        for block_ms in [10usize, 20, 30, 60, 120, 240] {
+        for block_ms in [5usize, 10, 15, 20, 30, 60, 120] {
             let block = rate as usize * block_ms / 1000;
             let mut rs = Resampler16k::with_block(rate, block).unwrap();
             let got = rs.process(&input).unwrap();

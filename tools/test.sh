@@ -17,6 +17,7 @@ fi
 
 echo "== build"
 cargo build --locked --bins
+bin="${CARGO_TARGET_DIR:-target}/debug/avseg"
 
 echo "== export-tool block fidelity vs official reference tensors"
 if [ -f "$AVSEG_REFERENCE_DIR/README.md" ]; then
@@ -33,11 +34,29 @@ echo "== exported TPAVI/VGGish graphs vs an independent numpy forward (literal N
 echo "== tract vs ONNX Runtime, live, on the bundled sample"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-./target/debug/avseg features --model models/tiny-tpavi --audio models/sample/audio.wav --out "$work/logmel.npy" \
+"$bin" features --model models/tiny-tpavi --audio models/sample/audio.wav --out "$work/logmel.npy" \
   --frames models/sample/frames --frames-out "$work/frames.npy"
-./target/debug/avseg segment --model models/tiny-tpavi --clip models/sample --out "$work/out" --save-logits
+"$bin" segment --model models/tiny-tpavi --clip models/sample --out "$work/out" --save-logits
 "$VENV/bin/python" tools/check_ort.py --model models/tiny-tpavi --logmel "$work/logmel.npy" \
   --frames "$work/frames.npy" --logits "$work/out/logits.npy" --tol 1e-4
+
+echo "== AVS-Reg generator: determinism and sanity (tools/avsreg)"
+# Sources are Debian/PyPI media (GPL stamps: never committed). Installed only in CI or as root.
+if ! "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1; then
+  if [ -n "${CI:-}" ] || [ "$(id -u)" -eq 0 ]; then
+    PYTHON="$VENV/bin/python" tools/avsreg/install_sources.sh
+  fi
+fi
+if "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1; then
+  "$VENV/bin/python" tools/avsreg/test_determinism.py
+elif [ -n "${CI:-}" ]; then
+  "$VENV/bin/python" tools/avsreg/generate.py --check-sources || true; exit 1
+else
+  echo "skipped: AVS-Reg sources not installed (run tools/avsreg/install_sources.sh as root)"
+fi
+
+echo "== aarch64 (Jetson) compile check"
+tools/check_aarch64.sh
 
 echo "== cargo test"
 cargo test --locked

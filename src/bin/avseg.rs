@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use avseg::api::{BackendChoice, ClipInput, Engine, EngineOptions};
+use avseg::api::{BackendChoice, ClipInput, Engine, EngineOptions, Session, SessionOptions};
 use avseg::frontend::audio::{AudioFrontend, PatchPadding};
 use avseg::io::clip::{find_clip, find_frames, ClipFiles};
 use avseg::model::{ModelPackage, OutputSpec};
+use avseg::post::mask::FrameMask;
+use avseg::post::objects::SoundingObject;
 use avseg::post::write::{write_mask_png, write_npy, write_overlay_png, FrameRecord, JsonlWriter};
 use avseg::Error;
 
@@ -85,7 +87,7 @@ struct BenchArgs {
 #[derive(Args)]
 struct ClipArgs {
     /// Clip folder: numbered frames (directly or in frames/) and exactly one audio file.
-    #[arg(long, conflicts_with_all = ["frames", "audio"], required_unless_present_all = ["frames", "audio"])]
+    #[arg(long, conflicts_with_all = ["frames", "audio", "video"])]
     clip: Option<PathBuf>,
     /// Folder of numbered frames (use with --audio).
     #[arg(long, requires = "audio")]
@@ -93,6 +95,10 @@ struct ClipArgs {
     /// Audio file for --frames.
     #[arg(long, requires = "frames")]
     audio: Option<PathBuf>,
+    /// Video file (MP4, MKV, MOV, WebM, ...; needs ffmpeg): frames sampled once per second as
+    /// AVSBench did, run through a streaming session with a sliding window.
+    #[arg(long, conflicts_with_all = ["frames", "audio"])]
+    video: Option<PathBuf>,
 }
 
 impl ClipArgs {
@@ -100,7 +106,7 @@ impl ClipArgs {
         match (&self.clip, &self.frames, &self.audio) {
             (Some(dir), _, _) => Ok(find_clip(dir)?),
             (None, Some(frames), Some(audio)) => Ok(ClipFiles { frames: find_frames(frames)?, audio: audio.clone() }),
-            _ => Err(Error::Input("give --clip DIR, or --frames DIR with --audio FILE".into())),
+            _ => Err(Error::Input("give --clip DIR, --frames DIR with --audio FILE, or --video FILE".into())),
         }
     }
 }
@@ -140,6 +146,9 @@ struct SegmentArgs {
     threads: usize,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     backend: BackendArg,
+    /// With --video: window advance in sampled frames (1..=T; default T, non-overlapping windows).
+    #[arg(long, default_value_t = 0)]
+    hop: usize,
 }
 
 #[derive(Args)]
@@ -216,43 +225,22 @@ fn segment(a: SegmentArgs) -> Result<(), Error> {
         threshold: a.threshold,
         min_object_area: a.min_area,
     };
+    if let Some(video) = &a.clip.video {
+        return segment_video(&a, video, options);
+    }
     // Validate the model before decoding media: a bad package is the cheaper error to report.
     let mut engine = Engine::load(&a.model, &options)?;
     let files = a.clip.files()?;
     let clip = ClipInput::load(&files)?;
     let out = engine.run_clip(&clip)?;
 
-    let masks_dir = a.out.join("masks");
-    let overlays_dir = a.out.join("overlays");
-    create_dir(&masks_dir)?;
-    if !a.no_overlay {
-        create_dir(&overlays_dir)?;
-    }
-    let manifest = engine.package().manifest();
-    let (palette, colours): (Option<Vec<[u8; 3]>>, Vec<[u8; 3]>) = match &manifest.output {
-        OutputSpec::Binary { .. } => (None, avseg::post::write::binary_colours().to_vec()),
-        OutputSpec::Semantic { palette, .. } => (Some(palette.clone()), palette.clone()),
-    };
-    let mut jsonl = JsonlWriter::create(&a.out.join("results.jsonl"))?;
+    let mut writer = FrameWriter::create(&a, &engine.package().manifest().output)?;
     for (f, frame) in out.frames.iter().zip(&clip.frames) {
         let stem = frame.source.file_stem().and_then(|s| s.to_str()).unwrap_or("frame").to_string();
-        write_mask_png(&masks_dir.join(format!("{stem}.png")), &f.mask, palette.as_deref())?;
-        if !a.no_overlay {
-            write_overlay_png(&overlays_dir.join(format!("{stem}.png")), &frame.image, &f.mask, &colours)?;
-        }
-        let pixels = (f.mask.width as f64) * (f.mask.height as f64);
-        jsonl.write(&FrameRecord {
-            frame: f.index,
-            timestamp: f.timestamp,
-            source: frame.source.display().to_string(),
-            width: f.mask.width,
-            height: f.mask.height,
-            empty: f.mask.is_empty(),
-            foreground_fraction: f.mask.foreground_pixels() as f64 / pixels.max(1.0),
-            objects: f.objects.clone(),
-        })?;
+        let source = frame.source.display().to_string();
+        writer.write(&stem, &frame.image, &f.mask, &f.objects, f.index, f.timestamp, source)?;
     }
-    jsonl.finish()?;
+    writer.finish()?;
     if a.save_logits {
         write_npy(&a.out.join("logits.npy"), out.logits.shape(), out.logits.data())?;
     }
@@ -267,6 +255,133 @@ fn segment(a: SegmentArgs) -> Result<(), Error> {
         t.audio_encoder.as_secs_f64() * 1e3,
         t.segmenter.as_secs_f64() * 1e3,
         t.post.as_secs_f64() * 1e3,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Writes the per-frame outputs of `segment`: mask and overlay PNGs and `results.jsonl`.
+struct FrameWriter {
+    masks_dir: PathBuf,
+    overlays_dir: Option<PathBuf>,
+    palette: Option<Vec<[u8; 3]>>,
+    colours: Vec<[u8; 3]>,
+    jsonl: JsonlWriter,
+}
+
+impl FrameWriter {
+    fn create(a: &SegmentArgs, output: &OutputSpec) -> Result<Self, Error> {
+        let masks_dir = a.out.join("masks");
+        create_dir(&masks_dir)?;
+        let overlays_dir = (!a.no_overlay).then(|| a.out.join("overlays"));
+        if let Some(d) = &overlays_dir {
+            create_dir(d)?;
+        }
+        let (palette, colours) = match output {
+            OutputSpec::Binary { .. } => (None, avseg::post::write::binary_colours().to_vec()),
+            OutputSpec::Semantic { palette, .. } => (Some(palette.clone()), palette.clone()),
+        };
+        let jsonl = JsonlWriter::create(&a.out.join("results.jsonl"))?;
+        Ok(FrameWriter { masks_dir, overlays_dir, palette, colours, jsonl })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        stem: &str,
+        image: &image::RgbImage,
+        mask: &FrameMask,
+        objects: &[SoundingObject],
+        index: usize,
+        timestamp: f64,
+        source: String,
+    ) -> Result<(), Error> {
+        write_mask_png(&self.masks_dir.join(format!("{stem}.png")), mask, self.palette.as_deref())?;
+        if let Some(d) = &self.overlays_dir {
+            write_overlay_png(&d.join(format!("{stem}.png")), image, mask, &self.colours)?;
+        }
+        let pixels = (mask.width as f64) * (mask.height as f64);
+        self.jsonl.write(&FrameRecord {
+            frame: index,
+            timestamp,
+            source,
+            width: mask.width,
+            height: mask.height,
+            empty: mask.is_empty(),
+            foreground_fraction: mask.foreground_pixels() as f64 / pixels.max(1.0),
+            objects: objects.to_vec(),
+        })?;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), Error> {
+        Ok(self.jsonl.finish()?)
+    }
+}
+
+/// `segment --video`: demux with ffmpeg, then feed audio and the AVSBench-sampled frames to a
+/// streaming session in capture order, as a live source would, and write each result.
+fn segment_video(a: &SegmentArgs, video: &Path, engine: EngineOptions) -> Result<(), Error> {
+    use avseg::io::video::{decode_audio_track, probe, SampledFrames};
+    let options = SessionOptions { engine, hop: a.hop, frame_queue: 0 };
+    let mut session = Session::new(&a.model, &options)?;
+    let info = probe(video)?;
+    let (audio, rate, channels) = decode_audio_track(&info)?;
+    let mut frames = SampledFrames::open(&info)?;
+    let mut writer = FrameWriter::create(a, &session.package().manifest().output)?;
+    // Frames wait here, keyed by timestamp, until their result comes back (bounded by the window).
+    let mut waiting: std::collections::VecDeque<(u64, f64, image::RgbImage)> = Default::default();
+    let mut pushed = 0usize;
+    let mut written = 0usize;
+    let source = video.display().to_string();
+
+    let mut drain = |session: &mut Session, waiting: &mut std::collections::VecDeque<(u64, f64, image::RgbImage)>| -> Result<(), Error> {
+        while let Some(r) = session.pop_result() {
+            while waiting.front().is_some_and(|(_, ts, _)| *ts < r.frame_timestamp) {
+                waiting.pop_front();
+            }
+            let Some((index, ts, image)) = waiting.front() else { continue };
+            let stem = format!("frame_{index:06}");
+            writer.write(&stem, image, &r.mask, &r.objects, *index as usize, *ts, source.clone())?;
+            written += 1;
+        }
+        Ok(())
+    };
+
+    let samples_until = |t: f64| -> usize { ((t.max(0.0) * rate as f64) as usize * channels).min(audio.len()) };
+    while let Some(frame) = frames.next_frame()? {
+        // Audio up to one second past the frame: what a live microphone would have delivered by
+        // the time the camera's next sampled frame arrives.
+        let end = samples_until(frame.timestamp + 1.0);
+        if end > pushed {
+            let ts = (pushed / channels) as f64 / rate as f64;
+            session.push_audio(&audio[pushed..end], rate, channels, ts)?;
+            pushed = end;
+        }
+        session.push_frame(frame.image.as_raw(), frame.image.width(), frame.image.height(), frame.timestamp)?;
+        waiting.push_back((frame.index, frame.timestamp, frame.image));
+        session.process()?;
+        drain(&mut session, &mut waiting)?;
+    }
+    if audio.len() > pushed {
+        let ts = (pushed / channels) as f64 / rate as f64;
+        session.push_audio(&audio[pushed..], rate, channels, ts)?;
+    }
+    session.finish()?;
+    drain(&mut session, &mut waiting)?;
+    drop(drain);
+    writer.finish()?;
+    let stats = session.stats();
+    eprintln!(
+        "{}: {:.2} s at {:.3} fps, audio {} Hz x{}: {} frames sampled, {} results ({} dropped) -> {}",
+        video.display(),
+        info.duration,
+        info.fps,
+        rate,
+        channels,
+        stats.frames_pushed,
+        written,
+        stats.frames_dropped,
         a.out.display()
     );
     Ok(())

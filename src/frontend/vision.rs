@@ -143,6 +143,10 @@ impl VisionFrontend {
     /// Pre-processes frames of any (possibly different) sizes into one `[N, 3, H, W]` tensor.
     pub fn batch(&mut self, frames: &[RgbImage]) -> Result<Tensor, FrontendError> {
         let n = self.frame_len();
+        if n == 0 && !frames.is_empty() {
+            let (w, h) = (self.cfg.width, self.cfg.height);
+            return Err(FrontendError::Resize(format!("configured target size {w}x{h} is empty")));
+        }
         let mut data = vec![0.0f32; frames.len() * n];
         for (frame, out) in frames.iter().zip(data.chunks_exact_mut(n.max(1))) {
             self.preprocess_into(frame, out)?;
@@ -221,6 +225,8 @@ mod tests {
         assert!(matches!(fe.preprocess_into(&RgbImage::new(4, 3), &mut out), Err(FrontendError::Resize(_))));
         let mut empty = VisionFrontend::new(VisionConfig::imagenet(0, 0, ResizeFilter::BilinearPil));
         assert!(empty.preprocess_into(&RgbImage::new(4, 3), &mut []).is_err());
+        assert!(empty.batch(&[RgbImage::new(4, 3)]).is_err());
+        assert_eq!(fe.batch(&[]).unwrap().shape(), &[0, 3, 3, 4]);
     }
 
     #[test]

@@ -29,7 +29,10 @@ pub fn decode_image_bytes(path: &Path, bytes: &[u8]) -> Result<RgbImage, DecodeE
     }
     let err = |detail: String| DecodeError::Image { path: path.to_path_buf(), detail };
     let format = image::guess_format(bytes).map_err(|_| {
-        err(format!("unsupported or unrecognised image format (starts with {}); expected PNG, JPEG or WebP", magic(bytes)))
+        err(format!(
+            "unsupported or unrecognised image format (starts with {}); expected PNG, JPEG or WebP",
+            magic(bytes)
+        ))
     })?;
     if !SUPPORTED.contains(&format) {
         return Err(err(format!("{format:?} images are not supported; expected PNG, JPEG or WebP")));
@@ -50,10 +53,7 @@ pub fn decode_image_bytes(path: &Path, bytes: &[u8]) -> Result<RgbImage, DecodeE
 /// (e.g. `"<!DOCTYPE"` for an HTML page saved as `.png`).
 fn magic(bytes: &[u8]) -> String {
     let head = &bytes[..bytes.len().min(8)];
-    let text: String = head
-        .iter()
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
-        .collect();
+    let text: String = head.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }).collect();
     format!("{text:?}")
 }
 

