@@ -15,7 +15,9 @@
 //! * [`model`] reads and validates model packages (`avseg.json` + ONNX graphs).
 //! * [`backend`] runs a package's graphs; [`backend::tract`] is the CPU backend.
 //! * [`post`] turns logits into masks, connected objects and output files.
-//! * [`api`] ties the stages together for the CLI and library users.
+//! * [`api`] ties the stages together: [`Engine`] for clips, [`api::Session`] for live streams.
+//! * [`eval`] scores predictions with the official AVSBench metrics (`avseg eval`).
+//! * [`ffi`] is the C ABI over the session (`include/avseg.h`).
 
 pub mod api;
 pub mod backend;
