@@ -286,6 +286,23 @@ fn perfect_logits_at_lower_resolution_score_one() {
     assert!((a["J"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{a}");
     assert!((a["F"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{a}");
     assert_eq!(a["logits_size"], serde_json::json!([56, 56]));
+    assert!((a["binary"]["miou_nonempty_gt"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{a}");
+    assert_eq!(a["binary"]["empty_gt_predicted_empty"], 1.0, "{a}");
+
+    // The empty-GT frame (video 1, frame 3) now predicted 2 % foreground: no longer "predicted
+    // empty", while the frames with foreground still score 1.
+    let name = VIDEOS[1].0;
+    let path = logits.join(format!("{name}.npy"));
+    let mut data: Vec<f32> = npyz::NpyFile::new(std::fs::File::open(&path).unwrap()).unwrap().into_vec().unwrap();
+    let frame = &mut data[2 * 56 * 56..3 * 56 * 56];
+    for v in frame.iter_mut().take(63) {
+        *v = 6.0; // 63 / 3136 = 2.0 %
+    }
+    avseg::post::write::write_npy(&path, &[5, 1, 56, 56], &data).unwrap();
+    ok(&["eval", "--logits", p(&logits), "--dataset", p(&ds), "--subset", "s4", "--out", p(&out)]);
+    let b = read_json(&out.join("eval.json"));
+    assert_eq!(b["binary"]["empty_gt_predicted_empty"], 0.0, "{b}");
+    assert!((b["binary"]["miou_nonempty_gt"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{b}");
 }
 
 /// AVSS: one v1s clip (5 frames, padded to 10) and one v2 clip (10 frames), colour labels, scored

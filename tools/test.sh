@@ -55,6 +55,18 @@ else
   echo "skipped: AVS-Reg sources not installed (run tools/avsreg/install_sources.sh as root)"
 fi
 
+echo "== default model: tract vs ONNX Runtime, and quality on fresh AVS-Reg clips (seed 1)"
+"$bin" features --model models/default --audio models/sample/audio.wav --out "$work/d_logmel.npy" \
+  --frames models/sample/frames --frames-out "$work/d_frames.npy"
+"$bin" segment --model models/default --clip models/sample --out "$work/d_out" --save-logits
+"$VENV/bin/python" tools/check_ort.py --model models/default --logmel "$work/d_logmel.npy" \
+  --frames "$work/d_frames.npy" --logits "$work/d_out/logits.npy" --tol 1e-4
+if "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1; then
+  "$VENV/bin/python" tools/train_default/check_default.py --avseg "$bin" --work "$work/default_check"
+else
+  echo "skipped: AVS-Reg sources not installed, so the default model's quality check cannot run"
+fi
+
 echo "== aarch64 (Jetson) compile check"
 tools/check_aarch64.sh
 

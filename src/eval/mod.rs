@@ -120,7 +120,16 @@ pub struct BinarySummary {
     pub fscore_batch_independent: f64,
     pub batches: usize,
     pub empty_gt_frames: usize,
+    /// Mean IoU over the frames whose GT has foreground (avseg's addition: the official J also
+    /// averages empty-GT frames, which score their background ratio).
+    pub miou_nonempty_gt: Option<f64>,
+    /// Of the empty-GT frames (silent or off-screen sources), the fraction predicted empty:
+    /// under 1 % of pixels foreground.
+    pub empty_gt_predicted_empty: Option<f64>,
 }
+
+/// An empty-GT frame counts as predicted empty below this foreground fraction.
+pub const EMPTY_PREDICTION_MAX_FOREGROUND: f64 = 0.01;
 
 /// Everything an evaluation produced.
 #[derive(Clone, Debug)]
@@ -375,6 +384,14 @@ pub fn evaluate(mut dataset: Dataset, source: Source, opts: &EvalOptions) -> Res
                 fscore_batch_independent: f_dataset.value(),
                 batches: batches.len(),
                 empty_gt_frames: frames_scored.iter().filter(|f| f.empty_gt()).count(),
+                miou_nonempty_gt: mean_of(frames_scored.iter().filter(|f| !f.empty_gt()).map(|f| f.iou)),
+                // For an empty GT the frame IoU is the predicted-background fraction (metrics.rs).
+                empty_gt_predicted_empty: mean_of(
+                    frames_scored
+                        .iter()
+                        .filter(|f| f.empty_gt())
+                        .map(|f| f64::from(u8::from(1.0 - f.iou < EMPTY_PREDICTION_MAX_FOREGROUND))),
+                ),
             }),
             None,
             None,
@@ -412,4 +429,9 @@ fn progress_bar(show: bool, len: usize) -> indicatif::ProgressBar {
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar
+}
+
+fn mean_of(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
 }

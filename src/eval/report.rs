@@ -53,6 +53,8 @@ pub fn eval_json(o: &EvalOutcome) -> serde_json::Value {
             "fscore_batch_independent": b.fscore_batch_independent,
             "batches": b.batches,
             "empty_gt_frames": b.empty_gt_frames,
+            "miou_nonempty_gt": b.miou_nonempty_gt,
+            "empty_gt_predicted_empty": b.empty_gt_predicted_empty,
         })
     });
     let avss = o.avss.as_ref().map(|a| {
@@ -187,6 +189,12 @@ pub fn table(o: &EvalOutcome) -> String {
             rows.push(("F  official (per-batch threshold max)".into(), format!("{:.4}", b.fscore)));
             rows.push(("F  batch-independent (avseg; not official)".into(), format!("{:.4}", b.fscore_batch_independent)));
             rows.push(("empty-GT frames".into(), b.empty_gt_frames.to_string()));
+            if let Some(v) = b.miou_nonempty_gt {
+                rows.push(("J  over non-empty-GT frames (avseg)".into(), format!("{v:.4}")));
+            }
+            if let Some(v) = b.empty_gt_predicted_empty {
+                rows.push(("empty-GT frames predicted empty (<1 % fg)".into(), format!("{:.1} %", 100.0 * v)));
+            }
         }
         (None, Some(a)) => {
             rows.push(("J  mIoU (official, 71 classes incl. bg, padded)".into(), format!("{:.4}", a.miou)));

@@ -124,4 +124,7 @@ pub struct Provenance {
     /// Free-form evaluation results (e.g. `{"avs_reg_s4_miou": 0.74}`).
     #[serde(default)]
     pub metrics: serde_json::Map<String, serde_json::Value>,
+    /// Free-form record of how a trained package was made: data, hyper-parameters, time and machine.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub training: serde_json::Map<String, serde_json::Value>,
 }

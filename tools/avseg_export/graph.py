@@ -87,16 +87,28 @@ class GraphBuilder:
         return out_name
 
     # ---- layers ---------------------------------------------------------------
-    def conv(self, x, weight, bias, name, stride=1, pad=0, dilation=1, out=None) -> str:
+    def conv(self, x, weight, bias, name, stride=1, pad=0, dilation=1, group=1, out=None) -> str:
+        """`pad` is one int, or ONNX-order (top, left, bottom, right) for asymmetric padding."""
         kh, kw = weight.shape[2], weight.shape[3]
+        pads = list(pad) if isinstance(pad, (tuple, list)) else [pad, pad, pad, pad]
         ins = [x, self.const(name + ".weight", weight)]
         if bias is not None:
             ins.append(self.const(name + ".bias", bias))
         return self.op(
             "Conv", ins, name, out=out,
-            kernel_shape=[kh, kw], strides=[stride, stride], pads=[pad, pad, pad, pad],
-            dilations=[dilation, dilation], group=1,
+            kernel_shape=[kh, kw], strides=[stride, stride], pads=pads,
+            dilations=[dilation, dilation], group=group,
         )
+
+    def relu6(self, x, name, out=None) -> str:
+        """min(max(x, 0), 6) as Clip with constant bounds (opset 11+ takes them as inputs)."""
+        key = ("clip6",)
+        if key not in self._shape_consts:
+            lo = self.const("const.f32.zero", np.array(0.0, dtype=np.float32))
+            hi = self.const("const.f32.six", np.array(6.0, dtype=np.float32))
+            self._shape_consts[key] = (lo, hi)
+        lo, hi = self._shape_consts[key]
+        return self.op("Clip", [x, lo, hi], name, out=out)
 
     def relu(self, x, name, out=None) -> str:
         return self.op("Relu", [x], name, out=out)

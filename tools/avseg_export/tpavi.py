@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .effnet_lite import effnet_lite_encoder
 from .graph import GraphBuilder
 from .weights import StateDict, bn_scale_shift, fold_bn
 
@@ -204,19 +205,29 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
     if height % 32 or width % 32:
         raise ValueError("height and width must be multiples of 32 (the decoder doubles 1/32 back up)")
     sd = tensors if isinstance(tensors, StateDict) else StateDict(tensors)
-    stem_w = sd.get("resnet.conv1.weight")
-    if stem_w.shape[1:] != (3, 7, 7):
-        raise ValueError(f"resnet.conv1.weight has shape {stem_w.shape}; expected [*, 3, 7, 7]")
+    if "resnet.conv1.weight" in sd:
+        encoder, graph_name = "resnet50", "tpavi_r50"
+        stem_w = sd.get("resnet.conv1.weight")
+        if stem_w.shape[1:] != (3, 7, 7):
+            raise ValueError(f"resnet.conv1.weight has shape {stem_w.shape}; expected [*, 3, 7, 7]")
+    elif "encoder._conv_stem.weight" in sd:
+        encoder, graph_name = "efficientnet_lite0", "tpavi_effnet_lite0"
+    else:
+        raise KeyError("no visual encoder found: expected 'resnet.conv1.weight' (TPAVI-R50) or "
+                       "'encoder._conv_stem.weight' (EfficientNet-Lite0)")
     stages = [k for k in range(1, 5) if sd.has_prefix(f"tpavi_b{k}.")]
     if not stages:
         raise KeyError("no tpavi_b{1..4} blocks found")
     audio_dim = sd.get(f"tpavi_b{stages[0]}.align_channel.weight").shape[1]
 
-    gb = GraphBuilder("tpavi_r50")
+    gb = GraphBuilder(graph_name)
     x = gb.input("frames", [frames, 3, height, width])
     audio = gb.input("audio_embedding", [frames, audio_dim])
 
-    feats = resnet_encoder(gb, sd, x, height, width)
+    if encoder == "resnet50":
+        feats = resnet_encoder(gb, sd, x, height, width)
+    else:
+        feats = effnet_lite_encoder(gb, sd, "encoder.", x, height, width)
     fused = []
     for k, (f, _c, h, w) in enumerate(feats, start=1):
         y = aspp(gb, sd, f"conv{k}", f, h, w)
@@ -234,8 +245,10 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
     leftover = sd.unused()
     if leftover and strict:
         raise ValueError(f"TPAVI weights not consumed: {leftover[:8]} ({len(leftover)} total)")
-    model = gb.build("TPAVI-R50 segmenter, re-associated attention, BatchNorm folded", check=check)
+    label = "TPAVI-R50" if encoder == "resnet50" else "TPAVI-EfficientNet-Lite0"
+    model = gb.build(f"{label} segmenter, re-associated attention, BatchNorm folded", check=check)
     info = {
+        "encoder": encoder,
         "audio_dim": int(audio_dim),
         "num_classes": int(n_classes),
         "tpavi_stages": stages,

@@ -109,13 +109,13 @@ class StateDict:
                       and not k.startswith(DEAD_PREFIXES))
 
 
-def bn_scale_shift(sd: StateDict, prefix: str, channels: int):
+def bn_scale_shift(sd: StateDict, prefix: str, channels: int, eps: float | None = None):
     """Per-channel (scale, shift) of an eval-mode BatchNorm, computed in float64."""
     g = sd.get(prefix + ".weight", (channels,)).astype(np.float64)
     b = sd.get(prefix + ".bias", (channels,)).astype(np.float64)
     m = sd.get(prefix + ".running_mean", (channels,)).astype(np.float64)
     v = sd.get(prefix + ".running_var", (channels,)).astype(np.float64)
-    s = g / np.sqrt(v + BN_EPS)
+    s = g / np.sqrt(v + (BN_EPS if eps is None else eps))
     return s, b - m * s
 
 

