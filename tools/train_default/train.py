@@ -243,17 +243,17 @@ def main():
     ap.add_argument("--audio-width", type=int, default=16)
     ap.add_argument("--audio-hidden", type=int, default=256)
     ap.add_argument("--audio-dim", type=int, default=128)
-    ap.add_argument("--iters", type=int, default=2000)
+    ap.add_argument("--iters", type=int, default=1800)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--swap-prob", type=float, default=0.5)
+    ap.add_argument("--swap-prob", type=float, default=0.3)
     ap.add_argument("--audio-loss-weight", type=float, default=1.0)
-    ap.add_argument("--loc-loss-weight", type=float, default=2.0)
-    ap.add_argument("--empty-fp-weight", type=float, default=0.3,
+    ap.add_argument("--loc-loss-weight", type=float, default=1.0)
+    ap.add_argument("--empty-fp-weight", type=float, default=0.0,
                     help="weight of the soft false-positive ratio on empty-GT frames")
     ap.add_argument("--wz-scale", type=float, default=1.0, help="initial TPAVI W_z BatchNorm scale (official: 0)")
     ap.add_argument("--init-from", type=Path, help="start from this train.py checkpoint (fine-tuning)")
-    ap.add_argument("--init", choices=("audio-first", "official"), default="audio-first",
+    ap.add_argument("--init", choices=("audio-first", "official"), default="official",
                     help="official: the TPAVI initialisation of the official code (W_z scale 0, align_channel "
                          "and phi biases); audio-first: see model.TPAVI")
     ap.add_argument("--eval-every", type=int, default=250)
