@@ -34,8 +34,28 @@ pub fn round_f16(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }
 
-/// `preprocess_bilinear`: RGB8 HWC (rows `stride` bytes apart) → cv2-style bilinear resize to
-/// `dw`×`dh`, rounded to u8 (ties to even), normalised `(p/255 - mean)/std`, CHW.
+/// The resize half of `preprocess_bilinear`: RGB8 HWC (rows `stride` bytes apart) → cv2-style
+/// bilinear (half-pixel, 2×2 taps, edges clamped) at `dw`×`dh`, rounded to u8 with ties to even,
+/// HWC. The kernel never stores this image; it normalises each value straight away.
+pub fn resize_bilinear_u8(src: &[u8], sw: usize, sh: usize, stride: usize, dw: usize, dh: usize) -> Vec<u8> {
+    let mut out = vec![0u8; dw * dh * 3];
+    for y in 0..dh {
+        let ty = tap(y, sh, dh, false);
+        let (r0, r1) = (&src[ty.i0 * stride..], &src[ty.i1 * stride..]);
+        for x in 0..dw {
+            let tx = tap(x, sw, dw, false);
+            let (wx0, wy0) = (1.0 - tx.w1, 1.0 - ty.w1);
+            for c in 0..3 {
+                let top = wx0 * r0[tx.i0 * 3 + c] as f32 + tx.w1 * r0[tx.i1 * 3 + c] as f32;
+                let bot = wx0 * r1[tx.i0 * 3 + c] as f32 + tx.w1 * r1[tx.i1 * 3 + c] as f32;
+                out[(y * dw + x) * 3 + c] = (wy0 * top + ty.w1 * bot).round_ties_even().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// `preprocess_bilinear`: [`resize_bilinear_u8`], then `(p/255 - mean)/std` per channel, CHW.
 #[allow(clippy::too_many_arguments)]
 pub fn preprocess_bilinear(
     src: &[u8],
@@ -47,21 +67,12 @@ pub fn preprocess_bilinear(
     mean: [f32; 3],
     std: [f32; 3],
 ) -> Vec<f32> {
+    let resized = resize_bilinear_u8(src, sw, sh, stride, dw, dh);
     let plane = dw * dh;
     let mut out = vec![0.0f32; 3 * plane];
-    for y in 0..dh {
-        let ty = tap(y, sh, dh, false);
-        let (r0, r1) = (&src[ty.i0 * stride..], &src[ty.i1 * stride..]);
-        for x in 0..dw {
-            let tx = tap(x, sw, dw, false);
-            let (wx0, wy0) = (1.0 - tx.w1, 1.0 - ty.w1);
-            for c in 0..3 {
-                let top = wx0 * r0[tx.i0 * 3 + c] as f32 + tx.w1 * r0[tx.i1 * 3 + c] as f32;
-                let bot = wx0 * r1[tx.i0 * 3 + c] as f32 + tx.w1 * r1[tx.i1 * 3 + c] as f32;
-                let v = wy0 * top + ty.w1 * bot;
-                let p = v.round_ties_even().clamp(0.0, 255.0);
-                out[c * plane + y * dw + x] = (p / 255.0 - mean[c]) / std[c];
-            }
+    for (i, px) in resized.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            out[c * plane + i] = (px[c] as f32 / 255.0 - mean[c]) / std[c];
         }
     }
     out
@@ -512,8 +523,12 @@ impl Lcg {
         Self(seed ^ 0x9e37_79b9_7f4a_7c15)
     }
 
-    /// A seed that differs per run (time-based), printed by the tests so a failure reproduces.
+    /// A seed that differs per run (time-based), printed by the tests; `AVSEG_TEST_SEED` replays
+    /// a failure.
     pub fn fresh_seed() -> u64 {
+        if let Some(seed) = std::env::var("AVSEG_TEST_SEED").ok().and_then(|s| s.trim().parse().ok()) {
+            return seed;
+        }
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     }
 
@@ -595,11 +610,37 @@ mod tests {
             let one_level = 1.0 / 255.0 / 0.224 + 1e-5;
             let d = max_abs_diff(&ours, &cpu);
             assert!(d <= one_level, "{sw}x{sh} -> {dw}x{dh}: max diff {d} exceeds one level");
-            let exact = ours.iter().zip(&cpu).filter(|(a, b)| a == b).count() as f64 / cpu.len() as f64;
-            assert!(exact > 0.9, "{sw}x{sh} -> {dw}x{dh}: only {exact:.3} of values identical");
+            // Both round a bilinear value to u8 their own way (fast_image_resize in fixed point), so
+            // single values may differ by a level, but not systematically (the bound
+            // tests/vision_reference.rs sets for fast_image_resize against cv2).
+            let mean = ours.iter().zip(&cpu).map(|(a, b)| (a - b).abs()).sum::<f32>() / cpu.len() as f32;
+            assert!(mean / one_level < 0.5, "{sw}x{sh} -> {dw}x{dh}: mean diff {} levels", mean / one_level);
             if (sw, sh) == (dw, dh) {
                 assert_eq!(ours, cpu, "same size must not resample");
             }
+        }
+    }
+
+    /// Against OpenCV itself: the `cv2.resize(INTER_LINEAR)` fixtures of tests/data/resize
+    /// (1920×1080, 640×480, 333×517, 100×75 … → 224×224).
+    #[test]
+    fn resize_matches_opencv_fixtures() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/resize");
+        let cases: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
+        let cases = cases.as_array().unwrap();
+        assert!(cases.len() >= 4);
+        for c in cases {
+            let input = crate::io::image::decode_image(&dir.join(c["input"].as_str().unwrap())).unwrap();
+            let cv2 = crate::io::image::decode_image(&dir.join(c["cv2"].as_str().unwrap())).unwrap();
+            let (sw, sh) = (input.width() as usize, input.height() as usize);
+            let (dw, dh) = (cv2.width() as usize, cv2.height() as usize);
+            let ours = resize_bilinear_u8(input.as_raw(), sw, sh, sw * 3, dw, dh);
+            let max = ours.iter().zip(cv2.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            let mean =
+                ours.iter().zip(cv2.as_raw()).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>() / ours.len() as f64;
+            println!("{}: {sw}x{sh} -> {dw}x{dh}: max {max} mean {mean:.4} levels vs cv2", c["name"]);
+            assert!(max <= 1 && mean < 0.2, "{}: max {max} mean {mean}", c["name"]);
         }
     }
 
