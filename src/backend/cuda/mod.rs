@@ -62,7 +62,7 @@ pub enum CudaError {
     Cache { path: PathBuf, detail: String },
     #[error("{kernel}: {detail}")]
     Shape { kernel: &'static str, detail: String },
-    #[error("{device} found, but the CUDA backend cannot run `{family}` models yet (issue 5: the GPU model runner is unwritten)")]
+    #[error("{device} found, but there is no CUDA runner for `{family}` models yet (issue 5)")]
     Unsupported { family: String, device: String },
 }
 
