@@ -6,16 +6,26 @@
 // the PTX `cvt` instructions, which is all cuda_fp16.h would give us here. Every kernel computes in
 // fp32; fp16 is a storage format only.
 
+// Outside device compilation (tools/kernel_emu runs these files as plain C++ on the CPU) the
+// conversions come from the emulator instead of PTX.
 __device__ __forceinline__ float avs_h2f(unsigned short h) {
+#ifdef __CUDA_ARCH__
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+#else
+    return avs_emu_h2f(h);
+#endif
 }
 
 __device__ __forceinline__ unsigned short avs_f2h(float f) {
+#ifdef __CUDA_ARCH__
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
+#else
+    return avs_emu_f2h(f);
+#endif
 }
 
 // Element loads and stores that hide the storage type from the templated kernel bodies.

@@ -3,8 +3,8 @@
 #   1. a Python venv (tools/requirements.txt) for the ONNX Runtime and block-fidelity checks;
 #   2. live cross-checks: the export tooling's blocks vs the official reference tensors, and
 #      avseg's tract logits vs ONNX Runtime on the bundled model and sample;
-#   3. a compile check of every CUDA kernel with NVRTC from the PyPI wheel, and a run of the f32
-#      kernels on a CPU emulation of CUDA (tools/kernel_emu; no GPU needed for either);
+#   3. a compile check of every CUDA kernel with NVRTC from the PyPI wheel, and a run of every
+#      kernel on a CPU emulation of CUDA (tools/kernel_emu; no GPU needed for either);
 #   4. the Rust unit and integration tests (cargo test).
 # The official reference tensors are read from $AVSEG_REFERENCE_DIR, default ../shared/reference.
 set -euo pipefail
@@ -38,7 +38,7 @@ else
   echo "skipped: kernel compile check (no nvidia-cuda-nvrtc-cu12 wheel for $(uname -s)-$(uname -m))"
 fi
 
-echo "== CUDA kernels emulated on the CPU (f32) vs independent restatements of their math"
+echo "== CUDA kernels emulated on the CPU vs independent restatements of their math"
 tools/kernel_emu/run.sh
 
 echo "== export-tool block fidelity vs official reference tensors"

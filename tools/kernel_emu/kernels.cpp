@@ -1,6 +1,6 @@
-// tools/kernel_emu: the pre-processing, post-processing and decoder kernels (f32), emulated on the
-// CPU with every output poisoned (NaN / 0xAA), against PyTorch's and OpenCV's rules restated here
-// in double precision.
+// tools/kernel_emu: the pre-processing, post-processing and decoder kernels, emulated on the CPU
+// with every output poisoned (NaN / 0xAA): f32 against PyTorch's and OpenCV's rules restated here
+// in double precision, fp16 against the fp16 rounding of the f32 result.
 #include "shim.h"
 #include <cstdio>
 #include <random>
@@ -86,6 +86,57 @@ int main() {
     std::vector<float> s(len, NaN); launch({1, 1, 1}, {256, 1, 1}, [&] { add_f32(s.data(), x.data(), conv.data(), len); });
     worst = 0; for (int i = 0; i < len; i++) worst = std::max(worst, std::isnan(s[i]) ? 1e9 : (double)std::fabs(s[i] - (x[i] + conv[i])));
     check("add_f32", worst, 0);
+  }
+  { // fp16 variants: on fp16-valued inputs, each must store exactly the fp16 rounding of what its
+    // f32 twin (checked above) computes, since both work in fp32 and round once.
+    auto h = [](float f) { return avs_emu_f2h(f); };
+    auto same = [&](const char* what, const std::vector<float>& f32, const std::vector<unsigned short>& f16) {
+      int bad = 0;
+      for (size_t i = 0; i < f32.size(); i++) bad += f16[i] != h(f32[i]);
+      check(what, bad, 0);
+    };
+    int sw = 29, sh = 17, dw = 12, dh = 9, stride = sw * 3 + 2;
+    std::vector<unsigned char> src(stride * sh); for (auto& b : src) b = byte(rng);
+    std::vector<float> pf(3 * dw * dh, NaN); std::vector<unsigned short> ph(3 * dw * dh, 0x7e00);
+    launch({1, 1, 1}, {16, 16, 1}, [&] { preprocess_bilinear_f32(src.data(), sw, sh, stride, pf.data(), dw, dh, .485f, .456f, .406f, .229f, .224f, .225f); });
+    launch({1, 1, 1}, {16, 16, 1}, [&] { preprocess_bilinear_f16(src.data(), sw, sh, stride, ph.data(), dw, dh, .485f, .456f, .406f, .229f, .224f, .225f); });
+    same("preprocess_bilinear_f16 (elements off)", pf, ph);
+
+    int n = 2, c = 3, ih = 4, iw = 5, oh = 9, ow = 11, len = n * c * ih * iw, olen = n * c * oh * ow;
+    std::vector<float> x(len), y(len), bias(c), add(olen);
+    for (auto* v : {&x, &y, &add}) for (auto& e : *v) e = avs_emu_h2f(h(nd(rng)));
+    for (auto& b : bias) b = nd(rng);
+    std::vector<unsigned short> xh(len), yh(len), addh(olen);
+    for (int i = 0; i < len; i++) xh[i] = h(x[i]), yh[i] = h(y[i]);
+    for (int i = 0; i < olen; i++) addh[i] = h(add[i]);
+    for (int ac = 0; ac < 2; ac++) {
+      std::vector<float> uf(olen, NaN); std::vector<unsigned short> uh(olen, 0x7e00);
+      launch({1, 1, (unsigned)(n * c)}, {16, 16, 1}, [&] { upsample_bilinear_f32(x.data(), n * c, ih, iw, uf.data(), oh, ow, ac, add.data()); });
+      launch({1, 1, (unsigned)(n * c)}, {16, 16, 1}, [&] { upsample_bilinear_f16(xh.data(), n * c, ih, iw, uh.data(), oh, ow, ac, addh.data()); });
+      same(ac ? "upsample_bilinear_f16 align_corners" : "upsample_bilinear_f16 half-pixel", uf, uh);
+    }
+    std::vector<float> rf(len, NaN), af(len, NaN), bf = x; std::vector<unsigned short> rh(len, 0x7e00), ah(len, 0x7e00), bh = xh;
+    launch({1, 1, 1}, {256, 1, 1}, [&] { rcu_residual_f32(rf.data(), y.data(), bias.data(), x.data(), c, ih * iw, len); });
+    launch({1, 1, 1}, {256, 1, 1}, [&] { rcu_residual_f16(rh.data(), yh.data(), bias.data(), xh.data(), c, ih * iw, len); });
+    same("rcu_residual_f16", rf, rh);
+    launch({1, 1, 1}, {256, 1, 1}, [&] { add_f32(af.data(), x.data(), y.data(), len); });
+    launch({1, 1, 1}, {256, 1, 1}, [&] { add_f16(ah.data(), xh.data(), yh.data(), len); });
+    same("add_f16", af, ah);
+    launch({1, 1, 1}, {256, 1, 1}, [&] { bias_relu_f32(bf.data(), bias.data(), c, ih * iw, len); });
+    launch({1, 1, 1}, {256, 1, 1}, [&] { bias_relu_f16(bh.data(), bias.data(), c, ih * iw, len); });
+    same("bias_relu_f16", bf, bh);
+
+    int k = 4, plane = ih * iw;  // logits in fp16: labels and confidences must match the f32 path
+    std::vector<unsigned char> lf(plane, 0xAA), lh(plane, 0xAA), mf(oh * ow, 0xAA), mh(oh * ow, 0xAA);
+    std::vector<float> cf(plane, NaN), ch(plane, NaN), qf(oh * ow, NaN), qh(oh * ow, NaN);
+    launch({1, 1, 1}, {256, 1, 1}, [&] { argmax_classes_f32(x.data(), k, plane, lf.data(), cf.data()); });
+    launch({1, 1, 1}, {256, 1, 1}, [&] { argmax_classes_f16(xh.data(), k, plane, lh.data(), ch.data()); });
+    launch({1, 1, 1}, {16, 16, 1}, [&] { mask_binary_f32(x.data(), ih, iw, mf.data(), qf.data(), ow, oh, 0.5f); });
+    launch({1, 1, 1}, {16, 16, 1}, [&] { mask_binary_f16(xh.data(), ih, iw, mh.data(), qh.data(), ow, oh, 0.5f); });
+    int bad = 0;
+    for (int i = 0; i < plane; i++) bad += lf[i] != lh[i] || cf[i] != ch[i];
+    for (int i = 0; i < oh * ow; i++) bad += mf[i] != mh[i] || qf[i] != qh[i];
+    check("argmax_classes_f16 + mask_binary_f16 (off)", bad, 0);
   }
   return failures != 0;
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs avseg's f32 CUDA kernels on the CPU (shim.h emulates blocks, barriers and warp shuffles)
+# Runs avseg's CUDA kernels on the CPU (shim.h emulates blocks, barriers and warp shuffles)
 # against independent double-precision restatements of their math. No GPU and no CUDA needed,
 # only a C++20 compiler. Exits non-zero on any mismatch.
 set -euo pipefail

@@ -1,10 +1,11 @@
-// A CPU stand-in for the CUDA execution model, just enough to run avseg's f32 kernels without a
+// A CPU stand-in for the CUDA execution model, just enough to run avseg's kernels without a
 // GPU: every block runs its threads as real std::threads, so __syncthreads is a block barrier and
 // __shfl_xor_sync a per-warp exchange. __shared__ becomes a function-level static (blocks run one
-// after another). PTX `asm` is compiled out, so the fp16 variants cannot run here.
+// after another). fp16 conversion, PTX `cvt` on the device, is the compiler's _Float16 here (the
+// same IEEE round-to-nearest-even).
 //
 // This checks the kernels' indexing, guards, shared-memory staging and reductions, which the NVRTC
-// compile check cannot; it says nothing about timing, occupancy or fp16 conversion.
+// compile check cannot; it says nothing about timing or occupancy.
 #include <cmath>
 #include <algorithm>
 #include <barrier>
@@ -12,6 +13,7 @@
 #include <vector>
 #include <functional>
 #include <array>
+#include <cstring>
 using std::min; using std::max; using std::isfinite;
 struct dim3 { unsigned x=1,y=1,z=1; };
 thread_local dim3 threadIdx, blockIdx;
@@ -22,7 +24,8 @@ dim3 blockDim, gridDim;
 #define __restrict__
 #define __launch_bounds__(x)
 #define __shared__ static
-#define asm(...) ((void)0)
+inline float avs_emu_h2f(unsigned short h) { _Float16 x; std::memcpy(&x, &h, 2); return (float)x; }
+inline unsigned short avs_emu_f2h(float f) { _Float16 x = (_Float16)f; unsigned short h; std::memcpy(&h, &x, 2); return h; }
 inline int __float2int_rn(float v) { return (int)std::nearbyint(v); }
 std::barrier<>* g_block_bar;
 std::vector<std::barrier<>*> g_warp_bars;
