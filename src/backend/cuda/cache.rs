@@ -61,7 +61,7 @@ impl KernelCache {
                 Some(((a.parse().ok()?, b.parse().ok()?), e.path()))
             })
             .collect();
-        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        versions.sort_by_key(|v| std::cmp::Reverse(v.0));
         let leaf = format!("{}-{:016x}.cubin", file.name, file.source_hash());
         versions.into_iter().find_map(|(_, d)| {
             let p = d.join(&leaf);

@@ -115,6 +115,8 @@ impl Drop for ProgramGuard {
     }
 }
 
+// c_char is i8 on x86_64 and u8 on aarch64: the cast is needed on one of them.
+#[allow(clippy::unnecessary_cast)]
 fn c_chars_to_string(v: &[c_char]) -> String {
     let bytes: Vec<u8> = v.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()

@@ -217,7 +217,7 @@ pub fn nearest_labels(
 fn channels(kernel: &'static str, len: usize, c: usize, plane: usize) -> Result<(i32, i32, i64), CudaError> {
     let ci = dim(kernel, "channels", c)?;
     let pi = dim(kernel, "plane", plane)?;
-    if len == 0 || len % (c * plane) != 0 {
+    if len == 0 || !len.is_multiple_of(c * plane) {
         return Err(shape(kernel, format!("{len} values is not a whole number of [{c}, {plane}] items")));
     }
     Ok((ci, pi, len as i64))
