@@ -126,13 +126,17 @@ enum avseg_backend
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
   /**
-   * The best available backend (today: the CPU).
+   * The best available backend: CUDA when it can run the model, else the CPU (today: the CPU).
    */
   AVSEG_BACKEND_AUTO = 0,
   /**
    * tract on the CPU.
    */
   AVSEG_BACKEND_CPU = 1,
+  /**
+   * The CUDA backend, or AVSEG_ERR_BACKEND saying why it cannot run the model (no fallback).
+   */
+  AVSEG_BACKEND_CUDA = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -3,7 +3,9 @@
 #   1. a Python venv (tools/requirements.txt) for the ONNX Runtime and block-fidelity checks;
 #   2. live cross-checks: the export tooling's blocks vs the official reference tensors, and
 #      avseg's tract logits vs ONNX Runtime on the bundled model and sample;
-#   3. the Rust unit and integration tests (cargo test).
+#   3. a compile check of every CUDA kernel with NVRTC from the PyPI wheel, and a run of every
+#      kernel on a CPU emulation of CUDA (tools/kernel_emu; no GPU needed for either);
+#   4. the Rust unit and integration tests (cargo test).
 # The official reference tensors are read from $AVSEG_REFERENCE_DIR, default ../shared/reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +16,30 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tools/requirements.txt
+case "$(uname -s)-$(uname -m)" in
+  Linux-x86_64|Linux-aarch64) nvrtc_wheel=1 ;;
+  *) nvrtc_wheel= ;;
+esac
+if [ -n "$nvrtc_wheel" ]; then
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tools/requirements-nvrtc.txt
+fi
 
 echo "== build"
 cargo build --locked --bins
 bin="${CARGO_TARGET_DIR:-target}/debug/avseg"
+
+echo "== CUDA kernels: NVRTC compile check for sm_87 and sm_90 (no GPU needed)"
+if [ -n "$nvrtc_wheel" ]; then
+  nvrtc_lib=$("$VENV/bin/python" -c 'import os, nvidia.cuda_nvrtc as m; print(os.path.join(list(m.__path__)[0], "lib"))')
+  LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" kernels --check --arch sm_87,sm_90
+elif [ -n "${CI:-}" ]; then
+  echo "no NVRTC wheel for $(uname -s)-$(uname -m)" >&2; exit 1
+else
+  echo "skipped: kernel compile check (no nvidia-cuda-nvrtc-cu12 wheel for $(uname -s)-$(uname -m))"
+fi
+
+echo "== CUDA kernels emulated on the CPU vs independent restatements of their math"
+tools/kernel_emu/run.sh
 
 echo "== export-tool block fidelity vs official reference tensors"
 if [ -f "$AVSEG_REFERENCE_DIR/README.md" ]; then

@@ -38,11 +38,14 @@ pub const FRAME_TIME_OFFSET_S: f64 = 0.9375;
 /// Which backend runs the graphs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum BackendChoice {
-    /// The best available backend. Today that is always the CPU; CUDA joins when it lands.
+    /// CUDA when it can run the package, else tract on the CPU; the choice and its reason are
+    /// logged. No model family has a CUDA runner yet, so today this is always the CPU.
     #[default]
     Auto,
     /// tract on the CPU.
     Cpu,
+    /// The CUDA backend, or an error saying why it cannot run the package (no fallback).
+    Cuda,
 }
 
 #[derive(Clone, Debug)]
@@ -152,13 +155,12 @@ impl Engine {
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
         let package = ModelPackage::load(dir)?;
         let backend_options = BackendOptions { threads: options.threads.max(1) };
-        let runner = match options.backend {
-            BackendChoice::Auto => {
-                log::info!("backend auto: using tract on the CPU (no GPU backend in this build)");
-                backend::prepare_cpu(&package, &backend_options)?
-            }
-            BackendChoice::Cpu => backend::prepare_cpu(&package, &backend_options)?,
+        let kind = match options.backend {
+            BackendChoice::Auto => backend::BackendKind::Auto,
+            BackendChoice::Cpu => backend::BackendKind::Cpu,
+            BackendChoice::Cuda => backend::BackendKind::Cuda,
         };
+        let runner = backend::select(kind, &package, &backend_options)?;
         if let (Some(t), OutputSpec::Binary { .. }) = (options.threshold, &package.manifest().output) {
             if !(t.is_finite() && t > 0.0 && t < 1.0) {
                 return Err(Error::Input(format!("threshold {t} must be in (0, 1)")));

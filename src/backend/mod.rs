@@ -2,8 +2,10 @@
 //! tensors in, logits out.
 //!
 //! * [`tract`]: the CPU backend (tract, ONNX), always available.
-//! * The CUDA backend (cudarc + NVRTC kernels in `kernels/`) plugs in behind the same trait.
+//! * [`cuda`]: avseg's own GPU kernels (cudarc + NVRTC, `kernels/`). It has no model runner yet;
+//!   [`select`] probes it and falls back to tract.
 
+pub mod cuda;
 pub mod tract;
 
 use crate::model::ModelPackage;
@@ -49,6 +51,44 @@ pub enum BackendError {
     Run { graph: &'static str, detail: String },
     #[error("{graph}: output `{output}` {detail}")]
     Output { graph: &'static str, output: String, detail: String },
+    #[error("CUDA backend: {0}")]
+    Cuda(#[from] cuda::CudaError),
+}
+
+/// Which backend to prepare.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    /// CUDA when it can run the package, else tract, saying which and why.
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or an error: an explicit request is never silently served by the CPU.
+    Cuda,
+}
+
+/// Prepares `package` on the backend `kind` selects. With `Auto`, any reason CUDA cannot run it
+/// (no driver, no device, an unsupported family, a failed kernel compile, out of memory) falls
+/// back to tract: logged at info level when there is simply no GPU, as a warning when a GPU
+/// failed.
+pub fn select(kind: BackendKind, package: &ModelPackage, options: &BackendOptions) -> Result<Box<dyn Runner>, BackendError> {
+    match kind {
+        BackendKind::Cpu => prepare_cpu(package, options),
+        BackendKind::Cuda => Ok(cuda::prepare(package, options)?),
+        BackendKind::Auto => match cuda::prepare(package, options) {
+            Ok(runner) => {
+                log::info!("backend auto: using CUDA");
+                Ok(runner)
+            }
+            Err(e) => {
+                if e.is_absent() || matches!(e, cuda::CudaError::Unsupported { .. }) {
+                    log::info!("backend auto: using tract on the CPU ({e})");
+                } else {
+                    log::warn!("backend auto: CUDA failed, using tract on the CPU instead: {e}");
+                }
+                prepare_cpu(package, options)
+            }
+        },
+    }
 }
 
 /// Prepares `package` on the CPU backend.

@@ -45,6 +45,27 @@ enum Command {
     Eval(EvalArgs),
     /// Measure latency and memory: per-clip stages (and ONNX Runtime), or a streaming soak run.
     Bench(BenchArgs),
+    /// Compile the CUDA kernels with NVRTC: check them (no GPU needed) or fill the kernel cache.
+    Kernels(KernelsArgs),
+}
+
+#[derive(Args)]
+struct KernelsArgs {
+    /// Compile every kernel for each --arch (only libnvrtc is needed, no GPU or driver) and report
+    /// each; exits non-zero, with NVRTC's log, if any fails.
+    #[arg(long, required_unless_present = "precompile")]
+    check: bool,
+    /// Compile into the kernel cache, e.g. while building a read-only field image; for --arch, or
+    /// the present GPU's architecture.
+    #[arg(long)]
+    precompile: bool,
+    /// Comma-separated GPU architectures, e.g. sm_87,sm_90 (default: the present GPU's).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Cache folder for --precompile (default: $AVSEG_KERNEL_CACHE, else
+    /// $XDG_CACHE_HOME/avseg/kernels, else ~/.cache/avseg/kernels).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -119,6 +140,8 @@ enum BackendArg {
     Auto,
     /// tract on the CPU.
     Cpu,
+    /// The CUDA backend; an error (not a fallback) when it cannot run the model.
+    Cuda,
 }
 
 #[derive(Args)]
@@ -254,6 +277,7 @@ fn main() -> ExitCode {
             other => Error::Input(other.to_string()),
         }),
         Command::Bench(a) => bench::run(a),
+        Command::Kernels(a) => kernels::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -275,6 +299,7 @@ fn segment(a: SegmentArgs) -> Result<(), Error> {
         backend: match a.backend {
             BackendArg::Auto => BackendChoice::Auto,
             BackendArg::Cpu => BackendChoice::Cpu,
+            BackendArg::Cuda => BackendChoice::Cuda,
         },
         threads: a.threads,
         threshold: a.threshold,
@@ -856,6 +881,108 @@ mod bench {
             mb(rss_end),
             mb(proc_kb("VmHWM:"))
         );
+        Ok(())
+    }
+}
+
+/// `avseg kernels`: NVRTC compile check and cache fill.
+mod kernels {
+    use super::KernelsArgs;
+    use avseg::backend::cuda::{Arch, CudaError};
+    use avseg::Error;
+
+    fn cuda(e: CudaError) -> Error {
+        Error::Input(e.to_string())
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    pub fn run(_a: KernelsArgs) -> Result<(), Error> {
+        Err(cuda(CudaError::NotCompiled))
+    }
+
+    #[cfg(feature = "cuda")]
+    pub fn run(a: KernelsArgs) -> Result<(), Error> {
+        use avseg::backend::cuda::cache::KernelCache;
+        use avseg::backend::cuda::kernels::ALL;
+        use avseg::backend::cuda::{device, nvrtc::Nvrtc};
+        use std::time::Instant;
+
+        let archs = match &a.arch {
+            Some(list) => Arch::parse_list(list)
+                .map_err(|bad| Error::Input(format!("--arch: `{bad}` is not an architecture like sm_87")))?,
+            None => match device::probe(0) {
+                Ok(info) => vec![info.arch],
+                Err(e) => {
+                    return Err(Error::Input(format!(
+                        "no GPU to take the architecture from ({e}); pass --arch, e.g. --arch sm_87,sm_90"
+                    )))
+                }
+            },
+        };
+        let nvrtc = Nvrtc::load().map_err(cuda)?;
+        let cache = if a.precompile {
+            Some(a.cache_dir.clone().map(KernelCache::new).or_else(KernelCache::from_env).ok_or_else(|| {
+                Error::Input("no kernel cache folder: set AVSEG_KERNEL_CACHE or HOME, or pass --cache-dir".into())
+            })?)
+        } else {
+            None
+        };
+        let supported = nvrtc.supported_archs();
+        println!(
+            "NVRTC {}.{}; {} kernel families ({} entry points) for {}",
+            nvrtc.version.0,
+            nvrtc.version.1,
+            ALL.len(),
+            ALL.iter().map(|k| k.entry_points.len()).sum::<usize>(),
+            archs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        let mut failures = 0;
+        for &arch in &archs {
+            if !supported.is_empty() && !supported.contains(&arch) {
+                println!("FAIL  {arch}  this NVRTC does not support {arch}");
+                failures += ALL.len();
+                continue;
+            }
+            for k in ALL {
+                let start = Instant::now();
+                match nvrtc.compile_cubin(k, arch) {
+                    Ok(cubin) => {
+                        let missing = k.missing_entry_points(&cubin);
+                        if !missing.is_empty() {
+                            failures += 1;
+                            println!("FAIL  {arch}  {:<12} entry points missing from the CUBIN: {}", k.name, missing.join(", "));
+                            continue;
+                        }
+                        let stored = match &cache {
+                            Some(c) => match c.store(k, arch, nvrtc.version, &cubin) {
+                                Ok(p) => format!("  -> {}", p.display()),
+                                Err(e) => {
+                                    failures += 1;
+                                    println!("FAIL  {arch}  {:<12} {e}", k.name);
+                                    continue;
+                                }
+                            },
+                            None => String::new(),
+                        };
+                        println!(
+                            "ok    {arch}  {:<12} {:>2} kernels {:>7.1} KiB {:>6.2} s{stored}",
+                            k.name,
+                            k.entry_points.len(),
+                            cubin.len() as f64 / 1024.0,
+                            start.elapsed().as_secs_f64()
+                        );
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        println!("FAIL  {arch}  {:<12} {e}", k.name);
+                    }
+                }
+            }
+        }
+        if failures > 0 {
+            return Err(Error::Input(format!("{failures} of {} kernel builds failed", archs.len() * ALL.len())));
+        }
+        println!("all {} kernel builds ok", archs.len() * ALL.len());
         Ok(())
     }
 }

@@ -21,10 +21,12 @@ pub struct avseg_session {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum avseg_backend {
-    /// The best available backend (today: the CPU).
+    /// The best available backend: CUDA when it can run the model, else the CPU (today: the CPU).
     AVSEG_BACKEND_AUTO = 0,
     /// tract on the CPU.
     AVSEG_BACKEND_CPU = 1,
+    /// The CUDA backend, or AVSEG_ERR_BACKEND saying why it cannot run the model (no fallback).
+    AVSEG_BACKEND_CUDA = 2,
 }
 
 /// Options for `avseg_session_new`. Fill with `avseg_session_options_default` first, then change
@@ -241,6 +243,7 @@ fn defaults() -> avseg_session_options {
         backend: match d.engine.backend {
             BackendChoice::Auto => avseg_backend::AVSEG_BACKEND_AUTO as u32,
             BackendChoice::Cpu => avseg_backend::AVSEG_BACKEND_CPU as u32,
+            BackendChoice::Cuda => avseg_backend::AVSEG_BACKEND_CUDA as u32,
         },
         threads: u32::try_from(d.engine.threads).unwrap_or(1),
         threshold: d.engine.threshold.unwrap_or(0.0),
@@ -255,6 +258,7 @@ fn to_rust_options(o: &avseg_session_options, function: &str) -> Result<SessionO
     out.engine.backend = match o.backend {
         0 => BackendChoice::Auto,
         1 => BackendChoice::Cpu,
+        2 => BackendChoice::Cuda,
         b => return Err(Failure::invalid(function, format!("backend {b} is not an avseg_backend value"))),
     };
     if o.threads > MAX_THREADS {
