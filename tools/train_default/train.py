@@ -127,16 +127,20 @@ def evaluate(head, audio_enc, cache: Cache, batch=8):
             "negatives_empty": float(np.mean(neg_empty)) if neg_empty else None}
 
 
-def swap_audio(cache: Cache, idx: np.ndarray, rng: np.random.Generator, prob: float, vocab):
-    """Per clip: (audio source index, per-frame keep flags or None for 'use the GT as is')."""
+def swap_audio(cache: Cache, idx: np.ndarray, rng: np.random.Generator, prob: float, vocab, force_from=None):
+    """Per clip: (audio source index, per-frame keep flags or None for 'use the GT as is').
+    Clips at positions >= force_from (paired twins) are always swapped."""
     src, keep = idx.copy(), [None] * len(idx)
     for j, ci in enumerate(idx):
         c = cache.clips[ci]
-        if c["kind"] != "s4" or rng.random() >= prob:
+        forced = force_from is not None and j >= force_from
+        if c["kind"] != "s4" or (not forced and rng.random() >= prob):
             continue
         other = int(rng.integers(len(cache)))
-        if other == ci:
+        if other == ci and not forced:
             continue
+        while other == ci:
+            other = int(rng.integers(len(cache)))
         stamp = vocab[c["stamps"][0]]
         src[j] = other
         keep[j] = cache.labels[other][:, stamp] > 0
@@ -179,7 +183,13 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
             order, pos = rng.permutation(n), 0
         idx = order[pos:pos + args.batch]
         pos += args.batch
-        audio_idx, keep = swap_audio(train_cache, idx, rng, args.swap_prob, vocab)
+        if args.paired_swaps:
+            # Twins: the same S4 clip again with another clip's audio, in the same batch. Same
+            # pixels, different targets: only the audio can tell them apart.
+            s4 = [ci for ci in idx if train_cache.clips[ci]["kind"] == "s4"][:args.paired_swaps]
+            idx = np.concatenate([idx, np.array(s4, dtype=idx.dtype)])
+        audio_idx, keep = swap_audio(train_cache, idx, rng, args.swap_prob, vocab,
+                                     force_from=args.batch if args.paired_swaps else None)
         taps, _, masks, _ = batch_tensors(train_cache, idx)
         _, logmel, _, labels = batch_tensors(train_cache, audio_idx)
         masks = masks.view(len(idx), T, 1, GT_SIZE, GT_SIZE)
@@ -252,6 +262,8 @@ def main():
     ap.add_argument("--empty-fp-weight", type=float, default=0.0,
                     help="weight of the soft false-positive ratio on empty-GT frames")
     ap.add_argument("--wz-scale", type=float, default=1.0, help="initial TPAVI W_z BatchNorm scale (official: 0)")
+    ap.add_argument("--paired-swaps", type=int, default=0,
+                    help="per batch, up to N S4 clips also appear with another clip's audio")
     ap.add_argument("--init-from", type=Path, help="start from this train.py checkpoint (fine-tuning)")
     ap.add_argument("--init", choices=("audio-first", "official"), default="official",
                     help="official: the TPAVI initialisation of the official code (W_z scale 0, align_channel "
