@@ -18,8 +18,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model import LITE0_TAPS  # noqa: F401  (documents which blocks feed the decoder)
-
 
 class OrtEncoder:
     """The frozen trunk exactly as the package exports it (BN folded, TF SAME padding), run by

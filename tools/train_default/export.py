@@ -30,9 +30,8 @@ from avseg_export.tpavi import build_tpavi  # noqa: E402
 from avseg_export.vggish import build_vggish  # noqa: E402
 from avseg_export.weights import read_safetensors  # noqa: E402
 from data import T, Cache, load_frames  # noqa: E402
-from model import EffLiteEncoder, TPAVIHead, VGGishLite  # noqa: E402
+from model import LITE0_TAP_CHANNELS, EffLiteEncoder, TPAVIHead, VGGishLite  # noqa: E402
 
-LITE0_TAP_CHANNELS = (24, 40, 112, 320)
 
 
 def torch_modules(tensors: dict, args: dict):

@@ -21,6 +21,7 @@ LITE0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 
                 (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 # Index of the last block of the stages whose outputs feed the decoder (strides 4, 8, 16, 32).
 LITE0_TAPS = (2, 4, 10, 15)
+LITE0_TAP_CHANNELS = (24, 40, 112, 320)
 LITE0_BN_EPS = 1e-3
 ASPP_DILATIONS = (3, 6, 12, 18)
 

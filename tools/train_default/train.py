@@ -48,9 +48,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from data import T, Cache, OrtEncoder, build_cache  # noqa: E402
-from model import TPAVIHead, VGGishLite  # noqa: E402
+from model import LITE0_TAP_CHANNELS, TPAVIHead, VGGishLite  # noqa: E402
 
-LITE0_TAP_CHANNELS = (24, 40, 112, 320)
 GT_SIZE = 224
 EMPTY_FP_AREA = 3000.0  # pixels at 224x224: about an AVS-Reg object
 
