@@ -163,12 +163,24 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
         if missing or unexpected:
             raise SystemExit(f"--init-from {args.init_from}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         audio_enc.load_state_dict({k[len("vggish."):]: v for k, v in t.items() if k.startswith("vggish.")})
+    if args.init_audio:
+        # A pre-trained audio encoder (pretrain_audio.py): the head learns against embeddings that
+        # already tell the sounds apart.
+        from avseg_export.weights import read_safetensors
+        t = read_safetensors(args.init_audio)
+        audio_enc.load_state_dict({k[len("vggish."):]: torch.from_numpy(v) for k, v in t.items()
+                                   if k.startswith("vggish.")})
     probe = nn.Linear(args.audio_dim, len(vocab))
     # Per TPAVI block: scale and offset turning the affinity into a localisation logit.
     affinity_affine = nn.Parameter(torch.tensor([[1.0, 0.0]] * 4))
-    params = [p for p in list(head.parameters()) + list(audio_enc.parameters()) + list(probe.parameters())
-              if p.requires_grad] + [affinity_affine]
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-4)
+    head_params = [p for p in list(head.parameters()) + list(probe.parameters()) if p.requires_grad]
+    head_params.append(affinity_affine)
+    audio_params = list(audio_enc.parameters())
+    params = head_params + audio_params
+    # A pre-trained audio encoder is fine-tuned gently (--audio-lr-scale) so the head's early,
+    # noisy gradients do not wash out what it learnt.
+    opt = torch.optim.AdamW([{"params": head_params}, {"params": audio_params, "lr": args.lr * args.audio_lr_scale}],
+                            lr=args.lr, weight_decay=1e-4)
     warm = max(1, args.iters // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, args.iters) / args.iters)))
@@ -264,6 +276,10 @@ def main():
     ap.add_argument("--paired-swaps", type=int, default=0,
                     help="per batch, up to N S4 clips also appear with another clip's audio")
     ap.add_argument("--init-from", type=Path, help="start from this train.py checkpoint (fine-tuning)")
+    ap.add_argument("--init-audio", type=Path,
+                    help="start the audio encoder from pretrain_audio.py's audio_encoder.safetensors")
+    ap.add_argument("--audio-lr-scale", type=float, default=1.0,
+                    help="learning rate of the audio encoder relative to --lr")
     ap.add_argument("--init", choices=("audio-first", "official"), default="official",
                     help="official: the TPAVI initialisation of the official code (W_z scale 0, align_channel "
                          "and phi biases); audio-first: see model.TPAVI")
