@@ -20,6 +20,7 @@ AVSS checks on ORT (10-frame graphs):
   (B, A) (<= 1e-5);
 - the same weights exported with T = 5 give outputs 0..4 of the T = 10 graph
   (<= 1e-5): running a v1 clip as one 5-frame group is exact.
+Plus the epsilon of every LayerNormalization node, checked by name.
 """
 
 from __future__ import annotations
@@ -193,6 +194,27 @@ def load_fixture(family, seed, tmp):
     return fx, read_safetensors(paths[0]), read_safetensors(paths[1])
 
 
+def expected_ln_eps(name):
+    """models.md 6.3 / gotcha 14: 1e-5 in patch-embed and SR norms (and TPAVI), 1e-6 elsewhere in PVT."""
+    if name.endswith(".attn.norm") or (".patch_embed" in name and name.endswith(".norm")) or name.endswith(".norm_layer"):
+        return 1e-5
+    return 1e-6
+
+
+def check_ln_eps(family, model):
+    """A 1e-5 vs 1e-6 slip moves unit-variance activations by ~5e-6, below any logit tolerance,
+    so the epsilon of every LayerNormalization is checked by name instead."""
+    bad, n = [], 0
+    for node in model.graph.node:
+        if node.op_type == "LayerNormalization":
+            n += 1
+            eps = next(a.f for a in node.attribute if a.name == "epsilon")
+            if not math.isclose(eps, expected_ln_eps(node.name), rel_tol=1e-6):
+                bad.append(f"{node.name}={eps:g}")
+    print(f"{family:<15} LayerNorm eps: {n} nodes, {len(bad)} wrong {bad[:4]}")
+    return not bad
+
+
 def check_family(family, seed, tmp):
     fx, seg, vgg = load_fixture(family, seed, tmp)
     t = fx.frames
@@ -217,6 +239,7 @@ def check_family(family, seed, tmp):
               f"(max|ref| {np.abs(want).max():.3g}), {agree}  [{info['encoder']}, "
               f"{info['parameters']:,} params]")
         ok &= bool(d < TOL)
+    ok &= check_ln_eps(family, model)
     if t > GROUP:
         ok &= check_groups(family, seg, fx, emb, rng)
     return ok
