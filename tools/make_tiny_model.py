@@ -196,11 +196,12 @@ def _probe_value(bn_prefix):
     return f"{head}.conv{bn[-1]}", 1
 
 
-def calibrate_bn(sd, batches, noise_rng):
+def calibrate_bn(sd, batches, noise_rng, build=build_tpavi):
     """Set each BN's running stats from the statistics of its input, in forward order.
 
     `batches` is a list of (frames, audio_embedding) clips; their statistics are
     pooled so the model stays well conditioned on photos and on noise alike.
+    `build` exports the segmenter (a wrapper can pass exporter options).
     """
     for prefix in _bn_order(sd):
         saved = {k: sd[prefix + k].copy() for k in (".weight", ".bias")}
@@ -211,7 +212,7 @@ def calibrate_bn(sd, batches, noise_rng):
         sd[prefix + ".running_mean"] = np.zeros(c, np.float32)
         sd[prefix + ".running_var"] = np.full(c, 1.0 - 1e-5, np.float32)
         size = batches[0][0].shape[-1]
-        model, _ = build_tpavi(sd, frames=T, height=size, width=size, check=False)
+        model, _ = build(sd, frames=T, height=size, width=size, check=False)
         value, axis = _probe_value(prefix)
         model.graph.output.append(helper.make_tensor_value_info(value, onnx.TensorProto.FLOAT, None))
         sess = session(model)

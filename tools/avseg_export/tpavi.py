@@ -1,8 +1,20 @@
-"""TPAVI-R50 segmenter (models.md section 6) as a static-shape ONNX graph.
+"""TPAVI segmenters (models.md section 6) as static-shape ONNX graphs.
 
-Layout inside the graph is [T, C, H, W] for one 5-frame group (the official
-model reshapes by a hard-coded 5, so one clip is exactly one attention group).
-Shapes are inferred from the tensors; block counts from the keys present.
+Encoders: ResNet-50 (`resnet.*`), PVT-v2 (`encoder_backbone.*`) and
+EfficientNet-Lite0 (`encoder.*`), picked by the keys present. Shapes are
+inferred from the tensors; block counts from the keys present.
+
+Layout inside the graph is [T, C, H, W]. The official model reshapes by a
+hard-coded 5, so T must be a multiple of 5 and frames [5g, 5g+5) form the g-th
+independent attention group: T = 5 for S4/MS3, T = 10 (two groups) for AVSS.
+
+AVSS temporal mask (models.md 6.9): the official AVSS model multiplies features
+and logits by a per-frame 0/1 flag (1111100000 for v1 clips, all ones for v2).
+The graphs here never multiply: for v2 clips the flag is all ones, and for v1
+clips the zeroed frames 5..9 form their own group, so real frames 0..4 get
+bit-for-bit the official computation; only the padded frames' (discarded)
+outputs differ. A v1 clip can also be run through a T = 5 build of the same
+weights.
 """
 
 from __future__ import annotations
@@ -11,8 +23,11 @@ import numpy as np
 
 from .effnet_lite import effnet_lite_encoder
 from .graph import GraphBuilder
+from .pvt import pvt_v2_encoder
 from .weights import StateDict, bn_scale_shift, fold_bn
 
+TPAVI_GROUP = 5   # the official reshape(-1, 5, ...)
+PVT_PREFIX = "encoder_backbone."
 RESNET_LAYERS = (("layer1", 1), ("layer2", 2), ("layer3_1", 2), ("layer4_1", 2))
 ASPP_DILATIONS = (3, 6, 12, 18)
 
@@ -116,12 +131,15 @@ def aspp(gb, sd, prefix, x, h, w, shortcut=True):
 # ---------------------------------------------------------------------------
 
 def tpavi_block(gb, sd, prefix, x, audio, t, h, w, aligned_out=None):
-    """One audio-visual TPAVI group.
+    """Audio-visual TPAVI over independent groups of `TPAVI_GROUP` frames.
 
     x: [T,C,h,w]; audio: [T,D]. Returns (out [T,C,h,w], audio_aligned [T,C]).
     Works channels-last so every per-position product is a MatMul and the
     channel LayerNorm is a single LayerNormalization(axis=-1).
     """
+    if t % TPAVI_GROUP:
+        raise ValueError(f"TPAVI needs T a multiple of {TPAVI_GROUP}, got {t}")
+    groups = t // TPAVI_GROUP
     th_w = sd.get(prefix + ".theta.weight")
     cp, c = th_w.shape[0], th_w.shape[1]
     th_w = th_w.reshape(cp, c)
@@ -140,7 +158,7 @@ def tpavi_block(gb, sd, prefix, x, audio, t, h, w, aligned_out=None):
     wz_wf, wz_bf = fold_bn(wz_w, wz_b, bn_s, bn_t)
     ln_w = sd.get(prefix + ".norm_layer.weight", (c,))
     ln_b = sd.get(prefix + ".norm_layer.bias", (c,))
-    n = t * h * w
+    n = TPAVI_GROUP * h * w   # N normalises within one group, not over all T frames
 
     aligned = gb.linear(audio, al_w, al_b, prefix + ".align_channel", out=aligned_out)
     phi = gb.linear(aligned, ph_w, ph_b, prefix + ".phi")                       # [T,C']
@@ -148,12 +166,26 @@ def tpavi_block(gb, sd, prefix, x, audio, t, h, w, aligned_out=None):
     # Sum over positions of g = W_g (sum_yx V) + h*w*b_g: the g conv itself is never needed.
     v_sum = gb.reduce_sum(x_cl, (1, 2), prefix + ".vsum")                       # [T,C]
     g_sum = gb.linear(v_sum, g_w, (g_b.astype(np.float64) * (h * w)).astype(np.float32), prefix + ".g")
-    phi_t = gb.transpose(phi, (1, 0), prefix + ".phi_t")                        # [C',T]
-    k = gb.matmul(phi_t, g_sum, prefix + ".phiTg")                              # [C',C']
-    k = gb.mul(k, gb.const(prefix + ".inv_n", np.array(1.0 / n, dtype=np.float32)), prefix + ".K")
+    inv_n = gb.const(prefix + ".inv_n", np.array(1.0 / n, dtype=np.float32))
+    if groups == 1:
+        # Kept node-for-node as first exported, so T = 5 packages stay byte-identical.
+        phi_t = gb.transpose(phi, (1, 0), prefix + ".phi_t")                    # [C',T]
+        k = gb.matmul(phi_t, g_sum, prefix + ".phiTg")                          # [C',C']
+        k = gb.mul(k, inv_n, prefix + ".K")
+    else:
+        phi_g = gb.reshape(phi, (groups, TPAVI_GROUP, cp), prefix + ".phi_g")
+        phi_t = gb.transpose(phi_g, (0, 2, 1), prefix + ".phi_t")              # [G,C',5]
+        g_sum = gb.reshape(g_sum, (groups, TPAVI_GROUP, cp), prefix + ".g_g")  # [G,5,C']
+        k = gb.matmul(phi_t, g_sum, prefix + ".phiTg")                          # [G,C',C']
+        k = gb.mul(k, inv_n, prefix + ".K")
     theta = gb.matmul(x_cl, gb.const(prefix + ".theta.weight_t", np.ascontiguousarray(th_w.T)), prefix + ".theta.mm")
     theta = gb.add(theta, gb.const(prefix + ".theta.bias", th_b), prefix + ".theta")
-    y = gb.matmul(theta, k, prefix + ".y")                                      # [T,h,w,C']
+    if groups == 1:
+        y = gb.matmul(theta, k, prefix + ".y")                                  # [T,h,w,C']
+    else:
+        theta = gb.reshape(theta, (groups, TPAVI_GROUP * h * w, cp), prefix + ".theta_g")
+        y = gb.matmul(theta, k, prefix + ".y_g")                                # [G,5hw,C']
+        y = gb.reshape(y, (t, h, w, cp), prefix + ".y")
     z = gb.matmul(y, gb.const(prefix + ".W_z.weight_t_bnfolded", np.ascontiguousarray(wz_wf.T)), prefix + ".W_z.mm")
     z = gb.add(z, gb.const(prefix + ".W_z.bias_bnfolded", wz_bf), prefix + ".W_z")
     z = gb.add(z, x_cl, prefix + ".residual")
@@ -196,16 +228,24 @@ def output_conv(gb, sd, prefix, x, out=None):
 # Whole segmenter
 # ---------------------------------------------------------------------------
 
-def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=True):
+def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=True,
+                pvt_heads=None, pvt_head_dim=64):
     """frames [T,3,H,W] + audio_embedding [T,D] -> mask_logits [T,K,H,W].
 
-    All dimensions are static so tract can pick its best kernels. Returns
+    T (`frames`) must be a multiple of 5; each run of 5 frames is one
+    independent TPAVI group. All dimensions are static so tract can pick its
+    best kernels. `pvt_heads` / `pvt_head_dim` set the PVT attention heads
+    (see pvt.py; default C // 64, the official b5 split). Returns
     (onnx.ModelProto, info dict).
     """
     if height % 32 or width % 32:
         raise ValueError("height and width must be multiples of 32 (the decoder doubles 1/32 back up)")
+    if frames < TPAVI_GROUP or frames % TPAVI_GROUP:
+        raise ValueError(f"frames must be a positive multiple of {TPAVI_GROUP} (TPAVI groups frames by 5), got {frames}")
     sd = tensors if isinstance(tensors, StateDict) else StateDict(tensors)
-    if "resnet.conv1.weight" in sd:
+    if PVT_PREFIX + "patch_embed1.proj.weight" in sd:
+        encoder, graph_name = "pvt_v2", "tpavi_pvt"
+    elif "resnet.conv1.weight" in sd:
         encoder, graph_name = "resnet50", "tpavi_r50"
         stem_w = sd.get("resnet.conv1.weight")
         if stem_w.shape[1:] != (3, 7, 7):
@@ -213,7 +253,8 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
     elif "encoder._conv_stem.weight" in sd:
         encoder, graph_name = "efficientnet_lite0", "tpavi_effnet_lite0"
     else:
-        raise KeyError("no visual encoder found: expected 'resnet.conv1.weight' (TPAVI-R50) or "
+        raise KeyError("no visual encoder found: expected 'resnet.conv1.weight' (TPAVI-R50), "
+                       f"'{PVT_PREFIX}patch_embed1.proj.weight' (TPAVI-PVT) or "
                        "'encoder._conv_stem.weight' (EfficientNet-Lite0)")
     stages = [k for k in range(1, 5) if sd.has_prefix(f"tpavi_b{k}.")]
     if not stages:
@@ -226,6 +267,10 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
 
     if encoder == "resnet50":
         feats = resnet_encoder(gb, sd, x, height, width)
+    elif encoder == "pvt_v2":
+        feats = pvt_v2_encoder(gb, sd, PVT_PREFIX, x, height, width, heads=pvt_heads, head_dim=pvt_head_dim)
+        if len(feats) != 4:
+            raise ValueError(f"TPAVI-PVT needs 4 PVT stages, found {len(feats)}")
     else:
         feats = effnet_lite_encoder(gb, sd, "encoder.", x, height, width)
     fused = []
@@ -245,13 +290,15 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
     leftover = sd.unused()
     if leftover and strict:
         raise ValueError(f"TPAVI weights not consumed: {leftover[:8]} ({len(leftover)} total)")
-    label = "TPAVI-R50" if encoder == "resnet50" else "TPAVI-EfficientNet-Lite0"
+    label = {"resnet50": "TPAVI-R50", "pvt_v2": "TPAVI-PVT-v2"}.get(encoder, "TPAVI-EfficientNet-Lite0")
     model = gb.build(f"{label} segmenter, re-associated attention, BatchNorm folded", check=check)
     info = {
         "encoder": encoder,
         "audio_dim": int(audio_dim),
         "num_classes": int(n_classes),
         "tpavi_stages": stages,
+        "tpavi_groups": frames // TPAVI_GROUP,
+        "encoder_channels": [int(c) for _, c, _, _ in feats],
         "parameters": gb.parameter_count(),
     }
     return model, info
