@@ -17,11 +17,11 @@ FC_LAYERS = (0, 2, 4)
 PATCH_FRAMES, MEL_BANDS = 96, 64
 
 
-def vggish_features(gb: GraphBuilder, sd: StateDict, x: str) -> tuple[str, int]:
+def vggish_features(gb: GraphBuilder, sd: StateDict, x: str, prefix: str = "") -> tuple[str, int]:
     """Conv trunk: [N,1,96,64] -> [N,C,6,4]. Returns (value, C)."""
     c_in = 1
     for idx, pool in CONV_LAYERS:
-        key = f"features.{idx}"
+        key = f"{prefix}features.{idx}"
         w = sd.get(key + ".weight")
         if w.ndim != 4 or w.shape[1] != c_in or w.shape[2:] != (3, 3):
             raise ValueError(f"{key}.weight has shape {w.shape}; expected [*, {c_in}, 3, 3]")
@@ -41,11 +41,12 @@ def vggish_flatten(gb: GraphBuilder, x: str, channels: int) -> str:
     return gb.reshape(x, (-1, h * w * channels), "flatten")
 
 
-def vggish_embeddings(gb: GraphBuilder, sd: StateDict, x: str, in_features: int, out: str | None = None):
+def vggish_embeddings(gb: GraphBuilder, sd: StateDict, x: str, in_features: int, out: str | None = None,
+                      prefix: str = ""):
     """Three Linear+ReLU layers; the last ReLU is part of the official output."""
     d = in_features
     for i, idx in enumerate(FC_LAYERS):
-        key = f"embeddings.{idx}"
+        key = f"{prefix}embeddings.{idx}"
         w = sd.get(key + ".weight")
         if w.ndim != 2 or w.shape[1] != d:
             raise ValueError(f"{key}.weight has shape {w.shape}; expected [*, {d}]")
@@ -57,18 +58,28 @@ def vggish_embeddings(gb: GraphBuilder, sd: StateDict, x: str, in_features: int,
     return x, d
 
 
-def build_vggish(tensors, input_name="audio_logmel", output_name="audio_embedding", check=True):
+def build_vggish(tensors, input_name="audio_logmel", output_name="audio_embedding", check=True, prefix=""):
     """Full encoder: audio_logmel [N,1,96,64] (N symbolic) -> audio_embedding [N,D].
 
-    Returns (onnx.ModelProto, info dict with embedding_dim and parameters).
+    `prefix` selects the VGGish keys inside a larger state dict (AVSegFormer
+    checkpoints hold it under `vggish.`); keys outside the prefix are ignored,
+    keys inside it must all be consumed. Returns (onnx.ModelProto, info dict
+    with embedding_dim and parameters).
     """
-    sd = tensors if isinstance(tensors, StateDict) else StateDict(tensors)
+    if prefix:
+        t = tensors.t if isinstance(tensors, StateDict) else tensors
+        sd = StateDict({k: v for k, v in t.items() if k.startswith(prefix)})
+    else:
+        sd = tensors if isinstance(tensors, StateDict) else StateDict(tensors)
     gb = GraphBuilder("vggish")
     x = gb.input(input_name, ["N", 1, PATCH_FRAMES, MEL_BANDS])
-    x, c = vggish_features(gb, sd, x)
+    x, c = vggish_features(gb, sd, x, prefix)
     x = vggish_flatten(gb, x, c)
-    x, d = vggish_embeddings(gb, sd, x, c * (PATCH_FRAMES // 16) * (MEL_BANDS // 16), out=output_name)
+    x, d = vggish_embeddings(gb, sd, x, c * (PATCH_FRAMES // 16) * (MEL_BANDS // 16), out=output_name,
+                             prefix=prefix)
     gb.output(x, ["N", d])
+    # A `pproc.*` (PCA post-processor) key would land here: the official models
+    # run with it disabled, so its presence means a checkpoint avseg cannot mirror.
     leftover = sd.unused()
     if leftover:
         raise ValueError(f"VGGish weights not consumed: {leftover[:8]}")

@@ -14,7 +14,8 @@ import numpy as np
 BN_EPS = 1e-5
 
 # Keys that exist in official checkpoints but are never executed (models.md 12.2).
-DEAD_PREFIXES = ("resnet.layer3_2.", "resnet.layer4_2.", "path4.resConfUnit1.")
+DEAD_PREFIXES = ("resnet.layer3_2.", "resnet.layer4_2.", "path4.resConfUnit1.",
+                 "backbone.layer3_2.", "backbone.layer4_2.", "head.fpn.", "head.attn_fc.")
 
 
 def read_safetensors(path) -> dict[str, np.ndarray]:
