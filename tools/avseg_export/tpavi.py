@@ -130,16 +130,16 @@ def aspp(gb, sd, prefix, x, h, w, shortcut=True):
 # TPAVI block, re-associated: y = theta (phi^T g) / N, no N x N matrix
 # ---------------------------------------------------------------------------
 
-def tpavi_block(gb, sd, prefix, x, audio, t, h, w, aligned_out=None):
-    """Audio-visual TPAVI over independent groups of `TPAVI_GROUP` frames.
+def tpavi_block(gb, sd, prefix, x, audio, t, h, w, aligned_out=None, group=TPAVI_GROUP):
+    """Audio-visual TPAVI over independent groups of `group` frames (official: 5).
 
     x: [T,C,h,w]; audio: [T,D]. Returns (out [T,C,h,w], audio_aligned [T,C]).
     Works channels-last so every per-position product is a MatMul and the
     channel LayerNorm is a single LayerNormalization(axis=-1).
     """
-    if t % TPAVI_GROUP:
-        raise ValueError(f"TPAVI needs T a multiple of {TPAVI_GROUP}, got {t}")
-    groups = t // TPAVI_GROUP
+    if group < 1 or t % group:
+        raise ValueError(f"TPAVI needs T a multiple of the group size {group}, got {t}")
+    groups = t // group
     th_w = sd.get(prefix + ".theta.weight")
     cp, c = th_w.shape[0], th_w.shape[1]
     th_w = th_w.reshape(cp, c)
@@ -158,7 +158,7 @@ def tpavi_block(gb, sd, prefix, x, audio, t, h, w, aligned_out=None):
     wz_wf, wz_bf = fold_bn(wz_w, wz_b, bn_s, bn_t)
     ln_w = sd.get(prefix + ".norm_layer.weight", (c,))
     ln_b = sd.get(prefix + ".norm_layer.bias", (c,))
-    n = TPAVI_GROUP * h * w   # N normalises within one group, not over all T frames
+    n = group * h * w   # N normalises within one group, not over all T frames
 
     aligned = gb.linear(audio, al_w, al_b, prefix + ".align_channel", out=aligned_out)
     phi = gb.linear(aligned, ph_w, ph_b, prefix + ".phi")                       # [T,C']
@@ -173,9 +173,9 @@ def tpavi_block(gb, sd, prefix, x, audio, t, h, w, aligned_out=None):
         k = gb.matmul(phi_t, g_sum, prefix + ".phiTg")                          # [C',C']
         k = gb.mul(k, inv_n, prefix + ".K")
     else:
-        phi_g = gb.reshape(phi, (groups, TPAVI_GROUP, cp), prefix + ".phi_g")
-        phi_t = gb.transpose(phi_g, (0, 2, 1), prefix + ".phi_t")              # [G,C',5]
-        g_sum = gb.reshape(g_sum, (groups, TPAVI_GROUP, cp), prefix + ".g_g")  # [G,5,C']
+        phi_g = gb.reshape(phi, (groups, group, cp), prefix + ".phi_g")
+        phi_t = gb.transpose(phi_g, (0, 2, 1), prefix + ".phi_t")              # [G,C',g]
+        g_sum = gb.reshape(g_sum, (groups, group, cp), prefix + ".g_g")        # [G,g,C']
         k = gb.matmul(phi_t, g_sum, prefix + ".phiTg")                          # [G,C',C']
         k = gb.mul(k, inv_n, prefix + ".K")
     theta = gb.matmul(x_cl, gb.const(prefix + ".theta.weight_t", np.ascontiguousarray(th_w.T)), prefix + ".theta.mm")
@@ -183,8 +183,8 @@ def tpavi_block(gb, sd, prefix, x, audio, t, h, w, aligned_out=None):
     if groups == 1:
         y = gb.matmul(theta, k, prefix + ".y")                                  # [T,h,w,C']
     else:
-        theta = gb.reshape(theta, (groups, TPAVI_GROUP * h * w, cp), prefix + ".theta_g")
-        y = gb.matmul(theta, k, prefix + ".y_g")                                # [G,5hw,C']
+        theta = gb.reshape(theta, (groups, group * h * w, cp), prefix + ".theta_g")
+        y = gb.matmul(theta, k, prefix + ".y_g")                                # [G,g*hw,C']
         y = gb.reshape(y, (t, h, w, cp), prefix + ".y")
     z = gb.matmul(y, gb.const(prefix + ".W_z.weight_t_bnfolded", np.ascontiguousarray(wz_wf.T)), prefix + ".W_z.mm")
     z = gb.add(z, gb.const(prefix + ".W_z.bias_bnfolded", wz_bf), prefix + ".W_z")
@@ -229,19 +229,21 @@ def output_conv(gb, sd, prefix, x, out=None):
 # ---------------------------------------------------------------------------
 
 def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=True,
-                pvt_heads=None, pvt_head_dim=64):
+                pvt_heads=None, pvt_head_dim=64, tpavi_group=TPAVI_GROUP):
     """frames [T,3,H,W] + audio_embedding [T,D] -> mask_logits [T,K,H,W].
 
     T (`frames`) must be a multiple of 5; each run of 5 frames is one
     independent TPAVI group. All dimensions are static so tract can pick its
     best kernels. `pvt_heads` / `pvt_head_dim` set the PVT attention heads
-    (see pvt.py; default C // 64, the official b5 split). Returns
+    (see pvt.py; default C // 64, the official b5 split). `tpavi_group` is
+    the attention group size: 5 in every official model; avseg's default
+    model uses 1 (each frame attends to its own second of audio). Returns
     (onnx.ModelProto, info dict).
     """
     if height % 32 or width % 32:
         raise ValueError("height and width must be multiples of 32 (the decoder doubles 1/32 back up)")
-    if frames < TPAVI_GROUP or frames % TPAVI_GROUP:
-        raise ValueError(f"frames must be a positive multiple of {TPAVI_GROUP} (TPAVI groups frames by 5), got {frames}")
+    if frames < tpavi_group or frames % tpavi_group:
+        raise ValueError(f"frames must be a positive multiple of the TPAVI group size {tpavi_group}, got {frames}")
     sd = tensors if isinstance(tensors, StateDict) else StateDict(tensors)
     if PVT_PREFIX + "patch_embed1.proj.weight" in sd:
         encoder, graph_name = "pvt_v2", "tpavi_pvt"
@@ -277,7 +279,7 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
     for k, (f, _c, h, w) in enumerate(feats, start=1):
         y = aspp(gb, sd, f"conv{k}", f, h, w)
         if k in stages:
-            y, _ = tpavi_block(gb, sd, f"tpavi_b{k}", y, audio, frames, h, w)
+            y, _ = tpavi_block(gb, sd, f"tpavi_b{k}", y, audio, frames, h, w, group=tpavi_group)
         fused.append(y)
 
     d = fusion_block(gb, sd, "path4", fused[3])
@@ -297,7 +299,8 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
         "audio_dim": int(audio_dim),
         "num_classes": int(n_classes),
         "tpavi_stages": stages,
-        "tpavi_groups": frames // TPAVI_GROUP,
+        "tpavi_groups": frames // tpavi_group,
+        "tpavi_group_size": tpavi_group,
         "encoder_channels": [int(c) for _, c, _, _ in feats],
         "parameters": gb.parameter_count(),
     }

@@ -36,7 +36,7 @@ from model import LITE0_TAP_CHANNELS, EffLiteEncoder, TPAVIHead, VGGishLite  # n
 
 def torch_modules(tensors: dict, args: dict):
     head = TPAVIHead(LITE0_TAP_CHANNELS, args["channels"], args["audio_dim"], args["head_mid"], args["head_last"],
-                     align_bias="tpavi_b1.align_channel.bias" in tensors)
+                     align_bias="tpavi_b1.align_channel.bias" in tensors, group=args.get("tpavi_group", T))
     missing, unexpected = head.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()
                                                 if not k.startswith(("encoder.", "vggish."))}, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
@@ -66,7 +66,8 @@ def main():
     tensors = read_safetensors(args.run / "checkpoint.safetensors")
     seg_tensors = {k: v for k, v in tensors.items() if not k.startswith("vggish.")}
     vgg_tensors = {k[len("vggish."):]: v for k, v in tensors.items() if k.startswith("vggish.")}
-    seg, seg_info = build_tpavi(seg_tensors, frames=T, height=size, width=size)
+    seg, seg_info = build_tpavi(seg_tensors, frames=T, height=size, width=size,
+                                tpavi_group=targs.get("tpavi_group", T))
     aud, aud_info = build_vggish(vgg_tensors)
 
     # Trained modules vs exported graphs on real validation clips (frames re-read from disk).

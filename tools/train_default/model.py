@@ -185,8 +185,10 @@ class TPAVIHead(nn.Module):
     """Everything after the encoder. Key names follow the official TPAVI model."""
 
     def __init__(self, enc_channels, channels, audio_dim, head_mid, head_last, n_classes=1, wz_scale=1.0,
-                 align_bias=False, audio_first=True):
+                 align_bias=False, audio_first=True, group=None):
         super().__init__()
+        # Frames per TPAVI attention group (None: all T frames of the clip, as the official 5).
+        self.group = group
         for i, c in enumerate(enc_channels, start=1):
             setattr(self, f"conv{i}", ASPP(c, channels))
             setattr(self, f"tpavi_b{i}", TPAVI(channels, audio_dim, wz_scale, align_bias, audio_first))
@@ -205,6 +207,9 @@ class TPAVIHead(nn.Module):
     def forward(self, feats, audio):
         """feats: 4 maps [B*T,C_i,h_i,w_i]; audio [B,T,D] -> logits [B*T,K,H,W]."""
         b, t = audio.shape[:2]
+        g = self.group or t
+        b, t = b * t // g, g
+        audio = audio.reshape(b, t, -1)
         fused = []
         for i, f in enumerate(feats, start=1):
             y = getattr(self, f"conv{i}")(f)

@@ -151,7 +151,8 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
     rng = np.random.default_rng(args.seed)
     official = args.init == "official"
     head = TPAVIHead(LITE0_TAP_CHANNELS, args.channels, args.audio_dim, args.head_mid, args.head_last,
-                     wz_scale=0.0 if official else args.wz_scale, align_bias=official, audio_first=not official)
+                     wz_scale=0.0 if official else args.wz_scale, align_bias=official, audio_first=not official,
+                     group=args.tpavi_group)
     audio_enc = VGGishLite(width=args.audio_width, hidden=args.audio_hidden, dim=args.audio_dim)
     if args.init_from:
         # Fine-tuning: start the head and audio encoder from an earlier run's checkpoint.
@@ -276,6 +277,9 @@ def main():
     ap.add_argument("--paired-swaps", type=int, default=0,
                     help="per batch, up to N S4 clips also appear with another clip's audio")
     ap.add_argument("--init-from", type=Path, help="start from this train.py checkpoint (fine-tuning)")
+    ap.add_argument("--tpavi-group", type=int, default=5,
+                    help="frames per TPAVI attention group: 5 as the official models (the audio of all five "
+                         "seconds reaches every frame), 1 to let each frame attend to its own second only")
     ap.add_argument("--init-audio", type=Path,
                     help="start the audio encoder from pretrain_audio.py's audio_encoder.safetensors")
     ap.add_argument("--audio-lr-scale", type=float, default=1.0,
