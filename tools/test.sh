@@ -44,6 +44,7 @@ tools/kernel_emu/run.sh
 echo "== export-tool block fidelity vs official reference tensors"
 if [ -f "$AVSEG_REFERENCE_DIR/README.md" ]; then
   "$VENV/bin/python" tools/tests/test_blocks.py "$AVSEG_REFERENCE_DIR"
+  "$VENV/bin/python" tools/tests/test_blocks_avsegformer.py "$AVSEG_REFERENCE_DIR"
 elif [ -n "${CI:-}" ]; then
   echo "reference tensors missing at $AVSEG_REFERENCE_DIR" >&2; exit 1
 else
@@ -53,6 +54,10 @@ fi
 echo "== exported TPAVI/VGGish graphs vs an independent numpy forward (literal N×N attention)"
 "$VENV/bin/python" tools/tests/test_tiny_numpy.py
 
+echo "== every official family (width-reduced, official key layout) vs an independent numpy forward"
+"$VENV/bin/python" tools/tests/test_tpavi_families.py
+"$VENV/bin/python" tools/tests/test_avsegformer_numpy.py
+
 echo "== tract vs ONNX Runtime, live, on the bundled sample"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -61,6 +66,10 @@ trap 'rm -rf "$work"' EXIT
 "$bin" segment --model models/tiny-tpavi --clip models/sample --out "$work/out" --save-logits
 "$VENV/bin/python" tools/check_ort.py --model models/tiny-tpavi --logmel "$work/logmel.npy" \
   --frames "$work/frames.npy" --logits "$work/out/logits.npy" --tol 1e-4
+
+echo "== tract vs ONNX Runtime, live, on every official family's fixture package"
+"$VENV/bin/python" tools/tests/tract_families.py --avseg "$bin" --sample models/sample --size 96
+"$VENV/bin/python" tools/tests/test_avsegformer_tract.py --avseg "$bin" --sample models/sample --variants s4 --tol 1e-4
 
 echo "== AVS-Reg generator: determinism and sanity (tools/avsreg)"
 # Sources are Debian/PyPI media (GPL stamps: never committed). Installed only in CI or as root.
