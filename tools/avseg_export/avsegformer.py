@@ -20,8 +20,11 @@ numpy check in tools/tests/test_avsegformer_numpy.py runs the literal forms):
 - CrossModalMixer keys/values are never materialised per pixel: the query is
   pulled through W_k, and the softmax-pooled feature through W_v.
 
-Deformable sampling uses only standard opset-17 ops (MatMul, Floor, Clip,
-Equal, Cast, Gather, ...); ONNX GridSample is available as an alternative.
+Deformable sampling uses only standard opset-17 ops (MatMul, Max/Min, Floor,
+Pad, Cast, Gather, ReduceSum); ONNX GridSample is available as an alternative.
+The graph is shaped for tract's fast paths (see _msdeform_gather and _resize):
+it is what users run on CPU, and tract 0.23 takes slow generic paths for
+batched tiny MatMuls, int64 Casts, middle-axis reductions and Resize.
 
 AVSS: the official model multiplies by `vid_temporal_mask_flag`, which is 1
 for every real frame. avseg only ever feeds real frames (padding frames are
