@@ -20,8 +20,11 @@ numpy check in tools/tests/test_avsegformer_numpy.py runs the literal forms):
 - CrossModalMixer keys/values are never materialised per pixel: the query is
   pulled through W_k, and the softmax-pooled feature through W_v.
 
-Deformable sampling uses only standard opset-17 ops (MatMul, Floor, Clip,
-Equal, Cast, Gather, ...); ONNX GridSample is available as an alternative.
+Deformable sampling uses only standard opset-17 ops (MatMul, Max/Min, Floor,
+Pad, Cast, Gather, ReduceSum); ONNX GridSample is available as an alternative.
+The graph is shaped for tract's fast paths (see _msdeform_gather and _resize):
+it is what users run on CPU, and tract 0.23 takes slow generic paths for
+batched tiny MatMuls, int64 Casts, middle-axis reductions and Resize.
 
 AVSS: the official model multiplies by `vid_temporal_mask_flag`, which is 1
 for every real frame. avseg only ever feeds real frames (padding frames are
@@ -33,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import GraphBuilder
+from .pvt import pvt_v2_encoder
 from .tpavi import _conv_bn, _conv_out, bottleneck
 from .vggish import build_vggish
 from .weights import StateDict
@@ -223,87 +227,117 @@ def msdeform_attn(gb, sd, prefix, query, value_in, t, shapes, heads=HEADS, out=N
 
 
 def _msdeform_gather(gb, prefix, query, value_in, t, shapes, heads, points, ref, weights, out):
-    """MSDeformAttn with explicit bilinear corners and one Gather per level.
+    """MSDeformAttn as one Gather of 2x2 value windows and one weighted sum, all levels at once.
 
     Same arithmetic as grid_sample(bilinear, zeros, align_corners=False): the
     pixel coordinate u = (r_x + dx/W)*W - 0.5 = dx + (r_x*W - 0.5) is affine
     in the query, so it comes straight out of the (row-permuted)
-    sampling_offsets Linear; corners outside the map get weight 0 and a
-    clamped (harmless) index. Every corner's value row (dh contiguous floats)
-    is gathered once for all channels of its head, and the attention weight
-    is folded into the bilinear weights, so one small MatMul per level does
-    the weighted sum.
+    sampling_offsets Linear.
+
+    Each level's value map (per frame and head) is zero-padded by 1 before
+    and 2 after on both axes, and every 2x2 window is stored as one row of
+    4*dh floats, so a point needs one gathered row whatever its position:
+    clamping u to [-1, W] (v to [-1, H]) only ever moves a point whose
+    corners are all in the padding, and there it keeps weight on zeros. No
+    per-corner masks or index clamps are needed.
+
+    The weighted sum over the L*P*4 corners is Mul + ReduceSum, not a
+    MatMul: as a MatMul it is T*N*heads separate 1 x k x dh products, which
+    tract runs as one tiny kernel call each (~13x slower than ONNX Runtime
+    for the whole model).
     """
     w_off, b_off, w_att, b_att, w_val, b_val, w_out, b_out = weights
     levels = len(shapes)
     n = sum(h * w for h, w in shapes)
     c = w_val.shape[0]
     dh = c // heads
-    hp = heads * points
+    lp = levels * points
+
     def f32(name, v):
-        # shared scalars/tables: one initializer per name
+        # shared constants (identical in every layer): one initializer per name
         key = ("msdeform_const", name)
         if key not in gb._shape_consts:
             gb._shape_consts[key] = gb.const(name, np.asarray(v, dtype=np.float32))
         return gb._shape_consts[key]
 
+    # window table [T*heads*M, 4*dh], M = sum over levels of (h+2)(w+2) windows
     value = _lin(gb, value_in, w_val, b_val, prefix + ".value_proj")      # [T,N,C]
-    att = _lin(gb, query, w_att, b_att, prefix + ".attention_weights")
-    att = gb.reshape(att, (t, n, heads, levels * points), prefix + ".att_heads")
-    att = gb.op("Softmax", [att], prefix + ".att_softmax", axis=-1)      # over the (level, point) pairs
-
-    zero = f32("const.f32.zero_s", 0.0)
-    one = f32("const.f32.one_s", 1.0)
-    hk = np.arange(heads)[:, None]
-    kk = np.arange(points)[None, :]
-    acc = None
-    start = 0
+    value = gb.transpose(gb.reshape(value, (t, n, heads, dh), prefix + ".value_split"), (0, 2, 1, 3),
+                         prefix + ".value_heads")                          # [T,heads,N,dh]
+    tables, offsets = [], []
+    start = m = 0
     for lvl, (h, w) in enumerate(shapes):
         p = f"{prefix}.l{lvl}"
-        # rows ordered (xy, head, point): the first heads*points outputs are u, the rest v
-        rows = np.concatenate([(((hk * levels + lvl) * points + kk) * 2 + xy).ravel() for xy in (0, 1)])
-        base = np.concatenate([np.tile(ref[:, 0:1] * w - 0.5, (1, hp)), np.tile(ref[:, 1:2] * h - 0.5, (1, hp))], 1)
-        uv = gb.matmul(query, gb.const(f"{p}.sampling_offsets.weight_t_uv", np.ascontiguousarray(w_off[rows].T)),
-                       p + ".uv.mm")
-        # bias and the per-token base stay separate so the (large) base table is shared by all layers
-        uv = gb.add(uv, gb.const(f"{p}.sampling_offsets.bias_uv", b_off[rows].astype(np.float32)), p + ".uv.biased")
-        uv = gb.add(uv, f32(f"const.msdeform.uv_base.t{t}.l{lvl}.{h}x{w}", base), p + ".uv")
-        coords = []
-        for axis, size in ((0, w), (1, h)):
-            cc = _slice(gb, uv, 2, axis * hp, (axis + 1) * hp, f"{p}.{'uv'[axis]}.flat")
-            cc = gb.reshape(cc, (t, n, heads, points), f"{p}.{'uv'[axis]}")
-            lo = gb.op("Floor", [cc], f"{p}.{'uv'[axis]}0")
-            frac = gb.op("Sub", [cc, lo], f"{p}.{'uv'[axis]}frac")
-            hi = gb.add(lo, one, f"{p}.{'uv'[axis]}1")
-            top = f32(f"const.f32.{size - 1}", float(size - 1))
-            per_corner = []
-            for idx, wgt in ((lo, gb.op("Sub", [one, frac], f"{p}.{'uv'[axis]}w0")), (hi, frac)):
-                clamped = gb.op("Clip", [idx, zero, top], idx + ".clamp")
-                inside = gb.op("Cast", [gb.op("Equal", [clamped, idx], idx + ".inside_b")], idx + ".inside",
-                               to=1)
-                per_corner.append((clamped, gb.mul(wgt, inside, idx + ".wmask")))
-            coords.append(per_corner)
-        a_l = _slice(gb, att, 3, lvl * points, (lvl + 1) * points, p + ".att")          # [T,N,heads,P]
-        # flat value row of (frame, head, y, x) in the per-level [T*heads*h*w, dh] matrix
-        row0 = f32(f"const.msdeform.row_base.t{t}.l{lvl}", ((np.arange(t)[:, None] * heads + np.arange(heads)[None, :]) * (h * w))
-                   .reshape(t, 1, heads, 1))
-        width_c = f32(f"const.f32.w{w}", float(w))
-        idx_list, wgt_list = [], []
-        for cy, wy in coords[1]:
-            yrow = gb.add(row0, gb.mul(cy, width_c, cy + ".rows"), cy + ".rowbase")
-            aw = gb.mul(a_l, wy, f"{wy}.att")
-            for cx, wx in coords[0]:
-                idx_list.append(gb.add(yrow, cx, f"{yrow}.{cx}"))
-                wgt_list.append(gb.mul(aw, wx, f"{aw}.{wx}"))
-        idx = gb.op("Cast", [gb.op("Concat", idx_list, p + ".idx_f", axis=3)], p + ".idx", to=7)    # [T,N,heads,4P]
-        wgt = gb.reshape(gb.op("Concat", wgt_list, p + ".wgt_cat", axis=3), (t, n, heads, 1, 4 * points), p + ".wgt")
-        v_l = _slice(gb, value, 1, start, start + h * w, p + ".value_tokens")
-        v_l = gb.transpose(gb.reshape(v_l, (t, h * w, heads, dh), p + ".value_split"), (0, 2, 1, 3), p + ".value_heads")
-        v_l = gb.reshape(v_l, (t * heads * h * w, dh), p + ".value_rows")
-        g = gb.op("Gather", [v_l, idx], p + ".gathered", axis=0)                          # [T,N,heads,4P,dh]
-        s = gb.matmul(wgt, g, p + ".sum")                                                  # [T,N,heads,1,dh]
-        acc = s if acc is None else gb.add(acc, s, f"{prefix}.acc{lvl}")
+        v_l = _slice(gb, value, 2, start, start + h * w, p + ".value_tokens")
+        v_l = gb.reshape(v_l, (t, heads, h, w, dh), p + ".value_map")
+        v_l = gb.op("Pad", [v_l, gb.int_const([0, 0, 1, 1, 0, 0, 0, 2, 2, 0])], p + ".value_padded")
+        quads = [_slice(gb, _slice(gb, v_l, 2, dy, dy + h + 2, f"{p}.win_y{dy}_{dx}"), 3, dx, dx + w + 2,
+                        f"{p}.win{dy}{dx}") for dy in (0, 1) for dx in (0, 1)]
+        win = gb.op("Concat", quads, p + ".windows", axis=4)                 # [T,heads,h+2,w+2,4dh]
+        tables.append(gb.reshape(win, (t, heads, (h + 2) * (w + 2), 4 * dh), p + ".window_rows"))
+        offsets.append(m)
         start += h * w
+        m += (h + 2) * (w + 2)
+    table = gb.op("Concat", tables, prefix + ".window_table", axis=2) if levels > 1 else tables[0]
+    table = gb.reshape(table, (t * heads * m, 4 * dh), prefix + ".window_flat")
+
+    # pixel coordinates [T,N,2*heads*L*P], columns ordered (xy, head, level, point). Every
+    # elementwise step below is on this flat layout against a flat constant: tract runs
+    # trailing-axis broadcasts with its fast kernels but not 6-D ones.
+    hlp = heads * lp
+    hk = np.arange(heads)[:, None, None]
+    lk = np.arange(levels)[None, :, None]
+    kk = np.arange(points)[None, None, :]
+    rows = np.concatenate([(((hk * levels + lk) * points + kk) * 2 + xy).ravel() for xy in (0, 1)])
+    sizes = np.array([[w for h, w in shapes], [h for h, w in shapes]], np.float64)   # [2,L]: (x: W, y: H)
+    base = np.empty((n, 2, heads, levels, points))
+    for xy in (0, 1):
+        base[:, xy] = (ref[:, xy][:, None] * sizes[xy][None, :] - 0.5)[:, None, :, None]
+    tag = "_".join(f"{h}x{w}" for h, w in shapes) + f".h{heads}p{points}"
+    per_col = lambda v: np.broadcast_to(v, (heads, levels, points)).ravel()          # noqa: E731
+    uv = gb.matmul(query, gb.const(f"{prefix}.sampling_offsets.weight_t_uv", np.ascontiguousarray(w_off[rows].T)),
+                   prefix + ".uv.mm")
+    # bias and the per-token base stay separate so the base table is shared by all layers
+    uv = gb.add(uv, gb.const(f"{prefix}.sampling_offsets.bias_uv", b_off[rows].astype(np.float32)),
+                prefix + ".uv.biased")
+    uv = gb.add(uv, f32(f"const.msdeform.uv_base.{tag}", base.reshape(n, -1)), prefix + ".uv")
+    uv = gb.op("Max", [uv, f32("const.f32.minus_one_s", -1.0)], prefix + ".uv.lo")
+    hi = np.concatenate([per_col(sizes[xy][None, :, None]) for xy in (0, 1)])
+    uv = gb.op("Min", [uv, f32(f"const.msdeform.uv_hi.{tag}", hi)], prefix + ".uv.clamped")
+    corner = gb.op("Floor", [uv], prefix + ".uv0")
+    frac = gb.op("Sub", [uv, corner], prefix + ".uvfrac")
+
+    # window row of (frame, head, level, y0, x0): base + y0*(w+2) + x0
+    row0 = np.empty((t, 1, heads, levels, points))
+    for lvl, (h, w) in enumerate(shapes):
+        row0[:, 0, :, lvl, :] = ((np.arange(t)[:, None] * heads + np.arange(heads)[None, :]) * m
+                                 + offsets[lvl] + (w + 2) + 1)[:, :, None]
+    stride = per_col(np.array([w + 2 for h, w in shapes], np.float64)[None, :, None])
+    x0 = _slice(gb, corner, 2, 0, hlp, prefix + ".x0")
+    y0 = _slice(gb, corner, 2, hlp, 2 * hlp, prefix + ".y0")
+    idx = gb.add(gb.add(gb.mul(y0, f32(f"const.msdeform.row_stride.{tag}", stride), prefix + ".yrows"),
+                        x0, prefix + ".cell"),
+                 f32(f"const.msdeform.row_base.t{t}.m{m}.{tag}", row0.reshape(t, 1, hlp)), prefix + ".idx_f")
+    # int32: tract reads an int64 Cast as its symbolic-dimension type and converts element by element
+    idx = gb.reshape(gb.op("Cast", [idx], prefix + ".idx_i", to=6), (t, n, heads, lp), prefix + ".idx")
+
+    # corner weights (dy, dx) = 00, 01, 10, 11 per point, times the attention weight
+    one = f32("const.f32.one_s", 1.0)
+    fx = _slice(gb, frac, 2, 0, hlp, prefix + ".fx")
+    fy = _slice(gb, frac, 2, hlp, 2 * hlp, prefix + ".fy")
+    gx = gb.op("Sub", [one, fx], prefix + ".gx")
+    att = _lin(gb, query, w_att, b_att, prefix + ".attention_weights")
+    att = gb.reshape(att, (t, n, heads, lp), prefix + ".att_heads")
+    att = gb.op("Softmax", [att], prefix + ".att_softmax", axis=-1)      # over the (level, point) pairs
+    att = gb.reshape(att, (t, n, hlp), prefix + ".att")
+    ay = [gb.mul(att, gb.op("Sub", [one, fy], prefix + ".gy"), prefix + ".att_y0"), gb.mul(att, fy, prefix + ".att_y1")]
+    quad = [gb.op("Unsqueeze", [gb.mul(ay[dy], wx, f"{prefix}.w{dy}{dx}"), gb.int_const([3])], f"{prefix}.w{dy}{dx}u")
+            for dy in (0, 1) for dx, wx in ((0, gx), (1, fx))]
+    wgt = gb.reshape(gb.op("Concat", quad, prefix + ".corner_w", axis=3), (t, n, heads, lp * 4, 1), prefix + ".wgt")
+
+    g = gb.op("Gather", [table, idx], prefix + ".gathered", axis=0)                   # [T,N,heads,LP,4dh]
+    g = gb.reshape(g, (t, n, heads, lp * 4, dh), prefix + ".corners")
+    acc = gb.reduce_sum(gb.mul(g, wgt, prefix + ".weighted"), (3,), prefix + ".sum")  # [T,N,heads,dh]
     acc = gb.reshape(acc, (t, n, c), prefix + ".heads_cat")
     y = gb.matmul(acc, gb.const(prefix + ".output_proj.weight_t", np.ascontiguousarray(w_out.T)),
                   prefix + ".output_proj.mm")
@@ -441,14 +475,28 @@ def cross_modal_mixer(gb, sd, prefix, feat, audio_tok, t, c, h, w, heads=HEADS, 
     return gb.mul(feat, gb.reshape(gate, (t, c, 1, 1), prefix + ".gate_nchw"), prefix + ".out", out=out)
 
 
-def _resize(gb, x, factor, name):
-    """Bilinear, align_corners=False (ONNX half_pixel) by an integer factor."""
-    key = ("scales", factor)
-    if key not in gb._shape_consts:
-        gb._shape_consts[key] = gb.const(f"const.f32.scales_1_1_{factor}_{factor}",
-                                         np.array([1, 1, factor, factor], dtype=np.float32))
-    return gb.op("Resize", [x, "", gb._shape_consts[key]], name, mode="linear",
-                 coordinate_transformation_mode="half_pixel")
+def _interp_matrix(n_in, factor):
+    """[n_in*factor, n_in] rows of bilinear weights, align_corners=False (source clamped at 0 and n_in-1)."""
+    n_out = n_in * factor
+    src = np.maximum((np.arange(n_out) + 0.5) / factor - 0.5, 0.0)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    a = np.zeros((n_out, n_in))
+    np.add.at(a, (np.arange(n_out), lo), 1.0 - (src - lo))
+    np.add.at(a, (np.arange(n_out), hi), src - lo)
+    return a.astype(np.float32)
+
+
+def _resize(gb, x, factor, h, w, name):
+    """Bilinear, align_corners=False, by an integer factor on [T,C,h,w], as A_h . x . A_w^T.
+
+    Separable and exact (integer factors give dyadic weights); two constant
+    MatMuls run on tract's GEMM kernels, where its Resize op is a scalar loop
+    (~3x the MatMul time even with the mostly-zero matrices).
+    """
+    y = gb.matmul(x, gb.const(f"const.f32.interp_t.{w}x{factor}", np.ascontiguousarray(_interp_matrix(w, factor).T)),
+                  name + ".x")
+    return gb.matmul(gb.const(f"const.f32.interp.{h}x{factor}", _interp_matrix(h, factor)), y, name)
 
 
 def r50_backbone(gb, sd, prefix, x, height, width):
@@ -481,11 +529,13 @@ def segmenter_state(tensors) -> StateDict:
 
 
 def build_avsegformer(tensors, frames=5, height=224, width=224, heads=HEADS, strict=True, check=True,
-                      sampler="gather"):
+                      sampler="gather", pvt_heads=None, pvt_head_dim=64):
     """frames [T,3,H,W] + audio_embedding [T,A] -> mask_logits [T,K,H,W].
 
     `tensors` is the whole official state dict (the `vggish.` keys are left
-    to build_avsegformer_audio). Returns (onnx.ModelProto, info dict).
+    to build_avsegformer_audio). `pvt_heads` / `pvt_head_dim` set the PVT-v2
+    backbone's attention heads (no tensor reveals them; official: head dim
+    64), as in build_tpavi. Returns (onnx.ModelProto, info dict).
     """
     if height % 32 or width % 32:
         raise ValueError("height and width must be multiples of 32")
@@ -523,8 +573,7 @@ def build_avsegformer(tensors, frames=5, height=224, width=224, heads=HEADS, str
     if backbone == "resnet50":
         feats = r50_backbone(gb, sd, "backbone.", x, height, width)
     else:
-        from .pvt import pvt_v2_encoder  # provided by the PVT exporter module
-        feats = pvt_v2_encoder(gb, sd, "backbone.", x, height, width)
+        feats = pvt_v2_encoder(gb, sd, "backbone.", x, height, width, heads=pvt_heads, head_dim=pvt_head_dim)
 
     # 3. in_proj + GroupNorm on every level
     projected = []
@@ -600,7 +649,7 @@ def build_avsegformer(tensors, frames=5, height=224, width=224, heads=HEADS, str
     m1 = _slice(gb, memory, 1, 0, h1 * w1_, "head.mask_feature.level1_tokens")
     m1 = gb.reshape(gb.transpose(m1, (0, 2, 1), "head.mask_feature.level1_cn"), (t, c, h1, w1_),
                     "head.mask_feature.level1")
-    m1 = gb.upsample2x(m1, "head.mask_feature.up", align_corners=False)
+    m1 = _resize(gb, m1, 2, h1, w1_, "head.mask_feature.up")
     lat, _ = _conv_gn(gb, sd, "head.lateral_conv", feat14, t, h0, w0)
     mf, _ = _conv_gn(gb, sd, "head.out_conv", gb.add(m1, lat, "head.mask_feature.sum"), t, h0, w0, pad=1, relu=True)
 
@@ -635,7 +684,7 @@ def build_avsegformer(tensors, frames=5, height=224, width=224, heads=HEADS, str
     up = height // h0
     if up * h0 != height or width // w0 != up or up * w0 != width:
         raise ValueError(f"mask feature {h0}x{w0} does not scale to {height}x{width}")
-    y = _resize(gb, y, up, "head.fc.1")
+    y = _resize(gb, y, up, h0, w0, "head.fc.1")
     fw2 = sd.get("head.fc.2.weight")
     y = gb.relu(gb.conv(y, fw2, sd.get("head.fc.2.bias", (fw2.shape[0],)), "head.fc.2", pad=1), "head.fc.3")
     fw4 = sd.get("head.fc.4.weight")
@@ -663,6 +712,8 @@ def build_avsegformer(tensors, frames=5, height=224, width=224, heads=HEADS, str
         "audio_dim": int(audio_dim),
         "num_classes": int(k),
         "sampler": sampler,
+        **({"pvt_heads": list(pvt_heads) if pvt_heads is not None else None, "pvt_head_dim": int(pvt_head_dim)}
+           if backbone == "pvt_v2" else {}),
         "parameters": gb.parameter_count(),
         "checkpoint_elements_used": int(sum(sd.t[key].size for key in sd.used)),
     }

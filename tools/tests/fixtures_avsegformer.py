@@ -4,7 +4,11 @@
 
 Variants: "s4" (1 class, AttentionGenerator, the current code), "avss"
 (71 classes), and "s4-repeat" / "avss-repeat" (the April-2023 head: no
-`head.query_generator.*` keys, models.md 7.1). Every key family of a real
+`head.query_generator.*` keys, models.md 7.1); "pvt-s4" / "pvt-avss" swap the
+R50 for a PVT-v2 backbone under `backbone.` (models.md 6.3, 7.5). PVT head
+counts are not in any tensor: the width-reduced PVT uses head dim PVT_TINY
+["head_dim"] (16; official 64), which `export_options(variant)` hands to
+build_avsegformer, as the TPAVI-PVT fixtures record `export.pvt_head_dim`. Every key family of a real
 checkpoint is present, including `vggish.*` and the dead `backbone.layer3_2`,
 `backbone.layer4_2`, `head.fpn`, `head.attn_fc` weights the exporter must
 drop; layer counts are reduced (the exporter counts them from the keys).
@@ -24,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-VARIANTS = ("s4", "avss", "s4-repeat", "avss-repeat")
+# New variants go at the end: the index seeds each variant's generator.
+VARIANTS = ("s4", "avss", "s4-repeat", "avss-repeat", "pvt-s4", "pvt-avss")
 
 # Reduced widths; official values in the comments (and in FULL_SIZE).
 TINY = dict(
@@ -46,6 +51,10 @@ FULL_SIZE = dict(
     enc_layers=6, dec_layers=6, gen_layers=6, ffn=2048, gen_ffn=1024, queries=300,
     mlp_hidden=2048, fc=(128, 32), vgg_convs=(64, 128, 256, 256, 512, 512), vgg_fc=(4096, 4096),
 )
+# PVT-v2 backbone for the pvt-* variants: official b5 is (64, 128, 320, 512), depths (3, 6, 40, 3),
+# head dim 64. Head dim 16 gives 1, 2, 5, 6 heads and keeps the folded 1/sqrt(d) scale a power of 2.
+PVT_TINY = dict(dims=(16, 32, 80, 96), depths=(2, 2, 3, 1), head_dim=16)
+PVT_FULL = dict(dims=(64, 128, 320, 512), depths=(3, 6, 40, 3), head_dim=64)
 LEVELS, POINTS, HEADS = 3, 4, 8
 AUDIO_DIM = 128             # kept: raw VGGish embedding width
 CFG = TINY
@@ -227,17 +236,32 @@ def _head(sd, ini, rng, backbone_channels, classes, generator):
     sd["audio_proj.bias"] = ini.normal(c, 0.1)
 
 
+def _pvt(sd, rng, full_size):
+    from make_family_fixture import random_pvt    # same PVT-v2 generator as the TPAVI-PVT fixtures
+    cfg = PVT_FULL if full_size else PVT_TINY
+    sd.update(random_pvt(rng, "backbone.", dims=cfg["dims"], depths=cfg["depths"]))
+    return list(cfg["dims"])
+
+
+def export_options(variant: str, full_size: bool = False) -> dict:
+    """build_avsegformer keyword arguments a checkpoint cannot carry (the PVT head split)."""
+    if variant.startswith("pvt-"):
+        return {"pvt_head_dim": (PVT_FULL if full_size else PVT_TINY)["head_dim"]}
+    return {}
+
+
 def make_avsegformer_fixture(seed: int, variant: str = "s4", full_size: bool = False) -> dict[str, np.ndarray]:
     """`full_size` gives the official widths and depths (~150 M elements), for manual checks only."""
     global CFG
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
     CFG = FULL_SIZE if full_size else TINY
-    task, _, kind = variant.partition("-")
+    pvt = variant.startswith("pvt-")
+    task, _, kind = variant.removeprefix("pvt-").partition("-")
     rng = np.random.default_rng([seed, VARIANTS.index(variant)])
     ini = _Init(rng)
     sd: dict[str, np.ndarray] = {}
-    chans = _resnet(sd, ini, rng)
+    chans = _pvt(sd, rng, full_size) if pvt else _resnet(sd, ini, rng)
     _vggish(sd, ini)
     _head(sd, ini, rng, chans, 71 if task == "avss" else 1, generator=kind != "repeat")
     return {k: (v if v.dtype == np.int64 else _bf16(v)) for k, v in sd.items()}

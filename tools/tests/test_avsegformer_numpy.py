@@ -9,8 +9,12 @@ attention, CrossModalMixer with per-pixel keys/values, P = einsum(Q, MF)
 before the `mlp`, and the PyTorch bilinear coordinate rule for upsampling.
 The VGGish graph built from the `vggish.`-prefixed keys is checked too.
 
-Runs every fixture variant (R50; S4/AVSS; with and without the query
-generator) at a non-square 64x96 input so any x/y mix-up shows, T = 2.
+The PVT-v2 backbone of the pvt-* variants runs through the literal PVT
+forward of test_tpavi_families.py (per-head attention with its
+spatial-reduction conv, explicit kv split), with the fixture's head dim.
+
+Runs every fixture variant (R50 and PVT-v2; S4/AVSS; with and without the
+query generator) at a non-square 64x96 input so any x/y mix-up shows, T = 2.
 
     python tools/tests/test_avsegformer_numpy.py
 """
@@ -28,7 +32,7 @@ sys.path.insert(0, str(TESTS))
 
 from avseg_export.avsegformer import build_avsegformer, build_avsegformer_audio  # noqa: E402
 from avseg_export.ort import session  # noqa: E402
-from fixtures_avsegformer import VARIANTS, make_avsegformer_fixture  # noqa: E402
+from fixtures_avsegformer import VARIANTS, export_options, make_avsegformer_fixture  # noqa: E402
 
 T, H, W = 2, 64, 96
 NHEADS = 8
@@ -215,9 +219,15 @@ def msdeform(sd, p, query, src, shapes, refs):
     return linear(out, sd, p + ".output_proj")
 
 
-def segmenter(sd, frames, emb):
+def pvt(sd, x, head_dim):
+    import test_tpavi_families as tpf           # its literal PVT-v2 reads keys under tpf.PVT
+    inner = {tpf.PVT + k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}
+    return tpf.pvt_v2(inner, x, head_dim)
+
+
+def segmenter(sd, frames, emb, pvt_head_dim=64):
     c = sd["head.level_embed"].shape[1]
-    feats = resnet(sd, frames)
+    feats = pvt(sd, frames, pvt_head_dim) if "backbone.patch_embed1.proj.weight" in sd else resnet(sd, frames)
     proj = [groupnorm(conv2d(f, sd[f"head.in_proj.{i}.0.weight"], sd[f"head.in_proj.{i}.0.bias"]), sd,
                       f"head.in_proj.{i}.1") for i, f in enumerate(feats)]
     lv = proj[1:]
@@ -310,13 +320,14 @@ def main():
         emb = session(audio_model).run(["audio_embedding"], {"audio_logmel": logmel})[0]
         d_emb = float(np.abs(emb - vggish(sd, logmel.astype(np.float64))).max())
 
-        model, info = build_avsegformer(sd32, frames=T, height=H, width=W)
+        opts = export_options(variant)
+        model, info = build_avsegformer(sd32, frames=T, height=H, width=W, **opts)
         got = session(model).run(["mask_logits"], {"frames": frames, "audio_embedding": emb})[0]
-        want = segmenter(sd, frames.astype(np.float64), emb.astype(np.float64))
+        want = segmenter(sd, frames.astype(np.float64), emb.astype(np.float64), opts.get("pvt_head_dim", 64))
         d_log = float(np.abs(got - want).max())
         ok = d_log <= TOL_LOGITS and d_emb <= TOL_AUDIO and got.shape == want.shape
         failed += not ok
-        print(f"{'PASS' if ok else 'FAIL'}  {variant:<12} {info['query_generator']:<18} K={info['num_classes']:<3} "
+        print(f"{'PASS' if ok else 'FAIL'}  {variant:<12} {info['backbone']:<9} {info['query_generator']:<18} K={info['num_classes']:<3} "
               f"logits max|diff| = {d_log:.3e} (tol {TOL_LOGITS:.0e}, max|ref| {np.abs(want).max():.3g})  "
               f"vggish max|diff| = {d_emb:.3e} (tol {TOL_AUDIO:.0e}, max|ref| {np.abs(emb).max():.3g})")
     print(f"{len(VARIANTS) - failed}/{len(VARIANTS)} variants passed")

@@ -6,7 +6,7 @@ package (family "avsegformer", T = 5, 224x224), run `avseg features` and
 runtime's logits with ONNX Runtime via tools/check_ort.py.
 
     python tools/tests/test_avsegformer_tract.py --avseg target/debug/avseg \\
-        [--sample models/sample] [--variants s4,avss-repeat] [--tol 1e-4] [--keep DIR]
+        [--sample models/sample] [--variants s4,avss-repeat,pvt-s4,pvt-avss] [--tol 1e-4] [--keep DIR]
 
 Exits non-zero if any variant fails (check_ort's status).
 """
@@ -29,7 +29,7 @@ sys.path.insert(0, str(TESTS))
 
 from avseg_export.avsegformer import build_avsegformer, build_avsegformer_audio  # noqa: E402
 from avseg_export.package import manifest, write_package  # noqa: E402
-from fixtures_avsegformer import VARIANTS, make_avsegformer_fixture  # noqa: E402
+from fixtures_avsegformer import VARIANTS, export_options, make_avsegformer_fixture  # noqa: E402
 
 T, SIZE = 5, 224
 
@@ -37,8 +37,9 @@ T, SIZE = 5, 224
 def export(variant, out_dir, seed=0):
     sd = make_avsegformer_fixture(seed, variant)
     audio_model, ainfo = build_avsegformer_audio(sd)
-    seg_model, sinfo = build_avsegformer(sd, frames=T, height=SIZE, width=SIZE)
-    avss = variant.startswith("avss")
+    seg_model, sinfo = build_avsegformer(sd, frames=T, height=SIZE, width=SIZE, **export_options(variant))
+    pvt = variant.startswith("pvt-")
+    avss = variant.removeprefix("pvt-").startswith("avss")
     if avss:
         k = sinfo["num_classes"]
         rng = np.random.default_rng(k)
@@ -47,8 +48,9 @@ def export(variant, out_dir, seed=0):
     else:
         output = {"kind": "binary", "threshold": 0.5}
     meta = manifest(
-        name=f"tiny-avsegformer-r50-{variant}",
-        description="Width-reduced AVSegFormer-R50 with random weights (test fixture); masks are meaningless",
+        name=f"tiny-avsegformer-{variant}" if pvt else f"tiny-avsegformer-r50-{variant}",
+        description=(f"Width-reduced AVSegFormer-{'PVTv2' if pvt else 'R50'} with random weights (test fixture); "
+                     "masks are meaningless"),
         family="avsegformer",
         frames_per_clip=T, width=SIZE, height=SIZE,
         embedding_dim=ainfo["embedding_dim"],
@@ -58,7 +60,7 @@ def export(variant, out_dir, seed=0):
         provenance={
             "source": "tools/tests/fixtures_avsegformer.py (official AVSegFormer key layout, reduced widths)",
             "licence": "MIT OR Apache-2.0",
-            "created_by": f"make_avsegformer_fixture({seed}, {variant!r})",
+            "created_by": f"make_avsegformer_fixture({seed}, {variant!r}); build_avsegformer(**{export_options(variant)!r})",
             "trained": False,
             "parameters": ainfo["parameters"] + sinfo["parameters"],
             "metrics": {},
@@ -71,7 +73,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--avseg", required=True, help="avseg binary")
     ap.add_argument("--sample", default=str(TOOLS.parent / "models" / "sample"))
-    ap.add_argument("--variants", default="s4,avss-repeat")
+    ap.add_argument("--variants", default="s4,avss-repeat,pvt-s4,pvt-avss")
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--python", default=sys.executable, help="python for tools/check_ort.py")
     ap.add_argument("--keep", help="work folder to keep (default: a temporary one)")
