@@ -1,14 +1,25 @@
 #!/usr/bin/env python3
 """Train avseg's default model (TPAVI family, EfficientNet-Lite0 encoder) on AVS-Reg.
 
-    python tools/train_default/train.py --train-root DIR --val-root DIR --out RUN_DIR
+    python tools/train_default/train.py --train-root DIR --val-root DIR --out RUN --cache-only
+    python tools/train_default/pretrain_audio.py --cache RUN/cache_train --val-cache RUN/cache_val --out AUDIO
+    python tools/train_default/train.py --train-root DIR --val-root DIR --out RUN \
+        --init-audio AUDIO/audio_encoder.safetensors
+    python tools/train_default/train.py ... --out RUN2 --init-from RUN/checkpoint.safetensors \
+        --empty-fp-weight 1.0 --lr 5e-4 --iters 500          # the shipped model's last stage
 
 Stages (each skipped when its output exists):
   1. cache: frozen-encoder taps, runtime log-mel, masks and per-second sound labels (data.py);
-  2. train: the TPAVI head and a VGGish-layout audio encoder from scratch, a fixed number of
+  2. train: the TPAVI head and the VGGish-layout audio encoder (pre-trained by
+     pretrain_audio.py: trained jointly from scratch it never learnt), a fixed number of
      iterations from a fixed seed (no early stopping, no checkpoint picking);
   3. write `checkpoint.safetensors` in the official key layout plus `train_record.json`.
 `export.py` then turns the checkpoint into the avseg package.
+
+TPAVI attention groups: the official models attend over a group of 5 frames, so every frame's
+features mix the audio of all five seconds, and a clip whose sounding object changes between
+seconds cannot be followed. The default model uses groups of 1 (`--tpavi-group 1`, same block,
+same exporter): each frame attends to its own second's audio.
 
 Why this design fits a 2-core CPU: the encoder is frozen, so its four taps are computed once
 per frame; only the head (~0.4 M parameters) and the audio encoder are trained. The model runs
@@ -270,21 +281,21 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--swap-prob", type=float, default=0.3)
     ap.add_argument("--audio-loss-weight", type=float, default=1.0)
-    ap.add_argument("--loc-loss-weight", type=float, default=1.0)
-    ap.add_argument("--empty-fp-weight", type=float, default=0.0,
+    ap.add_argument("--loc-loss-weight", type=float, default=2.0)
+    ap.add_argument("--empty-fp-weight", type=float, default=0.3,
                     help="weight of the soft false-positive ratio on empty-GT frames")
     ap.add_argument("--wz-scale", type=float, default=1.0, help="initial TPAVI W_z BatchNorm scale (official: 0)")
-    ap.add_argument("--paired-swaps", type=int, default=0,
+    ap.add_argument("--paired-swaps", type=int, default=2,
                     help="per batch, up to N S4 clips also appear with another clip's audio")
     ap.add_argument("--init-from", type=Path, help="start from this train.py checkpoint (fine-tuning)")
-    ap.add_argument("--tpavi-group", type=int, default=5,
+    ap.add_argument("--tpavi-group", type=int, default=1,
                     help="frames per TPAVI attention group: 5 as the official models (the audio of all five "
                          "seconds reaches every frame), 1 to let each frame attend to its own second only")
     ap.add_argument("--init-audio", type=Path,
                     help="start the audio encoder from pretrain_audio.py's audio_encoder.safetensors")
-    ap.add_argument("--audio-lr-scale", type=float, default=1.0,
+    ap.add_argument("--audio-lr-scale", type=float, default=0.1,
                     help="learning rate of the audio encoder relative to --lr")
-    ap.add_argument("--init", choices=("audio-first", "official"), default="official",
+    ap.add_argument("--init", choices=("audio-first", "official"), default="audio-first",
                     help="official: the TPAVI initialisation of the official code (W_z scale 0, align_channel "
                          "and phi biases); audio-first: see model.TPAVI")
     ap.add_argument("--eval-every", type=int, default=250)
