@@ -47,6 +47,73 @@ enum Command {
     Bench(BenchArgs),
     /// Compile the CUDA kernels with NVRTC: check them (no GPU needed) or fill the kernel cache.
     Kernels(KernelsArgs),
+    /// Convert an official TPAVI or AVSegFormer checkpoint (.pth or .safetensors) into a model
+    /// package. Runs tools/avseg_export through a Python venv ($AVSEG_PYTHON or .venv); no torch.
+    Convert(ConvertArgs),
+}
+
+/// The families `avseg convert` knows (tools/avseg_export/convert.py::FAMILIES).
+#[derive(Clone, Copy, ValueEnum)]
+enum FamilyArg {
+    /// TPAVI with ResNet-50, S4/MS3 (binary). Needs --vggish.
+    TpaviR50,
+    /// TPAVI with PVT-v2-b5, S4/MS3 (binary). Needs --vggish.
+    TpaviPvt,
+    /// TPAVI with ResNet-50, AVSS (71 classes). Needs --vggish.
+    TpaviR50Avss,
+    /// TPAVI with PVT-v2-b5, AVSS (71 classes). Needs --vggish.
+    TpaviPvtAvss,
+    /// AVSegFormer with ResNet-50, S4/MS3 (VGGish inside the checkpoint).
+    AvsegformerR50,
+    /// AVSegFormer with PVT-v2-b5, S4/MS3.
+    AvsegformerPvt,
+    /// AVSegFormer with ResNet-50, AVSS.
+    AvsegformerR50Avss,
+    /// AVSegFormer with PVT-v2-b5, AVSS.
+    AvsegformerPvtAvss,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    /// Weights as in the checkpoint.
+    F32,
+    /// Weights stored as float16 (about half the package size); the graphs still compute in f32.
+    F16,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    #[arg(long, value_enum)]
+    family: FamilyArg,
+    /// The model's checkpoint: torch.save .pth/.pt (zip or legacy format, read without torch) or
+    /// .safetensors with the same keys; a `module.` prefix is removed.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// TPAVI families: the separate VGGish weights, vggish-10086976.pth.
+    #[arg(long)]
+    vggish: Option<PathBuf>,
+    /// Package folder to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Input size, 224 or 512 (default per family: AVSegFormer S4/MS3 512, everything else 224).
+    #[arg(long, value_parser = parse_size)]
+    size: Option<u32>,
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
+    /// Package name in the manifest (default: the family).
+    #[arg(long)]
+    name: Option<String>,
+    /// Overwrite a non-empty --out folder.
+    #[arg(long)]
+    force: bool,
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    match s {
+        "224" => Ok(224),
+        "512" => Ok(512),
+        _ => Err(format!("`{s}` is not a supported input size (224 or 512)")),
+    }
 }
 
 #[derive(Args)]
@@ -278,6 +345,7 @@ fn main() -> ExitCode {
         }),
         Command::Bench(a) => bench::run(a),
         Command::Kernels(a) => kernels::run(a),
+        Command::Convert(a) => convert(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -561,6 +629,12 @@ fn info(a: InfoArgs) -> Result<(), Error> {
     if !pv.metrics.is_empty() {
         println!("metrics     {}", serde_json::Value::Object(pv.metrics.clone()));
     }
+    if let Some(serde_json::Value::Array(inputs)) = pv.conversion.get("inputs") {
+        for i in inputs {
+            let field = |k: &str| i.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            println!("converted   from {} ({}), sha256 {}", field("file"), field("role"), field("sha256"));
+        }
+    }
     Ok(())
 }
 
@@ -601,8 +675,7 @@ fn eval(a: EvalArgs) -> Result<(), avseg::eval::EvalError> {
 mod bench {
     //! `avseg bench`: clip latency per stage (optionally against ONNX Runtime) and a streaming soak.
 
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
+    use std::path::PathBuf;
     use std::time::{Duration, Instant};
 
     use avseg::api::{ClipInput, Engine, EngineOptions, Session, SessionOptions};
@@ -610,7 +683,7 @@ mod bench {
     use avseg::post::write::write_npy;
     use avseg::Error;
 
-    use super::BenchArgs;
+    use super::{pytools, BenchArgs};
 
     /// A `/proc/self/status` field in kB (Linux); None elsewhere.
     fn proc_kb(key: &str) -> Option<u64> {
@@ -666,11 +739,15 @@ mod bench {
         let load = t0.elapsed();
         let clip = ClipInput::load(&find_clip(&clip_dir(a)?)?)?;
         engine.run_clip(&clip)?; // warm-up: first-touch of weights and scratch
-        let mut stages: [Vec<f64>; 6] = Default::default();
+        // total, front end, audio encoder, segmenter, post, audio front end, both graphs
+        let mut stages: [Vec<f64>; 7] = Default::default();
         for _ in 0..a.runs {
             let t = engine.run_clip(&clip)?.times;
             let front = t.audio_frontend + t.vision_frontend;
-            for (v, d) in stages.iter_mut().zip([t.total(), front, t.audio_encoder, t.segmenter, t.post, t.audio_frontend]) {
+            let graphs = t.audio_encoder + t.segmenter;
+            for (v, d) in
+                stages.iter_mut().zip([t.total(), front, t.audio_encoder, t.segmenter, t.post, t.audio_frontend, graphs])
+            {
                 v.push(ms(d));
             }
         }
@@ -692,44 +769,47 @@ mod bench {
         println!("  post        median {:>8.1} ms", pct(&stages[4], 50.0));
         println!("peak RSS {} (VmHWM), RSS now {}", mb(proc_kb("VmHWM:")), mb(proc_kb("VmRSS:")));
         if a.vs_onnxruntime {
-            let graphs = median - pct(&stages[1], 50.0) - pct(&stages[4], 50.0);
-            let ort = ort_median(a, &mut engine, &clip)?;
+            let graphs = pct(&stages[6], 50.0);
+            let ort = ort_times(a, &mut engine, &clip)?;
             println!(
                 "onnxruntime   median {:>8.1} ms (graphs only, {} intra-op threads); avseg graphs {:.1} ms -> avseg/ORT = {:.2}",
-                ort,
+                ort.clip,
                 a.threads,
                 graphs,
-                graphs / ort
+                graphs / ort.clip
             );
+            if let (Some(enc), Some(seg)) = (ort.audio_encoder, ort.segmenter) {
+                println!(
+                    "  audio enc.  median {:>8.1} ms (avseg/ORT = {:.2})\n  segmenter   median {:>8.1} ms (avseg/ORT = {:.2})",
+                    enc,
+                    pct(&stages[2], 50.0) / enc,
+                    seg,
+                    pct(&stages[3], 50.0) / seg
+                );
+            }
         }
         Ok(())
     }
 
-    fn python() -> PathBuf {
-        if let Some(p) = std::env::var_os("AVSEG_PYTHON") {
-            return PathBuf::from(p);
-        }
-        for cand in [PathBuf::from(".venv/bin/python"), Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")] {
-            if cand.is_file() {
-                return cand;
-            }
-        }
-        PathBuf::from("python3")
+    /// ONNX Runtime's medians over the same inputs (tools/bench_ort.py).
+    struct OrtTimes {
+        clip: f64,
+        audio_encoder: Option<f64>,
+        segmenter: Option<f64>,
     }
 
-    fn ort_median(a: &BenchArgs, engine: &mut Engine, clip: &ClipInput) -> Result<f64, Error> {
+    fn ort_times(a: &BenchArgs, engine: &mut Engine, clip: &ClipInput) -> Result<OrtTimes, Error> {
+        // Look Python up first: without it there is no point in writing the inputs.
+        let py = pytools::python()?;
+        let tools = pytools::tools_dir()?;
+        let script = tools.join("bench_ort.py");
         let f = engine.features(clip)?;
         let dir = std::env::temp_dir().join(format!("avseg-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| Error::Input(format!("{}: {e}", dir.display())))?;
         let (lm, fr) = (dir.join("logmel.npy"), dir.join("frames.npy"));
         write_npy(&lm, f.logmel.shape(), f.logmel.data())?;
         write_npy(&fr, f.frames.shape(), f.frames.data())?;
-        let script = ["tools/bench_ort.py".into(), Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_ort.py")]
-            .into_iter()
-            .find(|p: &PathBuf| p.is_file())
-            .ok_or_else(|| Error::Input("tools/bench_ort.py not found".into()))?;
-        let py = python();
-        let out = Command::new(&py)
+        let out = pytools::command(&py, &tools)
             .arg(&script)
             .arg("--model")
             .arg(&a.model)
@@ -744,17 +824,17 @@ mod bench {
         let out = out?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(Error::Input(format!(
-                "{} failed: {}",
-                script.display(),
-                err.lines().last().unwrap_or("no output").trim()
-            )));
+            return Err(pytools::failure(&script.display().to_string(), &py, &String::from_utf8_lossy(&out.stderr)));
         }
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("median_ms ").and_then(|v| v.trim().parse().ok()))
-            .ok_or_else(|| Error::Input(format!("{}: no `median_ms` line in its output", script.display())))
+        let field = |name: &str| -> Option<f64> {
+            stdout.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        };
+        Ok(OrtTimes {
+            clip: field("median_ms ")
+                .ok_or_else(|| Error::Input(format!("{}: no `median_ms` line in its output", script.display())))?,
+            audio_encoder: field("audio_encoder_median_ms "),
+            segmenter: field("segmenter_median_ms "),
+        })
     }
 
     /// A live source simulated on a virtual clock: idle time is skipped, but time spent in
@@ -883,6 +963,140 @@ mod bench {
         );
         Ok(())
     }
+}
+
+/// Finding the Python export tools, which only `convert` and `bench --vs-onnxruntime` use: the
+/// runtime itself never needs Python.
+mod pytools {
+    use std::path::{Path, PathBuf};
+
+    use avseg::Error;
+
+    const SETUP: &str = "python3 -m venv .venv && .venv/bin/pip install -r tools/requirements.txt";
+
+    /// Folders that may hold the repository: the working directory, the source tree this binary
+    /// was built from, and the ancestors of the binary (target/{debug,release}/avseg).
+    fn roots() -> Vec<PathBuf> {
+        let mut out = vec![];
+        if let Ok(cwd) = std::env::current_dir() {
+            out.push(cwd);
+        }
+        out.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        if let Ok(exe) = std::env::current_exe() {
+            out.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|p| seen.insert(p.clone()));
+        out
+    }
+
+    /// `$AVSEG_PYTHON`, else `.venv/bin/python` in one of the `roots()`.
+    pub fn python() -> Result<PathBuf, Error> {
+        if let Some(p) = std::env::var_os("AVSEG_PYTHON") {
+            let p = PathBuf::from(p);
+            // A bare name (`python3`) is looked up on PATH by the OS; a path must exist.
+            if p.components().count() > 1 && !p.is_file() {
+                return Err(Error::Input(format!("AVSEG_PYTHON={}: no such file", p.display())));
+            }
+            return Ok(p);
+        }
+        let venv = if cfg!(windows) { ".venv/Scripts/python.exe" } else { ".venv/bin/python" };
+        roots().into_iter().map(|r| r.join(venv)).find(|p| p.is_file()).ok_or_else(|| {
+            Error::Input(format!(
+                "no Python for the export tools: set AVSEG_PYTHON to a python with tools/requirements.txt \
+                 installed, or create the repository's venv: {SETUP}"
+            ))
+        })
+    }
+
+    /// The repository's `tools/` folder (holding `avseg_export/`), or `$AVSEG_TOOLS`.
+    pub fn tools_dir() -> Result<PathBuf, Error> {
+        if let Some(p) = std::env::var_os("AVSEG_TOOLS") {
+            return Ok(PathBuf::from(p));
+        }
+        roots().into_iter().map(|r| r.join("tools")).find(|t| t.join("avseg_export/convert.py").is_file()).ok_or_else(
+            || {
+                Error::Input(
+                    "tools/avseg_export not found: run avseg from the repository, or set AVSEG_TOOLS to its tools/ folder"
+                        .into(),
+                )
+            },
+        )
+    }
+
+    /// `python` with `tools/` on PYTHONPATH, so `-m avseg_export.…` resolves.
+    pub fn command(python: &Path, tools: &Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(python);
+        let mut paths = vec![tools.to_path_buf()];
+        if let Some(old) = std::env::var_os("PYTHONPATH") {
+            paths.extend(std::env::split_paths(&old));
+        }
+        cmd.env("PYTHONPATH", std::env::join_paths(paths).unwrap_or_else(|_| tools.as_os_str().to_owned()));
+        cmd
+    }
+
+    /// One-line error from a failed tool run: its `error: …` line, or the last line of a traceback.
+    pub fn failure(what: &str, python: &Path, stderr: &str) -> Error {
+        let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if let Some(e) = lines.iter().rev().find_map(|l| l.strip_prefix("error: ")) {
+            return Error::Input(e.to_string());
+        }
+        let last = lines.last().copied().unwrap_or("no output");
+        if last.contains("No module named") {
+            return Error::Input(format!(
+                "{what}: {} lacks the export tools ({last}); install them: {} -m pip install -r tools/requirements.txt",
+                python.display(),
+                python.display()
+            ));
+        }
+        Error::Input(format!("{what} failed ({}): {last}", python.display()))
+    }
+}
+
+/// `avseg convert`: checks the arguments, then hands over to tools/avseg_export/convert.py, whose
+/// progress and summary go straight to stdout.
+fn convert(a: ConvertArgs) -> Result<(), Error> {
+    for (flag, p) in [("--checkpoint", Some(&a.checkpoint)), ("--vggish", a.vggish.as_ref())] {
+        if let Some(p) = p {
+            if !p.is_file() {
+                return Err(Error::Input(format!("{}: no such file ({flag})", p.display())));
+            }
+        }
+    }
+    let family = a.family.to_possible_value().expect("no skipped variants").get_name().to_string();
+    let precision = a.precision.to_possible_value().expect("no skipped variants").get_name().to_string();
+    let python = pytools::python()?;
+    let tools = pytools::tools_dir()?;
+    let mut cmd = pytools::command(&python, &tools);
+    cmd.args(["-m", "avseg_export.convert", "--family", &family, "--precision", &precision])
+        .arg("--checkpoint")
+        .arg(&a.checkpoint)
+        .arg("--out")
+        .arg(&a.out);
+    if let Some(v) = &a.vggish {
+        cmd.arg("--vggish").arg(v);
+    }
+    if let Some(s) = a.size {
+        cmd.args(["--size", &s.to_string()]);
+    }
+    if let Some(n) = &a.name {
+        cmd.args(["--name", n]);
+    }
+    if a.force {
+        cmd.arg("--force");
+    }
+    let out = cmd
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| Error::Input(format!("{}: cannot start Python: {e}", python.display())))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(pytools::failure("convert", &python, &stderr));
+    }
+    // Warnings from a successful run still matter (e.g. numpy about a strange value).
+    eprint!("{stderr}");
+    Ok(())
 }
 
 /// `avseg kernels`: NVRTC compile check and cache fill.

@@ -127,4 +127,8 @@ pub struct Provenance {
     /// Free-form record of how a trained package was made: data, hyper-parameters, time and machine.
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub training: serde_json::Map<String, serde_json::Value>,
+    /// Written by `avseg convert`: converter version, family, precision and each input file's
+    /// name, size and sha256, so a package can be traced back to the exact checkpoint.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub conversion: serde_json::Map<String, serde_json::Value>,
 }
