@@ -69,7 +69,9 @@ trap 'rm -rf "$work"' EXIT
 
 echo "== tract vs ONNX Runtime, live, on every official family's fixture package"
 "$VENV/bin/python" tools/tests/tract_families.py --avseg "$bin" --sample models/sample --size 96
-"$VENV/bin/python" tools/tests/test_avsegformer_tract.py --avseg "$bin" --sample models/sample --variants s4,pvt-avss --tol 1e-4
+# Each of the eight `avseg convert --family` values, from a checkpoint file as users have them.
+AVSEG_PYTHON="$VENV/bin/python" "$VENV/bin/python" tools/tests/convert_families.py --avseg "$bin" \
+  --sample models/sample --size 96 --tol 1e-4
 
 echo "== AVS-Reg generator: determinism and sanity (tools/avsreg)"
 # Sources are Debian/PyPI media (GPL stamps: never committed). Installed only in CI or as root.

@@ -95,9 +95,14 @@ struct ConvertArgs {
     /// Package folder to write.
     #[arg(long)]
     out: PathBuf,
-    /// Input size, 224 or 512 (default per family: AVSegFormer S4/MS3 512, everything else 224).
+    /// Input size, a multiple of 32 from 64 to 1024 (default: what the family was trained at,
+    /// AVSegFormer S4/MS3 512, everything else 224).
     #[arg(long, value_parser = parse_size)]
     size: Option<u32>,
+    /// PVT-v2 families: attention head width (official b5: 64). A checkpoint cannot carry it, so
+    /// width-reduced models must give theirs.
+    #[arg(long)]
+    pvt_head_dim: Option<u32>,
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
     /// Package name in the manifest (default: the family).
@@ -109,10 +114,9 @@ struct ConvertArgs {
 }
 
 fn parse_size(s: &str) -> Result<u32, String> {
-    match s {
-        "224" => Ok(224),
-        "512" => Ok(512),
-        _ => Err(format!("`{s}` is not a supported input size (224 or 512)")),
+    match s.parse::<u32>() {
+        Ok(n) if n % 32 == 0 && (64..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}` is not a supported input size (a multiple of 32 from 64 to 1024; official: 224 or 512)")),
     }
 }
 
@@ -1075,6 +1079,9 @@ fn convert(a: ConvertArgs) -> Result<(), Error> {
         .arg(&a.out);
     if let Some(v) = &a.vggish {
         cmd.arg("--vggish").arg(v);
+    }
+    if let Some(d) = a.pvt_head_dim {
+        cmd.args(["--pvt-head-dim", &d.to_string()]);
     }
     if let Some(s) = a.size {
         cmd.args(["--size", &s.to_string()]);

@@ -92,12 +92,12 @@ def _lazy(module: str, name: str) -> Callable[[], Callable]:
     return load
 
 
-def _tpavi_builder(sd, frames, height, width):
-    return _lazy("tpavi", "build_tpavi")()(sd, frames=frames, height=height, width=width)
+def _tpavi_builder(sd, frames, height, width, **options):
+    return _lazy("tpavi", "build_tpavi")()(sd, frames=frames, height=height, width=width, **options)
 
 
-def _avsegformer_builder(sd, frames, height, width):
-    return _lazy("avsegformer", "build_avsegformer")()(sd, frames, height, width)
+def _avsegformer_builder(sd, frames, height, width, **options):
+    return _lazy("avsegformer", "build_avsegformer")()(sd, frames, height, width, **options)
 
 
 R50_LAYERS = (("layer1", 3), ("layer2", 4), ("layer3_1", 6), ("layer4_1", 3))
@@ -431,11 +431,11 @@ def _read(role: str, path) -> Input:
     return Input(role, path, h.hexdigest(), path.stat().st_size, tensors)
 
 
-def _build(what: str, path, fn, *args, key_prefix: str = ""):
+def _build(what: str, path, fn, *args, key_prefix: str = "", **options):
     """Run a graph builder; its KeyError/ValueError names a key, this adds the file."""
     note = f" (keys under '{key_prefix}')" if key_prefix else ""
     try:
-        return fn(*args)
+        return fn(*args, **options)
     except KeyError as e:
         msg = e.args[0] if e.args else str(e)
         raise ConvertError(f"{path}: {what}{note}: {msg}") from None
@@ -448,9 +448,14 @@ def _build(what: str, path, fn, *args, key_prefix: str = ""):
 def convert(args) -> dict:
     fam = FAMILIES[args.family]
     size = args.size or fam.default_size
+    if size % 32 or not 64 <= size <= 1024:
+        raise ConvertError(f"--size {size}: must be a multiple of 32 between 64 and 1024 (the decoders double "
+                           f"the 1/32 map back up); {fam.name} checkpoints were trained at "
+                           f"{' or '.join(map(str, fam.sizes))}")
     if size not in fam.sizes:
-        raise ConvertError(f"--size {size} is not available for {fam.name} (supported: "
-                           f"{', '.join(map(str, fam.sizes))})")
+        print(f"note: {fam.name} checkpoints were trained at {' or '.join(map(str, fam.sizes))}; "
+              f"converting for {size}x{size} as asked", file=sys.stderr)
+    options = {"pvt_head_dim": args.pvt_head_dim} if fam.backbone == "pvt" else {}
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConvertError(f"{out}: exists and is not a folder (--out)")
@@ -503,7 +508,7 @@ def convert(args) -> dict:
 
     try:
         seg_model, sinfo = _build(f"{fam.name} segmenter", ckpt.path, fam.build, StateDict(seg_tensors),
-                                  fam.frames, size, size)
+                                  fam.frames, size, size, **options)
     except ImportError as e:
         raise ConvertError(f"--family {fam.name} is not available in this build: its graph builder cannot be "
                            f"imported ({e})") from None
@@ -545,6 +550,7 @@ def convert(args) -> dict:
         "converter_version": CONVERTER_VERSION,
         "family": fam.name,
         "input_size": size,
+        **({"pvt_head_dim": args.pvt_head_dim} if fam.backbone == "pvt" else {}),
         "precision": args.precision,
         "inputs": [i.record() for i in inputs],
     }
@@ -593,9 +599,13 @@ def parse_args(argv=None):
     ap.add_argument("--checkpoint", required=True, help="the model's .pth (torch.save) or .safetensors file")
     ap.add_argument("--vggish", help="TPAVI only: vggish-10086976.pth (features.*, embeddings.*)")
     ap.add_argument("--out", required=True, help="package folder to write")
-    ap.add_argument("--size", type=int, choices=(224, 512),
-                    help="input size (AVSegFormer: 512 for the released S4/MS3 checkpoints, 224 for AVSS and "
-                         "the April 2023 ones; TPAVI: 224)")
+    ap.add_argument("--size", type=int,
+                    help="input size, a multiple of 32 (default: what the family was trained at; AVSegFormer: "
+                         "512 for the released S4/MS3 checkpoints, 224 for AVSS and the April 2023 ones; "
+                         "TPAVI: 224)")
+    ap.add_argument("--pvt-head-dim", type=int, default=64,
+                    help="PVT-v2 families: attention head width (official b5: 64, i.e. 1/2/5/8 heads); a "
+                         "checkpoint cannot carry it, so width-reduced models must say theirs")
     ap.add_argument("--precision", choices=("f32", "f16"), default="f32",
                     help="f16 stores the weights as float16 (half the size); the graph still computes in f32")
     ap.add_argument("--name", help="package name in the manifest (default: the family)")
