@@ -37,6 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .labels import AVSS_LABELS, avss_output
 from .package import manifest, write_package
 from .weights import StateDict
 
@@ -49,36 +50,6 @@ F16_MIN_ELEMENTS = 256
 
 class ConvertError(Exception):
     """A conversion problem; the message names the file and key and is shown as-is."""
-
-
-# ---------------------------------------------------------------------------
-# Labels (models.md 11.1)
-# ---------------------------------------------------------------------------
-
-AVSS_LABELS = [
-    "background", "accordion", "airplane", "axe", "baby", "bassoon", "bell", "bird", "boat", "boy", "bus", "car",
-    "cat", "cello", "clarinet", "clipper", "clock", "dog", "donkey", "drum", "duck", "elephant", "emergency-car",
-    "erhu", "flute", "frying-food", "girl", "goose", "guitar", "gun", "guzheng", "hair-dryer", "handpan",
-    "harmonica", "harp", "helicopter", "hen", "horse", "keyboard", "leopard", "lion", "man", "marimba",
-    "missile-rocket", "motorcycle", "mower", "parrot", "piano", "pig", "pipa", "saw", "saxophone", "sheep", "sitar",
-    "sorna", "squirrel", "tabla", "tank", "tiger", "tractor", "train", "trombone", "truck", "trumpet", "tuba",
-    "ukulele", "utv", "vacuum-cleaner", "violin", "wolf", "woman",
-]
-
-
-def voc_palette(n: int) -> list[list[int]]:
-    """PASCAL-VOC bit-interleaved colours: bits 0/1/2 of each 3-bit group of j go to R/G/B, MSB first."""
-    out = []
-    for j in range(n):
-        rgb = [0, 0, 0]
-        c, i = j, 0
-        while c and i < 8:
-            for ch in range(3):
-                rgb[ch] |= ((c >> ch) & 1) << (7 - i)
-            c >>= 3
-            i += 1
-        out.append(rgb)
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -172,7 +143,7 @@ class FamilySpec:
     @property
     def output(self) -> dict:
         if self.avss:
-            return {"kind": "semantic", "labels": AVSS_LABELS, "palette": voc_palette(len(AVSS_LABELS))}
+            return avss_output()
         return {"kind": "binary", "threshold": 0.5}
 
     @property
