@@ -30,6 +30,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+from negatives_report import negatives_by_kind  # noqa: E402
 
 # Regression floors, a little under the bundled model on the seed-1 sample (see models/README.md).
 FLOOR_S4_J = 0.67        # J over non-empty-GT S4 frames
@@ -76,6 +79,9 @@ def main():
             if b[k] != b2[k]:
                 failures.append(f"{subset}: eval --logits gives {k} {b2[k]} but the model run gave {b[k]}")
     empty_rate = empty_hits / max(empty_total, 1)
+    # The same share split by kind of negative: silence is easy, an off-screen sound is not.
+    for kind, r in negatives_by_kind(data, [args.work / "eval_s4" / "logits", args.work / "eval_ms3" / "logits"]).items():
+        print(f"negatives {kind}: {100 * r['share_empty']:.1f} % of {r['frames']} frames predicted empty")
     swap_dir = args.work / "audio_swap"
     run([sys.executable, HERE / "audio_swap_eval.py", "--model", args.model, "--dataset", data,
          "--subset", "ms3", "--out", swap_dir, "--avseg", args.avseg])

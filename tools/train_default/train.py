@@ -63,6 +63,9 @@ from model import LITE0_TAP_CHANNELS, TPAVIHead, VGGishLite  # noqa: E402
 
 GT_SIZE = 224
 EMPTY_FP_AREA = 3000.0  # pixels at 224x224: about an AVS-Reg object
+# `avseg eval` counts an empty-GT frame as predicted empty when under 1 % of its pixels are
+# foreground (src/eval: EMPTY_PREDICTION_MAX_FOREGROUND).
+EMPTY_MAX_FOREGROUND = 0.01
 
 
 def lite0_state():
@@ -86,7 +89,7 @@ def batch_tensors(cache: Cache, idx: np.ndarray, dtype=torch.float32):
     return taps, logmel, masks, labels
 
 
-def seg_loss(logits, target, fp_weight=1.0):
+def seg_loss(logits, target, fp_weight=1.0, topk_weight=0.0):
     up = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
     bce = F.binary_cross_entropy_with_logits(up, target)
     p = torch.sigmoid(up).flatten(1)
@@ -103,7 +106,18 @@ def seg_loss(logits, target, fp_weight=1.0):
     fp_area = p.sum(1)
     fp = fp_area / (fp_area + EMPTY_FP_AREA)
     fp = (fp * (1 - has)).sum() / (1 - has).sum().clamp(min=1)
-    return bce + iou + fp_weight * fp, up
+    loss = bce + iou + fp_weight * fp
+    if topk_weight:
+        # An empty-GT frame counts as predicted empty iff its k-th largest logit is <= 0, with k
+        # 1 % of the pixels. softplus of the mean of its top-k logits (an upper bound of the k-th)
+        # pushes exactly the pixels that decide that, and only while they are near or above 0.
+        # The soft ratio above spreads its gradient over every pixel of the frame instead, and
+        # small off-screen blobs of 1-3 % survived it.
+        k = max(1, int(EMPTY_MAX_FOREGROUND * up[0].numel()))
+        top = up.flatten(1).topk(k, dim=1).values.mean(1)
+        hinge = (F.softplus(top) * (1 - has)).sum() / (1 - has).sum().clamp(min=1)
+        loss = loss + topk_weight * hinge
+    return loss, up
 
 
 @torch.no_grad()
@@ -112,7 +126,7 @@ def evaluate(head, audio_enc, cache: Cache, batch=8):
     head.eval()
     audio_enc.eval()
     ious = {"s4": [], "ms3": []}
-    neg_empty = []
+    neg_empty, neg_off, neg_sil = [], [], []
     for i0 in range(0, len(cache), batch):
         idx = np.arange(i0, min(i0 + batch, len(cache)))
         taps, logmel, masks, _ = batch_tensors(cache, idx)
@@ -125,6 +139,7 @@ def evaluate(head, audio_enc, cache: Cache, batch=8):
             if c["kind"].startswith(("s4neg", "ms3neg")):
                 frac = pred[j].mean(1)
                 neg_empty += (frac < 0.01).tolist()
+                (neg_off if c["kind"].endswith("offscreen") else neg_sil).extend((frac < 0.01).tolist())
                 continue
             inter = (pred[j] * gt[j]).sum(1)
             union = ((pred[j] + gt[j]) > 0).float().sum(1)
@@ -134,7 +149,9 @@ def evaluate(head, audio_enc, cache: Cache, batch=8):
     audio_enc.train()
     return {"s4_miou": float(np.mean(ious["s4"])) if ious["s4"] else None,
             "ms3_miou": float(np.mean(ious["ms3"])) if ious["ms3"] else None,
-            "negatives_empty": float(np.mean(neg_empty)) if neg_empty else None}
+            "negatives_empty": float(np.mean(neg_empty)) if neg_empty else None,
+            "offscreen_empty": float(np.mean(neg_off)) if neg_off else None,
+            "silence_empty": float(np.mean(neg_sil)) if neg_sil else None}
 
 
 def swap_audio(cache: Cache, idx: np.ndarray, rng: np.random.Generator, prob: float, vocab, force_from=None):
@@ -155,6 +172,18 @@ def swap_audio(cache: Cache, idx: np.ndarray, rng: np.random.Generator, prob: fl
         src[j] = other
         keep[j] = cache.labels[other][:, stamp] > 0
     return src, keep
+
+
+def offscreen_audio(cache: Cache, ci: int, rng: np.random.Generator, vocab, tries: int = 50) -> int | None:
+    """Index of a clip whose sound is never that of a stamp visible in clip `ci` and is not
+    silent: giving `ci` that audio makes an off-screen negative (every frame's GT empty)."""
+    visible = [vocab[s] for s in cache.clips[ci]["stamps"]]
+    for _ in range(tries):
+        other = int(rng.integers(len(cache)))
+        lab = cache.labels[other]
+        if lab.sum() > 0 and lab[:, visible].sum() == 0:
+            return other
+    return None
 
 
 def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
@@ -213,6 +242,21 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
             idx = np.concatenate([idx, np.array(s4, dtype=idx.dtype)])
         audio_idx, keep = swap_audio(train_cache, idx, rng, args.swap_prob, vocab,
                                      force_from=args.batch if args.paired_swaps else None)
+        if args.offscreen_twins:
+            # Off-screen twins: positive clips of either layout (two or three visible objects for
+            # MS3) again, with the sound of objects none of which is in view, and an empty GT.
+            # Swaps alone give the model single-object off-screen cases; the generator's own
+            # off-screen negatives are 6 % of the clips, and on held-out clips the model still
+            # lit up a visible object for an off-screen sound in about half their frames.
+            positives = [ci for ci in idx[:args.batch]
+                         if not train_cache.clips[ci]["kind"].startswith(("s4neg", "ms3neg"))]
+            chosen = [positives[i] for i in rng.permutation(len(positives))[:args.offscreen_twins]]
+            twins = [(ci, offscreen_audio(train_cache, ci, rng, vocab)) for ci in chosen]
+            twins = [(ci, o) for ci, o in twins if o is not None]
+            if twins:
+                idx = np.concatenate([idx, np.array([ci for ci, _ in twins], dtype=idx.dtype)])
+                audio_idx = np.concatenate([audio_idx, np.array([o for _, o in twins], dtype=audio_idx.dtype)])
+                keep = keep + [np.zeros(T, bool)] * len(twins)
         taps, _, masks, _ = batch_tensors(train_cache, idx)
         _, logmel, _, labels = batch_tensors(train_cache, audio_idx)
         masks = masks.view(len(idx), T, 1, GT_SIZE, GT_SIZE)
@@ -222,7 +266,7 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
         masks = masks.flatten(0, 1)
         emb = audio_enc(logmel)
         logits = head(taps, emb.view(len(idx), T, -1))
-        loss_seg, _ = seg_loss(logits, masks, args.empty_fp_weight)
+        loss_seg, _ = seg_loss(logits, masks, args.empty_fp_weight, args.empty_topk_weight)
         loss_aud = F.binary_cross_entropy_with_logits(probe(emb), labels.reshape(-1, len(vocab)))
         loss_loc = 0.0
         for i in range(4):
@@ -284,9 +328,15 @@ def main():
     ap.add_argument("--loc-loss-weight", type=float, default=2.0)
     ap.add_argument("--empty-fp-weight", type=float, default=0.3,
                     help="weight of the soft false-positive ratio on empty-GT frames")
+    ap.add_argument("--empty-topk-weight", type=float, default=0.0,
+                    help="weight of softplus(mean of the top 1 %% logits) on empty-GT frames: the pixels "
+                         "that decide whether `avseg eval` counts the frame as predicted empty")
     ap.add_argument("--wz-scale", type=float, default=1.0, help="initial TPAVI W_z BatchNorm scale (official: 0)")
     ap.add_argument("--paired-swaps", type=int, default=2,
                     help="per batch, up to N S4 clips also appear with another clip's audio")
+    ap.add_argument("--offscreen-twins", type=int, default=0,
+                    help="per batch, up to N positive clips (S4 or MS3) also appear with the sound of "
+                         "objects none of which is visible, and an empty GT")
     ap.add_argument("--init-from", type=Path, help="start from this train.py checkpoint (fine-tuning)")
     ap.add_argument("--tpavi-group", type=int, default=1,
                     help="frames per TPAVI attention group: 5 as the official models (the audio of all five "
