@@ -43,6 +43,16 @@ class OrtEncoder:
     def __call__(self, frames: np.ndarray) -> list[np.ndarray]:
         return self.sess.run(None, {"frames": frames.astype(np.float32)})
 
+# `avseg eval` counts an empty-GT frame as predicted empty when under 1 % of its pixels are
+# foreground (src/eval: EMPTY_PREDICTION_MAX_FOREGROUND).
+EMPTY_MAX_FOREGROUND = 0.01
+
+
+def is_negative(kind: str) -> bool:
+    """AVS-Reg negatives (silence or an off-screen sound): every frame's GT is empty."""
+    return kind.startswith(("s4neg", "ms3neg"))
+
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 T = 5

@@ -19,16 +19,23 @@ import argparse
 import json
 from pathlib import Path
 
+import sys
+
 import numpy as np
 
-EMPTY_MAX_FOREGROUND = 0.01  # src/eval: EMPTY_PREDICTION_MAX_FOREGROUND
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from data import EMPTY_MAX_FOREGROUND, is_negative  # noqa: E402
 
 
 def negatives_by_kind(dataset: Path, logit_dirs: list[Path]) -> dict[str, dict]:
     recipes = {}
     for p in sorted((dataset / "clips").glob("*.json")):
-        r = json.loads(p.read_text())
-        recipes[r["name"]] = r
+        try:
+            r = json.loads(p.read_text())
+            recipes[r["name"]] = r["kind"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"{p}: not an AVS-Reg clip recipe ({e!r})")
     if not recipes:
         raise SystemExit(f"{dataset / 'clips'}: no AVS-Reg clip recipes")
     out: dict[str, dict] = {}
@@ -38,17 +45,22 @@ def negatives_by_kind(dataset: Path, logit_dirs: list[Path]) -> dict[str, dict]:
         if not files:
             raise SystemExit(f"{d}: no saved logits (*.npy)")
         for f in files:
-            r = recipes.get(f.stem)
-            if r is None:
+            kind = recipes.get(f.stem)
+            if kind is None:
                 raise SystemExit(f"{f}: no clip recipe named {f.stem} in {dataset / 'clips'}")
-            if not r["kind"].startswith(("s4neg", "ms3neg")):
+            if not is_negative(kind):
                 continue
             seen += 1
-            logits = np.load(f)                                   # [T, 1, H, W]
+            try:
+                logits = np.load(f)                               # [T, 1, H, W]
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"{f}: cannot read the logits ({e})")
             if logits.ndim != 4 or logits.shape[1] != 1:
                 raise SystemExit(f"{f}: expected binary logits [T,1,H,W], got {logits.shape}")
+            if not np.isfinite(logits).all():
+                raise SystemExit(f"{f}: logits hold NaN or infinity")
             fg = (logits[:, 0] > 0).reshape(logits.shape[0], -1).mean(1)
-            k = out.setdefault(r["kind"], {"clips": 0, "frames": 0, "predicted_empty": 0, "mean_foreground": 0.0})
+            k = out.setdefault(kind, {"clips": 0, "frames": 0, "predicted_empty": 0, "mean_foreground": 0.0})
             k["clips"] += 1
             k["frames"] += int(fg.size)
             k["predicted_empty"] += int((fg < EMPTY_MAX_FOREGROUND).sum())

@@ -58,14 +58,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from data import T, Cache, OrtEncoder, build_cache  # noqa: E402
+from data import EMPTY_MAX_FOREGROUND, T, Cache, OrtEncoder, build_cache, is_negative  # noqa: E402
 from model import LITE0_TAP_CHANNELS, TPAVIHead, VGGishLite  # noqa: E402
 
 GT_SIZE = 224
 EMPTY_FP_AREA = 3000.0  # pixels at 224x224: about an AVS-Reg object
-# `avseg eval` counts an empty-GT frame as predicted empty when under 1 % of its pixels are
-# foreground (src/eval: EMPTY_PREDICTION_MAX_FOREGROUND).
-EMPTY_MAX_FOREGROUND = 0.01
 
 
 def lite0_state():
@@ -126,7 +123,7 @@ def evaluate(head, audio_enc, cache: Cache, batch=8):
     head.eval()
     audio_enc.eval()
     ious = {"s4": [], "ms3": []}
-    neg_empty, neg_off, neg_sil = [], [], []
+    neg_off, neg_sil = [], []
     for i0 in range(0, len(cache), batch):
         idx = np.arange(i0, min(i0 + batch, len(cache)))
         taps, logmel, masks, _ = batch_tensors(cache, idx)
@@ -136,10 +133,9 @@ def evaluate(head, audio_enc, cache: Cache, batch=8):
         gt = masks.view(len(idx), T, -1)
         for j, ci in enumerate(idx):
             c = cache.clips[ci]
-            if c["kind"].startswith(("s4neg", "ms3neg")):
-                frac = pred[j].mean(1)
-                neg_empty += (frac < 0.01).tolist()
-                (neg_off if c["kind"].endswith("offscreen") else neg_sil).extend((frac < 0.01).tolist())
+            if is_negative(c["kind"]):
+                empty = (pred[j].mean(1) < EMPTY_MAX_FOREGROUND).tolist()
+                (neg_off if c["kind"].endswith("offscreen") else neg_sil).extend(empty)
                 continue
             inter = (pred[j] * gt[j]).sum(1)
             union = ((pred[j] + gt[j]) > 0).float().sum(1)
@@ -149,7 +145,7 @@ def evaluate(head, audio_enc, cache: Cache, batch=8):
     audio_enc.train()
     return {"s4_miou": float(np.mean(ious["s4"])) if ious["s4"] else None,
             "ms3_miou": float(np.mean(ious["ms3"])) if ious["ms3"] else None,
-            "negatives_empty": float(np.mean(neg_empty)) if neg_empty else None,
+            "negatives_empty": float(np.mean(neg_off + neg_sil)) if neg_off + neg_sil else None,
             "offscreen_empty": float(np.mean(neg_off)) if neg_off else None,
             "silence_empty": float(np.mean(neg_sil)) if neg_sil else None}
 
@@ -248,8 +244,7 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
             # Swaps alone give the model single-object off-screen cases; the generator's own
             # off-screen negatives are 6 % of the clips, and on held-out clips the model still
             # lit up a visible object for an off-screen sound in about half their frames.
-            positives = [ci for ci in idx[:args.batch]
-                         if not train_cache.clips[ci]["kind"].startswith(("s4neg", "ms3neg"))]
+            positives = [ci for ci in idx[:args.batch] if not is_negative(train_cache.clips[ci]["kind"])]
             chosen = [positives[i] for i in rng.permutation(len(positives))[:args.offscreen_twins]]
             twins = [(ci, offscreen_audio(train_cache, ci, rng, vocab)) for ci in chosen]
             twins = [(ci, o) for ci, o in twins if o is not None]
@@ -306,6 +301,20 @@ def export_checkpoint(head, audio_enc, lite0: dict, path: Path):
                                                 "encoder.* = EfficientNet-Lite0, vggish.* = VGGish layout)"})
 
 
+def non_negative_int(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be 0 or more")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    v = float(text)
+    if not v >= 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text}: must be a number >= 0")
+    return v
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-root", type=Path, required=True, help="AVS-Reg folder holding the train split")
@@ -328,13 +337,13 @@ def main():
     ap.add_argument("--loc-loss-weight", type=float, default=2.0)
     ap.add_argument("--empty-fp-weight", type=float, default=0.3,
                     help="weight of the soft false-positive ratio on empty-GT frames")
-    ap.add_argument("--empty-topk-weight", type=float, default=0.0,
+    ap.add_argument("--empty-topk-weight", type=non_negative_float, default=0.0,
                     help="weight of softplus(mean of the top 1 %% logits) on empty-GT frames: the pixels "
                          "that decide whether `avseg eval` counts the frame as predicted empty")
     ap.add_argument("--wz-scale", type=float, default=1.0, help="initial TPAVI W_z BatchNorm scale (official: 0)")
     ap.add_argument("--paired-swaps", type=int, default=2,
                     help="per batch, up to N S4 clips also appear with another clip's audio")
-    ap.add_argument("--offscreen-twins", type=int, default=0,
+    ap.add_argument("--offscreen-twins", type=non_negative_int, default=0,
                     help="per batch, up to N positive clips (S4 or MS3) also appear with the sound of "
                          "objects none of which is visible, and an empty GT")
     ap.add_argument("--init-from", type=Path, help="start from this train.py checkpoint (fine-tuning)")
