@@ -30,9 +30,9 @@ import generate as G  # noqa: E402
 COUNTS = ["--s4", "6", "--ms3", "4", "--negatives", "4"]
 
 
-def gen(out, seed):
-    subprocess.run([sys.executable, str(HERE / "generate.py"), "--seed", str(seed), "--out", str(out)] + COUNTS,
-                   check=True)
+def gen(out, seed, extra=()):
+    subprocess.run([sys.executable, str(HERE / "generate.py"), "--seed", str(seed), "--out", str(out)] + COUNTS
+                   + list(extra), check=True)
 
 
 def tree(d):
@@ -169,6 +169,36 @@ def main():
         for need in ("s4", "ms3_distractor", "ms3_switching", "s4neg_silence", "s4neg_offscreen",
                      "ms3neg_silence", "ms3neg_offscreen"):
             assert kinds.get(need), f"no {need} clip in the test set"
+        check_bg_augment(tmp, a, ta)
+
+
+def check_bg_augment(tmp, plain, t_plain):
+    """--bg-augment rewrites training backgrounds only: audio, masks, recipes' objects and every
+    val/test file stay those of the plain set, and the same seed gives the same bytes again."""
+    d1, d2 = tmp / "aug1", tmp / "aug2"
+    gen(d1, 7, ["--bg-augment", "1"])
+    gen(d2, 7, ["--bg-augment", "1"])
+    t1, t2 = tree(d1), tree(d2)
+    assert t1 == t2, "--bg-augment: same seed, different bytes"
+    assert t1.keys() == t_plain.keys()
+    changed = {k for k in t1 if t1[k] != t_plain[k] and k != "manifest.json"}
+    train_frames = {k for k in t1 if "/visual_frames/" in k and "_train_" in k}
+    assert train_frames, "no training clips in the test set"
+    recipes_changed = {k for k in changed if k.startswith("clips/")}
+    train_bgs = set(json.loads((d1 / "manifest.json").read_text())["split_rule"]["backgrounds"]["train"])
+    assert changed - recipes_changed == train_frames, sorted((changed - recipes_changed) ^ train_frames)[:10]
+    for k in t1:
+        if not k.startswith("clips/"):
+            continue
+        r1, r0 = (json.loads((d / k).read_text()) for d in (d1, plain))
+        aug = r1["background"].pop("augment", None)
+        assert (aug is not None) == (r1["split"] == "train"), (k, aug)
+        if aug and aug.get("blend"):   # a blended-in photo is held out like the main one
+            assert aug["blend"]["path"] in train_bgs, (k, aug["blend"]["path"])
+        assert r1 == r0, f"{k}: --bg-augment changed more than the background"
+    kinds = check_set(d1)
+    print(f"ok: --bg-augment changes the {len(train_frames)} training frames and nothing else; "
+          f"byte-identical twice; sanity checks pass on {sum(kinds.values())} clips")
 
 
 if __name__ == "__main__":

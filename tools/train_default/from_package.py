@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""avseg default-model package -> train.py checkpoint, so a shipped model can be fine-tuned.
+
+    python tools/train_default/from_package.py --package models/default --out RUN/checkpoint.safetensors
+
+`train.py --init-from` reads train.py checkpoints; the package holds ONNX graphs in which the
+exporter has folded or merged some weights. Each such rewrite is inverted into weights that
+compute the same function in `model.TPAVIHead` / `model.VGGishLite`:
+
+- ASPP: every branch bias was summed into branch 0's bias, and branches whose dilation reaches
+  past the whole map were merged into one 1x1 centre tap. The total bias goes back on branch 0,
+  the merged centre tap on the first merged branch (its off-centre taps and the other merged
+  branches are zero: they only ever multiplied zero padding).
+- TPAVI: theta is stored transposed; g's bias was multiplied by h*w; W_z's BatchNorm was folded
+  into the 1x1 conv, so the conv gets the folded weights and the BatchNorm (fixed statistics in
+  training, see model.TPAVI) becomes the identity.
+
+The result is checked before it is written: the segmenter and audio encoder graphs are rebuilt
+from it by the same exporter and must reproduce the package's ONNX outputs on random inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from model import ASPP_DILATIONS, LITE0_TAP_CHANNELS  # noqa: E402
+
+BN_EPS = 1e-5  # nn.BatchNorm3d's default, the W_z BatchNorm of model.TPAVI
+TOLERANCE = 1e-4
+
+
+def onnx_initializers(path: Path) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # noqa: BLE001 - any parse failure is a corrupt package
+        raise SystemExit(f"{path}: not a readable ONNX model ({e})")
+    return {i.name: numpy_helper.to_array(i).astype(np.float32) for i in model.graph.initializer}
+
+
+def stage_sizes(size: int) -> list[int]:
+    """Feature-map side of each TPAVI stage (strides 4, 8, 16, 32) for a square input."""
+    return [size // s for s in (4, 8, 16, 32)]
+
+
+def invert_segmenter(init: dict[str, np.ndarray], size: int, path: Path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+
+    def take(name):
+        if name not in init:
+            raise SystemExit(f"{path}: initializer {name!r} missing: not an avseg default-model segmenter")
+        return init[name]
+
+    for stage, side in enumerate(stage_sizes(size), start=1):
+        # ASPP branches as the exporter saw them at this map size.
+        full = [i for i, d in enumerate(ASPP_DILATIONS) if d < side]
+        centre = [i for i, d in enumerate(ASPP_DILATIONS) if d >= side]
+        p = f"conv{stage}.conv2d_list"
+        bias = take(f"{p}.{full[0] if full else centre[0]}.bias" if full else
+                    f"{p}.{'+'.join(map(str, centre))}.centre.bias")
+        c_out = bias.shape[0]
+        c_in = None
+        for i in full:
+            w = take(f"{p}.{i}.weight")
+            c_in = w.shape[1]
+            out[f"{p}.{i}.weight"] = w
+        if centre:
+            wc = take(f"{p}.{'+'.join(map(str, centre))}.centre.weight")
+            c_in = wc.shape[1]
+            for j, i in enumerate(centre):
+                w = np.zeros((c_out, c_in, 3, 3), np.float32)
+                if j == 0:
+                    w[:, :, 1, 1] = wc[:, :, 0, 0]
+                out[f"{p}.{i}.weight"] = w
+        for i in range(len(ASPP_DILATIONS)):
+            out[f"{p}.{i}.bias"] = bias if i == 0 else np.zeros(c_out, np.float32)
+
+        b = f"tpavi_b{stage}"
+        th_w = take(f"{b}.theta.weight_t").T                 # [C', C]
+        cp, c = th_w.shape
+        out[f"{b}.align_channel.weight"] = take(f"{b}.align_channel.weight")
+        if f"{b}.align_channel.bias" in init:
+            out[f"{b}.align_channel.bias"] = init[f"{b}.align_channel.bias"]
+        out[f"{b}.theta.weight"] = th_w.reshape(cp, c, 1, 1, 1)
+        out[f"{b}.theta.bias"] = take(f"{b}.theta.bias")
+        out[f"{b}.phi.weight"] = take(f"{b}.phi.weight").reshape(cp, c, 1, 1, 1)
+        out[f"{b}.phi.bias"] = take(f"{b}.phi.bias")
+        out[f"{b}.g.weight"] = take(f"{b}.g.weight").reshape(cp, c, 1, 1, 1)
+        out[f"{b}.g.bias"] = (take(f"{b}.g.bias").astype(np.float64) / (side * side)).astype(np.float32)
+        out[f"{b}.W_z.0.weight"] = take(f"{b}.W_z.weight_t_bnfolded").T.reshape(c, cp, 1, 1, 1)
+        out[f"{b}.W_z.0.bias"] = take(f"{b}.W_z.bias_bnfolded")
+        out[f"{b}.W_z.1.weight"] = np.full(c, np.sqrt(1.0 + BN_EPS), np.float32)
+        out[f"{b}.W_z.1.bias"] = np.zeros(c, np.float32)
+        out[f"{b}.W_z.1.running_mean"] = np.zeros(c, np.float32)
+        out[f"{b}.W_z.1.running_var"] = np.ones(c, np.float32)
+        out[f"{b}.norm_layer.weight"] = take(f"{b}.norm_layer.weight")
+        out[f"{b}.norm_layer.bias"] = take(f"{b}.norm_layer.bias")
+    prefixes = ("path1.", "path2.", "path3.", "path4.", "output_conv.")
+    for k, v in init.items():
+        if k.startswith(prefixes):
+            out[k] = v
+    return out
+
+
+def invert_audio(init: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"vggish." + k: v for k, v in init.items() if k.startswith(("features.", "embeddings."))}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--package", type=Path, required=True, help="avseg package of the default model")
+    ap.add_argument("--out", type=Path, required=True, help="checkpoint.safetensors to write")
+    args = ap.parse_args()
+
+    record_path = args.package / "train_record.json"
+    if not record_path.is_file():
+        raise SystemExit(f"{record_path}: missing: only default-model packages (with their training record) "
+                         "can be turned back into a train.py checkpoint")
+    try:
+        targs = json.loads(record_path.read_text())["args"]
+        size, group = int(targs["size"]), int(targs.get("tpavi_group", 5))
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{record_path}: not a train.py record ({e})")
+
+    from avseg_export.ort import session
+    from avseg_export.tpavi import build_tpavi
+    from avseg_export.vggish import build_vggish
+    from avseg_export.weights import write_safetensors
+    from train import lite0_state
+
+    seg_path, aud_path = args.package / "segmenter.onnx", args.package / "audio_encoder.onnx"
+    tensors = invert_segmenter(onnx_initializers(seg_path), size, seg_path)
+    tensors.update(invert_audio(onnx_initializers(aud_path)))
+    _, lite0 = lite0_state()
+    for k, v in lite0.items():
+        tensors["encoder." + k] = v.float().numpy()
+
+    # Round trip: the exporter must rebuild graphs that compute what the package computes.
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((5, 3, size, size)).astype(np.float32)
+    audio_dim = tensors["tpavi_b1.align_channel.weight"].shape[1]
+    emb = np.abs(rng.standard_normal((5, audio_dim))).astype(np.float32)
+    logmel = rng.standard_normal((5, 1, 96, 64)).astype(np.float32)
+    seg_model, _ = build_tpavi({k: v for k, v in tensors.items() if not k.startswith("vggish.")}, frames=5, height=size, width=size, tpavi_group=group)
+    aud_model, _ = build_vggish({k[len("vggish."):]: v for k, v in tensors.items() if k.startswith("vggish.")})
+    worst = 0.0
+    for name, rebuilt, path in (("segmenter", seg_model, seg_path), ("audio", aud_model, aud_path)):
+        a, b = session(rebuilt), session(path)
+        inputs = [i.name for i in b.get_inputs()]
+        feed = ({inputs[0]: frames, inputs[1]: emb} if name == "segmenter" else {inputs[0]: logmel})
+        ya, yb = a.run(None, feed)[0], b.run(None, feed)[0]
+        diff = float(np.max(np.abs(ya - yb)))
+        print(f"{name}: rebuilt vs package max abs diff {diff:.2e}")
+        worst = max(worst, diff)
+    if not worst <= TOLERANCE:
+        raise SystemExit(f"round trip differs by {worst:.2e} (> {TOLERANCE}): checkpoint not written")
+    write_safetensors(args.out, tensors, {"format": "avseg default model checkpoint (from package "
+                                                   f"{args.package.name})"})
+    print(f"wrote {args.out} ({len(tensors)} tensors)")
+
+
+if __name__ == "__main__":
+    main()
