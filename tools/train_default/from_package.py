@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from model import ASPP_DILATIONS, LITE0_TAP_CHANNELS  # noqa: E402
+from model import ASPP_DILATIONS  # noqa: E402
 
 BN_EPS = 1e-5  # nn.BatchNorm3d's default, the W_z BatchNorm of model.TPAVI
 TOLERANCE = 1e-4
@@ -66,22 +66,19 @@ def invert_segmenter(init: dict[str, np.ndarray], size: int, path: Path) -> dict
         full = [i for i, d in enumerate(ASPP_DILATIONS) if d < side]
         centre = [i for i, d in enumerate(ASPP_DILATIONS) if d >= side]
         p = f"conv{stage}.conv2d_list"
-        bias = take(f"{p}.{full[0] if full else centre[0]}.bias" if full else
-                    f"{p}.{'+'.join(map(str, centre))}.centre.bias")
-        c_out = bias.shape[0]
-        c_in = None
+        merged = f"{p}.{'+'.join(map(str, centre))}.centre"
+        # The exporter put the summed bias on its first term: the first full branch, else the merge.
+        bias = take(f"{p}.{full[0]}.bias" if full else f"{merged}.bias")
         for i in full:
-            w = take(f"{p}.{i}.weight")
-            c_in = w.shape[1]
-            out[f"{p}.{i}.weight"] = w
+            out[f"{p}.{i}.weight"] = take(f"{p}.{i}.weight")
         if centre:
-            wc = take(f"{p}.{'+'.join(map(str, centre))}.centre.weight")
-            c_in = wc.shape[1]
+            wc = take(f"{merged}.weight")                     # [C_out, C_in, 1, 1]
             for j, i in enumerate(centre):
-                w = np.zeros((c_out, c_in, 3, 3), np.float32)
+                w = np.zeros((*wc.shape[:2], 3, 3), np.float32)
                 if j == 0:
                     w[:, :, 1, 1] = wc[:, :, 0, 0]
                 out[f"{p}.{i}.weight"] = w
+        c_out = bias.shape[0]
         for i in range(len(ASPP_DILATIONS)):
             out[f"{p}.{i}.bias"] = bias if i == 0 else np.zeros(c_out, np.float32)
 
@@ -151,19 +148,26 @@ def main():
     audio_dim = tensors["tpavi_b1.align_channel.weight"].shape[1]
     emb = np.abs(rng.standard_normal((5, audio_dim))).astype(np.float32)
     logmel = rng.standard_normal((5, 1, 96, 64)).astype(np.float32)
-    seg_model, _ = build_tpavi({k: v for k, v in tensors.items() if not k.startswith("vggish.")}, frames=5, height=size, width=size, tpavi_group=group)
-    aud_model, _ = build_vggish({k[len("vggish."):]: v for k, v in tensors.items() if k.startswith("vggish.")})
+    try:
+        seg_model, _ = build_tpavi({k: v for k, v in tensors.items() if not k.startswith("vggish.")},
+                                   frames=5, height=size, width=size, tpavi_group=group)
+        aud_model, _ = build_vggish({k[len("vggish."):]: v for k, v in tensors.items() if k.startswith("vggish.")})
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"{args.package}: its weights do not rebuild a default-model graph ({e})")
     worst = 0.0
-    for name, rebuilt, path in (("segmenter", seg_model, seg_path), ("audio", aud_model, aud_path)):
-        a, b = session(rebuilt), session(path)
-        inputs = [i.name for i in b.get_inputs()]
-        feed = ({inputs[0]: frames, inputs[1]: emb} if name == "segmenter" else {inputs[0]: logmel})
-        ya, yb = a.run(None, feed)[0], b.run(None, feed)[0]
+    checks = (("segmenter", seg_model, seg_path, {"frames": frames, "audio_embedding": emb}),
+              ("audio", aud_model, aud_path, {"audio_logmel": logmel}))
+    for name, rebuilt, path, feed in checks:
+        try:
+            ya, yb = session(rebuilt).run(None, feed)[0], session(path).run(None, feed)[0]
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types
+            raise SystemExit(f"{path}: does not run as a default-model {name} graph ({e})")
         diff = float(np.max(np.abs(ya - yb)))
         print(f"{name}: rebuilt vs package max abs diff {diff:.2e}")
         worst = max(worst, diff)
     if not worst <= TOLERANCE:
         raise SystemExit(f"round trip differs by {worst:.2e} (> {TOLERANCE}): checkpoint not written")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(args.out, tensors, {"format": "avseg default model checkpoint (from package "
                                                    f"{args.package.name})"})
     print(f"wrote {args.out} ({len(tensors)} tensors)")

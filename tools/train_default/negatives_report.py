@@ -28,44 +28,65 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from data import EMPTY_MAX_FOREGROUND, is_negative  # noqa: E402
 
 
-def negatives_by_kind(dataset: Path, logit_dirs: list[Path]) -> dict[str, dict]:
+def read_recipes(dataset: Path) -> dict[str, dict]:
+    """{clip name: recipe} from an AVS-Reg folder's clips/*.json."""
     recipes = {}
     for p in sorted((dataset / "clips").glob("*.json")):
         try:
             r = json.loads(p.read_text())
-            recipes[r["name"]] = r["kind"]
+            r["kind"]
+            recipes[r["name"]] = r
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"{p}: not an AVS-Reg clip recipe ({e!r})")
     if not recipes:
         raise SystemExit(f"{dataset / 'clips'}: no AVS-Reg clip recipes")
-    out: dict[str, dict] = {}
-    seen = 0
+    return recipes
+
+
+def saved_logits(dataset: Path, logit_dirs: list[Path], recipes: dict[str, dict]):
+    """(file, recipe) for each {video}.npy in the folders; every file must name a clip."""
     for d in logit_dirs:
         files = sorted(d.glob("*.npy"))
         if not files:
             raise SystemExit(f"{d}: no saved logits (*.npy)")
         for f in files:
-            kind = recipes.get(f.stem)
-            if kind is None:
+            recipe = recipes.get(f.stem)
+            if recipe is None:
                 raise SystemExit(f"{f}: no clip recipe named {f.stem} in {dataset / 'clips'}")
-            if not is_negative(kind):
-                continue
-            seen += 1
-            try:
-                logits = np.load(f)                               # [T, 1, H, W]
-            except (OSError, ValueError) as e:
-                raise SystemExit(f"{f}: cannot read the logits ({e})")
-            if logits.ndim != 4 or logits.shape[1] != 1:
-                raise SystemExit(f"{f}: expected binary logits [T,1,H,W], got {logits.shape}")
-            if not np.isfinite(logits).all():
-                raise SystemExit(f"{f}: logits hold NaN or infinity")
-            fg = (logits[:, 0] > 0).reshape(logits.shape[0], -1).mean(1)
-            k = out.setdefault(kind, {"clips": 0, "frames": 0, "predicted_empty": 0, "mean_foreground": 0.0})
-            k["clips"] += 1
-            k["frames"] += int(fg.size)
-            k["predicted_empty"] += int((fg < EMPTY_MAX_FOREGROUND).sum())
-            k["mean_foreground"] += float(fg.sum())
-    if not seen:
+            yield f, recipe
+
+
+def load_binary_logits(f: Path) -> np.ndarray:
+    """[T, 1, H, W] finite f32 logits as `avseg eval --save-logits` writes them."""
+    try:
+        logits = np.load(f)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{f}: cannot read the logits ({e})")
+    if logits.ndim != 4 or logits.shape[1] != 1:
+        raise SystemExit(f"{f}: expected binary logits [T,1,H,W], got {logits.shape}")
+    if not np.isfinite(logits).all():
+        raise SystemExit(f"{f}: logits hold NaN or infinity")
+    return logits
+
+
+def foreground_share(logits: np.ndarray) -> np.ndarray:
+    """Per frame, the share of pixels predicted foreground (logit > 0, i.e. sigmoid > 0.5)."""
+    return (logits[:, 0] > 0).reshape(logits.shape[0], -1).mean(1)
+
+
+def negatives_by_kind(dataset: Path, logit_dirs: list[Path]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for f, recipe in saved_logits(dataset, logit_dirs, read_recipes(dataset)):
+        kind = recipe["kind"]
+        if not is_negative(kind):
+            continue
+        fg = foreground_share(load_binary_logits(f))
+        k = out.setdefault(kind, {"clips": 0, "frames": 0, "predicted_empty": 0, "mean_foreground": 0.0})
+        k["clips"] += 1
+        k["frames"] += int(fg.size)
+        k["predicted_empty"] += int((fg < EMPTY_MAX_FOREGROUND).sum())
+        k["mean_foreground"] += float(fg.sum())
+    if not out:
         raise SystemExit(f"{dataset}: none of the saved logits is a negative clip")
     for k in out.values():
         k["mean_foreground"] = round(k["mean_foreground"] / k["frames"], 5)
