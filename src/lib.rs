@@ -22,9 +22,6 @@
 pub mod api;
 pub mod backend;
 pub mod error;
-/// AVSBench evaluation (official metrics, dataset readers, reports); used by `avseg eval`.
-pub mod eval;
-pub mod ffi;
 pub mod frontend;
 pub mod io;
 pub mod model;

@@ -21,8 +21,12 @@ use crate::backend::{self, BackendOptions, Runner};
 use crate::error::Error;
 use crate::frontend::audio::AudioFrontend;
 use crate::frontend::vision::VisionFrontend;
-use crate::io::audio::{decode_audio, Pcm};
+#[cfg(feature = "audio-files")]
+use crate::io::audio::decode_audio;
+use crate::io::audio::Pcm;
+#[cfg(all(feature = "audio-files", feature = "image-files"))]
 use crate::io::clip::ClipFiles;
+#[cfg(feature = "image-files")]
 use crate::io::image::decode_image;
 use crate::model::{ModelPackage, OutputSpec};
 use crate::post::mask::{FrameMask, MaskBuilder};
@@ -83,6 +87,7 @@ pub struct ClipInput {
 impl ClipInput {
     /// Decodes the files of a clip. Frames may differ in size: each is resized to the model's input
     /// on its own, and its mask comes back at its own size.
+    #[cfg(all(feature = "audio-files", feature = "image-files"))]
     pub fn load(files: &ClipFiles) -> Result<Self, Error> {
         let audio = decode_audio(&files.audio)?;
         let frames = files

@@ -7,12 +7,17 @@
 
 pub mod audio;
 pub mod clip;
+#[cfg(feature = "image-files")]
 pub mod image;
+#[cfg(feature = "video")]
 pub mod video;
 
 use std::path::PathBuf;
 
-pub use self::audio::{decode_audio, Pcm};
+#[cfg(feature = "audio-files")]
+pub use self::audio::decode_audio;
+pub use self::audio::Pcm;
+#[cfg(feature = "image-files")]
 pub use self::image::decode_image;
 
 

@@ -79,6 +79,7 @@ fn create(path: &Path) -> Result<BufWriter<File>, PostError> {
     File::create(path).map(BufWriter::new).map_err(|e| write_err(path, e))
 }
 
+#[cfg(feature = "image-files")]
 /// Writes a mask PNG. Without a palette: 8-bit grey, 0 for background and 255 for any other label
 /// (the official S4/MS3 `save_mask` format). With a palette: an indexed PNG whose pixel values are
 /// the labels, so tools that read the indices get the class and viewers show the palette colours.
@@ -116,6 +117,7 @@ pub fn write_mask_png(path: &Path, mask: &FrameMask, palette: Option<&[[u8; 3]]>
     writer.finish().map_err(|e| write_err(path, e))
 }
 
+#[cfg(feature = "image-files")]
 /// Writes the frame with each labelled region blended 50 % with `colours[label]` and outlined in
 /// the full colour (the region's inner 1 px boundary, so touching regions keep separate outlines).
 /// The mask must be at the frame's size.

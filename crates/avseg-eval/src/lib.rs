@@ -5,7 +5,7 @@
 //! * [`dataset`]: S4, MS3 and AVSS readers for the official layouts and their CSVs.
 //! * [`report`]: `eval.json`, the per-video CSV and the contact sheet of the worst frames.
 //!
-//! [`evaluate`] scores either a model (run through [`crate::api::Engine`]) or saved logits, one
+//! [`evaluate`] scores either a model (run through [`avseg::api::Engine`]) or saved logits, one
 //! `{video}.npy` of shape `[T, K, H, W]` per video. Metrics run at the logits' resolution: the
 //! ground truth is resized to it with nearest neighbour when the sizes differ, as the official
 //! AVSegFormer 512 pipeline does (TPAVI: both are 224, so nothing is resized).
@@ -18,11 +18,11 @@ pub mod report;
 
 use std::path::{Path, PathBuf};
 
-use crate::api::{ClipInput, Engine, EngineOptions};
-use crate::io::clip::ClipFiles;
-use crate::model::OutputSpec;
-use crate::post::write::write_npy;
-use crate::tensor::Tensor;
+use avseg::api::{ClipInput, Engine, EngineOptions};
+use avseg::io::clip::ClipFiles;
+use avseg::model::OutputSpec;
+use avseg::post::write::write_npy;
+use avseg::tensor::Tensor;
 
 pub use dataset::{Dataset, Split, Subset, Video};
 use dataset::{load_avss_gt, load_binary_gt, AVSS_CLASSES};
@@ -44,7 +44,7 @@ pub enum EvalError {
     #[error("{}: cannot write: {detail}", path.display())]
     Write { path: PathBuf, detail: String },
     #[error(transparent)]
-    Engine(#[from] crate::Error),
+    Engine(#[from] avseg::Error),
     /// Options that do not fit the data (a binary model on AVSS, a zero batch size).
     #[error("{0}")]
     Input(String),

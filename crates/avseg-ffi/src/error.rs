@@ -5,10 +5,10 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::backend::BackendError;
-use crate::io::DecodeError;
-use crate::post::PostError;
-use crate::Error;
+use avseg_runtime::backend::BackendError;
+use avseg_runtime::io::DecodeError;
+use avseg_runtime::post::PostError;
+use avseg_runtime::Error;
 
 /// The result of every fallible call. `AVSEG_OK` is 0; every other value is a failure, and
 /// `avseg_last_error_message()` then describes it.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::error::{avseg_status, guard, guard_value, Failure};
 use super::registry::{with_locked, Handles};
-use crate::api::{BackendChoice, Session, SessionOptions, StreamResult};
+use avseg_runtime::api::{BackendChoice, Session, SessionOptions, StreamResult};
 
 use avseg_status::*;
 

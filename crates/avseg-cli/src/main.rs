@@ -344,7 +344,7 @@ fn main() -> ExitCode {
         Command::Features(a) => features(a),
         Command::Info(a) => info(a),
         Command::Eval(a) => eval(a).map_err(|e| match e {
-            avseg::eval::EvalError::Engine(e) => e,
+            avseg_eval::EvalError::Engine(e) => e,
             other => Error::Input(other.to_string()),
         }),
         Command::Bench(a) => bench::run(a),
@@ -642,8 +642,8 @@ fn info(a: InfoArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn eval(a: EvalArgs) -> Result<(), avseg::eval::EvalError> {
-    use avseg::eval::{report, Dataset, EvalOptions, Source, Split, Subset};
+fn eval(a: EvalArgs) -> Result<(), avseg_eval::EvalError> {
+    use avseg_eval::{report, Dataset, EvalOptions, Source, Split, Subset};
     let subset = match a.subset {
         SubsetArg::S4 => Subset::S4,
         SubsetArg::Ms3 => Subset::Ms3,
@@ -657,7 +657,7 @@ fn eval(a: EvalArgs) -> Result<(), avseg::eval::EvalError> {
     let source = match (a.model, a.logits) {
         (Some(m), _) => Source::Model(m),
         (None, Some(l)) => Source::Logits(l),
-        (None, None) => return Err(avseg::eval::EvalError::Input("give --model DIR or --logits DIR".into())),
+        (None, None) => return Err(avseg_eval::EvalError::Input("give --model DIR or --logits DIR".into())),
     };
     let dataset = Dataset::open(&a.dataset, subset, split)?;
     let opts = EvalOptions {
@@ -667,7 +667,7 @@ fn eval(a: EvalArgs) -> Result<(), avseg::eval::EvalError> {
         threads: a.threads,
         progress: true,
     };
-    let outcome = avseg::eval::evaluate(dataset, source, &opts)?;
+    let outcome = avseg_eval::evaluate(dataset, source, &opts)?;
     let written = report::write_all(&outcome, &a.out)?;
     print!("{}", report::table(&outcome));
     for p in written {
