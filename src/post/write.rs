@@ -247,6 +247,74 @@ impl JsonlWriter {
     }
 }
 
+/// Where a frame came from, for its `results.jsonl` line.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameInfo<'a> {
+    /// The frame's index in the clip or stream.
+    pub index: usize,
+    /// Seconds from the start of the audio.
+    pub timestamp: f64,
+    /// The frame's file, or the video it was sampled from.
+    pub source: &'a str,
+}
+
+/// Writes the per-frame outputs of a run into one folder: `masks/{stem}.png`,
+/// `overlays/{stem}.png` (unless turned off) and one `results.jsonl` line per frame. The CLI's
+/// `segment` (clips and videos) and Rust users share this one writer, so the files are the same
+/// whichever way a run was made.
+#[cfg(feature = "image-files")]
+pub struct FrameWriter {
+    masks_dir: PathBuf,
+    overlays_dir: Option<PathBuf>,
+    palette: Option<Vec<[u8; 3]>>,
+    colours: Vec<[u8; 3]>,
+    jsonl: JsonlWriter,
+}
+
+#[cfg(feature = "image-files")]
+impl FrameWriter {
+    /// Creates `out/masks`, `out/overlays` (when `overlays`) and `out/results.jsonl`. Binary
+    /// models get 0/255 masks and the default overlay colour; semantic ones get indexed masks in
+    /// the package's palette.
+    pub fn create(out: &Path, output: &crate::model::OutputSpec, overlays: bool) -> Result<Self, PostError> {
+        let mkdir = |d: &Path| std::fs::create_dir_all(d).map_err(|e| write_err(d, e));
+        let masks_dir = out.join("masks");
+        mkdir(&masks_dir)?;
+        let overlays_dir = overlays.then(|| out.join("overlays"));
+        if let Some(d) = &overlays_dir {
+            mkdir(d)?;
+        }
+        let (palette, colours) = match output {
+            crate::model::OutputSpec::Binary { .. } => (None, binary_colours()),
+            crate::model::OutputSpec::Semantic { palette, .. } => (Some(palette.clone()), palette.clone()),
+        };
+        let jsonl = JsonlWriter::create(&out.join("results.jsonl"))?;
+        Ok(FrameWriter { masks_dir, overlays_dir, palette, colours, jsonl })
+    }
+
+    /// Writes one frame's mask, overlay and results line. `image` is the source frame, at the
+    /// mask's size.
+    pub fn write(
+        &mut self,
+        stem: &str,
+        image: &RgbImage,
+        mask: &FrameMask,
+        objects: &[SoundingObject],
+        info: FrameInfo<'_>,
+    ) -> Result<(), PostError> {
+        write_mask_png(&self.masks_dir.join(format!("{stem}.png")), mask, self.palette.as_deref())?;
+        if let Some(d) = &self.overlays_dir {
+            write_overlay_png(&d.join(format!("{stem}.png")), image, mask, &self.colours)?;
+        }
+        self.jsonl.write(&FrameRecord::from_mask(info.index, info.timestamp, info.source, mask, objects.to_vec()))
+    }
+
+    /// Flushes `results.jsonl` and reports a final write error.
+    pub fn finish(self) -> Result<(), PostError> {
+        self.jsonl.finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

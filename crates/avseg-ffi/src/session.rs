@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use super::error::{avseg_status, guard, guard_value, Failure};
 use super::registry::{with_locked, Handles};
 use avseg_runtime::api::{BackendChoice, Session, SessionOptions, StreamResult};
+use avseg_runtime::post::objects::bearing_deg;
 
 use avseg_status::*;
 
@@ -678,7 +679,7 @@ fn fill_objects(out: &mut [avseg_object], r: &StreamResult, hfov_deg: f32) {
             centroid_x: o.centroid[0],
             centroid_y: o.centroid[1],
             confidence: o.confidence,
-            bearing_deg: bearing(o.centroid[0], r.mask.width, hfov_deg),
+            bearing_deg: o.bearing_deg(r.mask.width, hfov_deg),
         };
     }
 }
@@ -759,30 +760,13 @@ pub unsafe extern "C" fn avseg_session_pop_result(
     })
 }
 
-/// Pinhole model: the image plane at focal length f = (W/2) / tan(hfov/2), so a point at x is
-/// atan((x - W/2) / f) off the axis.
-fn bearing(centroid_x: f32, width: u32, hfov_deg: f32) -> f32 {
-    let half = f64::from(width) / 2.0;
-    if half <= 0.0 {
-        return 0.0;
-    }
-    let offset = (f64::from(centroid_x) - half) / half;
-    (offset * (f64::from(hfov_deg).to_radians() / 2.0).tan()).atan().to_degrees() as f32
-}
-
 /// The bearing, in degrees and positive to the right, of image column `x` (pixel centres at
 /// +0.5) in a frame `width` pixels wide, for a pinhole camera with horizontal field of view
 /// `hfov_deg`: `atan(((x - W/2) / (W/2)) * tan(hfov/2))`. NaN when `width` is 0 or `hfov_deg` is
 /// not in (0, 180). Lens distortion is not modelled.
 #[no_mangle]
 pub extern "C" fn avseg_bearing_deg(x: f32, width: u32, hfov_deg: f32) -> f32 {
-    guard_value(f32::NAN, || {
-        if width == 0 || !(hfov_deg.is_finite() && hfov_deg > 0.0 && hfov_deg < 180.0) || !x.is_finite() {
-            f32::NAN
-        } else {
-            bearing(x, width, hfov_deg)
-        }
-    })
+    guard_value(f32::NAN, || bearing_deg(x, width, hfov_deg))
 }
 
 /// Copies the session's counters to `*stats`.

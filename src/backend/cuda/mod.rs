@@ -2,6 +2,7 @@
 //!
 //! Layers, from the bottom: cudarc's raw `sys` bindings and thin `result` wrappers (never used
 //! outside this module), then
+//! * [`build`]: every kernel compiled for a list of architectures (the NVRTC check, the cache fill);
 //! * [`kernels`]: the embedded sources, their NVRTC options and cache key, and [`Arch`];
 //! * [`nvrtc`]: run-time compilation to a CUBIN for one exact `sm_XY` (needs only libnvrtc);
 //! * [`cache`]: the on-disk CUBIN cache (`avseg kernels --precompile` fills it);
@@ -17,6 +18,7 @@
 //! to be written and measured on a GPU), so [`prepare`] reports [`CudaError::Unsupported`] once a
 //! device is found, and `--backend auto` falls back to tract.
 
+pub mod build;
 pub mod kernels;
 pub mod reference;
 
