@@ -10,8 +10,8 @@
 
 use std::hint::black_box;
 
-use avseg::frontend::audio::{AudioFrontend, PatchPadding};
-use avseg::io::audio::{mix_to_mono, Pcm};
+use avseg::{AudioFrontend, PatchPadding};
+use avseg::{mix_to_mono, Pcm};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 /// Deterministic speech-like test signal: two tones plus xorshift noise.

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use avseg::frontend::vision::{ResizeFilter, VisionConfig, VisionFrontend};
-use avseg::io::image::decode_image;
-use avseg::io::DecodeError;
+use avseg::{ResizeFilter, VisionConfig, VisionFrontend};
+use avseg::decode_image;
+use avseg::DecodeError;
 use image::RgbImage;
 
 fn data_dir() -> PathBuf {

@@ -3,7 +3,7 @@
 //! ```no_run
 //! use avseg::{ClipInput, Engine, EngineOptions};
 //! let mut engine = Engine::load("models/tiny-tpavi", &EngineOptions::default())?;
-//! let files = avseg::io::clip::find_clip("models/sample".as_ref())?;
+//! let files = avseg::find_clip("models/sample".as_ref())?;
 //! let clip = ClipInput::load(&files)?;
 //! let out = engine.run_clip(&clip)?;
 //! for f in &out.frames {
@@ -34,6 +34,8 @@ use crate::post::objects::{find_objects, SoundingObject};
 use crate::tensor::Tensor;
 
 pub mod session;
+#[cfg(feature = "video")]
+pub mod video;
 pub use session::{Session, SessionOptions, SessionStats, StreamResult};
 
 /// AVSBench samples frame `l` of a clip at `l + 15/16` s (models.md §4.1); results carry that time.
@@ -72,8 +74,31 @@ impl Default for EngineOptions {
 /// One decoded frame and where it came from.
 #[derive(Clone, Debug)]
 pub struct Frame {
+    /// The pixels, at the frame's own size.
     pub image: RgbImage,
+    /// The file it was decoded from (used in messages and results).
     pub source: PathBuf,
+}
+
+impl Frame {
+    /// Decodes a PNG, JPEG or WebP frame.
+    #[cfg(feature = "image-files")]
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        Ok(Frame { image: decode_image(path)?, source: path.to_path_buf() })
+    }
+}
+
+/// Normalised frames `[n, 3, H, W]`, one per frame, each resized on its own; an error names the
+/// frame's file.
+pub fn frame_tensor(vision: &mut VisionFrontend, frames: &[Frame]) -> Result<Tensor, Error> {
+    let v = vision.config();
+    let (h, w) = (v.height as usize, v.width as usize);
+    let per = 3 * h * w;
+    let mut out = Tensor::zeros(vec![frames.len(), 3, h, w]);
+    for (f, chunk) in frames.iter().zip(out.data_mut().chunks_exact_mut(per)) {
+        vision.preprocess_into(&f.image, chunk).map_err(|e| Error::frontend(&f.source, e))?;
+    }
+    Ok(out)
 }
 
 /// A clip in memory: its frames in order and its mono PCM.
@@ -93,10 +118,10 @@ impl ClipInput {
         let frames = files
             .frames
             .iter()
-            .map(|p| Ok(Frame { image: decode_image(p)?, source: p.clone() }))
+            .map(|p| Frame::load(p))
             .collect::<Result<Vec<_>, Error>>()?;
         if frames.is_empty() {
-            return Err(Error::Input("clip has no frames".into()));
+            return Err(Error::Clip { detail: "clip has no frames".into() });
         }
         Ok(ClipInput { frames, audio, audio_source: files.audio.clone() })
     }
@@ -168,7 +193,7 @@ impl Engine {
         let runner = backend::select(kind, &package, &backend_options)?;
         if let (Some(t), OutputSpec::Binary { .. }) = (options.threshold, &package.manifest().output) {
             if !(t.is_finite() && t > 0.0 && t < 1.0) {
-                return Err(Error::Input(format!("threshold {t} must be in (0, 1)")));
+                return Err(Error::invalid_option("threshold", format!("threshold {t} must be in (0, 1)")));
             }
         }
         let vision = VisionFrontend::new(package.manifest().vision.clone());
@@ -197,13 +222,7 @@ impl Engine {
 
     /// Normalised frames `[n, 3, H, W]`.
     pub fn frame_features(&mut self, frames: &[Frame]) -> Result<Tensor, Error> {
-        let v = self.vision.config();
-        let per = 3 * v.height as usize * v.width as usize;
-        let mut out = Tensor::zeros(vec![frames.len(), 3, v.height as usize, v.width as usize]);
-        for (f, chunk) in frames.iter().zip(out.data_mut().chunks_exact_mut(per)) {
-            self.vision.preprocess_into(&f.image, chunk).map_err(|e| Error::frontend(&f.source, e))?;
-        }
-        Ok(out)
+        frame_tensor(&mut self.vision, frames)
     }
 
     /// The exact inputs the graphs receive for `clip`.

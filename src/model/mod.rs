@@ -8,8 +8,8 @@ pub mod package;
 
 use std::path::PathBuf;
 
-pub use manifest::{Family, Manifest, OutputSpec};
-pub use package::{GraphInfo, ModelPackage};
+pub use manifest::{AudioFrontendKind, AudioSpec, Family, GraphSpec, Graphs, Manifest, OutputSpec, Provenance, SCHEMA_VERSION};
+pub use package::{Dim, GraphInfo, ModelPackage, TensorDecl};
 
 /// A model package is unusable. Every variant names the file and, where it applies, the field.
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn tiny_model() -> PathBuf {
@@ -88,7 +88,7 @@ fn segment_writes_masks_overlays_and_results_for_the_bundled_sample() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 
-    let frames = avseg::io::clip::find_clip(&sample()).unwrap().frames;
+    let frames = avseg::find_clip(&sample()).unwrap().frames;
     assert_eq!(frames.len(), 5);
     let count = |sub: &str| std::fs::read_dir(out_dir.join(sub)).unwrap().count();
     assert_eq!(count("masks"), 5);
@@ -144,7 +144,7 @@ fn features_dump_the_model_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let a = dir.path().join("a.npy");
     let f = dir.path().join("f.npy");
-    let clip = avseg::io::clip::find_clip(&sample()).unwrap();
+    let clip = avseg::find_clip(&sample()).unwrap();
     let out = avseg(&["features", "--audio", p(&clip.audio), "--out", p(&a), "--frames", p(&sample().join("frames")), "--frames-out", p(&f), "--model", p(&tiny_model())]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shape = |path: &Path| npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap().shape().to_vec();
@@ -157,7 +157,7 @@ fn info_reports_graphs_and_parameters() {
     let out = avseg(&["info", "--model", p(&tiny_model())]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let pkg = avseg::model::ModelPackage::load(tiny_model()).unwrap();
+    let pkg = avseg::ModelPackage::load(tiny_model()).unwrap();
     assert!(text.contains(&format!("parameters  {}", pkg.parameters())), "{text}");
     assert!(pkg.parameters() > 10_000);
     assert!(text.contains("input     frames [5,3,224,224]"), "{text}");
@@ -226,7 +226,7 @@ fn nan_and_inf_samples_are_errors() {
 fn corrupt_png_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let clip = clip_with_audio(dir.path(), "a.wav", &wav_i16(16000, 1, &tone(16000, 5.0)));
-    let victim = avseg::io::clip::find_frames(&clip).unwrap()[2].clone();
+    let victim = avseg::find_frames(&clip).unwrap()[2].clone();
     let bytes = std::fs::read(&victim).unwrap();
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
     let args = segment_clip(&clip, &dir.path().join("out"));
@@ -238,7 +238,7 @@ fn corrupt_png_is_an_error() {
 fn missing_frame_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let clip = clip_with_audio(dir.path(), "a.wav", &wav_i16(16000, 1, &tone(16000, 5.0)));
-    let victim = avseg::io::clip::find_frames(&clip).unwrap()[1].clone();
+    let victim = avseg::find_frames(&clip).unwrap()[1].clone();
     std::fs::remove_file(&victim).unwrap();
     let args = segment_clip(&clip, &dir.path().join("out"));
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
@@ -249,7 +249,7 @@ fn missing_frame_is_an_error() {
 fn frames_of_different_sizes_are_allowed_and_each_mask_keeps_its_frame_size() {
     let dir = tempfile::tempdir().unwrap();
     let clip = clip_with_audio(dir.path(), "a.wav", &wav_i16(44100, 2, &tone(44100, 10.0)));
-    let frames = avseg::io::clip::find_frames(&clip).unwrap();
+    let frames = avseg::find_frames(&clip).unwrap();
     let small = image::open(&frames[3]).unwrap().resize_exact(97, 61, image::imageops::FilterType::Triangle);
     small.save(&frames[3]).unwrap();
     let out_dir = dir.path().join("out");

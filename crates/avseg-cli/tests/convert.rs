@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use avseg::backend::{prepare_cpu, BackendOptions};
-use avseg::model::ModelPackage;
+use avseg::{prepare_cpu, BackendOptions};
+use avseg::ModelPackage;
 use avseg::Tensor;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn python_candidate() -> PathBuf {

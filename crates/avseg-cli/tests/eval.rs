@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn avseg(args: &[&str]) -> Output {
@@ -245,7 +245,7 @@ fn wrong_logits_are_errors_naming_the_file() {
     std::fs::create_dir_all(&logits).unwrap();
     let w = |name: &str, shape: &[usize]| {
         let n = shape.iter().product();
-        avseg::post::write::write_npy(&logits.join(name), shape, &vec![0.5f32; n]).unwrap();
+        avseg::write_npy(&logits.join(name), shape, &vec![0.5f32; n]).unwrap();
     };
     w("vidA.npy", &[5, 1, 56, 56]);
     w("vidB.npy", &[5, 1, 56, 56]);
@@ -278,7 +278,7 @@ fn perfect_logits_at_lower_resolution_score_one() {
                 }
             }
         }
-        avseg::post::write::write_npy(&logits.join(format!("{name}.npy")), &[5, 1, 56, 56], &data).unwrap();
+        avseg::write_npy(&logits.join(format!("{name}.npy")), &[5, 1, 56, 56], &data).unwrap();
     }
     let out = tmp.path().join("o");
     ok(&["eval", "--logits", p(&logits), "--dataset", p(&ds), "--subset", "s4", "--out", p(&out)]);
@@ -298,7 +298,7 @@ fn perfect_logits_at_lower_resolution_score_one() {
     for v in frame.iter_mut().take(63) {
         *v = 6.0; // 63 / 3136 = 2.0 %
     }
-    avseg::post::write::write_npy(&path, &[5, 1, 56, 56], &data).unwrap();
+    avseg::write_npy(&path, &[5, 1, 56, 56], &data).unwrap();
     ok(&["eval", "--logits", p(&logits), "--dataset", p(&ds), "--subset", "s4", "--out", p(&out)]);
     let b = read_json(&out.join("eval.json"));
     assert_eq!(b["binary"]["empty_gt_predicted_empty"], 0.0, "{b}");
@@ -311,7 +311,7 @@ fn perfect_logits_at_lower_resolution_score_one() {
 fn avss_perfect_logits_and_padding() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("AVSS");
-    let palette = avseg::post::write::voc_palette(71);
+    let palette = avseg::voc_palette(71);
     let mut csv = String::from("vid,uid,s_min,s_sec,a_obj,split,label\n");
     let clips = [("u1", "v1s", 5usize, 17u8), ("u2", "v2", 10, 41)];
     let logits = tmp.path().join("logits");
@@ -335,7 +335,7 @@ fn avss_perfect_logits_and_padding() {
             }
         }
         write_wav(&d.join("audio.wav"), n as f32, 440.0);
-        avseg::post::write::write_npy(&logits.join(format!("{uid}.npy")), &[n, 71, 32, 32], &data).unwrap();
+        avseg::write_npy(&logits.join(format!("{uid}.npy")), &[n, 71, 32, 32], &data).unwrap();
     }
     std::fs::write(root.join("metadata.csv"), csv).unwrap();
     let out = tmp.path().join("o");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn video() -> PathBuf {
@@ -29,13 +29,13 @@ fn probe_reads_stream_facts() {
     if !have_ffmpeg("probe_reads_stream_facts") {
         return;
     }
-    let info = avseg::io::video::probe(&video()).unwrap();
+    let info = avseg::probe(&video()).unwrap();
     assert_eq!((info.width, info.height), (1280, 720));
     assert!((info.fps - 25.0).abs() < 1e-9);
     assert!((info.duration - 5.312).abs() < 1e-3, "{}", info.duration);
     let audio = info.audio.clone().unwrap();
     assert_eq!((audio.rate, audio.channels), (48_000, 6));
-    let (samples, rate, channels) = avseg::io::video::decode_audio_track(&info).unwrap();
+    let (samples, rate, channels) = avseg::decode_audio_track(&info).unwrap();
     assert_eq!((rate, channels), (48_000, 6));
     let seconds = samples.len() as f64 / channels as f64 / rate as f64;
     assert!((seconds - info.duration).abs() < 0.05, "decoded {seconds} s of audio");

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::EvalError;
-use avseg::io::image::decode_image;
-use avseg::post::write::voc_palette;
+use avseg::decode_image;
+use avseg::voc_palette;
 
 /// How many missing files an error lists by name; the rest are counted.
 pub const MISSING_LISTED: usize = 20;

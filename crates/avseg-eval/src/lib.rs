@@ -5,7 +5,7 @@
 //! * [`dataset`]: S4, MS3 and AVSS readers for the official layouts and their CSVs.
 //! * [`report`]: `eval.json`, the per-video CSV and the contact sheet of the worst frames.
 //!
-//! [`evaluate`] scores either a model (run through [`avseg::api::Engine`]) or saved logits, one
+//! [`evaluate`] scores either a model (run through [`avseg::Engine`]) or saved logits, one
 //! `{video}.npy` of shape `[T, K, H, W]` per video. Metrics run at the logits' resolution: the
 //! ground truth is resized to it with nearest neighbour when the sizes differ, as the official
 //! AVSegFormer 512 pipeline does (TPAVI: both are 224, so nothing is resized).
@@ -18,11 +18,11 @@ pub mod report;
 
 use std::path::{Path, PathBuf};
 
-use avseg::api::{ClipInput, Engine, EngineOptions};
-use avseg::io::clip::ClipFiles;
-use avseg::model::OutputSpec;
-use avseg::post::write::write_npy;
-use avseg::tensor::Tensor;
+use avseg::{ClipInput, Engine, EngineOptions};
+use avseg::ClipFiles;
+use avseg::OutputSpec;
+use avseg::write_npy;
+use avseg::Tensor;
 
 pub use dataset::{Dataset, Split, Subset, Video};
 use dataset::{load_avss_gt, load_binary_gt, AVSS_CLASSES};

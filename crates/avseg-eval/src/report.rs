@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::dataset::{Subset, AVSS_CLASSES};
 use super::{EvalError, EvalOutcome, Source};
-use avseg::io::image::decode_image;
-use avseg::post::write::voc_palette;
+use avseg::decode_image;
+use avseg::voc_palette;
 
 /// AVSS class names by model channel (models.md §11.1; alphabetical after background).
 pub const AVSS_LABELS: [&str; AVSS_CLASSES] = [

@@ -5,10 +5,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use avseg_runtime::backend::BackendError;
-use avseg_runtime::io::DecodeError;
-use avseg_runtime::post::PostError;
-use avseg_runtime::Error;
+use avseg_runtime::{Error, ErrorKind};
 
 /// The result of every fallible call. `AVSEG_OK` is 0; every other value is a failure, and
 /// `avseg_last_error_message()` then describes it.
@@ -37,8 +34,9 @@ pub enum avseg_status {
     AVSEG_ERR_BACKEND = 8,
     /// No result is available yet.
     AVSEG_ERR_NO_RESULT = 9,
-    /// avseg hit an internal bug (a Rust panic), caught at the boundary. A session that was in use
-    /// at that moment answers `AVSEG_ERR_PANIC` from then on; free it.
+    /// avseg hit an internal bug: a Rust panic caught at the boundary, or a broken internal
+    /// invariant that avseg detected and reported. After a panic, a session that was in use at that
+    /// moment answers `AVSEG_ERR_PANIC` from then on; in either case, free the session.
     AVSEG_ERR_PANIC = 10,
 }
 
@@ -70,20 +68,18 @@ impl Failure {
     }
 }
 
-/// Which status a library error maps to. Files that cannot be read or written are I/O; anything
-/// wrong with what the caller pushed is input; graph preparation and execution are the backend.
+/// Which status a library error maps to: one status per [`ErrorKind`], so a caller's mistake
+/// (`AVSEG_ERR_INPUT`, `AVSEG_ERR_INVALID_ARGUMENT`) and a bug in avseg (`AVSEG_ERR_PANIC`) never
+/// share a status. A kind added to the runtime later is reported as a bug until it gets a status.
 pub(crate) fn status_of(e: &Error) -> avseg_status {
-    match e {
-        Error::Decode(DecodeError::Read { .. }) => AVSEG_ERR_IO,
-        Error::Decode(_) => AVSEG_ERR_INPUT,
-        Error::Frontend { .. } => AVSEG_ERR_INPUT,
-        Error::Package(_) => AVSEG_ERR_MODEL,
-        Error::Backend(BackendError::InputShape { .. } | BackendError::NonFiniteInput { .. }) => AVSEG_ERR_INPUT,
-        Error::Backend(_) => AVSEG_ERR_BACKEND,
-        Error::Post(PostError::Write { .. }) => AVSEG_ERR_IO,
-        Error::Post(PostError::Invalid { .. }) => AVSEG_ERR_INPUT,
-        Error::Post(_) => AVSEG_ERR_BACKEND,
-        Error::Input(_) => AVSEG_ERR_INPUT,
+    match e.kind() {
+        ErrorKind::InvalidArgument => AVSEG_ERR_INVALID_ARGUMENT,
+        ErrorKind::Model => AVSEG_ERR_MODEL,
+        ErrorKind::Io => AVSEG_ERR_IO,
+        ErrorKind::Input => AVSEG_ERR_INPUT,
+        ErrorKind::Backend => AVSEG_ERR_BACKEND,
+        ErrorKind::Internal => AVSEG_ERR_PANIC,
+        _ => AVSEG_ERR_PANIC,
     }
 }
 

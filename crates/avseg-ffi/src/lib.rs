@@ -29,9 +29,12 @@ pub use error::avseg_status;
 pub const AVSEG_VERSION_MAJOR: u32 = 0;
 pub const AVSEG_VERSION_MINOR: u32 = 1;
 pub const AVSEG_VERSION_PATCH: u32 = 0;
-/// Bumped on every incompatible change of a function signature or a struct layout. Compare
+/// Bumped on every change of the ABI: a function, struct, status value or status meaning. Compare
 /// `avseg_abi_version()` with this macro at start-up to catch a header/library mismatch.
-pub const AVSEG_ABI_VERSION: u32 = 1;
+///
+/// History: 1, the first ABI; 2, an internal invariant failure reports `AVSEG_ERR_PANIC` (the
+/// status for bugs) instead of `AVSEG_ERR_INPUT`. No function, struct or status value changed.
+pub const AVSEG_ABI_VERSION: u32 = 2;
 
 static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 
 use super::error::{avseg_status, guard, guard_value, Failure};
 use super::registry::{with_locked, Handles};
-use avseg_runtime::api::{BackendChoice, Session, SessionOptions, StreamResult};
-use avseg_runtime::post::objects::bearing_deg;
+use avseg_runtime::{bearing_deg, BackendChoice, Session, SessionOptions, StreamResult};
 
 use avseg_status::*;
 

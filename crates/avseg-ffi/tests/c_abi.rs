@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 fn work_dir(name: &str) -> PathBuf {
@@ -49,7 +49,7 @@ fn library() -> &'static Library {
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "--lib", "--message-format=json-render-diagnostics", "--profile", profile])
+            .args(["build", "-p", "avseg-ffi", "--lib", "--message-format=json-render-diagnostics", "--profile", profile])
             .arg("--manifest-path")
             .arg(repo().join("Cargo.toml"))
             .arg("--target-dir")
@@ -85,7 +85,7 @@ fn library() -> &'static Library {
 /// The system libraries a static link needs, read from `avseg.pc.in` so that its `Libs:` line is
 /// what the tests prove.
 fn system_libs() -> Vec<String> {
-    let pc = std::fs::read_to_string(repo().join("avseg.pc.in")).unwrap();
+    let pc = std::fs::read_to_string(repo().join("crates/avseg-ffi/avseg.pc.in")).unwrap();
     let libs = pc.lines().find_map(|l| l.strip_prefix("Libs:")).expect("Libs: line in avseg.pc.in");
     libs.split_whitespace().filter(|t| t.starts_with("-l") && *t != "-lavseg").map(String::from).collect()
 }
@@ -300,7 +300,7 @@ fn pkg_config_links_the_shared_library() {
     }
     let lib = library();
     let dir = work_dir("pkg_config");
-    let pc = std::fs::read_to_string(repo().join("avseg.pc.in"))
+    let pc = std::fs::read_to_string(repo().join("crates/avseg-ffi/avseg.pc.in"))
         .unwrap()
         .replace("@PREFIX@", "/usr/local")
         .replace("@VERSION@", env!("CARGO_PKG_VERSION"));

@@ -36,6 +36,9 @@ compile_error!("the `cuda` feature needs a binding level: enable `cuda-12060` (J
 
 pub use kernels::Arch;
 
+#[cfg(test)]
+mod device_tests;
+
 use std::path::PathBuf;
 
 use super::{BackendOptions, Runner};

@@ -6,6 +6,9 @@ pub mod logmel;
 pub mod patches;
 pub mod resample;
 
+#[cfg(test)]
+mod reference_tests;
+
 use std::collections::HashMap;
 
 use crate::frontend::FrontendError;
@@ -82,6 +85,14 @@ impl AudioFrontend {
 
     /// `pcm` at 16 kHz, aligned so output sample i is input time i/16000 s, with
     /// round(len · 16000 / rate) samples. 16 kHz input is returned unchanged.
+    /// Every complete 0.96 s patch the audio holds, unpadded (at least one: audio shorter than one
+    /// patch is an error, as for [`AudioFrontend::clip_patches`]).
+    pub fn all_patches(&mut self, pcm: &Pcm, padding: PatchPadding) -> Result<Tensor, FrontendError> {
+        resample::check_rate(pcm.rate)?;
+        let t = patches::patch_count(logmel::frame_count(resample::output_len(pcm.samples.len(), pcm.rate))).max(1);
+        self.clip_patches(pcm, t, padding)
+    }
+
     pub fn resample_to_16k(&mut self, pcm: &Pcm) -> Result<Vec<f32>, FrontendError> {
         resample::check_rate(pcm.rate)?;
         if pcm.rate == TARGET_RATE {

@@ -1,5 +1,5 @@
-//! The CUDA backend: every kernel on the device against its CPU reference
-//! (`avseg::backend::cuda::reference`, itself tested against the CPU path in the library's unit
+//! Device tests of the CUDA backend: every kernel on the device against its CPU reference
+//! (`crate::backend::cuda::reference`, itself tested against the CPU path in the library's unit
 //! tests), on fresh random inputs, with every output buffer poisoned (NaN, or 0xAA bytes) before
 //! the launch so an element a kernel fails to write is caught.
 //!
@@ -9,11 +9,10 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
 
-use avseg::backend::cuda::reference::{self as r, Lcg};
-use avseg::backend::{self, BackendError, BackendKind, BackendOptions};
-use avseg::model::ModelPackage;
+use crate::backend::cuda::reference::{self as r, Lcg};
+use crate::backend::{self, BackendError, BackendKind, BackendOptions};
+use crate::model::ModelPackage;
 
 fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
@@ -48,43 +47,6 @@ fn auto_falls_back_to_tract_and_explicit_cuda_explains_why_not() {
     }
 }
 
-fn avseg_bin(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_avseg"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("run avseg")
-}
-
-#[test]
-fn kernels_subcommand_reports_clearly() {
-    let bad = avseg_bin(&["kernels", "--check", "--arch", "sm_87,bogus"], &[]);
-    let err = String::from_utf8_lossy(&bad.stderr);
-    assert_eq!(bad.status.code(), Some(1), "{err}");
-    assert!(err.contains("`bogus`"), "{err}");
-
-    let cache = tempfile::tempdir().unwrap();
-    let check = avseg_bin(&["kernels", "--check", "--arch", "sm_87"], &[]);
-    let (out, err) = (String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
-    assert!(!err.contains("panicked"), "{err}");
-    if check.status.success() {
-        // NVRTC is installed here: every family compiled and its entry points were found.
-        assert!(out.contains("all 4 kernel builds ok"), "{out}");
-        assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 4, "{out}");
-    } else {
-        assert!(err.contains("libnvrtc"), "a missing NVRTC must be named: {err}");
-        say("skipped: NVRTC not found; `avseg kernels --check` reported it (tools/test.sh runs the real check)");
-    }
-
-    // Without --arch the architecture comes from the GPU; without one, the error says what to do.
-    let pre = avseg_bin(&["kernels", "--precompile", "--cache-dir", cache.path().to_str().unwrap()], &[]);
-    let err = String::from_utf8_lossy(&pre.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    if !pre.status.success() {
-        assert!(err.contains("--arch") || err.contains("libnvrtc"), "{err}");
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Device tests
@@ -93,8 +55,8 @@ fn kernels_subcommand_reports_clearly() {
 #[cfg(feature = "cuda")]
 mod device {
     use super::*;
-    use avseg::backend::cuda::device::Gpu;
-    use avseg::backend::cuda::ops::{self, Element, F16};
+    use crate::backend::cuda::device::Gpu;
+    use crate::backend::cuda::ops::{self, Element, F16};
     use cudarc::driver::CudaSlice;
 
     fn gpu(test: &str) -> Option<Gpu> {

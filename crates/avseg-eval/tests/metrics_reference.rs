@@ -1,11 +1,12 @@
 //! Metric parity with the official AVSBench code: every value of `reference/metrics.safetensors`
 //! and `metrics.json` (reference README §9), to 1e-6 (AVSS per-class sums 1e-5, counts exact).
 
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::HashMap;
 
-use avseg::eval::metrics::{
+use avseg_eval::metrics::{
     f_curve, f_thresholds, fscore_frame, frame_batches, mask_iou, score_batches, AvssAccumulator, FrameScore,
     FscoreDataset, PR_NUM,
 };

@@ -3,18 +3,17 @@
 //!
 //! Run with `--nocapture` to see the measured differences.
 
-mod common;
 
 use std::collections::HashMap;
 
-use avseg::frontend::audio::resample::Resampler16k;
-use avseg::frontend::audio::{mel_matrix, AudioFrontend, PatchPadding, MIN_SAMPLES_16K};
-use avseg::frontend::FrontendError;
-use avseg::io::audio::Pcm;
-use common::{load_reference, max_abs_diff, RefTensor};
+use crate::frontend::audio::resample::Resampler16k;
+use crate::frontend::audio::{mel_matrix, AudioFrontend, PatchPadding, MIN_SAMPLES_16K};
+use crate::frontend::FrontendError;
+use crate::io::audio::Pcm;
+use crate::test_common::{load_reference, max_abs_diff, RefTensor};
 
 fn reference(test: &str) -> Option<HashMap<String, RefTensor>> {
-    let dir = common::reference_dir(test)?;
+    let dir = crate::test_common::reference_dir(test)?;
     Some(load_reference(&dir.join("vggish_logmel.safetensors")))
 }
 

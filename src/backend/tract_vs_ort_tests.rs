@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use avseg::backend::{prepare_cpu, BackendOptions};
-use avseg::model::ModelPackage;
-use avseg::Tensor;
+use crate::backend::{prepare_cpu, BackendOptions};
+use crate::model::ModelPackage;
+use crate::Tensor;
 
 fn read_npy(path: &Path) -> Tensor {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
