@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+from avseg_export.weights import read_safetensors
+from train_default.model import VGGishLite
 
-from avseg_export.weights import read_safetensors  # noqa: E402
-from model import VGGishLite  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def load_audio_encoder(path: Path) -> VGGishLite:

@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from data import EMPTY_MAX_FOREGROUND, clip_paths, is_negative  # noqa: E402
-from negatives_report import foreground_share, load_binary_logits, read_recipes, saved_logits  # noqa: E402
+from train_default.data import EMPTY_MAX_FOREGROUND, clip_paths, is_negative
+from train_default.negatives_report import foreground_share, load_binary_logits, read_recipes, saved_logits
 
 
 def gt_masks(dataset: Path, recipe: dict, size: tuple[int, int]) -> np.ndarray:

@@ -19,13 +19,10 @@ import argparse
 import json
 from pathlib import Path
 
-import sys
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from data import EMPTY_MAX_FOREGROUND, is_negative  # noqa: E402
+from train_default.data import EMPTY_MAX_FOREGROUND, is_negative
 
 
 def read_recipes(dataset: Path) -> dict[str, dict]:

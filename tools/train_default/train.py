@@ -45,7 +45,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -54,12 +53,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+from train_default.data import EMPTY_MAX_FOREGROUND, T, Cache, OrtEncoder, build_cache, is_negative
+from train_default.model import LITE0_TAP_CHANNELS, TPAVIHead, VGGishLite
 
-from data import EMPTY_MAX_FOREGROUND, T, Cache, OrtEncoder, build_cache, is_negative  # noqa: E402
-from model import LITE0_TAP_CHANNELS, TPAVIHead, VGGishLite  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 GT_SIZE = 224
 EMPTY_FP_AREA = 3000.0  # pixels at 224x224: about an AVS-Reg object
