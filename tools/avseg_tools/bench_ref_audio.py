@@ -1,4 +1,4 @@
-"""Times the official VGGish log-mel algorithm (written here from models.md §2, numpy float64) on the
+"""Times the official VGGish log-mel algorithm (written here from docs/spec/audio.md §2, numpy float64) on the
 same kind of signals as benches/audio.rs, in one run:
 
 * 5 s of 16 kHz mono (log-mel + patches only);

@@ -5,7 +5,7 @@
 Random weights in the official key layout and widths (avseg_tools.fixtures.avsegformer
 FULL_SIZE), T = 5. Prints build time, ONNX size, parameter counts and ORT
 latency per 5-frame clip (first and second run), for comparison with
-models.md 7.5 / 13.3.
+docs/spec/avsegformer.md §7.5 / docs/spec/checkpoints.md §13.3.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     python -m avseg_tools.fullsize_tpavi_pvt [--runs 3] [--avss]
 
 Not part of CI (about 400 MB of weights and a few GB of RAM). Checks the key
-count and parameter count against models.md 6.10 (1,190 keys; 101,320,577
+count and parameter count against docs/spec/tpavi.md §6.10 (1,190 keys; 101,320,577
 parameters, 81,443,008 of them in the encoder), exports at 224 with the
 default head rule (C // 64 -> 1, 2, 5, 8), and times ORT on one 5-frame clip
 (10 frames, two groups, with --avss).

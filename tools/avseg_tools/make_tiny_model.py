@@ -3,7 +3,7 @@
 
     avseg-make-tiny-model --seed 0 --out models/tiny-tpavi
 
-The state dicts use the official key layout (models.md 6.10 and 3), including
+The state dicts use the official key layout (docs/spec/tpavi.md §6.10 and docs/spec/vggish.md §3), including
 the dead `layer3_2`/`layer4_2`/`path4.resConfUnit1` keys the exporter must
 skip, but every width is reduced so the package stays small. Shapes are never
 passed to the exporters: they infer everything from the tensors, exactly as

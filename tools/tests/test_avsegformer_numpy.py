@@ -1,6 +1,6 @@
 """Whole-model check: exported AVSegFormer ONNX vs an independent, literal numpy forward.
 
-The numpy side follows models.md 7.2/7.3 step by step in float64, in the
+The numpy side follows docs/spec/avsegformer.md §7.2/7.3 step by step in float64, in the
 literal forms the exporter avoids: BatchNorm unfolded, GroupNorm over
 explicit groups, deformable attention as a loop over (frame, head, level,
 point) with hand-written bilinear sampling and zero padding, the query

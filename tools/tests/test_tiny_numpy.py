@@ -63,7 +63,7 @@ def maxpool(x, k, s, p):
 
 
 def up2(x, align_corners):
-    """F.interpolate(scale_factor=2, mode='bilinear') per models.md 0.1."""
+    """F.interpolate(scale_factor=2, mode='bilinear') per docs/spec/conventions.md §0.1."""
     n, c, h, w = x.shape
 
     def coords(size):

@@ -6,7 +6,7 @@
 For tpavi-r50, tpavi-pvt, tpavi-r50-avss and tpavi-pvt-avss: make the
 width-reduced fixture (avseg_tools.fixtures.tpavi), round-trip it
 through safetensors, export with build_tpavi, run ONNX Runtime and compare the
-logits with a float64 numpy forward written from models.md in its literal
+logits with a float64 numpy forward written from docs/spec/tpavi.md in its literal
 form: BatchNorm applied on its own (not folded), TPAVI as the N x N matrix
 theta.phi^T / N over each 5-frame group (frames reshaped [G, 5, ...] exactly as
 the official hard-coded 5 does), PVT attention per head with its
@@ -189,7 +189,7 @@ def load_fixture(family, seed, tmp):
 
 
 def expected_ln_eps(name):
-    """models.md 6.3 / gotcha 14: 1e-5 in patch-embed and SR norms (and TPAVI), 1e-6 elsewhere in PVT."""
+    """docs/spec/tpavi.md §6.3 / docs/spec/gotchas.md, gotcha 14: 1e-5 in patch-embed and SR norms (and TPAVI), 1e-6 elsewhere in PVT."""
     if name.endswith(".attn.norm") or (".patch_embed" in name and name.endswith(".norm")) or name.endswith(".norm_layer"):
         return 1e-5
     return 1e-6
