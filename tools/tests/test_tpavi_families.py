@@ -189,7 +189,8 @@ def load_fixture(family, seed, tmp):
 
 
 def expected_ln_eps(name):
-    """docs/spec/tpavi.md §6.3 / docs/spec/gotchas.md, gotcha 14: 1e-5 in patch-embed and SR norms (and TPAVI), 1e-6 elsewhere in PVT."""
+    """docs/spec/tpavi.md §6.3 / docs/spec/gotchas.md, gotcha 14: 1e-5 in patch-embed and SR norms
+    (and TPAVI), 1e-6 elsewhere in PVT."""
     if name.endswith(".attn.norm") or (".patch_embed" in name and name.endswith(".norm")) or name.endswith(".norm_layer"):
         return 1e-5
     return 1e-6
