@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Can the audio encoder tell the objects' sounds apart? A nearest-centroid probe on its embeddings.
 
-    python tools/train_default/audio_probe.py --checkpoint RUN/checkpoint.safetensors \
+    avseg-audio-probe --checkpoint RUN/checkpoint.safetensors \
         --cache RUN/cache_train [--worst 12] [--object household/dishes/glass.png ...]
 
 Every one-second patch of the cache in which exactly one object sounds is embedded; each object's

@@ -9,7 +9,7 @@ CLI end to end:
   2. `avseg eval --logits` on the logits saved by (1) must give identical numbers;
   3. the audio-swap check (train_default.audio_swap_eval): MS3 J must drop when each clip's audio is another's.
 
-    python tools/train_default/check_default.py --avseg target/debug/avseg --work DIR
+    avseg-check-default --avseg target/debug/avseg --work DIR
 
 Two kinds of numbers:
 - regression floors, a little under what the bundled model measured on this sample (seed 1):

@@ -3,7 +3,7 @@
 the predicted foreground share with the clip's own audio, with silence and with another clip's
 audio, plus the audio-embedding norms (equal norms for every input mean a dead audio encoder).
 
-    python tools/train_default/diagnose_audio.py --run RUN_DIR
+    avseg-diagnose-audio --run RUN_DIR
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Default-model checkpoint (train.py) -> avseg package (models/default).
 
-    python tools/train_default/export.py --run RUN_DIR --out models/default [--metrics eval.json ...]
+    avseg-train-export --run RUN_DIR --out models/default [--metrics eval.json ...]
 
 The segmenter goes through the same exporter as official TPAVI checkpoints
 (`avseg_export.tpavi.build_tpavi`, which picks the EfficientNet-Lite0 encoder from the keys) and

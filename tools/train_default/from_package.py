@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """avseg default-model package -> train.py checkpoint, so a shipped model can be fine-tuned.
 
-    python tools/train_default/from_package.py --package models/default --out RUN/checkpoint.safetensors
+    avseg-from-package --package models/default --out RUN/checkpoint.safetensors
 
 `train.py --init-from` reads train.py checkpoints; the package holds ONNX graphs in which the
 exporter has folded or merged some weights. Each such rewrite is inverted into weights that

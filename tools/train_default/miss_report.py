@@ -6,7 +6,7 @@ has almost none, by layout, background photo and sounding object.
 altogether; the two call for different fixes, and this report separates them, from the logits
 that `avseg eval --save-logits` wrote:
 
-    python tools/train_default/miss_report.py --dataset DIR --split test \
+    avseg-miss-report --dataset DIR --split test \
         --logits EVAL_S4/logits [--logits EVAL_MS3/logits] [--json OUT.json]
 
 A frame is *missed* when under 1 % of its pixels are predicted foreground (logit > 0), the rule

@@ -6,7 +6,7 @@ kinds of negative fail for different reasons (silence is easy; an off-screen sou
 model to find no visible match), so this splits that share by the clip recipe's kind, from the
 logits that `avseg eval --save-logits` wrote.
 
-    python tools/train_default/negatives_report.py --dataset DIR --logits EVAL_S4/logits \
+    avseg-negatives-report --dataset DIR --logits EVAL_S4/logits \
         --logits EVAL_MS3/logits [--json OUT.json]
 
 A frame counts as predicted empty exactly as `avseg eval` counts it: foreground is logit > 0

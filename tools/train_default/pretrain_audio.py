@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Pre-train the default model's audio encoder alone: which AVS-Reg sound is in this second?
 
-    python tools/train_default/pretrain_audio.py --cache RUN/cache_train --val-cache RUN/cache_val \
+    avseg-pretrain-audio --cache RUN/cache_train --val-cache RUN/cache_val \
         --out AUDIO_DIR
 
 Trained jointly from scratch, the VGGish-layout encoder never learnt (constant embedding, see

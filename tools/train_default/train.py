@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Train avseg's default model (TPAVI family, EfficientNet-Lite0 encoder) on AVS-Reg.
 
-    python tools/train_default/train.py --train-root DIR --val-root DIR --out RUN --cache-only
-    python tools/train_default/pretrain_audio.py --cache RUN/cache_train --val-cache RUN/cache_val --out AUDIO
-    python tools/train_default/train.py --train-root DIR --val-root DIR --out RUN \
+    avseg-train --train-root DIR --val-root DIR --out RUN --cache-only
+    avseg-pretrain-audio --cache RUN/cache_train --val-cache RUN/cache_val --out AUDIO
+    avseg-train --train-root DIR --val-root DIR --out RUN \
         --init-audio AUDIO/audio_encoder.safetensors
-    python tools/train_default/train.py ... --out RUN2 --init-from RUN/checkpoint.safetensors \
+    avseg-train ... --out RUN2 --init-from RUN/checkpoint.safetensors \
         --empty-fp-weight 1.0 --lr 5e-4 --iters 500          # the shipped model's last stage
 
 Stages (each skipped when its output exists):
