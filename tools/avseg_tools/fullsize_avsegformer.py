@@ -1,29 +1,24 @@
 """Manual check (not for CI): the official-width AVSegFormer-R50 builds and runs in ONNX Runtime.
 
-    python tools/tests/fullsize_avsegformer.py [--sizes 224,512] [--threads 2] [--out DIR]
+    python -m avseg_tools.fullsize_avsegformer [--sizes 224,512] [--threads 2] [--out DIR]
 
-Random weights in the official key layout and widths (fixtures_avsegformer
+Random weights in the official key layout and widths (avseg_tools.fixtures.avsegformer
 FULL_SIZE), T = 5. Prints build time, ONNX size, parameter counts and ORT
 latency per 5-frame clip (first and second run), for comparison with
-models.md 7.5 / 13.3.
+docs/spec/avsegformer.md §7.5 / docs/spec/checkpoints.md §13.3.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS.parent))
-sys.path.insert(0, str(TESTS))
-
-from avseg_export.avsegformer import build_avsegformer, build_avsegformer_audio  # noqa: E402
-from avseg_export.ort import session  # noqa: E402
-from fixtures_avsegformer import make_avsegformer_fixture  # noqa: E402
+from avseg_export.avsegformer import build_avsegformer, build_avsegformer_audio
+from avseg_export.ort import session
+from avseg_tools.fixtures.avsegformer import make_avsegformer_fixture
 
 
 def main():

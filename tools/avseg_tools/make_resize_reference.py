@@ -12,7 +12,7 @@ and for one case the fully normalised tensor:
   <name>.cv2.norm.npy  float32 [3, H, W] = (cv2_out / 255 - mean) / std, ImageNet mean/std
 plus cases.json listing every case with its target size.
 
-Usage: /work/main/.venv/bin/python tools/make_resize_reference.py [out_dir]
+Usage: .venv/bin/python -m avseg_tools.make_resize_reference [out_dir]
 """
 
 import json
@@ -22,6 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 from PIL import Image
+
+from avseg_tools import REPO
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -77,7 +79,7 @@ def save_png(path: Path, rgb: np.ndarray) -> None:
 
 
 def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "tests/data/resize"
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "tests/data/resize"
     out.mkdir(parents=True, exist_ok=True)
     listing = []
     for name, w, h, tw, th, seed in CASES:

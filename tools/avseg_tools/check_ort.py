@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compare mask logits produced elsewhere (e.g. by the Rust runtime) with ONNX Runtime.
 
-    python tools/check_ort.py --model models/tiny-tpavi \\
+    avseg-check-ort --model models/tiny-tpavi \\
         --logmel tests/data/tiny_ort/audio_logmel.npy --frames tests/data/tiny_ort/frames.npy \\
         --logits /tmp/rust_logits.npy [--embedding /tmp/rust_embedding.npy] [--tol 1e-4]
 
@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from avseg_export.package import read_package  # noqa: E402
-from ort_reference import run_package  # noqa: E402
+from avseg_export.package import read_package
+from avseg_tools.ort_reference import run_package
 
 
 def compare(label, got, want, tol):

@@ -7,25 +7,22 @@
 3. Prints each pair with the ratio reference / avseg (above 1 means avseg is faster).
 
 Run from the repository root, in the venv of tools/requirements.txt plus `resampy`:
-    .venv/bin/python tools/bench_frontend.py [--skip-cargo]
+    avseg-bench-frontend [--skip-cargo]   (or: .venv/bin/python -m avseg_tools.bench_frontend)
 Medians only: the machine is shared and noisy.
 """
 import argparse
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
+import cv2
+import numpy as np
+from PIL import Image
 
-import bench_ref_audio as ref_audio  # noqa: E402
-import bench_ref_vision as ref_vision  # noqa: E402
-
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-import cv2  # noqa: E402
+from avseg_tools import REPO as ROOT
+from avseg_tools import bench_ref_audio as ref_audio
+from avseg_tools import bench_ref_vision as ref_vision
 
 
 def criterion_median_ms(target: Path, *parts: str) -> float:

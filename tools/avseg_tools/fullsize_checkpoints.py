@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Full-size random checkpoints in the official key layout, for `avseg convert` + `avseg bench`.
 
-    python tools/tests/fullsize_checkpoints.py --out DIR [--family tpavi-r50 --family ...]
+    avseg-fullsize-checkpoints --out DIR [--family tpavi-r50 --family ...]
 
 Writes DIR/<family>.safetensors (TPAVI: plus DIR/vggish.safetensors, the separate VGGish file) at
 the official widths: TPAVI-R50 (ResNet-50, C = 256), TPAVI-PVT (PVT-v2-b5) and AVSegFormer-R50.
@@ -12,17 +12,12 @@ anything. Not part of CI: about 1.5 GB of files.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-import make_tiny_model as tiny  # noqa: E402
-from avseg_export.weights import write_safetensors  # noqa: E402
+from avseg_export.weights import write_safetensors
+from avseg_tools import make_tiny_model as tiny
 
 OFFICIAL = {"STEM": 64, "WIDTHS": (64, 128, 256, 512), "BLOCKS": (3, 4, 6, 3), "CHANNEL": 256,
             "TPAVI_INNER": 128, "HEAD": (128, 32), "VGG_CONVS": (64, 128, 256, 256, 512, 512),
@@ -49,10 +44,10 @@ def main():
     if "tpavi-r50" in fams:
         write_safetensors(args.out / "tpavi-r50.safetensors", t.random_tpavi(rng))
     if "tpavi-pvt" in fams:
-        from fullsize_tpavi_pvt import official_random
+        from avseg_tools.fullsize_tpavi_pvt import official_random
         write_safetensors(args.out / "tpavi-pvt.safetensors", official_random(rng, avss=False))
     if "avsegformer-r50" in fams:
-        from fixtures_avsegformer import make_avsegformer_fixture
+        from avseg_tools.fixtures.avsegformer import make_avsegformer_fixture
         write_safetensors(args.out / "avsegformer-r50.safetensors", make_avsegformer_fixture(0, "s4", full_size=True))
     for p in sorted(args.out.glob("*.safetensors")):
         print(f"{p.stat().st_size / 1e6:9.1f} MB  {p}")

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Full-size TPAVI-PVT (PVT-v2-b5 widths) from a random official-layout state dict: builds, runs in ORT.
 
-    python tools/tests/fullsize_tpavi_pvt.py [--runs 3] [--avss]
+    python -m avseg_tools.fullsize_tpavi_pvt [--runs 3] [--avss]
 
 Not part of CI (about 400 MB of weights and a few GB of RAM). Checks the key
-count and parameter count against models.md 6.10 (1,190 keys; 101,320,577
+count and parameter count against docs/spec/tpavi.md §6.10 (1,190 keys; 101,320,577
 parameters, 81,443,008 of them in the encoder), exports at 224 with the
 default head rule (C // 64 -> 1, 2, 5, 8), and times ORT on one 5-frame clip
 (10 frames, two groups, with --avss).
@@ -13,19 +13,13 @@ default head rule (C // 64 -> 1, 2, 5, 8), and times ORT on one 5-frame clip
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-from make_family_fixture import random_pvt  # noqa: E402
-from avseg_export.ort import session  # noqa: E402
-from avseg_export.tpavi import PVT_PREFIX, build_tpavi  # noqa: E402
+from avseg_export.ort import session
+from avseg_export.tpavi import PVT_PREFIX, build_tpavi
+from avseg_tools.fixtures.tpavi import random_pvt
 
 DIMS, DEPTHS = (64, 128, 320, 512), (3, 6, 40, 3)
 C, CP, AUDIO = 256, 128, 128

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ONNX Runtime reference outputs of a model package, for the Rust runtime's tests.
 
-    python tools/ort_reference.py --model models/tiny-tpavi --out tests/data/tiny_ort
+    avseg-ort-reference --model models/tiny-tpavi --out tests/data/tiny_ort
 
 Writes seeded inputs and ORT outputs as .npy (float32, C order):
   audio_logmel.npy [T,1,96,64]   uniform in [-4.6, 2] (the range of real VGGish log-mel)
@@ -19,10 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from avseg_export.ort import session  # noqa: E402
-from avseg_export.package import read_package  # noqa: E402
+from avseg_export.ort import session
+from avseg_export.package import read_package
 
 
 def run_package(model_dir, logmel, frames):

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Generate the tiny random-weight TPAVI-R50 package used by tests and the sample.
 
-    python tools/make_tiny_model.py --seed 0 --out models/tiny-tpavi
+    avseg-make-tiny-model --seed 0 --out models/tiny-tpavi
 
-The state dicts use the official key layout (models.md 6.10 and 3), including
+The state dicts use the official key layout (docs/spec/tpavi.md §6.10 and docs/spec/vggish.md §3), including
 the dead `layer3_2`/`layer4_2`/`path4.resConfUnit1` keys the exporter must
 skip, but every width is reduced so the package stays small. Shapes are never
 passed to the exporters: they infer everything from the tensors, exactly as
@@ -27,21 +27,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import helper
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from avseg_export import sample  # noqa: E402
-from avseg_export.ort import session  # noqa: E402
-from avseg_export.package import manifest, write_package  # noqa: E402
-from avseg_export.tpavi import build_tpavi  # noqa: E402
-from avseg_export.vggish import build_vggish  # noqa: E402
-from avseg_export.weights import write_safetensors  # noqa: E402
+from avseg_export import sample
+from avseg_export.ort import session
+from avseg_export.package import manifest, write_package
+from avseg_export.tpavi import build_tpavi
+from avseg_export.vggish import build_vggish
+from avseg_export.weights import write_safetensors
 
 # Reduced widths; the official values are in the comments.
 STEM = 8                       # 64

@@ -7,17 +7,18 @@
 Prints the median of many single-frame runs, in microseconds. cv2 is timed both with its default
 thread pool and pinned to one thread (avseg's front end is single-threaded).
 
-Usage: /work/main/.venv/bin/python tools/bench_ref_vision.py [runs]
+Usage: .venv/bin/python -m avseg_tools.bench_ref_vision [runs]
 """
 
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+
+from avseg_tools import REPO
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -49,7 +50,7 @@ def median_us(fn, arg, runs: int) -> float:
 
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    path = Path(__file__).resolve().parent.parent / "tests/data/resize/card_1920x1080.png"
+    path = REPO / "tests/data/resize/card_1920x1080.png"
     img = np.asarray(Image.open(path).convert("RGB"))
     pil = Image.fromarray(img)
     assert run_cv2(img).shape == (1, 3, 224, 224) and run_pil(pil).dtype == np.float32

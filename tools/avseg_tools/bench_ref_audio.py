@@ -1,10 +1,10 @@
-"""Times the official VGGish log-mel algorithm (written here from models.md §2, numpy float64) on the
+"""Times the official VGGish log-mel algorithm (written here from docs/spec/audio.md §2, numpy float64) on the
 same kind of signals as benches/audio.rs, in one run:
 
 * 5 s of 16 kHz mono (log-mel + patches only);
 * 5 s of 48 kHz stereo: channel mean + resampy kaiser_best to 16 kHz + log-mel + patches.
 
-Run: /work/main/.venv/bin/python tools/bench_ref_audio.py  (needs numpy and resampy)
+Run: .venv/bin/python -m avseg_tools.bench_ref_audio  (needs numpy and resampy)
 Prints median wall times in milliseconds.
 """
 import statistics

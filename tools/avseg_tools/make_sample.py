@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the redistributable sample clip in AVSBench S4 layout.
 
-    python tools/make_sample.py --out models/sample
+    avseg-make-sample --out models/sample
 
 Produces frames/sample_{1..5}.png (400x300 crops of scikit-image's CC0
 `chelsea.png`) and audio.wav (5.0 s, 44.1 kHz, stereo, s16, synthesized here).
@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from avseg_export import sample  # noqa: E402
+from avseg_export import sample
 
 
 def main():

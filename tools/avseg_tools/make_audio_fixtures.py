@@ -1,14 +1,15 @@
 """Writes the small self-made audio fixtures in tests/data/audio/ (see the README there).
 
-Run with /work/main/.venv/bin/python (needs numpy and soundfile; libsndfile >= 1.1 for MP3).
+Run: .venv/bin/python -m avseg_tools.make_audio_fixtures (needs numpy and soundfile; libsndfile >= 1.1 for MP3).
 The signals are synthetic tones, so the fixtures carry no third-party content.
 """
-import pathlib
 
 import numpy as np
 import soundfile as sf
 
-OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data" / "audio"
+from avseg_tools import REPO
+
+OUT = REPO / "tests" / "data" / "audio"
 
 
 def tone_i16(rate, hz, amp, n):
