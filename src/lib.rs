@@ -80,7 +80,7 @@ pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
 pub use post::objects::{bearing_deg, find_objects, SoundingObject};
 #[cfg(feature = "image-files")]
 pub use post::write::{write_mask_png, write_overlay_png, FrameWriter};
-pub use post::write::{binary_colours, voc_palette, write_npy, FrameInfo, FrameRecord, JsonlWriter};
+pub use post::write::{binary_colours, colour_table, voc_palette, write_npy, FrameInfo, FrameRecord, JsonlWriter};
 // CUDA kernels.
 pub use backend::cuda::build::{
     build_kernels, default_cache_dir, kernel_counts, KernelBuild, KernelBuildOptions, KernelBuildReport,

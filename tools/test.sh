@@ -6,7 +6,7 @@
 #      avseg's tract logits vs ONNX Runtime on the bundled model and sample;
 #   3. a compile check of every CUDA kernel with NVRTC from the PyPI wheel, and a run of every
 #      kernel on a CPU emulation of CUDA (tools/kernel_emu; no GPU needed for either);
-#   4. the Rust unit and integration tests (cargo test).
+#   4. the Rust unit and integration tests of every crate (cargo test --workspace).
 # The official reference tensors are read from $AVSEG_REFERENCE_DIR, default tests/data/reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,11 +29,19 @@ if [ -n "$nvrtc_wheel" ]; then
 fi
 
 echo "== build"
-cargo build --locked --bins
+cargo build --locked -p avseg-cli
 bin="${CARGO_TARGET_DIR:-target}/debug/avseg"
 # The Python tests that drive the binary take it from here.
 export AVSEG_BIN="$(cd "$(dirname "$bin")" && pwd)/avseg"
 pytest() { "$VENV/bin/python" -m pytest "$@"; }
+
+echo "== lean C library: no CLI, evaluation or file-decoder crates in libavseg's dependency tree"
+leaked=$(cargo tree --locked -p avseg-ffi -e normal --prefix none \
+  | grep -E '^(clap|csv|indicatif|env_logger|symphonia|png|zune-jpeg|image-webp|avseg-eval) ' | sort -u || true)
+if [ -n "$leaked" ]; then
+  echo "libavseg must not depend on: $leaked" >&2; exit 1
+fi
+echo "ok"
 
 echo "== CUDA kernels: NVRTC compile check for sm_87 and sm_90 (no GPU needed)"
 if [ -n "$nvrtc_wheel" ]; then
@@ -98,5 +106,5 @@ fi
 echo "== aarch64 (Jetson) compile check"
 tools/check_aarch64.sh
 
-echo "== cargo test"
-cargo test --locked
+echo "== cargo test (every crate of the workspace)"
+cargo test --locked --workspace

@@ -36,7 +36,6 @@ use crate::tensor::Tensor;
 pub mod session;
 #[cfg(feature = "video")]
 pub mod video;
-pub use session::{Session, SessionOptions, SessionStats, StreamResult};
 
 /// AVSBench samples frame `l` of a clip at `l + 15/16` s (models.md §4.1); results carry that time.
 pub const FRAME_TIME_OFFSET_S: f64 = 0.9375;
@@ -54,8 +53,10 @@ pub enum BackendChoice {
     Cuda,
 }
 
+/// How [`Engine::load`] prepares a package and post-processes its outputs.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
+    /// Which backend runs the graphs (default [`BackendChoice::Auto`]).
     pub backend: BackendChoice,
     /// Threads for matrix products.
     pub threads: usize,
@@ -104,8 +105,11 @@ pub fn frame_tensor(vision: &mut VisionFrontend, frames: &[Frame]) -> Result<Ten
 /// A clip in memory: its frames in order and its mono PCM.
 #[derive(Clone, Debug)]
 pub struct ClipInput {
+    /// The clip's frames, in time order.
     pub frames: Vec<Frame>,
+    /// The clip's mono audio.
     pub audio: Pcm,
+    /// The file the audio was decoded from (used in messages).
     pub audio_source: PathBuf,
 }
 
@@ -130,14 +134,20 @@ impl ClipInput {
 /// Wall time spent per stage for one clip.
 #[derive(Clone, Debug, Default)]
 pub struct StageTimes {
+    /// Resampling and log-mel patches.
     pub audio_frontend: Duration,
+    /// Resizing and normalising the frames.
     pub vision_frontend: Duration,
+    /// The audio encoder graph, summed over windows.
     pub audio_encoder: Duration,
+    /// The segmenter graph, summed over windows.
     pub segmenter: Duration,
+    /// Logits to masks and objects.
     pub post: Duration,
 }
 
 impl StageTimes {
+    /// The sum of all stages.
     pub fn total(&self) -> Duration {
         self.audio_frontend + self.vision_frontend + self.audio_encoder + self.segmenter + self.post
     }
@@ -146,20 +156,26 @@ impl StageTimes {
 /// The result for one frame.
 #[derive(Clone, Debug)]
 pub struct FrameOutput {
+    /// The frame's 0-based position in the clip.
     pub index: usize,
     /// Seconds from the start of the clip's audio.
     pub timestamp: f64,
+    /// The file the frame was decoded from.
     pub source: PathBuf,
     /// At the source frame's size.
     pub mask: FrameMask,
+    /// The sounding objects found in the mask (regions of at least `min_object_area` pixels).
     pub objects: Vec<SoundingObject>,
 }
 
+/// The result of [`Engine::run_clip`]: one output per input frame, the raw logits and timings.
 #[derive(Clone, Debug)]
 pub struct ClipOutput {
+    /// One result per input frame, in order.
     pub frames: Vec<FrameOutput>,
     /// Raw logits `[frames, K, h, w]` at model resolution.
     pub logits: Tensor,
+    /// Wall time spent per stage.
     pub times: StageTimes,
 }
 
@@ -182,6 +198,9 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Loads and validates the package in folder `dir` and prepares its graphs on the chosen
+    /// backend. Fails if the package is invalid, the backend cannot prepare it, or `threshold` is
+    /// outside (0, 1).
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
         let package = ModelPackage::load(dir)?;
         let backend_options = BackendOptions { threads: options.threads.max(1) };
@@ -200,10 +219,12 @@ impl Engine {
         Ok(Engine { package, runner, audio: AudioFrontend::new(), vision, options: options.clone() })
     }
 
+    /// The loaded model package.
     pub fn package(&self) -> &ModelPackage {
         &self.package
     }
 
+    /// The backend that runs the graphs (`"tract"` or `"cuda"`).
     pub fn backend_name(&self) -> &'static str {
         self.runner.backend_name()
     }

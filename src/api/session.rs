@@ -122,6 +122,7 @@ pub struct StreamResult {
     pub frame_timestamp: f64,
     /// At the pushed frame's size.
     pub mask: FrameMask,
+    /// The sounding objects found in the mask.
     pub objects: Vec<SoundingObject>,
     /// From the `push_frame` call of this frame to the result.
     pub latency: Duration,
@@ -142,6 +143,7 @@ impl StreamResult {
 /// Counters since the session started.
 #[derive(Clone, Debug, Default)]
 pub struct SessionStats {
+    /// Frames accepted by `push_frame`.
     pub frames_pushed: u64,
     /// Frames taken for at least one sampling instant (pre-processed into the queue).
     pub frames_used: u64,
@@ -151,7 +153,9 @@ pub struct SessionStats {
     pub frames_dropped: u64,
     /// Input sample frames (one per channel group) pushed.
     pub audio_samples: u64,
+    /// Windows of T frames run through the graphs.
     pub windows: u64,
+    /// Results produced (one per sampled frame that got a mask).
     pub results: u64,
     /// Results overwritten in the ring before anyone popped them.
     pub results_overwritten: u64,
@@ -243,6 +247,8 @@ fn rgb_image(buf: &mut RgbImage, width: u32, height: u32, data: &[u8]) {
 }
 
 impl Session {
+    /// Loads the package in `model_dir` and prepares an empty stream. Fails if the package cannot
+    /// be loaded or `hop`/`frame_queue` are out of range for the model's T.
     pub fn new(model_dir: impl AsRef<Path>, options: &SessionOptions) -> Result<Session, Error> {
         let engine = Engine::load(model_dir, &options.engine)?;
         let t = engine.package.frames_per_clip();
@@ -254,9 +260,8 @@ impl Session {
         if queue_cap < t {
             return Err(Error::invalid_option(
                 "frame_queue",
-                format!(
-                "session frame_queue {queue_cap} must hold at least one window (T = {t} frames)"
-            )));
+                format!("session frame_queue {queue_cap} must hold at least one window (T = {t} frames)"),
+            ));
         }
         let manifest = engine.package.manifest();
         let (vw, vh) = (manifest.vision.width as usize, manifest.vision.height as usize);
@@ -312,6 +317,7 @@ impl Session {
         })
     }
 
+    /// The loaded model package.
     pub fn package(&self) -> &ModelPackage {
         &self.engine.package
     }
@@ -347,6 +353,7 @@ impl Session {
         self.last_logits.as_ref().map(|l| (self.last_logits_first, l))
     }
 
+    /// A snapshot of the counters since the session started.
     pub fn stats(&self) -> SessionStats {
         self.stats.clone()
     }

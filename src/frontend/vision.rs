@@ -37,8 +37,11 @@ impl ResizeFilter {
 /// Target size, resize filter and normalisation of a model's image input.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VisionConfig {
+    /// Input width W in pixels.
     pub width: u32,
+    /// Input height H in pixels.
     pub height: u32,
+    /// The filter used to resize frames to `width`×`height`.
     pub resize: ResizeFilter,
     /// Per-channel mean in RGB order, on the 0..1 scale.
     pub mean: [f32; 3],
@@ -47,7 +50,9 @@ pub struct VisionConfig {
 }
 
 impl VisionConfig {
+    /// ImageNet per-channel mean (RGB, 0..1 scale).
     pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+    /// ImageNet per-channel standard deviation (RGB, 0..1 scale).
     pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
     /// The torchvision ImageNet normalisation every official AVS model uses.
@@ -75,6 +80,7 @@ impl std::fmt::Debug for VisionFrontend {
 }
 
 impl VisionFrontend {
+    /// A front end for `cfg`, with its normalisation table and resize buffer allocated up front.
     pub fn new(cfg: VisionConfig) -> Self {
         let mut lut = [[0.0f32; 256]; 3];
         for (c, table) in lut.iter_mut().enumerate() {
@@ -91,6 +97,7 @@ impl VisionFrontend {
         }
     }
 
+    /// The size, filter and normalisation this front end applies.
     pub fn config(&self) -> &VisionConfig {
         &self.cfg
     }

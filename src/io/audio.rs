@@ -37,11 +37,14 @@ use super::DecodeError;
 /// loader; multi-channel audio is averaged to mono (channel mean).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pcm {
+    /// Mono samples, nominally in -1..1.
     pub samples: Vec<f32>,
+    /// Sample rate in Hz.
     pub rate: u32,
 }
 
 impl Pcm {
+    /// Duration in seconds (0 when `rate` is 0).
     pub fn seconds(&self) -> f64 {
         if self.rate == 0 {
             0.0

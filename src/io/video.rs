@@ -19,20 +19,28 @@ use super::DecodeError;
 /// What ffprobe reports about a video file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VideoInfo {
+    /// The probed file.
     pub path: PathBuf,
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
     /// Average frame rate of the video stream.
     pub fps: f64,
     /// Container duration in seconds.
     pub duration: f64,
+    /// The first audio track, if the file has one.
     pub audio: Option<AudioTrackInfo>,
 }
 
+/// What ffprobe reports about a video file's audio track.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AudioTrackInfo {
+    /// Sample rate in Hz.
     pub rate: u32,
+    /// Number of channels.
     pub channels: usize,
+    /// ffprobe's codec name, e.g. `aac`.
     pub codec: String,
 }
 

@@ -16,6 +16,7 @@ pub struct SoundingObject {
     pub label: Option<String>,
     /// x, y, width, height in pixels.
     pub bbox: [u32; 4],
+    /// Number of pixels in the region.
     pub area: u64,
     /// x, y in pixels, pixel centres at +0.5.
     pub centroid: [f32; 2],

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "image-files")]
 use image::RgbImage;
 
 use super::mask::FrameMask;
@@ -61,6 +62,7 @@ fn invalid(path: &Path, detail: impl Into<String>) -> PostError {
     PostError::Invalid { path: path.to_path_buf(), detail: detail.into() }
 }
 
+#[cfg(feature = "image-files")]
 fn check_mask(path: &Path, mask: &FrameMask) -> Result<(), PostError> {
     let n = mask.width as usize * mask.height as usize;
     if mask.width == 0 || mask.height == 0 {
@@ -188,13 +190,21 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), PostE
 /// One line of `results.jsonl`: what was found in one frame.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FrameRecord {
+    /// The frame's index in the clip or stream.
     pub frame: usize,
+    /// Seconds from the start of the audio.
     pub timestamp: f64,
+    /// The frame's file, or the video it was sampled from.
     pub source: String,
+    /// Mask width in pixels (the source frame's width).
     pub width: u32,
+    /// Mask height in pixels (the source frame's height).
     pub height: u32,
+    /// True when no pixel is foreground.
     pub empty: bool,
+    /// Foreground pixels over all pixels, 0..1.
     pub foreground_fraction: f64,
+    /// The sounding objects found in the frame.
     pub objects: Vec<SoundingObject>,
 }
 
@@ -228,19 +238,23 @@ pub struct JsonlWriter {
 }
 
 impl JsonlWriter {
+    /// Creates (or truncates) the file at `path`.
     pub fn create(path: &Path) -> Result<Self, PostError> {
         Ok(Self { path: path.to_path_buf(), out: create(path)? })
     }
 
+    /// The file being written.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Appends `record` as one JSON line.
     pub fn write(&mut self, record: &FrameRecord) -> Result<(), PostError> {
         serde_json::to_writer(&mut self.out, record).map_err(|e| write_err(&self.path, e))?;
         self.out.write_all(b"\n").map_err(|e| write_err(&self.path, e))
     }
 
+    /// Flushes the buffer and syncs the file to disk, reporting any write error.
     pub fn finish(mut self) -> Result<(), PostError> {
         self.out.flush().map_err(|e| write_err(&self.path, e))?;
         self.out.get_ref().sync_data().map_err(|e| write_err(&self.path, e))

@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::CliError;
 
-const SETUP: &str = "python3 -m venv .venv && .venv/bin/pip install -r tools/requirements.txt";
+
+const SETUP: &str =
+    "python3 -m venv .venv && .venv/bin/pip install -r tools/requirements.txt && .venv/bin/pip install --no-deps -e tools";
 
 /// Folders that may hold the repository: the working directory, the source tree this binary
 /// was built from, and the ancestors of the binary (target/{debug,release}/avseg).
@@ -68,7 +71,7 @@ pub(crate) fn command(python: &Path, tools: &Path) -> std::process::Command {
 }
 
 /// One-line error from a failed tool run: its `error: …` line, or the last line of a traceback.
-pub(crate) fn failure(what: &str, python: &Path, stderr: &str) -> Error {
+pub(crate) fn failure(what: &str, python: &Path, stderr: &str) -> CliError {
     let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if let Some(e) = lines.iter().rev().find_map(|l| l.strip_prefix("error: ")) {
         return CliError::Tool(e.to_string());

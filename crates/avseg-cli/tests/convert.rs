@@ -1,5 +1,5 @@
 //! `avseg convert` end to end, on checkpoints written at test time by
-//! `tools/tests/make_convert_fixtures.py`: a width-reduced TPAVI-R50 + VGGish with the official
+//! `tools/avseg_tools/fixtures/convert.py`: a width-reduced TPAVI-R50 + VGGish with the official
 //! key layout, saved in the torch.save layouts by the fixture script itself (so no torch is
 //! needed), plus one broken file per error the converter must report.
 //!
@@ -45,7 +45,8 @@ fn fixtures() -> &'static Option<(PathBuf, PathBuf)> {
         }
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("convert-fixtures-{}", std::process::id()));
         let out = Command::new(&py)
-            .arg(repo().join("tools/tests/make_convert_fixtures.py"))
+            .env("PYTHONPATH", repo().join("tools"))
+            .args(["-m", "avseg_tools.fixtures.convert"])
             .arg("--out")
             .arg(&dir)
             .output()

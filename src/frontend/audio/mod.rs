@@ -52,6 +52,7 @@ impl Default for AudioFrontend {
 }
 
 impl AudioFrontend {
+    /// A front end with no resamplers yet (one is created per input rate on first use).
     pub fn new() -> Self {
         Self { resamplers: HashMap::new(), log_mel: LogMel::new(), frames: Vec::new() }
     }
@@ -83,8 +84,6 @@ impl AudioFrontend {
         Ok(out)
     }
 
-    /// `pcm` at 16 kHz, aligned so output sample i is input time i/16000 s, with
-    /// round(len · 16000 / rate) samples. 16 kHz input is returned unchanged.
     /// Every complete 0.96 s patch the audio holds, unpadded (at least one: audio shorter than one
     /// patch is an error, as for [`AudioFrontend::clip_patches`]).
     pub fn all_patches(&mut self, pcm: &Pcm, padding: PatchPadding) -> Result<Tensor, FrontendError> {
@@ -93,6 +92,8 @@ impl AudioFrontend {
         self.clip_patches(pcm, t, padding)
     }
 
+    /// `pcm` at 16 kHz, aligned so output sample i is input time i/16000 s, with
+    /// round(len · 16000 / rate) samples. 16 kHz input is returned unchanged.
     pub fn resample_to_16k(&mut self, pcm: &Pcm) -> Result<Vec<f32>, FrontendError> {
         resample::check_rate(pcm.rate)?;
         if pcm.rate == TARGET_RATE {

@@ -1,8 +1,9 @@
 //! The audio front end against the official VGGish pre-processing
-//! (`/work/shared/reference/vggish_logmel.safetensors`, reference README §1).
+//! (`tests/data/reference/vggish_logmel.safetensors`, described in that folder's README). The
+//! speech clips (espeak-ng output, GPL) live apart in `speech/vggish_logmel_speech.safetensors` with
+//! their licence; an `$AVSEG_REFERENCE_DIR` holding the original single file works too.
 //!
 //! Run with `--nocapture` to see the measured differences.
-
 
 use std::collections::HashMap;
 
@@ -14,7 +15,12 @@ use crate::test_common::{load_reference, max_abs_diff, RefTensor};
 
 fn reference(test: &str) -> Option<HashMap<String, RefTensor>> {
     let dir = crate::test_common::reference_dir(test)?;
-    Some(load_reference(&dir.join("vggish_logmel.safetensors")))
+    let mut tensors = load_reference(&dir.join("vggish_logmel.safetensors"));
+    let speech = dir.join("speech/vggish_logmel_speech.safetensors");
+    if speech.is_file() {
+        tensors.extend(load_reference(&speech));
+    }
+    Some(tensors)
 }
 
 fn get<'a>(r: &'a HashMap<String, RefTensor>, name: &str) -> &'a RefTensor {

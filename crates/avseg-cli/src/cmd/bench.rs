@@ -24,7 +24,7 @@ pub(crate) struct BenchArgs {
     /// Threads for matrix products (and ONNX Runtime's intra-op threads).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Also time the package's graphs in ONNX Runtime (tools/bench_ort.py, via $AVSEG_PYTHON or
+    /// Also time the package's graphs in ONNX Runtime (tools/avseg_tools/bench_ort.py, via $AVSEG_PYTHON or
     /// .venv/bin/python) on the same inputs.
     #[arg(long, conflicts_with = "stream")]
     pub vs_onnxruntime: bool,
@@ -158,7 +158,7 @@ fn clip(a: &BenchArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// ONNX Runtime's medians over the same inputs (tools/bench_ort.py).
+/// ONNX Runtime's medians over the same inputs (tools/avseg_tools/bench_ort.py).
 struct OrtTimes {
     clip: f64,
     audio_encoder: Option<f64>,
@@ -169,7 +169,8 @@ fn ort_times(a: &BenchArgs, engine: &mut Engine, clip: &ClipInput) -> Result<Ort
     // Look Python up first: without it there is no point in writing the inputs.
     let py = pytools::python()?;
     let tools = pytools::tools_dir()?;
-    let script = tools.join("bench_ort.py");
+    // The ONNX Runtime side of the comparison (tools/avseg_tools/bench_ort.py).
+    let script = "avseg_tools.bench_ort";
     let f = engine.features(clip)?;
     let dir = std::env::temp_dir().join(format!("avseg-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| CliError::Io { path: dir.clone(), source: e })?;
@@ -177,7 +178,7 @@ fn ort_times(a: &BenchArgs, engine: &mut Engine, clip: &ClipInput) -> Result<Ort
     write_npy(&lm, f.logmel.shape(), f.logmel.data())?;
     write_npy(&fr, f.frames.shape(), f.frames.data())?;
     let out = pytools::command(&py, &tools)
-        .arg(&script)
+        .args(["-m", script])
         .arg("--model")
         .arg(&a.model)
         .arg("--logmel")
@@ -191,14 +192,14 @@ fn ort_times(a: &BenchArgs, engine: &mut Engine, clip: &ClipInput) -> Result<Ort
     let out = out?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(pytools::failure(&script.display().to_string(), &py, &String::from_utf8_lossy(&out.stderr)));
+        return Err(pytools::failure(script, &py, &String::from_utf8_lossy(&out.stderr)));
     }
     let field = |name: &str| -> Option<f64> {
         stdout.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
     };
     Ok(OrtTimes {
         clip: field("median_ms ")
-            .ok_or_else(|| CliError::Tool(format!("{}: no `median_ms` line in its output", script.display())))?,
+            .ok_or_else(|| CliError::Tool(format!("{script}: no `median_ms` line in its output")))?,
         audio_encoder: field("audio_encoder_median_ms "),
         segmenter: field("segmenter_median_ms "),
     })
