@@ -1,4 +1,4 @@
-//! Audio front-end throughput. Compare with `tools/bench_ref_audio.py` (the official algorithm in
+//! Audio front-end throughput. Compare with `tools/avseg_tools/bench_ref_audio.py` (the official algorithm in
 //! numpy + resampy) on the same signals.
 //!
 //! `cargo bench --bench audio -- --warm-up-time 1 --measurement-time 3`

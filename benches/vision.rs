@@ -1,7 +1,7 @@
 //! Frame front end and mask post-processing throughput.
 //!
 //! `cargo bench --bench vision -- --warm-up-time 1 --measurement-time 3`
-//! Compare with `tools/bench_ref_vision.py` (cv2 / PIL on the same input).
+//! Compare with `tools/avseg_tools/bench_ref_vision.py` (cv2 / PIL on the same input).
 
 use std::hint::black_box;
 use std::path::PathBuf;

@@ -66,7 +66,7 @@ pub use io::clip::{find_clip, find_frames, ClipFiles, AUDIO_EXTENSIONS, FRAME_EX
 #[cfg(feature = "image-files")]
 pub use io::image::{decode_image, decode_image_bytes};
 #[cfg(feature = "video")]
-pub use io::video::{probe as probe_video, AudioTrackInfo, VideoInfo};
+pub use io::video::{decode_audio_track, probe as probe_video, AudioTrackInfo, VideoInfo};
 // Pre-processing.
 pub use frontend::audio::{mel_matrix, AudioFrontend, PatchPadding, MEL_BANDS, MIN_SAMPLES_16K, PATCH_FRAMES, TARGET_RATE};
 pub use frontend::vision::{ResizeFilter, VisionConfig, VisionFrontend};
@@ -80,7 +80,9 @@ pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
 pub use post::objects::{bearing_deg, find_objects, SoundingObject};
 #[cfg(feature = "image-files")]
 pub use post::write::{write_mask_png, write_overlay_png, FrameWriter};
-pub use post::write::{binary_colours, colour_table, voc_palette, write_npy, FrameInfo, FrameRecord, JsonlWriter};
+pub use post::write::{
+    binary_colours, colour_table, voc_palette, write_npy, FrameInfo, FrameRecord, JsonlWriter, DEFAULT_OVERLAY_COLOUR,
+};
 // CUDA kernels.
 pub use backend::cuda::build::{
     build_kernels, default_cache_dir, kernel_counts, KernelBuild, KernelBuildOptions, KernelBuildReport,

@@ -1,6 +1,6 @@
 //! The frame front end against OpenCV and PIL, and image decoding.
 //!
-//! Fixtures: `tests/data/resize/` (see its README; made by `tools/make_resize_reference.py`).
+//! Fixtures: `tests/data/resize/` (see its README; made by `tools/avseg_tools/make_resize_reference.py`).
 //! Run with `--nocapture` to see the measured differences.
 
 use std::path::{Path, PathBuf};

@@ -37,7 +37,7 @@ pub mod session;
 #[cfg(feature = "video")]
 pub mod video;
 
-/// AVSBench samples frame `l` of a clip at `l + 15/16` s (models.md §4.1); results carry that time.
+/// AVSBench samples frame `l` of a clip at `l + 15/16` s (docs/spec/vision.md §4.1); results carry that time.
 pub const FRAME_TIME_OFFSET_S: f64 = 0.9375;
 
 /// Which backend runs the graphs.
@@ -303,6 +303,13 @@ impl Engine {
         let frames_out = self.post_process(clip, &logits)?;
         times.post = start.elapsed();
         Ok(ClipOutput { frames: frames_out, logits, times })
+    }
+
+    /// Runs the package's graphs on model inputs prepared elsewhere (for example by your own
+    /// training pipeline, or [`Engine::features`]): frames `[T, 3, H, W]` and log-mel patches
+    /// `[T, 1, 96, 64]` → logits `[T, K, h, w]` at model resolution. No pre- or post-processing.
+    pub fn run_graphs(&mut self, frames: &Tensor, logmel: &Tensor) -> Result<Tensor, Error> {
+        self.infer_window(frames, logmel, &mut StageTimes::default())
     }
 
     /// One window through the graphs: frames `[T, 3, H, W]` and log-mel `[T, 1, 96, 64]` → logits

@@ -19,7 +19,7 @@
 //!   the audio clock is the sample count: later chunk timestamps are only checked (never earlier
 //!   than the previous chunk; a drift of more than 0.1 s is logged at debug). A gap in the
 //!   microphone's samples therefore shifts audio against frames: push silence to fill one.
-//! * **Sampling instants.** As in training (models.md §2.7, §4.1) the models see one frame per
+//! * **Sampling instants.** As in training (docs/spec/audio.md §2.7, docs/spec/vision.md §4.1) the models see one frame per
 //!   second: instant k is at `origin + k + 0.9375` s. Each instant takes the pushed frame nearest to
 //!   it (ties go to the earlier frame). The choice is final once a frame at or after the instant
 //!   arrives, so a 30 fps camera delays it by one frame period at most. Frames that no instant

@@ -1,7 +1,7 @@
 //! The tract backend against ONNX Runtime on the same ONNX graphs and inputs.
 //!
-//! `tools/ort_reference.py` ran ONNX Runtime on seeded inputs and saved inputs and outputs under
-//! `tests/data/tiny_ort/`; CI also re-runs ONNX Runtime live (`tools/check_ort.py`).
+//! `tools/avseg_tools/ort_reference.py` ran ONNX Runtime on seeded inputs and saved inputs and outputs under
+//! `tests/data/tiny_ort/`; CI also re-runs ONNX Runtime live (`avseg-check-ort`).
 
 use std::path::{Path, PathBuf};
 

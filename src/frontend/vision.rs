@@ -11,7 +11,7 @@ use image::RgbImage;
 use super::FrontendError;
 use crate::tensor::Tensor;
 
-/// Which bilinear resize imitates the data a model was trained on (models.md §4).
+/// Which bilinear resize imitates the data a model was trained on (docs/spec/vision.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResizeFilter {

@@ -4,7 +4,7 @@
 //! native dependencies, and field images that can play a video already have ffmpeg. Both programs
 //! must be on `PATH`, or be named by `$AVSEG_FFMPEG` / `$AVSEG_FFPROBE`.
 //!
-//! Frames are sampled as AVSBench made its data (models.md §4.1): in second `l`, the frame with
+//! Frames are sampled as AVSBench made its data (docs/spec/vision.md §4.1): in second `l`, the frame with
 //! index `int((l + 15/16) · round(fps))`. Audio is decoded at the file's own rate and channel
 //! count; the audio front end resamples it.
 

@@ -2,7 +2,7 @@
 //!
 //! Binary (S4/MS3) models: the logit map is upsampled bilinearly with half-pixel centres (PyTorch
 //! `F.interpolate(mode="bilinear", align_corners=False)`), then a pixel is foreground when
-//! σ(logit) > threshold, strictly, as the official code binarises (models.md §5).
+//! σ(logit) > threshold, strictly, as the official code binarises (docs/spec/masks.md §5).
 //!
 //! Semantic (AVSS) models: argmax over the classes at model resolution (ties go to the lowest
 //! index, so all-equal logits give background), then nearest-neighbour upsampling of the labels.

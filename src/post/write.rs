@@ -22,7 +22,7 @@ pub fn binary_colours() -> Vec<[u8; 3]> {
     vec![[0, 0, 0], DEFAULT_OVERLAY_COLOUR]
 }
 
-/// The PASCAL-VOC bit-interleaved colormap that AVSBench uses for AVSS (models.md §11.1): for
+/// The PASCAL-VOC bit-interleaved colormap that AVSBench uses for AVSS (docs/spec/datasets.md §11.1): for
 /// class j, bit group i (j >> 3i) puts its bits 0, 1, 2 into R, G, B at bit position 7 − i.
 pub fn voc_palette(n: usize) -> Vec<[u8; 3]> {
     (0..n)

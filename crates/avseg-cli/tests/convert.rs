@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use avseg::{prepare_cpu, BackendOptions};
+use avseg::{BackendChoice, Engine, EngineOptions};
 use avseg::ModelPackage;
 use avseg::Tensor;
 
@@ -201,12 +201,11 @@ fn lcg(n: usize, seed: u64, lo: f32, hi: f32) -> Vec<f32> {
 }
 
 fn run_package(dir: &Path) -> Tensor {
-    let pkg = ModelPackage::load(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let mut runner = prepare_cpu(&pkg, &BackendOptions { threads: 1 }).unwrap();
+    let options = EngineOptions { backend: BackendChoice::Cpu, threads: 1, ..EngineOptions::default() };
+    let mut engine = Engine::load(dir, &options).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let logmel = Tensor::new(vec![5, 1, 96, 64], lcg(5 * 96 * 64, 1, -4.6, 2.0));
     let frames = Tensor::new(vec![5, 3, 224, 224], lcg(5 * 3 * 224 * 224, 2, -2.0, 2.5));
-    let emb = runner.encode_audio(&logmel).unwrap();
-    runner.segment(&frames, &emb).unwrap()
+    engine.run_graphs(&frames, &logmel).unwrap()
 }
 
 /// Tolerance for f16 weights, relative to the largest |logit| of the f32 model: f16 keeps 11

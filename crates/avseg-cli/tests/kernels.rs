@@ -1,7 +1,13 @@
 //! `avseg kernels`: a clear error for a bad architecture, and the NVRTC check's report (which
 //! says plainly when NVRTC is absent).
 
+use std::io::Write;
 use std::process::Command;
+
+/// Straight to stderr, past the test harness's capture, so CI logs show what NVRTC said.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
 
 fn avseg_bin(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_avseg"));

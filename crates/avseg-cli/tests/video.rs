@@ -29,7 +29,7 @@ fn probe_reads_stream_facts() {
     if !have_ffmpeg("probe_reads_stream_facts") {
         return;
     }
-    let info = avseg::probe(&video()).unwrap();
+    let info = avseg::probe_video(&video()).unwrap();
     assert_eq!((info.width, info.height), (1280, 720));
     assert!((info.fps - 25.0).abs() < 1e-9);
     assert!((info.duration - 5.312).abs() < 1e-3, "{}", info.duration);

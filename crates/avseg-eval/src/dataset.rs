@@ -1,5 +1,5 @@
 //! AVSBench dataset readers: S4 and MS3 (AVSBench-object) and AVSS (AVSBench-semantic), laid out
-//! exactly as the official download (models.md §10), plus ground-truth decoding (§5).
+//! exactly as the official download (docs/spec/datasets.md §10), plus ground-truth decoding (docs/spec/masks.md §5).
 //!
 //! `open` reads the split's CSV, builds every expected path and checks them all before anything
 //! runs, so an incomplete download fails once with the list of what is missing instead of hours

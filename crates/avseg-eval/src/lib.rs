@@ -1,4 +1,4 @@
-//! Evaluation on AVSBench, reproducing the official numbers (models.md §9–§11).
+//! Evaluation on AVSBench, reproducing the official numbers (docs/spec/metrics.md §9, docs/spec/datasets.md §10–§11).
 //!
 //! * [`metrics`]: the official Jaccard and F-measure (per-batch quirk included) and the AVSS
 //!   71-class accumulators, as pure functions; plus the batch-independent F, labelled.

@@ -1,4 +1,4 @@
-//! The AVSBench metrics, computed the way the official code computes them (models.md §9).
+//! The AVSBench metrics, computed the way the official code computes them (docs/spec/metrics.md §9).
 //!
 //! * S4/MS3 Jaccard ([`mask_iou`]) with the empty-GT rule: an empty ground truth scores the
 //!   fraction of pixels correctly left as background.

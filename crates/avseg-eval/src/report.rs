@@ -10,7 +10,7 @@ use super::{EvalError, EvalOutcome, Source};
 use avseg::decode_image;
 use avseg::voc_palette;
 
-/// AVSS class names by model channel (models.md §11.1; alphabetical after background).
+/// AVSS class names by model channel (docs/spec/datasets.md §11.1; alphabetical after background).
 pub const AVSS_LABELS: [&str; AVSS_CLASSES] = [
     "background", "accordion", "airplane", "axe", "baby", "bassoon", "bell", "bird", "boat", "boy", "bus", "car",
     "cat", "cello", "clarinet", "clipper", "clock", "dog", "donkey", "drum", "duck", "elephant", "emergency-car",

@@ -22,19 +22,19 @@ pub mod build;
 pub mod kernels;
 // The CPU references, the launch wrappers and the device's module loading wait for the CUDA model
 // runner (issue 17); until it lands only the tests call them.
-#[cfg_attr(not(test), allow(dead_code))]
+#[allow(dead_code)]
 pub mod reference;
 
 #[cfg(feature = "cuda")]
-#[cfg_attr(not(test), allow(dead_code))]
+#[allow(dead_code)]
 pub mod cache;
 #[cfg(feature = "cuda")]
-#[cfg_attr(not(test), allow(dead_code))]
+#[allow(dead_code)]
 pub mod device;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 #[cfg(feature = "cuda")]
-#[cfg_attr(not(test), allow(dead_code))]
+#[allow(dead_code)]
 pub mod ops;
 
 #[cfg(all(feature = "cuda", not(any(feature = "cuda-12060", feature = "cuda-13000"))))]

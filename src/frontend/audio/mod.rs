@@ -1,6 +1,6 @@
 //! Audio front end: mono PCM → 16 kHz ([`resample`], rubato) → VGGish log-mel ([`logmel`]) →
 //! a fixed number of `[1, 96, 64]` patches ([`patches`]), as the official VGGish input code does it
-//! (models.md §2).
+//! (docs/spec/audio.md §2).
 
 pub mod logmel;
 pub mod patches;
