@@ -67,8 +67,8 @@ pub struct VisionFrontend {
     cfg: VisionConfig,
     resizer: fr::Resizer,
     options: fr::ResizeOptions,
-    /// Resized RGB8 frame at the configured size.
-    resized: fr::images::Image<'static>,
+    /// Resized RGB8 frame at the configured size, tightly packed.
+    resized: Vec<u8>,
     /// `lut[c][p]` = `(p / 255 - mean[c]) / std[c]` in f32, the exact value torchvision produces.
     lut: [[f32; 256]; 3],
 }
@@ -91,7 +91,7 @@ impl VisionFrontend {
         Self {
             resizer: fr::Resizer::new(),
             options: fr::ResizeOptions::new().resize_alg(cfg.resize.algorithm()),
-            resized: fr::images::Image::new(cfg.width, cfg.height, fr::PixelType::U8x3),
+            resized: vec![0; 3 * cfg.width as usize * cfg.height as usize],
             lut,
             cfg,
         }
@@ -128,12 +128,8 @@ impl VisionFrontend {
         let pixels: &[u8] = if img.width() == w && img.height() == h {
             img.as_raw()
         } else {
-            let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
-                .map_err(|e| FrontendError::Resize(e.to_string()))?;
-            self.resizer
-                .resize(&src, &mut self.resized, &self.options)
-                .map_err(|e| FrontendError::Resize(e.to_string()))?;
-            self.resized.buffer()
+            self.resize_into_buffer(img)?;
+            &self.resized
         };
         let plane = w as usize * h as usize;
         let (r, rest) = out.split_at_mut(plane);
@@ -171,13 +167,21 @@ impl VisionFrontend {
         if img.width() == w && img.height() == h {
             return Ok(img.clone());
         }
-        let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
-            .map_err(|e| FrontendError::Resize(e.to_string()))?;
-        self.resizer
-            .resize(&src, &mut self.resized, &self.options)
-            .map_err(|e| FrontendError::Resize(e.to_string()))?;
-        RgbImage::from_raw(w, h, self.resized.buffer().to_vec())
+        self.resize_into_buffer(img)?;
+        RgbImage::from_raw(w, h, self.resized.clone())
             .ok_or_else(|| FrontendError::Resize("resized buffer has the wrong size".into()))
+    }
+
+    /// Resizes `img` into `self.resized`. Typed to RGB8 (`resize_typed::<U8x3>`) rather than the
+    /// dynamic `resize`, which would compile fast_image_resize's kernels for all thirteen pixel
+    /// types into every binary (about 2 MB of a device library) for the one we use.
+    fn resize_into_buffer(&mut self, img: &RgbImage) -> Result<(), FrontendError> {
+        let (w, h) = (self.cfg.width, self.cfg.height);
+        let src = fr::images::TypedImageRef::<fr::pixels::U8x3>::from_buffer(img.width(), img.height(), img.as_raw())
+            .map_err(|e| FrontendError::Resize(e.to_string()))?;
+        let mut dst = fr::images::TypedImage::<fr::pixels::U8x3>::from_buffer(w, h, &mut self.resized)
+            .map_err(|e| FrontendError::Resize(e.to_string()))?;
+        self.resizer.resize_typed(&src, &mut dst, &self.options).map_err(|e| FrontendError::Resize(e.to_string()))
     }
 }
 
