@@ -100,6 +100,7 @@ fn check_filter(filter: ResizeFilter, max_levels: u8) {
         let reference = decode_image(match filter {
             ResizeFilter::BilinearOpencv => &case.cv2,
             ResizeFilter::BilinearPil => &case.pil,
+            other => panic!("no reference images for {other:?}"),
         })
         .unwrap();
         let cfg = VisionConfig::imagenet(case.width, case.height, filter);

@@ -42,6 +42,7 @@ pub const FRAME_TIME_OFFSET_S: f64 = 0.9375;
 
 /// Which backend runs the graphs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendChoice {
     /// CUDA when it can run the package, else tract on the CPU; the choice and its reason are
     /// logged. No model family has a CUDA runner yet, so today this is always the CPU.

@@ -40,6 +40,7 @@ pub trait Runner: Send {
 
 /// Preparing or running a graph failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendError {
     /// A backend could not load or optimise a graph file.
     #[error("{}: {backend} could not prepare the graph: {detail}", path.display())]

@@ -8,6 +8,7 @@ pub mod vision;
 
 /// Pre-processing refused its input. The caller adds the file name (see [`crate::Error::Frontend`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrontendError {
     /// The audio is shorter than one VGGish patch (0.975 s).
     #[error(

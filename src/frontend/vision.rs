@@ -14,6 +14,7 @@ use crate::tensor::Tensor;
 /// Which bilinear resize imitates the data a model was trained on (docs/spec/vision.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ResizeFilter {
     /// `cv2.resize(..., INTER_LINEAR)`: a fixed 2×2 kernel, no antialiasing on downscale. The
     /// official AVSBench-object (S4/MS3) 224×224 frames were made this way.

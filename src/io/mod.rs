@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 /// A file could not be turned into samples or pixels. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The file could not be opened or read.
     #[error("{}: cannot read file: {source}", path.display())]

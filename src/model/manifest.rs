@@ -47,6 +47,7 @@ pub struct Manifest {
 /// Model families differ in how frames are coupled and how their checkpoints map onto graphs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Family {
     /// AVSBench baseline: TPAVI attention couples the T frames of a clip.
     Tpavi,
@@ -79,6 +80,7 @@ pub struct AudioSpec {
 /// The audio pre-processing a package expects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AudioFrontendKind {
     /// 16 kHz, 96×64 log-mel patches of 0.96 s, as VGGish.
     VggishLogmel,
@@ -87,6 +89,7 @@ pub enum AudioFrontendKind {
 /// The manifest's `output` section: how mask logits become labels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum OutputSpec {
     /// One logit channel; foreground where sigmoid(logit) > threshold.
     Binary {

@@ -13,6 +13,7 @@ pub use package::{Dim, GraphInfo, ModelPackage, TensorDecl};
 
 /// A model package is unusable. Every variant names the file and, where it applies, the field.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PackageError {
     /// The path is not a folder holding an `avseg.json` manifest.
     #[error("{}: not a model package folder", path.display())]

@@ -49,6 +49,7 @@ pub struct TensorDecl {
 
 /// One declared dimension: fixed, or symbolic (a batch axis left open by the exporter).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Dim {
     /// A fixed size.
     Fixed(usize),

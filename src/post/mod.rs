@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 /// Post-processing or writing results failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PostError {
     /// An output file could not be created or written.
     #[error("{}: cannot write: {detail}", path.display())]

@@ -244,6 +244,8 @@ fn defaults() -> avseg_session_options {
             BackendChoice::Auto => avseg_backend::AVSEG_BACKEND_AUTO as u32,
             BackendChoice::Cpu => avseg_backend::AVSEG_BACKEND_CPU as u32,
             BackendChoice::Cuda => avseg_backend::AVSEG_BACKEND_CUDA as u32,
+            // A default the C ABI has no value for yet: AUTO lets the runtime choose.
+            _ => avseg_backend::AVSEG_BACKEND_AUTO as u32,
         },
         threads: u32::try_from(d.engine.threads).unwrap_or(1),
         threshold: d.engine.threshold.unwrap_or(0.0),

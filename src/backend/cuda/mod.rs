@@ -52,6 +52,7 @@ use crate::model::ModelPackage;
 
 /// Why the GPU cannot be used, or a GPU operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CudaError {
     /// A GPU was requested but avseg was built without the `cuda` feature.
     #[error("this avseg was built without the `cuda` feature")]

@@ -31,6 +31,7 @@ pub const MIN_SAMPLES_16K: usize = (PATCH_FRAMES - 1) * logmel::HOP_LEN + logmel
 /// How a clip with fewer patches than the model expects is filled up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PatchPadding {
     /// S4/MS3 (AVSBench `preprocess_s4.py`): repeat the last patch.
     RepeatLast,

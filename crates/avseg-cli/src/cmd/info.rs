@@ -43,6 +43,7 @@ pub(crate) fn run(a: InfoArgs) -> Result<(), CliError> {
     match &m.output {
         OutputSpec::Binary { threshold } => println!("output      binary mask, sigmoid > {threshold}"),
         OutputSpec::Semantic { labels, .. } => println!("output      semantic, {} classes ({} ...)", labels.len(), labels.iter().take(4).cloned().collect::<Vec<_>>().join(", ")),
+        other => println!("output      {other:?}"),
     }
     for g in p.graphs() {
         println!("graph       {} = {} (opset {}, {} parameters)", g.role, g.path.display(), g.opset, g.parameters);
