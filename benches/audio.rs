@@ -1,4 +1,4 @@
-//! Audio front-end throughput. Compare with `tools/bench_ref_audio.py` (the official algorithm in
+//! Audio front-end throughput. Compare with `tools/avseg_tools/bench_ref_audio.py` (the official algorithm in
 //! numpy + resampy) on the same signals.
 //!
 //! `cargo bench --bench audio -- --warm-up-time 1 --measurement-time 3`
@@ -10,8 +10,8 @@
 
 use std::hint::black_box;
 
-use avseg::frontend::audio::{AudioFrontend, PatchPadding};
-use avseg::io::audio::{mix_to_mono, Pcm};
+use avseg::{AudioFrontend, PatchPadding};
+use avseg::{mix_to_mono, Pcm};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 /// Deterministic speech-like test signal: two tones plus xorshift noise.

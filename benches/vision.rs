@@ -1,18 +1,18 @@
 //! Frame front end and mask post-processing throughput.
 //!
 //! `cargo bench --bench vision -- --warm-up-time 1 --measurement-time 3`
-//! Compare with `tools/bench_ref_vision.py` (cv2 / PIL on the same input).
+//! Compare with `tools/avseg_tools/bench_ref_vision.py` (cv2 / PIL on the same input).
 
 use std::hint::black_box;
 use std::path::PathBuf;
 
-use avseg::frontend::vision::{ResizeFilter, VisionConfig, VisionFrontend};
-use avseg::post::mask::{FrameMask, MaskBuilder};
+use avseg::{ResizeFilter, VisionConfig, VisionFrontend};
+use avseg::{FrameMask, MaskBuilder};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn frame_1920x1080() -> image::RgbImage {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/resize/card_1920x1080.png");
-    avseg::io::image::decode_image(&path).expect("bench fixture")
+    avseg::decode_image(&path).expect("bench fixture")
 }
 
 fn preprocess(c: &mut Criterion) {

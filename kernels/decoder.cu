@@ -1,4 +1,4 @@
-// TPAVI decoder stages (models.md §6.7), NCHW. The 3×3 convolutions themselves run elsewhere
+// TPAVI decoder stages (docs/spec/tpavi.md §6.7), NCHW. The 3×3 convolutions themselves run elsewhere
 // (cuDNN / GEMM) without bias; these kernels are their fused epilogues and the resampling between
 // stages, so each intermediate map is read and written once.
 //

@@ -1,4 +1,4 @@
-// The TPAVI audio-visual block (models.md §6.5-6.6) as one kernel sequence, channels-last.
+// The TPAVI audio-visual block (docs/spec/tpavi.md §6.5-6.6) as one kernel sequence, channels-last.
 //
 // TPAVI has no softmax, so y_n = θ_n·K with K = (1/N)·Σ_m φ_mᵀ g_m (128×128), and because φ is
 // constant within a frame only the per-frame spatial sums S_t of V are needed to build K:

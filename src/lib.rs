@@ -3,34 +3,97 @@
 //! Given the frames of a clip and the sound at that moment, avseg returns the pixel mask of the
 //! object(s) making the sound.
 //!
-//! Data flows one way through the modules, and imports follow the same direction:
+//! Data flows one way through the (private) modules, and imports follow the same direction:
 //!
 //! ```text
-//! io (decode) → frontend (audio, vision) → model (package) → backend (tract) → post (masks, objects) → api
+//! io (decode) → frontend (audio, vision) → model (package) → backend (tract, CUDA) → post (masks, objects) → api
 //! ```
 //!
-//! * [`io`] decodes files: audio to mono PCM, images to RGB8, clip folders to file lists.
-//! * [`frontend`] turns PCM into VGGish log-mel patches and frames into normalised NCHW tensors,
-//!   exactly as the published models were trained.
-//! * [`model`] reads and validates model packages (`avseg.json` + ONNX graphs).
-//! * [`backend`] runs a package's graphs; [`backend::tract`] is the CPU backend.
-//! * [`post`] turns logits into masks, connected objects and output files.
-//! * [`api`] ties the stages together: [`Engine`] for clips, [`api::Session`] for live streams.
-//! * [`eval`] scores predictions with the official AVSBench metrics (`avseg eval`).
-//! * [`ffi`] is the C ABI over the session (`include/avseg.h`).
+//! Everything a user needs is re-exported here:
+//!
+//! * **Clips:** [`Engine`] loads a model package once and runs [`ClipInput`]s (frames plus audio)
+//!   through every stage, giving a [`ClipOutput`] with one [`FrameOutput`] per frame.
+//! * **Live streams:** [`Session`] takes PCM and camera frames as they arrive and returns a
+//!   [`StreamResult`] per sampled frame. [`segment_video`] drives one from a video file.
+//! * **Files** (features `audio-files`, `image-files`, `video`): [`find_clip`], [`decode_audio`],
+//!   [`decode_image`], [`probe_video`].
+//! * **Pre-processing**, exactly as the published models were trained: [`AudioFrontend`] (VGGish
+//!   log-mel patches) and [`VisionFrontend`] (resize and normalise).
+//! * **Packages:** [`ModelPackage`] and its [`Manifest`].
+//! * **Outputs:** [`FrameMask`], [`SoundingObject`] (box, area, centroid, confidence,
+//!   [`bearing_deg`]) and the writers ([`FrameWriter`], [`JsonlWriter`], [`write_npy`]).
+//! * **CUDA kernels:** [`build_kernels`] compiles every kernel with NVRTC (no GPU needed).
+//! * **Errors:** one [`Error`] with an [`ErrorKind`]; each layer's own error is a variant.
+//!
+//! ```no_run
+//! use avseg::{find_clip, ClipInput, Engine, EngineOptions};
+//! let mut engine = Engine::load("models/default", &EngineOptions::default())?;
+//! let clip = ClipInput::load(&find_clip("models/sample".as_ref())?)?;
+//! for f in engine.run_clip(&clip)?.frames {
+//!     println!("frame {} at {:.2} s: {} sounding object(s)", f.index, f.timestamp, f.objects.len());
+//! }
+//! # Ok::<(), avseg::Error>(())
+//! ```
+#![deny(missing_docs)]
 
-pub mod api;
-pub mod backend;
-pub mod error;
-/// AVSBench evaluation (official metrics, dataset readers, reports); used by `avseg eval`.
-pub mod eval;
-pub mod ffi;
-pub mod frontend;
-pub mod io;
-pub mod model;
-pub mod post;
-pub mod tensor;
+mod api;
+mod backend;
+mod error;
+mod frontend;
+mod io;
+mod model;
+mod post;
+mod tensor;
 
-pub use api::{ClipInput, Engine, EngineOptions};
-pub use error::Error;
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod test_common;
+
+// Clips.
+pub use api::{
+    frame_tensor, BackendChoice, ClipFeatures, ClipInput, ClipOutput, Engine, EngineOptions, Frame, FrameOutput,
+    StageTimes, FRAME_TIME_OFFSET_S,
+};
+// Live streams and video files.
+pub use api::session::{Session, SessionOptions, SessionStats, StreamResult};
+#[cfg(feature = "video")]
+pub use api::video::{segment_video, VideoResult, VideoSummary};
+// Input files.
+#[cfg(feature = "audio-files")]
+pub use io::audio::decode_audio;
+pub use io::audio::{mix_to_mono, Pcm};
+pub use io::clip::{find_clip, find_frames, ClipFiles, AUDIO_EXTENSIONS, FRAME_EXTENSIONS};
+#[cfg(feature = "image-files")]
+pub use io::image::{decode_image, decode_image_bytes};
+#[cfg(feature = "video")]
+pub use io::video::{decode_audio_track, probe as probe_video, AudioTrackInfo, VideoInfo};
+// Pre-processing.
+pub use frontend::audio::{mel_matrix, AudioFrontend, PatchPadding, MEL_BANDS, MIN_SAMPLES_16K, PATCH_FRAMES, TARGET_RATE};
+pub use frontend::vision::{ResizeFilter, VisionConfig, VisionFrontend};
+// Model packages.
+pub use model::{
+    AudioFrontendKind, AudioSpec, Dim, Family, GraphInfo, GraphSpec, Graphs, Manifest, ModelPackage, OutputSpec,
+    Provenance, TensorDecl, SCHEMA_VERSION,
+};
+// Outputs.
+pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
+pub use post::objects::{bearing_deg, find_objects, SoundingObject};
+#[cfg(feature = "image-files")]
+pub use post::write::{write_mask_png, write_overlay_png, FrameWriter};
+pub use post::write::{
+    binary_colours, colour_table, voc_palette, write_npy, FrameInfo, FrameRecord, JsonlWriter, DEFAULT_OVERLAY_COLOUR,
+};
+// CUDA kernels.
+pub use backend::cuda::build::{
+    build_kernels, default_cache_dir, kernel_counts, KernelBuild, KernelBuildOptions, KernelBuildReport,
+};
+pub use backend::cuda::Arch;
+// Errors and tensors.
+pub use backend::cuda::CudaError;
+pub use backend::BackendError;
+pub use error::{Error, ErrorKind};
+pub use frontend::FrontendError;
+pub use io::DecodeError;
+pub use model::PackageError;
+pub use post::PostError;
 pub use tensor::Tensor;

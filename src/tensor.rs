@@ -19,31 +19,38 @@ impl Tensor {
         Self { shape, data }
     }
 
+    /// A tensor of `shape` filled with zeros.
     pub fn zeros(shape: Vec<usize>) -> Self {
         let n = shape.iter().product();
         Self { shape, data: vec![0.0; n] }
     }
 
+    /// The dimensions, outermost first.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// All elements, row-major.
     pub fn data(&self) -> &[f32] {
         &self.data
     }
 
+    /// All elements, row-major, mutable (the shape is fixed).
     pub fn data_mut(&mut self) -> &mut [f32] {
         &mut self.data
     }
 
+    /// Consumes the tensor, returning its elements.
     pub fn into_data(self) -> Vec<f32> {
         self.data
     }
 
+    /// Total number of elements.
     pub fn len(&self) -> usize {
         self.data.len()
     }
 
+    /// True when the tensor holds no elements (some dimension is 0).
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }

@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use avseg::io::audio::{decode_audio, Pcm};
-use avseg::io::DecodeError;
+use avseg::{decode_audio, Pcm};
+use avseg::DecodeError;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/audio").join(name)

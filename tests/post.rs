@@ -2,13 +2,13 @@
 
 use std::io::BufRead;
 
-use avseg::post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
-use avseg::post::objects::{find_objects, SoundingObject};
-use avseg::post::write::{
+use avseg::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
+use avseg::{find_objects, SoundingObject};
+use avseg::{
     binary_colours, colour_table, voc_palette, write_mask_png, write_npy, write_overlay_png, FrameRecord, JsonlWriter,
     DEFAULT_OVERLAY_COLOUR,
 };
-use avseg::post::PostError;
+use avseg::PostError;
 use image::RgbImage;
 
 fn sigmoid(x: f64) -> f64 {

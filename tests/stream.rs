@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use avseg::api::{ClipInput, Engine, EngineOptions, Session, SessionOptions};
+use avseg::{ClipInput, Engine, EngineOptions, Session, SessionOptions};
 use avseg::Error;
 
 fn repo() -> PathBuf {
@@ -24,7 +24,7 @@ fn sample_wav() -> (Vec<f32>, u32, usize) {
 }
 
 fn sample_clip() -> ClipInput {
-    let files = avseg::io::clip::find_clip(&repo().join("models/sample")).unwrap();
+    let files = avseg::find_clip(&repo().join("models/sample")).unwrap();
     ClipInput::load(&files).unwrap()
 }
 

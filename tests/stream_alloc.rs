@@ -6,7 +6,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::PathBuf;
 
-use avseg::api::{Session, SessionOptions};
+use avseg::{Session, SessionOptions};
 
 struct Counting;
 

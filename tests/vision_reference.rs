@@ -1,13 +1,13 @@
 //! The frame front end against OpenCV and PIL, and image decoding.
 //!
-//! Fixtures: `tests/data/resize/` (see its README; made by `tools/make_resize_reference.py`).
+//! Fixtures: `tests/data/resize/` (see its README; made by `tools/avseg_tools/make_resize_reference.py`).
 //! Run with `--nocapture` to see the measured differences.
 
 use std::path::{Path, PathBuf};
 
-use avseg::frontend::vision::{ResizeFilter, VisionConfig, VisionFrontend};
-use avseg::io::image::decode_image;
-use avseg::io::DecodeError;
+use avseg::{ResizeFilter, VisionConfig, VisionFrontend};
+use avseg::decode_image;
+use avseg::DecodeError;
 use image::RgbImage;
 
 fn data_dir() -> PathBuf {
@@ -100,6 +100,7 @@ fn check_filter(filter: ResizeFilter, max_levels: u8) {
         let reference = decode_image(match filter {
             ResizeFilter::BilinearOpencv => &case.cv2,
             ResizeFilter::BilinearPil => &case.pil,
+            other => panic!("no reference images for {other:?}"),
         })
         .unwrap();
         let cfg = VisionConfig::imagenet(case.width, case.height, filter);

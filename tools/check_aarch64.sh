@@ -20,5 +20,5 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null; then
 fi
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-cargo check --locked --target "$target" --lib --bins
+cargo check --locked --target "$target" --workspace --lib --bins
 echo "aarch64 check: ok"

@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Runs every avseg test:
-#   1. a Python venv (tools/requirements.txt) for the ONNX Runtime and block-fidelity checks;
+#   1. a Python venv (tools/requirements.txt, then the tools themselves: pip install -e tools) for
+#      the ONNX Runtime and block-fidelity checks, which run under pytest (tools/tests, tools/avsreg);
 #   2. live cross-checks: the export tooling's blocks vs the official reference tensors, and
 #      avseg's tract logits vs ONNX Runtime on the bundled model and sample;
 #   3. a compile check of every CUDA kernel with NVRTC from the PyPI wheel, and a run of every
 #      kernel on a CPU emulation of CUDA (tools/kernel_emu; no GPU needed for either);
-#   4. the Rust unit and integration tests (cargo test).
-# The official reference tensors are read from $AVSEG_REFERENCE_DIR, default ../shared/reference.
+#   4. the Rust unit and integration tests of every crate (cargo test --workspace).
+# The official reference tensors are read from $AVSEG_REFERENCE_DIR, default tests/data/reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${AVSEG_VENV:-.venv}
-export AVSEG_REFERENCE_DIR=${AVSEG_REFERENCE_DIR:-$(pwd)/../shared/reference}
+export AVSEG_REFERENCE_DIR=${AVSEG_REFERENCE_DIR:-$(pwd)/tests/data/reference}
 
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tools/requirements.txt
+# The tools as a package (avseg_export, avseg_tools, avsreg, train_default + console scripts);
+# the pinned requirements above are its dependencies.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e tools
 case "$(uname -s)-$(uname -m)" in
   Linux-x86_64|Linux-aarch64) nvrtc_wheel=1 ;;
   *) nvrtc_wheel= ;;
@@ -25,8 +29,19 @@ if [ -n "$nvrtc_wheel" ]; then
 fi
 
 echo "== build"
-cargo build --locked --bins
+cargo build --locked -p avseg-cli
 bin="${CARGO_TARGET_DIR:-target}/debug/avseg"
+# The Python tests that drive the binary take it from here.
+export AVSEG_BIN="$(cd "$(dirname "$bin")" && pwd)/avseg"
+pytest() { "$VENV/bin/python" -m pytest "$@"; }
+
+echo "== lean C library: no CLI, evaluation or file-decoder crates in libavseg's dependency tree"
+leaked=$(cargo tree --locked -p avseg-ffi -e normal --prefix none \
+  | grep -E '^(clap|csv|indicatif|env_logger|symphonia|png|zune-jpeg|image-webp|avseg-eval) ' | sort -u || true)
+if [ -n "$leaked" ]; then
+  echo "libavseg must not depend on: $leaked" >&2; exit 1
+fi
+echo "ok"
 
 echo "== CUDA kernels: NVRTC compile check for sm_87 and sm_90 (no GPU needed)"
 if [ -n "$nvrtc_wheel" ]; then
@@ -42,21 +57,14 @@ echo "== CUDA kernels emulated on the CPU vs independent restatements of their m
 tools/kernel_emu/run.sh
 
 echo "== export-tool block fidelity vs official reference tensors"
-if [ -f "$AVSEG_REFERENCE_DIR/README.md" ]; then
-  "$VENV/bin/python" tools/tests/test_blocks.py "$AVSEG_REFERENCE_DIR"
-  "$VENV/bin/python" tools/tests/test_blocks_avsegformer.py "$AVSEG_REFERENCE_DIR"
-elif [ -n "${CI:-}" ]; then
-  echo "reference tensors missing at $AVSEG_REFERENCE_DIR" >&2; exit 1
-else
-  echo "skipped: reference tensors not found at $AVSEG_REFERENCE_DIR"
-fi
+# Skipped without the tensors (a failure under CI): conftest.py's reference_dir.
+pytest tools/tests/test_blocks.py tools/tests/test_blocks_avsegformer.py
 
 echo "== exported TPAVI/VGGish graphs vs an independent numpy forward (literal N×N attention)"
-"$VENV/bin/python" tools/tests/test_tiny_numpy.py
+pytest tools/tests/test_tiny_numpy.py
 
 echo "== every official family (width-reduced, official key layout) vs an independent numpy forward"
-"$VENV/bin/python" tools/tests/test_tpavi_families.py
-"$VENV/bin/python" tools/tests/test_avsegformer_numpy.py
+pytest tools/tests/test_tpavi_families.py tools/tests/test_avsegformer_numpy.py
 
 echo "== tract vs ONNX Runtime, live, on the bundled sample"
 work=$(mktemp -d)
@@ -64,38 +72,33 @@ trap 'rm -rf "$work"' EXIT
 "$bin" features --model models/tiny-tpavi --audio models/sample/audio.wav --out "$work/logmel.npy" \
   --frames models/sample/frames --frames-out "$work/frames.npy"
 "$bin" segment --model models/tiny-tpavi --clip models/sample --out "$work/out" --save-logits
-"$VENV/bin/python" tools/check_ort.py --model models/tiny-tpavi --logmel "$work/logmel.npy" \
+"$VENV/bin/python" -m avseg_tools.check_ort --model models/tiny-tpavi --logmel "$work/logmel.npy" \
   --frames "$work/frames.npy" --logits "$work/out/logits.npy" --tol 1e-4
 
 echo "== tract vs ONNX Runtime, live, on every official family's fixture package"
-"$VENV/bin/python" tools/tests/tract_families.py --avseg "$bin" --sample models/sample --size 96
+# 96x96 packages, tolerance 1e-4; avseg is $AVSEG_BIN.
+pytest tools/tests/test_tract_families.py
 # Each of the eight `avseg convert --family` values, from a checkpoint file as users have them.
-AVSEG_PYTHON="$VENV/bin/python" "$VENV/bin/python" tools/tests/convert_families.py --avseg "$bin" \
-  --sample models/sample --size 96 --tol 1e-4
+pytest tools/tests/test_convert_families.py
 
 echo "== AVS-Reg generator: determinism and sanity (tools/avsreg)"
 # Sources are Debian/PyPI media (GPL stamps: never committed). Installed only in CI or as root.
-if ! "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -m avsreg.generate --check-sources >/dev/null 2>&1; then
   if [ -n "${CI:-}" ] || [ "$(id -u)" -eq 0 ]; then
     PYTHON="$VENV/bin/python" tools/avsreg/install_sources.sh
   fi
 fi
-if "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1; then
-  "$VENV/bin/python" tools/avsreg/test_determinism.py
-elif [ -n "${CI:-}" ]; then
-  "$VENV/bin/python" tools/avsreg/generate.py --check-sources || true; exit 1
-else
-  echo "skipped: AVS-Reg sources not installed (run tools/avsreg/install_sources.sh as root)"
-fi
+# Without the sources the tests skip (under CI they fail): conftest.py's avsreg_sources.
+pytest tools/avsreg
 
 echo "== default model: tract vs ONNX Runtime, and quality on fresh AVS-Reg clips (seed 1)"
 "$bin" features --model models/default --audio models/sample/audio.wav --out "$work/d_logmel.npy" \
   --frames models/sample/frames --frames-out "$work/d_frames.npy"
 "$bin" segment --model models/default --clip models/sample --out "$work/d_out" --save-logits
-"$VENV/bin/python" tools/check_ort.py --model models/default --logmel "$work/d_logmel.npy" \
+"$VENV/bin/python" -m avseg_tools.check_ort --model models/default --logmel "$work/d_logmel.npy" \
   --frames "$work/d_frames.npy" --logits "$work/d_out/logits.npy" --tol 1e-4
-if "$VENV/bin/python" tools/avsreg/generate.py --check-sources >/dev/null 2>&1; then
-  "$VENV/bin/python" tools/train_default/check_default.py --avseg "$bin" --work "$work/default_check"
+if "$VENV/bin/python" -m avsreg.generate --check-sources >/dev/null 2>&1; then
+  "$VENV/bin/python" -m train_default.check_default --avseg "$bin" --work "$work/default_check"
 else
   echo "skipped: AVS-Reg sources not installed, so the default model's quality check cannot run"
 fi
@@ -103,5 +106,5 @@ fi
 echo "== aarch64 (Jetson) compile check"
 tools/check_aarch64.sh
 
-echo "== cargo test"
-cargo test --locked
+echo "== cargo test (every crate of the workspace)"
+cargo test --locked --workspace

@@ -3,7 +3,7 @@
 //! ```no_run
 //! use avseg::{ClipInput, Engine, EngineOptions};
 //! let mut engine = Engine::load("models/tiny-tpavi", &EngineOptions::default())?;
-//! let files = avseg::io::clip::find_clip("models/sample".as_ref())?;
+//! let files = avseg::find_clip("models/sample".as_ref())?;
 //! let clip = ClipInput::load(&files)?;
 //! let out = engine.run_clip(&clip)?;
 //! for f in &out.frames {
@@ -21,8 +21,12 @@ use crate::backend::{self, BackendOptions, Runner};
 use crate::error::Error;
 use crate::frontend::audio::AudioFrontend;
 use crate::frontend::vision::VisionFrontend;
-use crate::io::audio::{decode_audio, Pcm};
+#[cfg(feature = "audio-files")]
+use crate::io::audio::decode_audio;
+use crate::io::audio::Pcm;
+#[cfg(all(feature = "audio-files", feature = "image-files"))]
 use crate::io::clip::ClipFiles;
+#[cfg(feature = "image-files")]
 use crate::io::image::decode_image;
 use crate::model::{ModelPackage, OutputSpec};
 use crate::post::mask::{FrameMask, MaskBuilder};
@@ -30,13 +34,15 @@ use crate::post::objects::{find_objects, SoundingObject};
 use crate::tensor::Tensor;
 
 pub mod session;
-pub use session::{Session, SessionOptions, SessionStats, StreamResult};
+#[cfg(feature = "video")]
+pub mod video;
 
-/// AVSBench samples frame `l` of a clip at `l + 15/16` s (models.md §4.1); results carry that time.
+/// AVSBench samples frame `l` of a clip at `l + 15/16` s (docs/spec/vision.md §4.1); results carry that time.
 pub const FRAME_TIME_OFFSET_S: f64 = 0.9375;
 
 /// Which backend runs the graphs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackendChoice {
     /// CUDA when it can run the package, else tract on the CPU; the choice and its reason are
     /// logged. No model family has a CUDA runner yet, so today this is always the CPU.
@@ -48,8 +54,10 @@ pub enum BackendChoice {
     Cuda,
 }
 
+/// How [`Engine::load`] prepares a package and post-processes its outputs.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
+    /// Which backend runs the graphs (default [`BackendChoice::Auto`]).
     pub backend: BackendChoice,
     /// Threads for matrix products.
     pub threads: usize,
@@ -68,30 +76,57 @@ impl Default for EngineOptions {
 /// One decoded frame and where it came from.
 #[derive(Clone, Debug)]
 pub struct Frame {
+    /// The pixels, at the frame's own size.
     pub image: RgbImage,
+    /// The file it was decoded from (used in messages and results).
     pub source: PathBuf,
+}
+
+impl Frame {
+    /// Decodes a PNG, JPEG or WebP frame.
+    #[cfg(feature = "image-files")]
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        Ok(Frame { image: decode_image(path)?, source: path.to_path_buf() })
+    }
+}
+
+/// Normalised frames `[n, 3, H, W]`, one per frame, each resized on its own; an error names the
+/// frame's file.
+pub fn frame_tensor(vision: &mut VisionFrontend, frames: &[Frame]) -> Result<Tensor, Error> {
+    let v = vision.config();
+    let (h, w) = (v.height as usize, v.width as usize);
+    let per = 3 * h * w;
+    let mut out = Tensor::zeros(vec![frames.len(), 3, h, w]);
+    for (f, chunk) in frames.iter().zip(out.data_mut().chunks_exact_mut(per)) {
+        vision.preprocess_into(&f.image, chunk).map_err(|e| Error::frontend(&f.source, e))?;
+    }
+    Ok(out)
 }
 
 /// A clip in memory: its frames in order and its mono PCM.
 #[derive(Clone, Debug)]
 pub struct ClipInput {
+    /// The clip's frames, in time order.
     pub frames: Vec<Frame>,
+    /// The clip's mono audio.
     pub audio: Pcm,
+    /// The file the audio was decoded from (used in messages).
     pub audio_source: PathBuf,
 }
 
 impl ClipInput {
     /// Decodes the files of a clip. Frames may differ in size: each is resized to the model's input
     /// on its own, and its mask comes back at its own size.
+    #[cfg(all(feature = "audio-files", feature = "image-files"))]
     pub fn load(files: &ClipFiles) -> Result<Self, Error> {
         let audio = decode_audio(&files.audio)?;
         let frames = files
             .frames
             .iter()
-            .map(|p| Ok(Frame { image: decode_image(p)?, source: p.clone() }))
+            .map(|p| Frame::load(p))
             .collect::<Result<Vec<_>, Error>>()?;
         if frames.is_empty() {
-            return Err(Error::Input("clip has no frames".into()));
+            return Err(Error::Clip { detail: "clip has no frames".into() });
         }
         Ok(ClipInput { frames, audio, audio_source: files.audio.clone() })
     }
@@ -100,14 +135,20 @@ impl ClipInput {
 /// Wall time spent per stage for one clip.
 #[derive(Clone, Debug, Default)]
 pub struct StageTimes {
+    /// Resampling and log-mel patches.
     pub audio_frontend: Duration,
+    /// Resizing and normalising the frames.
     pub vision_frontend: Duration,
+    /// The audio encoder graph, summed over windows.
     pub audio_encoder: Duration,
+    /// The segmenter graph, summed over windows.
     pub segmenter: Duration,
+    /// Logits to masks and objects.
     pub post: Duration,
 }
 
 impl StageTimes {
+    /// The sum of all stages.
     pub fn total(&self) -> Duration {
         self.audio_frontend + self.vision_frontend + self.audio_encoder + self.segmenter + self.post
     }
@@ -116,20 +157,26 @@ impl StageTimes {
 /// The result for one frame.
 #[derive(Clone, Debug)]
 pub struct FrameOutput {
+    /// The frame's 0-based position in the clip.
     pub index: usize,
     /// Seconds from the start of the clip's audio.
     pub timestamp: f64,
+    /// The file the frame was decoded from.
     pub source: PathBuf,
     /// At the source frame's size.
     pub mask: FrameMask,
+    /// The sounding objects found in the mask (regions of at least `min_object_area` pixels).
     pub objects: Vec<SoundingObject>,
 }
 
+/// The result of [`Engine::run_clip`]: one output per input frame, the raw logits and timings.
 #[derive(Clone, Debug)]
 pub struct ClipOutput {
+    /// One result per input frame, in order.
     pub frames: Vec<FrameOutput>,
     /// Raw logits `[frames, K, h, w]` at model resolution.
     pub logits: Tensor,
+    /// Wall time spent per stage.
     pub times: StageTimes,
 }
 
@@ -152,6 +199,9 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Loads and validates the package in folder `dir` and prepares its graphs on the chosen
+    /// backend. Fails if the package is invalid, the backend cannot prepare it, or `threshold` is
+    /// outside (0, 1).
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
         let package = ModelPackage::load(dir)?;
         let backend_options = BackendOptions { threads: options.threads.max(1) };
@@ -163,17 +213,19 @@ impl Engine {
         let runner = backend::select(kind, &package, &backend_options)?;
         if let (Some(t), OutputSpec::Binary { .. }) = (options.threshold, &package.manifest().output) {
             if !(t.is_finite() && t > 0.0 && t < 1.0) {
-                return Err(Error::Input(format!("threshold {t} must be in (0, 1)")));
+                return Err(Error::invalid_option("threshold", format!("threshold {t} must be in (0, 1)")));
             }
         }
         let vision = VisionFrontend::new(package.manifest().vision.clone());
         Ok(Engine { package, runner, audio: AudioFrontend::new(), vision, options: options.clone() })
     }
 
+    /// The loaded model package.
     pub fn package(&self) -> &ModelPackage {
         &self.package
     }
 
+    /// The backend that runs the graphs (`"tract"` or `"cuda"`).
     pub fn backend_name(&self) -> &'static str {
         self.runner.backend_name()
     }
@@ -192,13 +244,7 @@ impl Engine {
 
     /// Normalised frames `[n, 3, H, W]`.
     pub fn frame_features(&mut self, frames: &[Frame]) -> Result<Tensor, Error> {
-        let v = self.vision.config();
-        let per = 3 * v.height as usize * v.width as usize;
-        let mut out = Tensor::zeros(vec![frames.len(), 3, v.height as usize, v.width as usize]);
-        for (f, chunk) in frames.iter().zip(out.data_mut().chunks_exact_mut(per)) {
-            self.vision.preprocess_into(&f.image, chunk).map_err(|e| Error::frontend(&f.source, e))?;
-        }
-        Ok(out)
+        frame_tensor(&mut self.vision, frames)
     }
 
     /// The exact inputs the graphs receive for `clip`.
@@ -258,6 +304,13 @@ impl Engine {
         let frames_out = self.post_process(clip, &logits)?;
         times.post = start.elapsed();
         Ok(ClipOutput { frames: frames_out, logits, times })
+    }
+
+    /// Runs the package's graphs on model inputs prepared elsewhere (for example by your own
+    /// training pipeline, or [`Engine::features`]): frames `[T, 3, H, W]` and log-mel patches
+    /// `[T, 1, 96, 64]` → logits `[T, K, h, w]` at model resolution. No pre- or post-processing.
+    pub fn run_graphs(&mut self, frames: &Tensor, logmel: &Tensor) -> Result<Tensor, Error> {
+        self.infer_window(frames, logmel, &mut StageTimes::default())
     }
 
     /// One window through the graphs: frames `[T, 3, H, W]` and log-mel `[T, 1, 96, 64]` → logits

@@ -1,7 +1,7 @@
 //! Streaming sessions: live PCM and camera frames in, one mask per sampled frame out.
 //!
 //! ```no_run
-//! use avseg::api::{Session, SessionOptions};
+//! use avseg::{Session, SessionOptions};
 //! let mut s = Session::new("models/tiny-tpavi", &SessionOptions::default())?;
 //! # let (pcm, rgb) = (vec![0.0f32; 882], vec![0u8; 640 * 480 * 3]);
 //! s.push_audio(&pcm, 44_100, 2, 0.0)?;          // interleaved stereo, capture time of sample 0
@@ -19,7 +19,7 @@
 //!   the audio clock is the sample count: later chunk timestamps are only checked (never earlier
 //!   than the previous chunk; a drift of more than 0.1 s is logged at debug). A gap in the
 //!   microphone's samples therefore shifts audio against frames: push silence to fill one.
-//! * **Sampling instants.** As in training (models.md §2.7, §4.1) the models see one frame per
+//! * **Sampling instants.** As in training (docs/spec/audio.md §2.7, docs/spec/vision.md §4.1) the models see one frame per
 //!   second: instant k is at `origin + k + 0.9375` s. Each instant takes the pushed frame nearest to
 //!   it (ties go to the earlier frame). The choice is final once a frame at or after the instant
 //!   arrives, so a 30 fps camera delays it by one frame period at most. Frames that no instant
@@ -122,6 +122,7 @@ pub struct StreamResult {
     pub frame_timestamp: f64,
     /// At the pushed frame's size.
     pub mask: FrameMask,
+    /// The sounding objects found in the mask.
     pub objects: Vec<SoundingObject>,
     /// From the `push_frame` call of this frame to the result.
     pub latency: Duration,
@@ -142,6 +143,7 @@ impl StreamResult {
 /// Counters since the session started.
 #[derive(Clone, Debug, Default)]
 pub struct SessionStats {
+    /// Frames accepted by `push_frame`.
     pub frames_pushed: u64,
     /// Frames taken for at least one sampling instant (pre-processed into the queue).
     pub frames_used: u64,
@@ -151,7 +153,9 @@ pub struct SessionStats {
     pub frames_dropped: u64,
     /// Input sample frames (one per channel group) pushed.
     pub audio_samples: u64,
+    /// Windows of T frames run through the graphs.
     pub windows: u64,
+    /// Results produced (one per sampled frame that got a mask).
     pub results: u64,
     /// Results overwritten in the ring before anyone popped them.
     pub results_overwritten: u64,
@@ -243,18 +247,21 @@ fn rgb_image(buf: &mut RgbImage, width: u32, height: u32, data: &[u8]) {
 }
 
 impl Session {
+    /// Loads the package in `model_dir` and prepares an empty stream. Fails if the package cannot
+    /// be loaded or `hop`/`frame_queue` are out of range for the model's T.
     pub fn new(model_dir: impl AsRef<Path>, options: &SessionOptions) -> Result<Session, Error> {
         let engine = Engine::load(model_dir, &options.engine)?;
         let t = engine.package.frames_per_clip();
         let hop = if options.hop == 0 { t } else { options.hop };
         if hop > t {
-            return Err(Error::Input(format!("session hop {hop} must be between 1 and the model's T = {t} frames")));
+            return Err(Error::invalid_option("hop", format!("session hop {hop} must be between 1 and the model's T = {t} frames")));
         }
         let queue_cap = if options.frame_queue == 0 { 2 * t } else { options.frame_queue };
         if queue_cap < t {
-            return Err(Error::Input(format!(
-                "session frame_queue {queue_cap} must hold at least one window (T = {t} frames)"
-            )));
+            return Err(Error::invalid_option(
+                "frame_queue",
+                format!("session frame_queue {queue_cap} must hold at least one window (T = {t} frames)"),
+            ));
         }
         let manifest = engine.package.manifest();
         let (vw, vh) = (manifest.vision.width as usize, manifest.vision.height as usize);
@@ -310,6 +317,7 @@ impl Session {
         })
     }
 
+    /// The loaded model package.
     pub fn package(&self) -> &ModelPackage {
         &self.engine.package
     }
@@ -345,13 +353,14 @@ impl Session {
         self.last_logits.as_ref().map(|l| (self.last_logits_first, l))
     }
 
+    /// A snapshot of the counters since the session started.
     pub fn stats(&self) -> SessionStats {
         self.stats.clone()
     }
 
     fn check_open(&self) -> Result<(), Error> {
         if self.finished {
-            Err(Error::Input("session already finished; create a new one for a new stream".into()))
+            Err(Error::stream("session", "already finished; create a new one for a new stream"))
         } else {
             Ok(())
         }
@@ -374,25 +383,25 @@ impl Session {
             return Ok(());
         }
         if !(1..=32).contains(&channels) {
-            return Err(Error::Input(format!("audio channel count {channels} must be between 1 and 32")));
+            return Err(Error::stream("push_audio", format!("audio channel count {channels} must be between 1 and 32")));
         }
-        resample::check_rate(rate).map_err(|e| Error::Input(format!("push_audio: {e}")))?;
+        resample::check_rate(rate).map_err(|e| Error::stream("push_audio", format!("{e}")))?;
         if !timestamp.is_finite() {
-            return Err(Error::Input(format!("push_audio: timestamp {timestamp} is not finite")));
+            return Err(Error::stream("push_audio", format!("timestamp {timestamp} is not finite")));
         }
         if interleaved.len() % channels != 0 {
-            return Err(Error::Input(format!(
-                "push_audio: {} samples are not a whole number of {channels}-channel frames",
+            return Err(Error::stream("push_audio", format!(
+                "{} samples are not a whole number of {channels}-channel frames",
                 interleaved.len()
             )));
         }
         if let Err(e) = check_finite(interleaved) {
-            return Err(Error::Input(format!("push_audio: {e}")));
+            return Err(Error::stream("push_audio", format!("{e}")));
         }
         match self.origin {
             None => {
                 if rate != TARGET_RATE {
-                    self.resampler = Some(Resampler16k::new(rate).map_err(|e| Error::Input(format!("push_audio: {e}")))?);
+                    self.resampler = Some(Resampler16k::new(rate).map_err(|e| Error::stream("push_audio", format!("{e}")))?);
                 }
                 self.rate = rate;
                 self.channels = channels;
@@ -400,15 +409,15 @@ impl Session {
             }
             Some(origin) => {
                 if rate != self.rate || channels != self.channels {
-                    return Err(Error::Input(format!(
-                        "push_audio: the stream is {} Hz, {} channel(s); got {rate} Hz, {channels} channel(s). \
+                    return Err(Error::stream("push_audio", format!(
+                        "the stream is {} Hz, {} channel(s); got {rate} Hz, {channels} channel(s). \
                          A session keeps one format: finish it and start a new session",
                         self.rate, self.channels
                     )));
                 }
                 if timestamp < self.last_audio_ts {
-                    return Err(Error::Input(format!(
-                        "push_audio: timestamp {timestamp:.6} s goes backwards (previous chunk at {:.6} s)",
+                    return Err(Error::stream("push_audio", format!(
+                        "timestamp {timestamp:.6} s goes backwards (previous chunk at {:.6} s)",
                         self.last_audio_ts
                     )));
                 }
@@ -431,7 +440,7 @@ impl Session {
             self.mono.clear();
             mix_to_mono(chunk, channels, &mut self.mono);
             match &mut self.resampler {
-                Some(r) => r.push(&self.mono, &mut self.ring).map_err(|e| Error::Input(format!("push_audio: {e}")))?,
+                Some(r) => r.push(&self.mono, &mut self.ring).map_err(|e| Error::stream("push_audio", format!("{e}")))?,
                 None => self.ring.extend_from_slice(&self.mono),
             }
         }
@@ -494,23 +503,23 @@ impl Session {
         self.check_open()?;
         let pushed_at = Instant::now();
         if width == 0 || height == 0 {
-            return Err(Error::Input(format!("push_frame: frame is {width}x{height}; it must be at least 1x1")));
+            return Err(Error::stream("push_frame", format!("frame is {width}x{height}; it must be at least 1x1")));
         }
         let want = (width as usize).checked_mul(height as usize).and_then(|n| n.checked_mul(RGB));
         if want != Some(rgb.len()) {
-            return Err(Error::Input(format!(
-                "push_frame: {} bytes for a {width}x{height} RGB8 frame; expected {}",
+            return Err(Error::stream("push_frame", format!(
+                "{} bytes for a {width}x{height} RGB8 frame; expected {}",
                 rgb.len(),
                 want.map_or("more than fits in memory".to_string(), |n| n.to_string())
             )));
         }
         if !timestamp.is_finite() {
-            return Err(Error::Input(format!("push_frame: timestamp {timestamp} is not finite")));
+            return Err(Error::stream("push_frame", format!("timestamp {timestamp} is not finite")));
         }
         if let Some(prev) = self.last_frame_ts {
             if timestamp < prev {
-                return Err(Error::Input(format!(
-                    "push_frame: timestamp {timestamp:.6} s goes backwards (previous frame at {prev:.6} s)"
+                return Err(Error::stream("push_frame", format!(
+                    "timestamp {timestamp:.6} s goes backwards (previous frame at {prev:.6} s)"
                 )));
             }
         }
@@ -625,14 +634,14 @@ impl Session {
         self.finished = true;
         if self.origin.is_none() {
             if self.stats.frames_pushed > 0 {
-                return Err(Error::Input("finish: frames were pushed but no audio; nothing can be segmented".into()));
+                return Err(Error::stream("finish", "frames were pushed but no audio; nothing can be segmented"));
             }
             return Ok(0);
         }
         // The resampler's zero tail, exactly as a whole-clip resample ends.
         if let Some(mut r) = self.resampler.take() {
             self.make_room()?;
-            let res = r.flush(&mut self.ring).map_err(|e| Error::Input(format!("finish: {e}")));
+            let res = r.flush(&mut self.ring).map_err(|e| Error::stream("finish", format!("{e}")));
             self.resampler = Some(r);
             res?;
         }
@@ -672,7 +681,7 @@ impl Session {
         let ring_end = self.ring_base + self.ring.len() as u64;
         if s0 < self.ring_base {
             // Cannot happen with the draining rules above; refuse rather than misalign.
-            return Err(Error::Input(format!("internal: audio for window {} was discarded", self.window)));
+            return Err(Error::internal(format!("audio for window {} was discarded", self.window)));
         }
 
         let start = Instant::now();
@@ -693,8 +702,8 @@ impl Session {
                 match self.padding {
                     PatchPadding::RepeatLast if self.have_patch => dst.copy_from_slice(&self.last_patch),
                     PatchPadding::RepeatLast => {
-                        return Err(Error::Input(format!(
-                            "finish: the stream has {:.3} s of audio; at least 0.975 s is needed for one VGGish patch",
+                        return Err(Error::stream("finish", format!(
+                            "the stream has {:.3} s of audio; at least 0.975 s is needed for one VGGish patch",
                             ring_end as f64 / TARGET_RATE as f64
                         )))
                     }
@@ -703,7 +712,7 @@ impl Session {
             }
         }
         if real_patches == 0 && !self.have_patch {
-            return Err(Error::Input("finish: not enough audio for one VGGish patch (0.975 s)".into()));
+            return Err(Error::stream("finish", "not enough audio for one VGGish patch (0.975 s)"));
         }
         self.times.audio_frontend += start.elapsed();
 
@@ -718,11 +727,11 @@ impl Session {
                     self.engine
                         .vision
                         .preprocess_into(&self.raw_slots[slot], &mut self.slots[range.clone()])
-                        .map_err(|e| Error::Input(format!("frame at {:.3} s: {e}", info.timestamp)))?;
+                        .map_err(|e| Error::stream("process", format!("frame at {:.3} s: {e}", info.timestamp)))?;
                     info.prepped = true;
                 }
                 Some(_) => {}
-                None => return Err(Error::Input(format!("internal: no frame for instant {k} of window {}", self.window))),
+                None => return Err(Error::internal(format!("no frame for instant {k} of window {}", self.window))),
             }
             self.frames_in.data_mut()[i * self.frame_len..(i + 1) * self.frame_len].copy_from_slice(&self.slots[range]);
         }

@@ -40,17 +40,61 @@ pub trait Runner: Send {
 
 /// Preparing or running a graph failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BackendError {
+    /// A backend could not load or optimise a graph file.
     #[error("{}: {backend} could not prepare the graph: {detail}", path.display())]
-    Prepare { backend: &'static str, path: std::path::PathBuf, detail: String },
+    Prepare {
+        /// The backend's name (`"tract"`, `"cuda"`).
+        backend: &'static str,
+        /// The ONNX graph file.
+        path: std::path::PathBuf,
+        /// Why preparation failed.
+        detail: String,
+    },
+    /// An input tensor's shape differs from the shape the graph was prepared for.
     #[error("{graph}: input `{input}` has shape {actual:?}; expected {expected:?}")]
-    InputShape { graph: &'static str, input: String, expected: Vec<usize>, actual: Vec<usize> },
+    InputShape {
+        /// The graph's role (`"audio_encoder"`, `"segmenter"`).
+        graph: &'static str,
+        /// The input's name in the graph.
+        input: String,
+        /// The shape the graph was prepared for.
+        expected: Vec<usize>,
+        /// The shape that was given.
+        actual: Vec<usize>,
+    },
+    /// An input tensor contains a NaN or infinity.
     #[error("{graph}: input `{input}` has a non-finite value ({value}) at index {index}")]
-    NonFiniteInput { graph: &'static str, input: String, index: usize, value: f32 },
+    NonFiniteInput {
+        /// The graph's role (`"audio_encoder"`, `"segmenter"`).
+        graph: &'static str,
+        /// The input's name in the graph.
+        input: String,
+        /// Flat (row-major) index of the first non-finite value.
+        index: usize,
+        /// The non-finite value.
+        value: f32,
+    },
+    /// Running the graph failed.
     #[error("{graph}: inference failed: {detail}")]
-    Run { graph: &'static str, detail: String },
+    Run {
+        /// The graph's role (`"audio_encoder"`, `"segmenter"`).
+        graph: &'static str,
+        /// The backend's error message.
+        detail: String,
+    },
+    /// The graph ran, but an output is missing or has the wrong type or shape.
     #[error("{graph}: output `{output}` {detail}")]
-    Output { graph: &'static str, output: String, detail: String },
+    Output {
+        /// The graph's role (`"audio_encoder"`, `"segmenter"`).
+        graph: &'static str,
+        /// The output's name in the graph.
+        output: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The CUDA backend failed (or is unavailable when explicitly requested).
     #[error("CUDA backend: {0}")]
     Cuda(#[from] cuda::CudaError),
 }

@@ -8,20 +8,47 @@ pub mod vision;
 
 /// Pre-processing refused its input. The caller adds the file name (see [`crate::Error::Frontend`]).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrontendError {
+    /// The audio is shorter than one VGGish patch (0.975 s).
     #[error(
         "audio is {seconds:.3} s long ({samples} samples at {rate} Hz); at least 0.975 s \
          (15600 samples at 16 kHz) is needed for one VGGish patch"
     )]
-    AudioTooShort { seconds: f64, samples: usize, rate: u32 },
+    AudioTooShort {
+        /// The audio's duration in seconds.
+        seconds: f64,
+        /// Number of samples given.
+        samples: usize,
+        /// Their sample rate in Hz.
+        rate: u32,
+    },
+    /// The audio's sample rate is outside 1000–384000 Hz.
     #[error("audio sample rate {rate} Hz is not usable (must be between 1000 and 384000 Hz)")]
-    BadSampleRate { rate: u32 },
+    BadSampleRate {
+        /// The rejected sample rate in Hz.
+        rate: u32,
+    },
+    /// The audio contains a NaN or infinity.
     #[error("audio has a non-finite sample ({value}) at index {index}")]
-    NonFiniteSample { index: usize, value: f32 },
+    NonFiniteSample {
+        /// Index of the first non-finite sample.
+        index: usize,
+        /// The non-finite value.
+        value: f32,
+    },
+    /// Resampling to 16 kHz failed (the resampler's message).
     #[error("resampler failed: {0}")]
     Resample(String),
+    /// A frame has zero width or height.
     #[error("image is {width}x{height}; it must be at least 1x1")]
-    EmptyImage { width: u32, height: u32 },
+    EmptyImage {
+        /// The frame's width in pixels.
+        width: u32,
+        /// The frame's height in pixels.
+        height: u32,
+    },
+    /// Resizing a frame failed (the resizer's message).
     #[error("resize failed: {0}")]
     Resize(String),
 }

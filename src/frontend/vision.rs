@@ -11,9 +11,10 @@ use image::RgbImage;
 use super::FrontendError;
 use crate::tensor::Tensor;
 
-/// Which bilinear resize imitates the data a model was trained on (models.md §4).
+/// Which bilinear resize imitates the data a model was trained on (docs/spec/vision.md §4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ResizeFilter {
     /// `cv2.resize(..., INTER_LINEAR)`: a fixed 2×2 kernel, no antialiasing on downscale. The
     /// official AVSBench-object (S4/MS3) 224×224 frames were made this way.
@@ -37,8 +38,11 @@ impl ResizeFilter {
 /// Target size, resize filter and normalisation of a model's image input.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VisionConfig {
+    /// Input width W in pixels.
     pub width: u32,
+    /// Input height H in pixels.
     pub height: u32,
+    /// The filter used to resize frames to `width`×`height`.
     pub resize: ResizeFilter,
     /// Per-channel mean in RGB order, on the 0..1 scale.
     pub mean: [f32; 3],
@@ -47,7 +51,9 @@ pub struct VisionConfig {
 }
 
 impl VisionConfig {
+    /// ImageNet per-channel mean (RGB, 0..1 scale).
     pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+    /// ImageNet per-channel standard deviation (RGB, 0..1 scale).
     pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
     /// The torchvision ImageNet normalisation every official AVS model uses.
@@ -62,8 +68,8 @@ pub struct VisionFrontend {
     cfg: VisionConfig,
     resizer: fr::Resizer,
     options: fr::ResizeOptions,
-    /// Resized RGB8 frame at the configured size.
-    resized: fr::images::Image<'static>,
+    /// Resized RGB8 frame at the configured size, tightly packed.
+    resized: Vec<u8>,
     /// `lut[c][p]` = `(p / 255 - mean[c]) / std[c]` in f32, the exact value torchvision produces.
     lut: [[f32; 256]; 3],
 }
@@ -75,6 +81,7 @@ impl std::fmt::Debug for VisionFrontend {
 }
 
 impl VisionFrontend {
+    /// A front end for `cfg`, with its normalisation table and resize buffer allocated up front.
     pub fn new(cfg: VisionConfig) -> Self {
         let mut lut = [[0.0f32; 256]; 3];
         for (c, table) in lut.iter_mut().enumerate() {
@@ -85,12 +92,13 @@ impl VisionFrontend {
         Self {
             resizer: fr::Resizer::new(),
             options: fr::ResizeOptions::new().resize_alg(cfg.resize.algorithm()),
-            resized: fr::images::Image::new(cfg.width, cfg.height, fr::PixelType::U8x3),
+            resized: vec![0; 3 * cfg.width as usize * cfg.height as usize],
             lut,
             cfg,
         }
     }
 
+    /// The size, filter and normalisation this front end applies.
     pub fn config(&self) -> &VisionConfig {
         &self.cfg
     }
@@ -121,12 +129,8 @@ impl VisionFrontend {
         let pixels: &[u8] = if img.width() == w && img.height() == h {
             img.as_raw()
         } else {
-            let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
-                .map_err(|e| FrontendError::Resize(e.to_string()))?;
-            self.resizer
-                .resize(&src, &mut self.resized, &self.options)
-                .map_err(|e| FrontendError::Resize(e.to_string()))?;
-            self.resized.buffer()
+            self.resize_into_buffer(img)?;
+            &self.resized
         };
         let plane = w as usize * h as usize;
         let (r, rest) = out.split_at_mut(plane);
@@ -164,13 +168,21 @@ impl VisionFrontend {
         if img.width() == w && img.height() == h {
             return Ok(img.clone());
         }
-        let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
-            .map_err(|e| FrontendError::Resize(e.to_string()))?;
-        self.resizer
-            .resize(&src, &mut self.resized, &self.options)
-            .map_err(|e| FrontendError::Resize(e.to_string()))?;
-        RgbImage::from_raw(w, h, self.resized.buffer().to_vec())
+        self.resize_into_buffer(img)?;
+        RgbImage::from_raw(w, h, self.resized.clone())
             .ok_or_else(|| FrontendError::Resize("resized buffer has the wrong size".into()))
+    }
+
+    /// Resizes `img` into `self.resized`. Typed to RGB8 (`resize_typed::<U8x3>`) rather than the
+    /// dynamic `resize`, which would compile fast_image_resize's kernels for all thirteen pixel
+    /// types into every binary (about 2 MB of a device library) for the one we use.
+    fn resize_into_buffer(&mut self, img: &RgbImage) -> Result<(), FrontendError> {
+        let (w, h) = (self.cfg.width, self.cfg.height);
+        let src = fr::images::TypedImageRef::<fr::pixels::U8x3>::from_buffer(img.width(), img.height(), img.as_raw())
+            .map_err(|e| FrontendError::Resize(e.to_string()))?;
+        let mut dst = fr::images::TypedImage::<fr::pixels::U8x3>::from_buffer(w, h, &mut self.resized)
+            .map_err(|e| FrontendError::Resize(e.to_string()))?;
+        self.resizer.resize_typed(&src, &mut dst, &self.options).map_err(|e| FrontendError::Resize(e.to_string()))
     }
 }
 

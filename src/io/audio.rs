@@ -10,28 +10,41 @@
 //! patch pairs with which video frame. WAVs written by a stream (length field 0xFFFFFFFF) state no
 //! length and decode up to the end of the file.
 
+#[cfg(feature = "audio-files")]
 use std::fs::File;
+#[cfg(feature = "audio-files")]
 use std::io::Read;
+#[cfg(feature = "audio-files")]
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "audio-files")]
 use symphonia::core::codecs::audio::AudioDecoderOptions;
+#[cfg(feature = "audio-files")]
 use symphonia::core::errors::Error as SymError;
+#[cfg(feature = "audio-files")]
 use symphonia::core::formats::probe::Hint;
+#[cfg(feature = "audio-files")]
 use symphonia::core::formats::{FormatOptions, TrackType};
+#[cfg(feature = "audio-files")]
 use symphonia::core::io::MediaSourceStream;
+#[cfg(feature = "audio-files")]
 use symphonia::core::meta::MetadataOptions;
 
+#[cfg(feature = "audio-files")]
 use super::DecodeError;
 
 /// Mono PCM at the file's own rate. Integer PCM is scaled as int/32768 (int16) like the official
 /// loader; multi-channel audio is averaged to mono (channel mean).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pcm {
+    /// Mono samples, nominally in -1..1.
     pub samples: Vec<f32>,
+    /// Sample rate in Hz.
     pub rate: u32,
 }
 
 impl Pcm {
+    /// Duration in seconds (0 when `rate` is 0).
     pub fn seconds(&self) -> f64 {
         if self.rate == 0 {
             0.0
@@ -59,12 +72,14 @@ pub fn mix_to_mono(interleaved: &[f32], channels: usize, out: &mut Vec<f32>) {
     }
 }
 
+#[cfg(feature = "audio-files")]
 /// Formats whose stated frame count is exact, so a shortfall means a damaged file rather than an
 /// estimate (MP3 and Vorbis durations can be estimates or include encoder padding).
 fn has_exact_length(format_short_name: &str) -> bool {
     matches!(format_short_name, "wave" | "aiff" | "flac")
 }
 
+#[cfg(feature = "audio-files")]
 /// The codec tag of a RIFF/WAVE file's `fmt ` chunk, read directly from the header so an
 /// unsupported codec can be named (symphonia only says "unsupported wave format").
 fn wav_format_tag(head: &[u8]) -> Option<u16> {
@@ -89,10 +104,12 @@ fn wav_format_tag(head: &[u8]) -> Option<u16> {
     None
 }
 
+#[cfg(feature = "audio-files")]
 fn is_riff_wave(head: &[u8]) -> bool {
     head.len() >= 12 && &head[0..4] == b"RIFF" && &head[8..12] == b"WAVE"
 }
 
+#[cfg(feature = "audio-files")]
 /// Decodes a whole audio file to mono f32 PCM at its own sample rate.
 ///
 /// Never panics on file content: a panic inside a codec (a bug there, triggered by a malformed file)
@@ -108,6 +125,7 @@ pub fn decode_audio(path: &Path) -> Result<Pcm, DecodeError> {
     })
 }
 
+#[cfg(feature = "audio-files")]
 fn decode_inner(path: &Path) -> Result<Pcm, DecodeError> {
     let p = || path.to_path_buf();
     let meta = std::fs::metadata(path).map_err(|source| DecodeError::Read { path: p(), source })?;
@@ -226,6 +244,7 @@ fn decode_inner(path: &Path) -> Result<Pcm, DecodeError> {
     Ok(Pcm { samples, rate })
 }
 
+#[cfg(feature = "audio-files")]
 fn probe_error(path: &Path, head: &[u8], e: SymError) -> DecodeError {
     let path: PathBuf = path.to_path_buf();
     match e {

@@ -20,7 +20,9 @@ pub const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "ogg", "oga", "mp3"];
 /// The files of one clip, frames in temporal order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClipFiles {
+    /// The frame images, in temporal order.
     pub frames: Vec<PathBuf>,
+    /// The clip's audio file.
     pub audio: PathBuf,
 }
 

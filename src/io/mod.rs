@@ -7,37 +7,97 @@
 
 pub mod audio;
 pub mod clip;
+#[cfg(feature = "image-files")]
 pub mod image;
+#[cfg(feature = "video")]
 pub mod video;
 
 use std::path::PathBuf;
 
-pub use self::audio::{decode_audio, Pcm};
-pub use self::image::decode_image;
+
 
 
 
 /// A file could not be turned into samples or pixels. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
+    /// The file could not be opened or read.
     #[error("{}: cannot read file: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file has no bytes.
     #[error("{}: file is empty", path.display())]
-    Empty { path: PathBuf },
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file's container format was not recognised as audio.
     #[error("{}: not a recognised audio file ({detail})", path.display())]
-    UnknownAudioFormat { path: PathBuf, detail: String },
+    UnknownAudioFormat {
+        /// The file.
+        path: PathBuf,
+        /// The prober's message.
+        detail: String,
+    },
+    /// The audio track uses a codec avseg cannot decode.
     #[error("{}: unsupported audio codec: {codec}", path.display())]
-    UnsupportedCodec { path: PathBuf, codec: String },
+    UnsupportedCodec {
+        /// The file.
+        path: PathBuf,
+        /// The codec's name.
+        codec: String,
+    },
+    /// The container has no audio track.
     #[error("{}: no audio track in file", path.display())]
-    NoAudioTrack { path: PathBuf },
+    NoAudioTrack {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Decoding the audio track failed part-way.
     #[error("{}: corrupt or truncated audio: {detail}", path.display())]
-    CorruptAudio { path: PathBuf, detail: String },
+    CorruptAudio {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// The decoded audio contains a NaN or infinity.
     #[error("{}: audio has a non-finite sample ({value}) at {seconds:.3} s", path.display())]
-    NonFiniteSample { path: PathBuf, value: f32, seconds: f64 },
+    NonFiniteSample {
+        /// The file.
+        path: PathBuf,
+        /// The non-finite value.
+        value: f32,
+        /// Where it occurs, in seconds from the start.
+        seconds: f64,
+    },
+    /// The image could not be decoded (unknown format, corrupt data).
     #[error("{}: cannot decode image: {detail}", path.display())]
-    Image { path: PathBuf, detail: String },
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        detail: String,
+    },
+    /// A clip folder is missing its frames or audio, or is ambiguous.
     #[error("{}: {detail}", path.display())]
-    Clip { path: PathBuf, detail: String },
+    Clip {
+        /// The clip folder (or file in it).
+        path: PathBuf,
+        /// What is missing or wrong.
+        detail: String,
+    },
+    /// Probing or decoding a video file through ffmpeg failed.
     #[error("{}: video: {detail}", path.display())]
-    Video { path: PathBuf, detail: String },
+    Video {
+        /// The video file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
 }

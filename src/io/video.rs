@@ -4,7 +4,7 @@
 //! native dependencies, and field images that can play a video already have ffmpeg. Both programs
 //! must be on `PATH`, or be named by `$AVSEG_FFMPEG` / `$AVSEG_FFPROBE`.
 //!
-//! Frames are sampled as AVSBench made its data (models.md §4.1): in second `l`, the frame with
+//! Frames are sampled as AVSBench made its data (docs/spec/vision.md §4.1): in second `l`, the frame with
 //! index `int((l + 15/16) · round(fps))`. Audio is decoded at the file's own rate and channel
 //! count; the audio front end resamples it.
 
@@ -19,20 +19,28 @@ use super::DecodeError;
 /// What ffprobe reports about a video file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VideoInfo {
+    /// The probed file.
     pub path: PathBuf,
+    /// Frame width in pixels.
     pub width: u32,
+    /// Frame height in pixels.
     pub height: u32,
     /// Average frame rate of the video stream.
     pub fps: f64,
     /// Container duration in seconds.
     pub duration: f64,
+    /// The first audio track, if the file has one.
     pub audio: Option<AudioTrackInfo>,
 }
 
+/// What ffprobe reports about a video file's audio track.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AudioTrackInfo {
+    /// Sample rate in Hz.
     pub rate: u32,
+    /// Number of channels.
     pub channels: usize,
+    /// ffprobe's codec name, e.g. `aac`.
     pub codec: String,
 }
 

@@ -15,27 +15,39 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// File name of the manifest inside a package folder.
 pub const MANIFEST_FILE: &str = "avseg.json";
 
+/// The parsed `avseg.json` of a model package.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// Must be `"avseg-model"`.
     pub format: String,
+    /// Must be [`SCHEMA_VERSION`].
     pub schema_version: u32,
+    /// The package's name, e.g. `avseg-default-tpavi-effnetlite0`.
     pub name: String,
+    /// Free-text description (optional).
     #[serde(default)]
     pub description: String,
+    /// The model family, which decides how frames are coupled.
     pub family: Family,
     /// Frames the segmenter takes in one call (T). TPAVI couples them through its attention.
     pub frames_per_clip: usize,
+    /// Input size, resize filter and normalisation of the frames.
     pub vision: VisionConfig,
+    /// The audio front end and embedding width.
     pub audio: AudioSpec,
+    /// What the segmenter's logits mean (binary or semantic).
     pub output: OutputSpec,
+    /// The ONNX graph files and their input/output names.
     pub graphs: Graphs,
+    /// Where the weights came from, their licence and evaluation results.
     pub provenance: Provenance,
 }
 
 /// Model families differ in how frames are coupled and how their checkpoints map onto graphs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Family {
     /// AVSBench baseline: TPAVI attention couples the T frames of a clip.
     Tpavi,
@@ -44,6 +56,7 @@ pub enum Family {
 }
 
 impl Family {
+    /// The manifest spelling: `"tpavi"` or `"avsegformer"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Tpavi => "tpavi",
@@ -52,9 +65,11 @@ impl Family {
     }
 }
 
+/// The manifest's `audio` section: how audio is turned into model input.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AudioSpec {
+    /// The audio pre-processing the model was trained with.
     pub frontend: AudioFrontendKind,
     /// How a clip with fewer than T audio patches is completed.
     pub patch_padding: PatchPadding,
@@ -62,20 +77,32 @@ pub struct AudioSpec {
     pub embedding_dim: usize,
 }
 
+/// The audio pre-processing a package expects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AudioFrontendKind {
     /// 16 kHz, 96×64 log-mel patches of 0.96 s, as VGGish.
     VggishLogmel,
 }
 
+/// The manifest's `output` section: how mask logits become labels.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum OutputSpec {
     /// One logit channel; foreground where sigmoid(logit) > threshold.
-    Binary { threshold: f32 },
+    Binary {
+        /// Probability threshold, in (0, 1).
+        threshold: f32,
+    },
     /// One logit channel per class; the label is the argmax, class 0 is background.
-    Semantic { labels: Vec<String>, palette: Vec<[u8; 3]> },
+    Semantic {
+        /// Class names, one per logit channel (2..=256); index 0 is background.
+        labels: Vec<String>,
+        /// One RGB colour per label, for indexed mask PNGs and overlays.
+        palette: Vec<[u8; 3]>,
+    },
 }
 
 impl OutputSpec {
@@ -88,6 +115,7 @@ impl OutputSpec {
     }
 }
 
+/// The manifest's `graphs` section: the ONNX graphs of the package.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Graphs {
@@ -98,6 +126,7 @@ pub struct Graphs {
     pub segmenter: GraphSpec,
 }
 
+/// One graph in the manifest: its file and the names of its inputs and outputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GraphSpec {
@@ -109,16 +138,21 @@ pub struct GraphSpec {
     pub outputs: Vec<String>,
 }
 
+/// The manifest's `provenance` section: where the package came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
+    /// Where the weights came from (checkpoint, training run).
     pub source: String,
+    /// The licence(s) of the weights.
     pub licence: String,
+    /// The tool or script that made the package (optional).
     #[serde(default)]
     pub created_by: String,
     /// False for random-weight packages (test fixtures): their masks carry no meaning.
     #[serde(default)]
     pub trained: bool,
+    /// Number of weight elements, if recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<u64>,
     /// Free-form evaluation results (e.g. `{"avs_reg_s4_miou": 0.74}`).

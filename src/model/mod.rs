@@ -8,18 +8,45 @@ pub mod package;
 
 use std::path::PathBuf;
 
-pub use manifest::{Family, Manifest, OutputSpec};
-pub use package::{GraphInfo, ModelPackage};
+pub use manifest::{AudioFrontendKind, AudioSpec, Family, GraphSpec, Graphs, Manifest, OutputSpec, Provenance, SCHEMA_VERSION};
+pub use package::{Dim, GraphInfo, ModelPackage, TensorDecl};
 
 /// A model package is unusable. Every variant names the file and, where it applies, the field.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PackageError {
+    /// The path is not a folder holding an `avseg.json` manifest.
     #[error("{}: not a model package folder", path.display())]
-    NotAPackage { path: PathBuf },
+    NotAPackage {
+        /// The path given as the package.
+        path: PathBuf,
+    },
+    /// The manifest file exists but could not be read.
     #[error("{}: cannot read manifest: {detail}", path.display())]
-    Read { path: PathBuf, detail: String },
+    Read {
+        /// The manifest file.
+        path: PathBuf,
+        /// The I/O error message.
+        detail: String,
+    },
+    /// A manifest field is missing, malformed or out of range.
     #[error("{}: field `{field}`: {detail}", path.display())]
-    Field { path: PathBuf, field: String, detail: String },
+    Field {
+        /// The manifest file.
+        path: PathBuf,
+        /// The field's path in the manifest, e.g. `vision.height`.
+        field: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A graph file is missing, unreadable, or does not match what the manifest declares.
     #[error("{}: `{field}`: {detail}", path.display())]
-    Graph { path: PathBuf, field: String, detail: String },
+    Graph {
+        /// The ONNX graph file.
+        path: PathBuf,
+        /// The manifest field it relates to, e.g. `graphs.segmenter.inputs[0]`.
+        field: String,
+        /// What is wrong.
+        detail: String,
+    },
 }

@@ -26,25 +26,34 @@ pub struct ModelPackage {
 pub struct GraphInfo {
     /// `audio_encoder` or `segmenter`.
     pub role: &'static str,
+    /// The ONNX file.
     pub path: PathBuf,
+    /// The graph's inputs, in the manifest's order.
     pub inputs: Vec<TensorDecl>,
+    /// The graph's outputs, in the manifest's order.
     pub outputs: Vec<TensorDecl>,
     /// Elements held in initializers (weights).
     pub parameters: u64,
+    /// The ONNX default-domain opset version the graph imports.
     pub opset: i64,
 }
 
 /// A graph input or output as the ONNX file declares it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorDecl {
+    /// The tensor's name in the graph.
     pub name: String,
+    /// Its declared dimensions.
     pub dims: Vec<Dim>,
 }
 
 /// One declared dimension: fixed, or symbolic (a batch axis left open by the exporter).
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Dim {
+    /// A fixed size.
     Fixed(usize),
+    /// A named (or, if empty, anonymous) symbolic size.
     Symbolic(String),
 }
 
@@ -59,6 +68,7 @@ impl std::fmt::Display for Dim {
 }
 
 impl TensorDecl {
+    /// The dimensions as `[5,3,160,160]`, with symbolic ones by name (`?` when unnamed).
     pub fn shape_string(&self) -> String {
         let dims: Vec<String> = self.dims.iter().map(|d| d.to_string()).collect();
         format!("[{}]", dims.join(","))
@@ -90,22 +100,27 @@ impl ModelPackage {
         Ok(package)
     }
 
+    /// The package folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The validated manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
+    /// The declared signatures of the package's graphs (audio encoder first, if any).
     pub fn graphs(&self) -> &[GraphInfo] {
         &self.graphs
     }
 
+    /// The audio encoder graph, if the package has one.
     pub fn audio_encoder(&self) -> Option<&GraphInfo> {
         self.graphs.iter().find(|g| g.role == "audio_encoder")
     }
 
+    /// The segmenter graph.
     pub fn segmenter(&self) -> &GraphInfo {
         self.graphs.iter().find(|g| g.role == "segmenter").expect("validated at load")
     }

@@ -2,7 +2,7 @@
 //!
 //! Binary (S4/MS3) models: the logit map is upsampled bilinearly with half-pixel centres (PyTorch
 //! `F.interpolate(mode="bilinear", align_corners=False)`), then a pixel is foreground when
-//! σ(logit) > threshold, strictly, as the official code binarises (models.md §5).
+//! σ(logit) > threshold, strictly, as the official code binarises (docs/spec/masks.md §5).
 //!
 //! Semantic (AVSS) models: argmax over the classes at model resolution (ties go to the lowest
 //! index, so all-equal logits give background), then nearest-neighbour upsampling of the labels.
@@ -17,9 +17,13 @@ use super::PostError;
 /// (σ or 1 − σ for binary models, the softmax probability of the winner for semantic ones).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FrameMask {
+    /// Width in pixels.
     pub width: u32,
+    /// Height in pixels.
     pub height: u32,
+    /// Row-major label per pixel, `width·height` values.
     pub labels: Vec<u8>,
+    /// Row-major probability of the chosen label per pixel, `width·height` values in 0..1.
     pub confidence: Vec<f32>,
 }
 
@@ -35,6 +39,7 @@ impl FrameMask {
         self.labels.iter().all(|&l| l == 0)
     }
 
+    /// Number of pixels with a non-zero label.
     pub fn foreground_pixels(&self) -> usize {
         self.labels.iter().filter(|&&l| l != 0).count()
     }
@@ -112,6 +117,7 @@ pub struct MaskBuilder {
 }
 
 impl MaskBuilder {
+    /// A builder with empty scratch buffers.
     pub fn new() -> Self {
         Self::default()
     }
@@ -169,6 +175,8 @@ impl MaskBuilder {
         Ok(())
     }
 
+    /// Binary mask of one frame, as [`binary_mask`], but returning an error instead of panicking
+    /// when `logits` is not `[h*w]`.
     pub fn binary(
         &mut self,
         logits: &[f32],
@@ -246,6 +254,8 @@ impl MaskBuilder {
         Ok(())
     }
 
+    /// Semantic mask of one frame, as [`semantic_mask`], but returning an error instead of
+    /// panicking when `logits` is not `[k*h*w]` or k is not in 1..=256.
     pub fn semantic(
         &mut self,
         logits: &[f32],
@@ -270,15 +280,6 @@ fn check_len(logits: &[f32], dims: &[usize], expected: &str) -> Result<(), PostE
         });
     }
     Ok(())
-}
-
-/// First non-finite logit, as the error the API reports; the mask functions themselves treat NaN
-/// as background rather than failing mid-stream.
-pub fn check_finite(logits: &[f32]) -> Result<(), PostError> {
-    match logits.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(PostError::NonFiniteLogit { index, value: logits[index] }),
-        None => Ok(()),
-    }
 }
 
 /// Binary mask of one frame. `logits`: `[h*w]` at model resolution. Upsamples the logits
@@ -336,7 +337,6 @@ mod tests {
         assert!(matches!(b.binary(&[0.0; 5], 2, 2, 4, 4, 0.5), Err(PostError::LogitShape { .. })));
         assert!(matches!(b.semantic(&[0.0; 8], 2, 2, 3, 4, 4), Err(PostError::LogitShape { .. })));
         assert!(matches!(b.semantic(&[], 0, 2, 2, 4, 4), Err(PostError::LogitShape { .. })));
-        assert!(check_finite(&[0.0, f32::NAN]).is_err());
     }
 
     #[test]

@@ -13,15 +13,39 @@ use std::path::PathBuf;
 
 /// Post-processing or writing results failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PostError {
+    /// An output file could not be created or written.
     #[error("{}: cannot write: {detail}", path.display())]
-    Write { path: PathBuf, detail: String },
+    Write {
+        /// The output file.
+        path: PathBuf,
+        /// The I/O or encoder error message.
+        detail: String,
+    },
+    /// The logits do not have the shape post-processing expects.
     #[error("logits have shape {shape:?}; expected [{expected}]")]
-    LogitShape { shape: Vec<usize>, expected: String },
+    LogitShape {
+        /// The shape that was given.
+        shape: Vec<usize>,
+        /// The expected shape or constraint, in words.
+        expected: String,
+    },
+    /// The logits contain a NaN or infinity.
     #[error("logits contain a non-finite value ({value}) at index {index}")]
-    NonFiniteLogit { index: usize, value: f32 },
+    NonFiniteLogit {
+        /// Flat (row-major) index of the first non-finite value.
+        index: usize,
+        /// The non-finite value.
+        value: f32,
+    },
     /// The data handed to a writer does not fit the request (mask vs frame size, a label with no
     /// palette entry, a shape that does not match the data). Nothing was written.
     #[error("{}: {detail}", path.display())]
-    Invalid { path: PathBuf, detail: String },
+    Invalid {
+        /// The file that was to be written.
+        path: PathBuf,
+        /// What does not fit.
+        detail: String,
+    },
 }

@@ -16,11 +16,33 @@ pub struct SoundingObject {
     pub label: Option<String>,
     /// x, y, width, height in pixels.
     pub bbox: [u32; 4],
+    /// Number of pixels in the region.
     pub area: u64,
     /// x, y in pixels, pixel centres at +0.5.
     pub centroid: [f32; 2],
     /// Mean per-pixel confidence over the region.
     pub confidence: f32,
+}
+
+/// The bearing, in degrees and positive to the right, of image column `x` (pixel centres at +0.5)
+/// in a frame `width` pixels wide, for a pinhole camera with horizontal field of view `hfov_deg`:
+/// `atan(((x - W/2) / (W/2)) * tan(hfov/2))`. The image plane sits at focal length
+/// f = (W/2) / tan(hfov/2), so a point at x is atan((x - W/2) / f) off the axis. Lens distortion is
+/// not modelled. NaN when `width` is 0, `x` is not finite or `hfov_deg` is not in (0, 180).
+pub fn bearing_deg(x: f32, width: u32, hfov_deg: f32) -> f32 {
+    if width == 0 || !x.is_finite() || !(hfov_deg.is_finite() && hfov_deg > 0.0 && hfov_deg < 180.0) {
+        return f32::NAN;
+    }
+    let half = f64::from(width) / 2.0;
+    let offset = (f64::from(x) - half) / half;
+    (offset * (f64::from(hfov_deg).to_radians() / 2.0).tan()).atan().to_degrees() as f32
+}
+
+impl SoundingObject {
+    /// The bearing of the object's centroid in a frame `width` pixels wide; see [`bearing_deg`].
+    pub fn bearing_deg(&self, width: u32, hfov_deg: f32) -> f32 {
+        bearing_deg(self.centroid[0], width, hfov_deg)
+    }
 }
 
 #[derive(Clone, Copy)]

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "image-files")]
 use image::RgbImage;
 
 use super::mask::FrameMask;
@@ -21,7 +22,7 @@ pub fn binary_colours() -> Vec<[u8; 3]> {
     vec![[0, 0, 0], DEFAULT_OVERLAY_COLOUR]
 }
 
-/// The PASCAL-VOC bit-interleaved colormap that AVSBench uses for AVSS (models.md §11.1): for
+/// The PASCAL-VOC bit-interleaved colormap that AVSBench uses for AVSS (docs/spec/datasets.md §11.1): for
 /// class j, bit group i (j >> 3i) puts its bits 0, 1, 2 into R, G, B at bit position 7 − i.
 pub fn voc_palette(n: usize) -> Vec<[u8; 3]> {
     (0..n)
@@ -61,6 +62,7 @@ fn invalid(path: &Path, detail: impl Into<String>) -> PostError {
     PostError::Invalid { path: path.to_path_buf(), detail: detail.into() }
 }
 
+#[cfg(feature = "image-files")]
 fn check_mask(path: &Path, mask: &FrameMask) -> Result<(), PostError> {
     let n = mask.width as usize * mask.height as usize;
     if mask.width == 0 || mask.height == 0 {
@@ -79,6 +81,7 @@ fn create(path: &Path) -> Result<BufWriter<File>, PostError> {
     File::create(path).map(BufWriter::new).map_err(|e| write_err(path, e))
 }
 
+#[cfg(feature = "image-files")]
 /// Writes a mask PNG. Without a palette: 8-bit grey, 0 for background and 255 for any other label
 /// (the official S4/MS3 `save_mask` format). With a palette: an indexed PNG whose pixel values are
 /// the labels, so tools that read the indices get the class and viewers show the palette colours.
@@ -116,6 +119,7 @@ pub fn write_mask_png(path: &Path, mask: &FrameMask, palette: Option<&[[u8; 3]]>
     writer.finish().map_err(|e| write_err(path, e))
 }
 
+#[cfg(feature = "image-files")]
 /// Writes the frame with each labelled region blended 50 % with `colours[label]` and outlined in
 /// the full colour (the region's inner 1 px boundary, so touching regions keep separate outlines).
 /// The mask must be at the frame's size.
@@ -186,13 +190,21 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), PostE
 /// One line of `results.jsonl`: what was found in one frame.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FrameRecord {
+    /// The frame's index in the clip or stream.
     pub frame: usize,
+    /// Seconds from the start of the audio.
     pub timestamp: f64,
+    /// The frame's file, or the video it was sampled from.
     pub source: String,
+    /// Mask width in pixels (the source frame's width).
     pub width: u32,
+    /// Mask height in pixels (the source frame's height).
     pub height: u32,
+    /// True when no pixel is foreground.
     pub empty: bool,
+    /// Foreground pixels over all pixels, 0..1.
     pub foreground_fraction: f64,
+    /// The sounding objects found in the frame.
     pub objects: Vec<SoundingObject>,
 }
 
@@ -226,22 +238,94 @@ pub struct JsonlWriter {
 }
 
 impl JsonlWriter {
+    /// Creates (or truncates) the file at `path`.
     pub fn create(path: &Path) -> Result<Self, PostError> {
         Ok(Self { path: path.to_path_buf(), out: create(path)? })
     }
 
+    /// The file being written.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Appends `record` as one JSON line.
     pub fn write(&mut self, record: &FrameRecord) -> Result<(), PostError> {
         serde_json::to_writer(&mut self.out, record).map_err(|e| write_err(&self.path, e))?;
         self.out.write_all(b"\n").map_err(|e| write_err(&self.path, e))
     }
 
+    /// Flushes the buffer and syncs the file to disk, reporting any write error.
     pub fn finish(mut self) -> Result<(), PostError> {
         self.out.flush().map_err(|e| write_err(&self.path, e))?;
         self.out.get_ref().sync_data().map_err(|e| write_err(&self.path, e))
+    }
+}
+
+/// Where a frame came from, for its `results.jsonl` line.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameInfo<'a> {
+    /// The frame's index in the clip or stream.
+    pub index: usize,
+    /// Seconds from the start of the audio.
+    pub timestamp: f64,
+    /// The frame's file, or the video it was sampled from.
+    pub source: &'a str,
+}
+
+/// Writes the per-frame outputs of a run into one folder: `masks/{stem}.png`,
+/// `overlays/{stem}.png` (unless turned off) and one `results.jsonl` line per frame. The CLI's
+/// `segment` (clips and videos) and Rust users share this one writer, so the files are the same
+/// whichever way a run was made.
+#[cfg(feature = "image-files")]
+pub struct FrameWriter {
+    masks_dir: PathBuf,
+    overlays_dir: Option<PathBuf>,
+    palette: Option<Vec<[u8; 3]>>,
+    colours: Vec<[u8; 3]>,
+    jsonl: JsonlWriter,
+}
+
+#[cfg(feature = "image-files")]
+impl FrameWriter {
+    /// Creates `out/masks`, `out/overlays` (when `overlays`) and `out/results.jsonl`. Binary
+    /// models get 0/255 masks and the default overlay colour; semantic ones get indexed masks in
+    /// the package's palette.
+    pub fn create(out: &Path, output: &crate::model::OutputSpec, overlays: bool) -> Result<Self, PostError> {
+        let mkdir = |d: &Path| std::fs::create_dir_all(d).map_err(|e| write_err(d, e));
+        let masks_dir = out.join("masks");
+        mkdir(&masks_dir)?;
+        let overlays_dir = overlays.then(|| out.join("overlays"));
+        if let Some(d) = &overlays_dir {
+            mkdir(d)?;
+        }
+        let (palette, colours) = match output {
+            crate::model::OutputSpec::Binary { .. } => (None, binary_colours()),
+            crate::model::OutputSpec::Semantic { palette, .. } => (Some(palette.clone()), palette.clone()),
+        };
+        let jsonl = JsonlWriter::create(&out.join("results.jsonl"))?;
+        Ok(FrameWriter { masks_dir, overlays_dir, palette, colours, jsonl })
+    }
+
+    /// Writes one frame's mask, overlay and results line. `image` is the source frame, at the
+    /// mask's size.
+    pub fn write(
+        &mut self,
+        stem: &str,
+        image: &RgbImage,
+        mask: &FrameMask,
+        objects: &[SoundingObject],
+        info: FrameInfo<'_>,
+    ) -> Result<(), PostError> {
+        write_mask_png(&self.masks_dir.join(format!("{stem}.png")), mask, self.palette.as_deref())?;
+        if let Some(d) = &self.overlays_dir {
+            write_overlay_png(&d.join(format!("{stem}.png")), image, mask, &self.colours)?;
+        }
+        self.jsonl.write(&FrameRecord::from_mask(info.index, info.timestamp, info.source, mask, objects.to_vec()))
+    }
+
+    /// Flushes `results.jsonl` and reports a final write error.
+    pub fn finish(self) -> Result<(), PostError> {
+        self.jsonl.finish()
     }
 }
 

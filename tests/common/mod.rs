@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use safetensors::{Dtype, SafeTensors};
 
-/// Where the official reference tensors live: `$AVSEG_REFERENCE_DIR`, else `../shared/reference`
-/// beside the repository (the layout CI uses).
+/// Where the official reference tensors live: `$AVSEG_REFERENCE_DIR`, else the repository's own
+/// copy in `tests/data/reference`.
 ///
 /// Returns `None` (and prints a visible skip line) when they are absent on a developer machine.
 /// Under CI (`CI` set) a missing directory is a failure, so fidelity tests can never silently
@@ -15,7 +15,7 @@ use safetensors::{Dtype, SafeTensors};
 pub fn reference_dir(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("AVSEG_REFERENCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference"));
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/reference"));
     if dir.join("README.md").is_file() {
         return Some(dir);
     }

@@ -1,4 +1,4 @@
-"""AVSegFormer (models.md section 7) as static-shape ONNX graphs.
+"""AVSegFormer (docs/spec/avsegformer.md §7) as static-shape ONNX graphs.
 
 The segmenter takes `frames` [T,3,H,W] and the raw VGGish embedding
 `audio_embedding` [T,A]; `audio_proj` is part of it. Every module works per
@@ -9,7 +9,7 @@ a width-reduced state dict in the official key layout converts with the same
 code as a real checkpoint. Only the head count (8) and the GroupNorm group
 count (32) are architectural constants that no weight shape reveals.
 
-Exact simplifications used (models.md 7.4, all "derived"; the whole-model
+Exact simplifications used (docs/spec/avsegformer.md §7.4, all "derived"; the whole-model
 numpy check in tools/tests/test_avsegformer_numpy.py runs the literal forms):
 - sine positions + level embeddings and the reference points are constants;
 - query-generator layer 0 self-attention sees only the constant
@@ -112,7 +112,7 @@ def _conv_gn(gb, sd, prefix, x, t, h, w, pad=0, relu=False):
 
 
 # ---------------------------------------------------------------------------
-# constants (models.md 7.3, 7.4.1)
+# constants (docs/spec/avsegformer.md §7.3, §7.4.1)
 # ---------------------------------------------------------------------------
 
 def sine_position(h, w, dim):
@@ -722,6 +722,6 @@ def build_avsegformer(tensors, frames=5, height=224, width=224, heads=HEADS, str
 
 def build_avsegformer_audio(tensors, check=True):
     """The `vggish.`-prefixed audio encoder of an AVSegFormer checkpoint (same VGGish as TPAVI's,
-    post-ReLU 128-d output, PCA post-processor off; models.md 3)."""
+    post-ReLU 128-d output, PCA post-processor off; docs/spec/vggish.md §3)."""
     t = tensors.t if isinstance(tensors, StateDict) else tensors
     return build_vggish(t, prefix="vggish.", check=check)

@@ -6,7 +6,7 @@ unpickler that resolves only the handful of globals a saved state dict needs
 everything else by name. Tensor bytes never pass through pickle: they are read
 from the storage records and turned into numpy arrays here.
 
-Both container formats of models.md 12.2 are read: the zip format (torch >= 1.6)
+Both container formats of docs/spec/checkpoints.md §12.2 are read: the zip format (torch >= 1.6)
 and the legacy stream format, which the 2019 `vggish-10086976.pth` is expected
 to use.
 """

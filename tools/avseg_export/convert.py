@@ -76,7 +76,7 @@ BN = ("weight", "bias", "running_mean", "running_var")
 
 
 def resnet50_keys(prefix: str) -> list[str]:
-    """Live ResNet-50 keys of branch 1 (models.md 6.10 grammar), without num_batches_tracked."""
+    """Live ResNet-50 keys of branch 1 (docs/spec/tpavi.md §6.10 grammar), without num_batches_tracked."""
     keys = [f"{prefix}conv1.weight"] + [f"{prefix}bn1.{b}" for b in BN]
     for layer, n in R50_LAYERS:
         for i in range(n):
@@ -91,7 +91,7 @@ def resnet50_keys(prefix: str) -> list[str]:
 
 
 def tpavi_decoder_keys(avss: bool) -> list[str]:
-    """ASPP, TPAVI blocks, decoder paths and head (models.md 6.10), dead path4.resConfUnit1 excluded."""
+    """ASPP, TPAVI blocks, decoder paths and head (docs/spec/tpavi.md §6.10), dead path4.resConfUnit1 excluded."""
     keys = []
     for k in range(1, 5):
         keys += [f"conv{k}.conv2d_list.{i}.{w}" for i in range(4) for w in ("weight", "bias")]
@@ -153,12 +153,12 @@ class FamilySpec:
     @property
     def resize(self) -> str:
         # S4/MS3 frames were stored at 224 by OpenCV-style squashing; AVSS and AVSegFormer's
-        # loaders resize with PIL bilinear (models.md 4.3-4.5).
+        # loaders resize with PIL bilinear (docs/spec/vision.md §4.3–4.5).
         return "bilinear_pil" if self.avss or self.manifest_family == "avsegformer" else "bilinear_opencv"
 
     @property
     def patch_padding(self) -> str:
-        return "zeros" if self.avss else "repeat_last"   # models.md 2.6
+        return "zeros" if self.avss else "repeat_last"   # docs/spec/audio.md §2.6
 
 
 AVSBENCH = "OpenNLPLab/AVSBench (TPAVI)"
@@ -171,7 +171,7 @@ def _families() -> dict[str, FamilySpec]:
         suffix = "-avss" if avss else ""
         task = "AVSS, 71 classes" if avss else "S4/MS3, binary"
         # TPAVI AVSS runs T = 10 as two independent 5-frame groups whose padding never reaches the
-        # real frames (models.md 6.9), so a 5-frame package is exact and half the work on v1 clips.
+        # real frames (docs/spec/tpavi.md §6.9), so a 5-frame package is exact and half the work on v1 clips.
         rows.append(FamilySpec(
             f"tpavi-r50{suffix}", f"TPAVI, ResNet-50 ({task})", "tpavi", "r50", avss, 5, 224, (224,), "separate",
             tuple(["resnet.conv1.weight", "resnet.layer4_1."]) + TPAVI_HEAD_REQUIRED, _tpavi_builder,
@@ -199,7 +199,7 @@ def _families() -> dict[str, FamilySpec]:
 
 FAMILIES = _families()
 
-# Never executed by the official models (models.md 12.2): not required, not checked for NaN.
+# Never executed by the official models (docs/spec/checkpoints.md §12.2): not required, not checked for NaN.
 DEAD_PREFIXES = ("resnet.layer3_2.", "resnet.layer4_2.", "backbone.layer3_2.", "backbone.layer4_2.",
                  "path4.resConfUnit1.", "head.fpn.", "head.attn_fc.")
 
@@ -239,7 +239,7 @@ def identify(tensors: dict) -> tuple[str | None, str]:
     if "features.0.weight" in keys and _has(keys, "embeddings."):
         return None, "a VGGish file (features.*, embeddings.*)"
     if _has(keys, "pca_"):
-        return None, "the VGGish PCA postprocessor file, which no model uses (models.md 3)"
+        return None, "the VGGish PCA postprocessor file, which no model uses (docs/spec/vggish.md §3)"
     if "conv1.weight" in keys and "fc.weight" in keys and "layer4.0.conv1.weight" in keys:
         return None, "a plain torchvision ResNet-50 (ImageNet backbone), not a trained AVS model"
     sample = ", ".join(sorted(keys)[:5])
@@ -443,7 +443,7 @@ def convert(args) -> dict:
     if fam.vggish == "separate":
         if not args.vggish:
             raise ConvertError(f"{fam.name}: the VGGish audio encoder is not part of TPAVI checkpoints "
-                               "(models.md 3): pass --vggish vggish-10086976.pth")
+                               "(docs/spec/vggish.md §3): pass --vggish vggish-10086976.pth")
         vgg = _read("vggish", args.vggish)
         _, vgg_looks = identify(vgg.tensors)
         if not ("features.0.weight" in vgg.tensors and any(k.startswith("embeddings.") for k in vgg.tensors)):

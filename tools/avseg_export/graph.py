@@ -1,6 +1,6 @@
 """Minimal ONNX graph builder used by every exporter in this package.
 
-Design constraints (see models.md section 13 and runtime-notes section 2):
+Design constraints (see docs/spec/checkpoints.md §13 and docs/spec/runtime.md §2):
 - opset 17 and only ops that tract 0.23 implements, so the Rust runtime can load
   the very files ONNX Runtime is checked against;
 - every weight is a named initializer (the name records the checkpoint key it

@@ -1,4 +1,4 @@
-"""Class lists and palettes for semantic packages (models.md 11.1)."""
+"""Class lists and palettes for semantic packages (docs/spec/datasets.md §11.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PVT-v2 encoder (models.md 6.3) as an ONNX sub-graph.
+"""PVT-v2 encoder (docs/spec/tpavi.md §6.3) as an ONNX sub-graph.
 
 Keys follow the official checkpoints (`encoder_backbone.` in TPAVI-PVT,
 `backbone.` in AVSegFormer); the prefix is a parameter. Everything but the
@@ -29,7 +29,7 @@ import numpy as np
 from .graph import GraphBuilder
 from .weights import StateDict
 
-# Official eps values differ by layer (models.md 6.3, gotcha 14).
+# Official eps values differ by layer (docs/spec/tpavi.md §6.3, docs/spec/gotchas.md, gotcha 14).
 EPS_PATCH_NORM = 1e-5   # patch_embed{s}.norm
 EPS_SR_NORM = 1e-5      # attn.norm after the spatial-reduction conv
 EPS_BLOCK_NORM = 1e-6   # block norm1/norm2 and the stage-end norm{s}

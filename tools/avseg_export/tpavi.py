@@ -1,4 +1,4 @@
-"""TPAVI segmenters (models.md section 6) as static-shape ONNX graphs.
+"""TPAVI segmenters (docs/spec/tpavi.md §6) as static-shape ONNX graphs.
 
 Encoders: ResNet-50 (`resnet.*`), PVT-v2 (`encoder_backbone.*`) and
 EfficientNet-Lite0 (`encoder.*`), picked by the keys present. Shapes are
@@ -8,7 +8,7 @@ Layout inside the graph is [T, C, H, W]. The official model reshapes by a
 hard-coded 5, so T must be a multiple of 5 and frames [5g, 5g+5) form the g-th
 independent attention group: T = 5 for S4/MS3, T = 10 (two groups) for AVSS.
 
-AVSS temporal mask (models.md 6.9): the official AVSS model multiplies features
+AVSS temporal mask (docs/spec/tpavi.md §6.9): the official AVSS model multiplies features
 and logits by a per-frame 0/1 flag (1111100000 for v1 clips, all ones for v2).
 The graphs here never multiply: for v2 clips the flag is all ones, and for v1
 clips the zeroed frames 5..9 form their own group, so real frames 0..4 get

@@ -1,4 +1,4 @@
-"""VGGish audio encoder (models.md section 3) as an ONNX graph.
+"""VGGish audio encoder (docs/spec/vggish.md §3) as an ONNX graph.
 
 Layer widths come from the weight shapes, so a width-reduced network that keeps
 the official key layout exports with the same code as the real one.

@@ -1,6 +1,6 @@
 """State-dict access, safetensors I/O and BatchNorm folding.
 
-Weights arrive keyed exactly as in the official checkpoints (models.md 6.10,
+Weights arrive keyed exactly as in the official checkpoints (docs/spec/tpavi.md §6.10,
 3); everything here works on plain numpy dicts so no torch is needed.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 
 BN_EPS = 1e-5
 
-# Keys that exist in official checkpoints but are never executed (models.md 12.2).
+# Keys that exist in official checkpoints but are never executed (docs/spec/checkpoints.md §12.2).
 DEAD_PREFIXES = ("resnet.layer3_2.", "resnet.layer4_2.", "path4.resConfUnit1.",
                  "backbone.layer3_2.", "backbone.layer4_2.", "head.fpn.", "head.attn_fc.")
 

@@ -136,7 +136,7 @@ def fround(x):
 # ----------------------------------------------------------------------------------------------
 # Source pool definition
 
-# S4 category for stamps that map onto an AVSBench S4 class (assets.md §4.1); others are reg_<stamp>.
+# S4 category for stamps that map onto an AVSBench S4 class (docs/spec/assets.md §4.1); others are reg_<stamp>.
 S4_CATEGORY = {
     "dog": "dog_barking", "lion": "lions_roaring", "horse": "horse_clip-clop",
     "violin": "playing_violin", "firetruck": "ambulance_siren", "saw": "chainsawing_trees",

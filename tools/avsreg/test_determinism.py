@@ -11,27 +11,32 @@ seed (must differ), then checks every clip against its recipe:
     negatives have sound but an empty mask;
   * held-out rules: each split uses only its own backgrounds and trajectory classes, and
     multi-object mixes hash to their split.
+Plus --bg-augment: it rewrites the training backgrounds and nothing else.
+
+    .venv/bin/python -m pytest tools/avsreg/test_determinism.py
+    .venv/bin/python -m avsreg.test_determinism --check DIR    # sanity checks on an existing set
+
+Needs the pinned AVS-Reg sources (tools/avsreg/install_sources.sh); without them the tests are
+skipped, under CI they fail.
 """
 import hashlib
 import json
 import struct
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import generate as G  # noqa: E402
+from avsreg import generate as G
 
 COUNTS = ["--s4", "6", "--ms3", "4", "--negatives", "4"]
 
 
 def gen(out, seed, extra=()):
-    subprocess.run([sys.executable, str(HERE / "generate.py"), "--seed", str(seed), "--out", str(out)] + COUNTS
+    subprocess.run([sys.executable, "-m", "avsreg.generate", "--seed", str(seed), "--out", str(out)] + COUNTS
                    + list(extra), check=True)
 
 
@@ -142,34 +147,48 @@ def check_set(d):
     return kinds
 
 
-def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "--check":   # validate an existing generated set
-        kinds = check_set(Path(sys.argv[2]))
-        print(f"ok: {sum(kinds.values())} clips: {dict(sorted(kinds.items()))}")
-        return
-    with tempfile.TemporaryDirectory(prefix="avsreg_test_") as tmp:
-        tmp = Path(tmp)
-        a, b, c = tmp / "a", tmp / "b", tmp / "c"
-        gen(a, 7)
-        gen(b, 7)
-        ta, tb = tree(a), tree(b)
-        assert ta.keys() == tb.keys(), sorted(set(ta) ^ set(tb))[:10]
-        diff = [k for k in ta if ta[k] != tb[k]]
-        assert not diff, f"same seed, different bytes: {diff[:10]}"
-        print(f"ok: seed 7 twice -> {len(ta)} byte-identical files")
-        gen(c, 8)
-        tc = tree(c)
-        frames_a = {h for k, h in ta.items() if "/visual_frames/" in k}
-        frames_c = {h for k, h in tc.items() if "/visual_frames/" in k}
-        assert not frames_a & frames_c, "seed 8 reproduced frames of seed 7"
-        nd = len(set(ta.values()) - set(tc.values()))
-        print(f"ok: seed 8 differs (no shared frame; {nd} of {len(ta)} seed-7 files have no twin)")
-        kinds = check_set(a)
-        print(f"ok: sanity checks on {sum(kinds.values())} clips: {dict(sorted(kinds.items()))}")
-        for need in ("s4", "ms3_distractor", "ms3_switching", "s4neg_silence", "s4neg_offscreen",
-                     "ms3neg_silence", "ms3neg_offscreen"):
-            assert kinds.get(need), f"no {need} clip in the test set"
-        check_bg_augment(tmp, a, ta)
+@pytest.fixture(scope="module")
+def sets(avsreg_sources, tmp_path_factory):
+    """Seed 7 twice (a, b) and seed 8 once (c), with their file hashes."""
+    tmp = tmp_path_factory.mktemp("avsreg")
+    out = {}
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        gen(tmp / name, seed)
+        out[name] = (tmp / name, tree(tmp / name))
+    return tmp, out
+
+
+def test_same_seed_same_bytes(sets):
+    _, s = sets
+    ta, tb = s["a"][1], s["b"][1]
+    assert ta.keys() == tb.keys(), sorted(set(ta) ^ set(tb))[:10]
+    diff = [k for k in ta if ta[k] != tb[k]]
+    assert not diff, f"same seed, different bytes: {diff[:10]}"
+    print(f"ok: seed 7 twice -> {len(ta)} byte-identical files")
+
+
+def test_other_seed_differs(sets):
+    _, s = sets
+    ta, tc = s["a"][1], s["c"][1]
+    frames_a = {h for k, h in ta.items() if "/visual_frames/" in k}
+    frames_c = {h for k, h in tc.items() if "/visual_frames/" in k}
+    assert not frames_a & frames_c, "seed 8 reproduced frames of seed 7"
+    nd = len(set(ta.values()) - set(tc.values()))
+    print(f"ok: seed 8 differs (no shared frame; {nd} of {len(ta)} seed-7 files have no twin)")
+
+
+def test_sanity(sets):
+    _, s = sets
+    kinds = check_set(s["a"][0])
+    print(f"ok: sanity checks on {sum(kinds.values())} clips: {dict(sorted(kinds.items()))}")
+    for need in ("s4", "ms3_distractor", "ms3_switching", "s4neg_silence", "s4neg_offscreen",
+                 "ms3neg_silence", "ms3neg_offscreen"):
+        assert kinds.get(need), f"no {need} clip in the test set"
+
+
+def test_bg_augment(sets):
+    tmp, s = sets
+    check_bg_augment(tmp, *s["a"])
 
 
 def check_bg_augment(tmp, plain, t_plain):
@@ -199,6 +218,14 @@ def check_bg_augment(tmp, plain, t_plain):
     kinds = check_set(d1)
     print(f"ok: --bg-augment changes the {len(train_frames)} training frames and nothing else; "
           f"byte-identical twice; sanity checks pass on {sum(kinds.values())} clips")
+
+
+def main():
+    """`--check DIR`: the sanity checks on an existing generated set."""
+    if len(sys.argv) != 3 or sys.argv[1] != "--check":
+        sys.exit("usage: python -m avsreg.test_determinism --check DIR   (the tests: pytest tools/avsreg)")
+    kinds = check_set(Path(sys.argv[2]))
+    print(f"ok: {sum(kinds.values())} clips: {dict(sorted(kinds.items()))}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 // tools/kernel_emu: the TPAVI kernel sequence (kernels/tpavi.cu), emulated on the CPU, against the
-// literal N×N definition of models.md §6.5 in double precision, for fp32 and fp16 features.
+// literal N×N definition of docs/spec/tpavi.md §6.5 in double precision, for fp32 and fp16 features.
 // N = 225 is not a multiple of the 32-row tile, so the tail guards are exercised.
 #include "shim.h"
 #include <cstdio>

@@ -1,6 +1,6 @@
 """Whole-model check: exported AVSegFormer ONNX vs an independent, literal numpy forward.
 
-The numpy side follows models.md 7.2/7.3 step by step in float64, in the
+The numpy side follows docs/spec/avsegformer.md §7.2/7.3 step by step in float64, in the
 literal forms the exporter avoids: BatchNorm unfolded, GroupNorm over
 explicit groups, deformable attention as a loop over (frame, head, level,
 point) with hand-written bilinear sampling and zero padding, the query
@@ -16,23 +16,17 @@ spatial-reduction conv, explicit kv split), with the fixture's head dim.
 Runs every fixture variant (R50 and PVT-v2; S4/AVSS; with and without the
 query generator) at a non-square 64x96 input so any x/y mix-up shows, T = 2.
 
-    python tools/tests/test_avsegformer_numpy.py
+    .venv/bin/python -m pytest tools/tests/test_avsegformer_numpy.py [-k pvt-s4]
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+import pytest
 
-TESTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TESTS.parent))
-sys.path.insert(0, str(TESTS))
-
-from avseg_export.avsegformer import build_avsegformer, build_avsegformer_audio  # noqa: E402
-from avseg_export.ort import session  # noqa: E402
-from fixtures_avsegformer import VARIANTS, export_options, make_avsegformer_fixture  # noqa: E402
+from avseg_export.avsegformer import build_avsegformer, build_avsegformer_audio
+from avseg_export.ort import session
+from avseg_tools.fixtures.avsegformer import VARIANTS, export_options, make_avsegformer_fixture
 
 T, H, W = 2, 64, 96
 NHEADS = 8
@@ -307,32 +301,26 @@ def vggish(sd, x):
     return x
 
 
-def main():
-    failed = 0
-    for variant in VARIANTS:
-        sd32 = make_avsegformer_fixture(0, variant)
-        sd = {k: v.astype(np.float64) for k, v in sd32.items()}
-        rng = np.random.default_rng([7, VARIANTS.index(variant)])
-        logmel = rng.uniform(-4.6, 2.0, (T, 1, 96, 64)).astype(np.float32)
-        frames = rng.standard_normal((T, 3, H, W)).astype(np.float32)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant(variant):
+    sd32 = make_avsegformer_fixture(0, variant)
+    sd = {k: v.astype(np.float64) for k, v in sd32.items()}
+    rng = np.random.default_rng([7, VARIANTS.index(variant)])
+    logmel = rng.uniform(-4.6, 2.0, (T, 1, 96, 64)).astype(np.float32)
+    frames = rng.standard_normal((T, 3, H, W)).astype(np.float32)
 
-        audio_model, _ = build_avsegformer_audio(sd32)
-        emb = session(audio_model).run(["audio_embedding"], {"audio_logmel": logmel})[0]
-        d_emb = float(np.abs(emb - vggish(sd, logmel.astype(np.float64))).max())
+    audio_model, _ = build_avsegformer_audio(sd32)
+    emb = session(audio_model).run(["audio_embedding"], {"audio_logmel": logmel})[0]
+    d_emb = float(np.abs(emb - vggish(sd, logmel.astype(np.float64))).max())
 
-        opts = export_options(variant)
-        model, info = build_avsegformer(sd32, frames=T, height=H, width=W, **opts)
-        got = session(model).run(["mask_logits"], {"frames": frames, "audio_embedding": emb})[0]
-        want = segmenter(sd, frames.astype(np.float64), emb.astype(np.float64), opts.get("pvt_head_dim", 64))
-        d_log = float(np.abs(got - want).max())
-        ok = d_log <= TOL_LOGITS and d_emb <= TOL_AUDIO and got.shape == want.shape
-        failed += not ok
-        print(f"{'PASS' if ok else 'FAIL'}  {variant:<12} {info['backbone']:<9} {info['query_generator']:<18} K={info['num_classes']:<3} "
-              f"logits max|diff| = {d_log:.3e} (tol {TOL_LOGITS:.0e}, max|ref| {np.abs(want).max():.3g})  "
-              f"vggish max|diff| = {d_emb:.3e} (tol {TOL_AUDIO:.0e}, max|ref| {np.abs(emb).max():.3g})")
-    print(f"{len(VARIANTS) - failed}/{len(VARIANTS)} variants passed")
-    sys.exit(1 if failed else 0)
-
-
-if __name__ == "__main__":
-    main()
+    opts = export_options(variant)
+    model, info = build_avsegformer(sd32, frames=T, height=H, width=W, **opts)
+    got = session(model).run(["mask_logits"], {"frames": frames, "audio_embedding": emb})[0]
+    want = segmenter(sd, frames.astype(np.float64), emb.astype(np.float64), opts.get("pvt_head_dim", 64))
+    assert got.shape == want.shape, f"{variant}: logits {got.shape} != numpy {want.shape}"
+    d_log = float(np.abs(got - want).max())
+    print(f"{variant:<12} {info['backbone']:<9} {info['query_generator']:<18} K={info['num_classes']:<3} "
+          f"logits max|diff| = {d_log:.3e} (tol {TOL_LOGITS:.0e}, max|ref| {np.abs(want).max():.3g})  "
+          f"vggish max|diff| = {d_emb:.3e} (tol {TOL_AUDIO:.0e}, max|ref| {np.abs(emb).max():.3g})")
+    assert d_log <= TOL_LOGITS, f"{variant}: logits max|diff| {d_log:.3e} > {TOL_LOGITS:.0e}"
+    assert d_emb <= TOL_AUDIO, f"{variant}: VGGish max|diff| {d_emb:.3e} > {TOL_AUDIO:.0e}"

@@ -7,23 +7,20 @@ the exporter's wiring (strides, residuals, dead-key skipping, resize modes,
 stage order) rather than re-using any of its code. Runs the tiny model's
 weights at 64x64 to stay light.
 
-    python tools/tests/test_tiny_numpy.py
+    .venv/bin/python -m pytest tools/tests/test_tiny_numpy.py
+
+Its literal ops (conv2d, bn, relu, maxpool, up2) are reused by test_tpavi_families.py.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
+import pytest
 
-TOOLS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TOOLS))
-
-import make_tiny_model as tiny  # noqa: E402
-from avseg_export.ort import session  # noqa: E402
-from avseg_export.tpavi import build_tpavi  # noqa: E402
-from avseg_export.vggish import build_vggish  # noqa: E402
+from avseg_export.ort import session
+from avseg_export.tpavi import build_tpavi
+from avseg_export.vggish import build_vggish
+from avseg_tools import make_tiny_model as tiny
 
 EPS = 1e-5
 
@@ -66,7 +63,7 @@ def maxpool(x, k, s, p):
 
 
 def up2(x, align_corners):
-    """F.interpolate(scale_factor=2, mode='bilinear') per models.md 0.1."""
+    """F.interpolate(scale_factor=2, mode='bilinear') per docs/spec/conventions.md §0.1."""
     n, c, h, w = x.shape
 
     def coords(size):
@@ -146,7 +143,9 @@ def vggish_forward(sd, x):
     return x
 
 
-def main():
+@pytest.fixture(scope="module")
+def tiny_weights():
+    """The tiny model's calibrated weights at 64x64, and a batch of audio embeddings."""
     rng = np.random.default_rng(0)
     vgg = tiny.random_vggish(rng)
     seg = tiny.random_tpavi(rng)
@@ -154,31 +153,31 @@ def main():
     tiny.calibrate_bn(seg, batches, np.random.default_rng([0, 2]))
     emb = batches[0][1]
     seg["output_conv.4.bias"] = np.array([0.25], np.float32)
-    sd64 = {k: v.astype(np.float64) for k, v in seg.items()}
-    vg64 = {k: v.astype(np.float64) for k, v in vgg.items()}
+    return vgg, seg, emb
 
-    ok = True
+
+def test_vggish_vs_numpy(tiny_weights):
+    vgg, _, _ = tiny_weights
+    vg64 = {k: v.astype(np.float64) for k, v in vgg.items()}
     logmel = np.random.default_rng(7).uniform(-4.6, 2.0, (5, 1, 96, 64)).astype(np.float32)
     model, _ = build_vggish(vgg)
     got = session(model).run(["audio_embedding"], {"audio_logmel": logmel})[0]
     want = vggish_forward(vg64, logmel.astype(np.float64))
     d = np.abs(got - want).max()
     print(f"vggish  ONNX vs numpy literal: max|diff| {d:.3e} (max|ref| {np.abs(want).max():.3g})")
-    ok &= d < 1e-4 * max(1.0, np.abs(want).max())
-
-    for size in (64, 96):
-        fr = np.random.default_rng(size).standard_normal((5, 3, size, size)).astype(np.float32)
-        model, _ = build_tpavi(seg, frames=5, height=size, width=size)
-        got = session(model).run(["mask_logits"], {"frames": fr, "audio_embedding": emb})[0]
-        want = tpavi_forward(sd64, fr.astype(np.float64), emb.astype(np.float64))
-        d = np.abs(got - want).max()
-        agree = ((got > 0) == (want > 0)).mean()
-        print(f"tpavi {size}x{size} ONNX vs numpy literal: max|diff| {d:.3e} (max|ref| {np.abs(want).max():.3g}), "
-              f"sign agreement {100 * agree:.3f} %")
-        ok &= d < 1e-4
-    print("OK" if ok else "FAILED")
-    sys.exit(0 if ok else 1)
+    assert d < 1e-4 * max(1.0, np.abs(want).max())
 
 
-if __name__ == "__main__":
-    main()
+@pytest.mark.parametrize("size", [64, 96])
+def test_tpavi_vs_numpy(tiny_weights, size):
+    _, seg, emb = tiny_weights
+    sd64 = {k: v.astype(np.float64) for k, v in seg.items()}
+    fr = np.random.default_rng(size).standard_normal((5, 3, size, size)).astype(np.float32)
+    model, _ = build_tpavi(seg, frames=5, height=size, width=size)
+    got = session(model).run(["mask_logits"], {"frames": fr, "audio_embedding": emb})[0]
+    want = tpavi_forward(sd64, fr.astype(np.float64), emb.astype(np.float64))
+    d = np.abs(got - want).max()
+    agree = ((got > 0) == (want > 0)).mean()
+    print(f"tpavi {size}x{size} ONNX vs numpy literal: max|diff| {d:.3e} (max|ref| {np.abs(want).max():.3g}), "
+          f"sign agreement {100 * agree:.3f} %")
+    assert d < 1e-4

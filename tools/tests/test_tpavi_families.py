@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Exported TPAVI family graphs vs an independent numpy forward, per family.
 
-    python tools/tests/test_tpavi_families.py [--family NAME ...]
+    .venv/bin/python -m pytest tools/tests/test_tpavi_families.py [-k tpavi-pvt]
 
 For tpavi-r50, tpavi-pvt, tpavi-r50-avss and tpavi-pvt-avss: make the
-width-reduced fixture (tools/tests/make_family_fixture.py), round-trip it
+width-reduced fixture (avseg_tools.fixtures.tpavi), round-trip it
 through safetensors, export with build_tpavi, run ONNX Runtime and compare the
-logits with a float64 numpy forward written from models.md in its literal
+logits with a float64 numpy forward written from docs/spec/tpavi.md in its literal
 form: BatchNorm applied on its own (not folded), TPAVI as the N x N matrix
 theta.phi^T / N over each 5-frame group (frames reshaped [G, 5, ...] exactly as
 the official hard-coded 5 does), PVT attention per head with its
@@ -25,24 +25,18 @@ Plus the epsilon of every LayerNormalization node, checked by name.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
+from test_tiny_numpy import bn, conv2d, maxpool, relu, up2  # generic literal ops (tools/tests is on pytest's path)
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-import make_family_fixture as fixtures  # noqa: E402
-from avseg_export.ort import session  # noqa: E402
-from avseg_export.tpavi import build_tpavi  # noqa: E402
-from avseg_export.vggish import build_vggish  # noqa: E402
-from avseg_export.weights import read_safetensors  # noqa: E402
-from test_tiny_numpy import bn, conv2d, maxpool, relu, up2  # noqa: E402  (generic literal ops)
+from avseg_export.ort import session
+from avseg_export.tpavi import build_tpavi
+from avseg_export.vggish import build_vggish
+from avseg_export.weights import read_safetensors
+from avseg_tools.fixtures import tpavi as fixtures
 
 TOL = 1e-4
 GROUP = 5
@@ -195,7 +189,8 @@ def load_fixture(family, seed, tmp):
 
 
 def expected_ln_eps(name):
-    """models.md 6.3 / gotcha 14: 1e-5 in patch-embed and SR norms (and TPAVI), 1e-6 elsewhere in PVT."""
+    """docs/spec/tpavi.md §6.3 / docs/spec/gotchas.md, gotcha 14: 1e-5 in patch-embed and SR norms
+    (and TPAVI), 1e-6 elsewhere in PVT."""
     if name.endswith(".attn.norm") or (".patch_embed" in name and name.endswith(".norm")) or name.endswith(".norm_layer"):
         return 1e-5
     return 1e-6
@@ -268,19 +263,9 @@ def check_groups(family, seg, fx, emb, rng, size=64):
     return bool(d_iso <= 1e-6 and changed > 1e-3 and d_swap <= 1e-5 and d_t5 <= 1e-5)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", action="append", choices=["tpavi-r50", "tpavi-pvt", "tpavi-r50-avss", "tpavi-pvt-avss"])
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    families = args.family or ["tpavi-r50", "tpavi-pvt", "tpavi-r50-avss", "tpavi-pvt-avss"]
-    ok = True
-    with tempfile.TemporaryDirectory() as tmp:
-        for fam in families:
-            ok &= check_family(fam, args.seed, tmp)
-    print("OK" if ok else "FAILED")
-    sys.exit(0 if ok else 1)
+FAMILIES = ("tpavi-r50", "tpavi-pvt", "tpavi-r50-avss", "tpavi-pvt-avss")
 
 
-if __name__ == "__main__":
-    main()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_family(family, tmp_path):
+    assert check_family(family, 0, tmp_path), f"{family}: ORT vs numpy literal out of tolerance (see the output)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Can the audio encoder tell the objects' sounds apart? A nearest-centroid probe on its embeddings.
 
-    python tools/train_default/audio_probe.py --checkpoint RUN/checkpoint.safetensors \
+    avseg-audio-probe --checkpoint RUN/checkpoint.safetensors \
         --cache RUN/cache_train [--worst 12] [--object household/dishes/glass.png ...]
 
 Every one-second patch of the cache in which exactly one object sounds is embedded; each object's
@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+from avseg_export.weights import read_safetensors
+from train_default.model import VGGishLite
 
-from avseg_export.weights import read_safetensors  # noqa: E402
-from model import VGGishLite  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def load_audio_encoder(path: Path) -> VGGishLite:

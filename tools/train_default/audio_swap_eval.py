@@ -3,7 +3,7 @@
 every clip's audio replaced by another clip's (a derangement: clip i gets clip i+k's audio, k
 fixed, in CSV order), then report the drop in mIoU.
 
-    python tools/train_default/audio_swap_eval.py --model models/default --dataset DIR \
+    avseg-audio-swap-eval --model models/default --dataset DIR \
         --subset ms3 [--subset s4] --out DIR [--avseg target/release/avseg]
 
 The swapped data set is a folder of symlinks: frames, masks and CSVs are the originals; only the

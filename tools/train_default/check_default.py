@@ -7,9 +7,9 @@ CLI end to end:
   1. `avseg eval` on the S4 and MS3 layouts: J over frames with foreground, and the share of
      empty-GT frames (silent or off-screen sources) predicted empty;
   2. `avseg eval --logits` on the logits saved by (1) must give identical numbers;
-  3. the audio-swap check (audio_swap_eval.py): MS3 J must drop when each clip's audio is another's.
+  3. the audio-swap check (train_default.audio_swap_eval): MS3 J must drop when each clip's audio is another's.
 
-    python tools/train_default/check_default.py --avseg target/debug/avseg --work DIR
+    avseg-check-default --avseg target/debug/avseg --work DIR
 
 Two kinds of numbers:
 - regression floors, a little under what the bundled model measured on this sample (seed 1):
@@ -28,11 +28,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-sys.path.insert(0, str(HERE))
+from train_default.negatives_report import negatives_by_kind
 
-from negatives_report import negatives_by_kind  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 # Regression floors, a little under the bundled model on the seed-1 sample (see models/README.md).
 # Bundled model on seed 1: S4 0.731, MS3 0.559 (non-empty GT), 97.5 % empty, MS3 drop 0.405.
@@ -58,7 +56,7 @@ def main():
     args = ap.parse_args()
     data = args.work / f"avsreg_seed{args.seed}"
     if not (data / "manifest.json").exists():
-        run([sys.executable, REPO / "tools/avsreg/generate.py", "--seed", args.seed, "--out", data,
+        run([sys.executable, "-m", "avsreg.generate", "--seed", args.seed, "--out", data,
              "--s4", 16, "--ms3", 16, "--negatives", 8, "--splits", "test"])
     failures, summary = [], {}
     empty_hits, empty_total = 0.0, 0
@@ -84,7 +82,7 @@ def main():
     for kind, r in negatives_by_kind(data, [args.work / "eval_s4" / "logits", args.work / "eval_ms3" / "logits"]).items():
         print(f"negatives {kind}: {100 * r['share_empty']:.1f} % of {r['frames']} frames predicted empty")
     swap_dir = args.work / "audio_swap"
-    run([sys.executable, HERE / "audio_swap_eval.py", "--model", args.model, "--dataset", data,
+    run([sys.executable, "-m", "train_default.audio_swap_eval", "--model", args.model, "--dataset", data,
          "--subset", "ms3", "--out", swap_dir, "--avseg", args.avseg])
     swap = json.loads((swap_dir / "audio_swap.json").read_text())["ms3"]
     if empty_rate < FLOOR_EMPTY:

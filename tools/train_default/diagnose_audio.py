@@ -3,27 +3,22 @@
 the predicted foreground share with the clip's own audio, with silence and with another clip's
 audio, plus the audio-embedding norms (equal norms for every input mean a dead audio encoder).
 
-    python tools/train_default/diagnose_audio.py --run RUN_DIR
+    avseg-diagnose-audio --run RUN_DIR
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-from avseg_export.weights import read_safetensors  # noqa: E402
-from data import T, Cache  # noqa: E402
-from export import torch_modules  # noqa: E402
+from avseg_export.weights import read_safetensors
+from train_default.data import T, Cache
+from train_default.export import torch_modules
 
 SILENCE_LOGMEL = float(np.log(0.01))  # log(mel + 0.01) of digital silence
 

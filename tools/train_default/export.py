@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Default-model checkpoint (train.py) -> avseg package (models/default).
 
-    python tools/train_default/export.py --run RUN_DIR --out models/default [--metrics eval.json ...]
+    avseg-train-export --run RUN_DIR --out models/default [--metrics eval.json ...]
 
 The segmenter goes through the same exporter as official TPAVI checkpoints
 (`avseg_export.tpavi.build_tpavi`, which picks the EfficientNet-Lite0 encoder from the keys) and
@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-from avseg_export.ort import session  # noqa: E402
-from avseg_export.package import manifest, write_package  # noqa: E402
-from avseg_export.tpavi import build_tpavi  # noqa: E402
-from avseg_export.vggish import build_vggish  # noqa: E402
-from avseg_export.weights import read_safetensors  # noqa: E402
-from data import T, Cache, load_frames  # noqa: E402
-from model import LITE0_TAP_CHANNELS, EffLiteEncoder, TPAVIHead, VGGishLite  # noqa: E402
-
+from avseg_export.ort import session
+from avseg_export.package import manifest, write_package
+from avseg_export.tpavi import build_tpavi
+from avseg_export.vggish import build_vggish
+from avseg_export.weights import read_safetensors
+from train_default.data import T, Cache, load_frames
+from train_default.model import LITE0_TAP_CHANNELS, EffLiteEncoder, TPAVIHead, VGGishLite
 
 
 def torch_modules(tensors: dict, args: dict):
@@ -74,7 +68,7 @@ def main():
     head, audio, enc = torch_modules(tensors, targs)
     cache = Cache(args.run / "cache_val")
     root = Path(cache.meta["root"])
-    from data import clip_paths, list_clips
+    from train_default.data import clip_paths, list_clips
     recipes = {r["name"]: r for r in list_clips(root, "val")}
     s_seg, s_aud = session(seg, threads=2), session(aud, threads=2)
     worst = 0.0

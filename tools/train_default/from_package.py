@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """avseg default-model package -> train.py checkpoint, so a shipped model can be fine-tuned.
 
-    python tools/train_default/from_package.py --package models/default --out RUN/checkpoint.safetensors
+    avseg-from-package --package models/default --out RUN/checkpoint.safetensors
 
 `train.py --init-from` reads train.py checkpoints; the package holds ONNX graphs in which the
 exporter has folded or merged some weights. Each such rewrite is inverted into weights that
@@ -23,16 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-from model import ASPP_DILATIONS  # noqa: E402
+from train_default.model import ASPP_DILATIONS
 
 BN_EPS = 1e-5  # nn.BatchNorm3d's default, the W_z BatchNorm of model.TPAVI
 TOLERANCE = 1e-4
@@ -133,7 +128,7 @@ def main():
     from avseg_export.tpavi import build_tpavi
     from avseg_export.vggish import build_vggish
     from avseg_export.weights import write_safetensors
-    from train import lite0_state
+    from train_default.train import lite0_state
 
     seg_path, aud_path = args.package / "segmenter.onnx", args.package / "audio_encoder.onnx"
     tensors = invert_segmenter(onnx_initializers(seg_path), size, seg_path)

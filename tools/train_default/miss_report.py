@@ -6,7 +6,7 @@ has almost none, by layout, background photo and sounding object.
 altogether; the two call for different fixes, and this report separates them, from the logits
 that `avseg eval --save-logits` wrote:
 
-    python tools/train_default/miss_report.py --dataset DIR --split test \
+    avseg-miss-report --dataset DIR --split test \
         --logits EVAL_S4/logits [--logits EVAL_MS3/logits] [--json OUT.json]
 
 A frame is *missed* when under 1 % of its pixels are predicted foreground (logit > 0), the rule
@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from data import EMPTY_MAX_FOREGROUND, clip_paths, is_negative  # noqa: E402
-from negatives_report import foreground_share, load_binary_logits, read_recipes, saved_logits  # noqa: E402
+from train_default.data import EMPTY_MAX_FOREGROUND, clip_paths, is_negative
+from train_default.negatives_report import foreground_share, load_binary_logits, read_recipes, saved_logits
 
 
 def gt_masks(dataset: Path, recipe: dict, size: tuple[int, int]) -> np.ndarray:

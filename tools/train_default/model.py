@@ -1,4 +1,4 @@
-"""PyTorch modules of the default model, written from models.md section 6 (TPAVI) and section 3
+"""PyTorch modules of the default model, written from docs/spec/tpavi.md §6 (TPAVI) and docs/spec/vggish.md §3
 (VGGish), with the official key names so the exporter in tools/avseg_export reads the trained
 state dict exactly as it reads an official checkpoint.
 
@@ -7,7 +7,7 @@ state dict exactly as it reads an official checkpoint.
 - `TPAVIHead`: conv1..4 (Classifier_Module: sum of dilated 3x3 convs), tpavi_b1..4 (the
   softmax-free attention, computed re-associated), path4..1 (fusion blocks) and output_conv.
 - `VGGishLite`: VGGish layer layout (features.*, embeddings.*) at reduced width, trained from
-  scratch: no VGGish weights ship in any package registry (assets.md).
+  scratch: no VGGish weights ship in any package registry (docs/spec/assets.md).
 """
 
 from __future__ import annotations

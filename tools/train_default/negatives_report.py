@@ -6,7 +6,7 @@ kinds of negative fail for different reasons (silence is easy; an off-screen sou
 model to find no visible match), so this splits that share by the clip recipe's kind, from the
 logits that `avseg eval --save-logits` wrote.
 
-    python tools/train_default/negatives_report.py --dataset DIR --logits EVAL_S4/logits \
+    avseg-negatives-report --dataset DIR --logits EVAL_S4/logits \
         --logits EVAL_MS3/logits [--json OUT.json]
 
 A frame counts as predicted empty exactly as `avseg eval` counts it: foreground is logit > 0
@@ -19,13 +19,10 @@ import argparse
 import json
 from pathlib import Path
 
-import sys
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from data import EMPTY_MAX_FOREGROUND, is_negative  # noqa: E402
+from train_default.data import EMPTY_MAX_FOREGROUND, is_negative
 
 
 def read_recipes(dataset: Path) -> dict[str, dict]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Pre-train the default model's audio encoder alone: which AVS-Reg sound is in this second?
 
-    python tools/train_default/pretrain_audio.py --cache RUN/cache_train --val-cache RUN/cache_val \
+    avseg-pretrain-audio --cache RUN/cache_train --val-cache RUN/cache_val \
         --out AUDIO_DIR
 
 Trained jointly from scratch, the VGGish-layout encoder never learnt (constant embedding, see
@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -33,11 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-from model import VGGishLite, VGGishLiteBN  # noqa: E402
+from train_default.model import VGGishLite, VGGishLiteBN
 
 LOG_OFFSET = 0.01  # VGGish: log(mel + 0.01)
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Train avseg's default model (TPAVI family, EfficientNet-Lite0 encoder) on AVS-Reg.
 
-    python tools/train_default/train.py --train-root DIR --val-root DIR --out RUN --cache-only
-    python tools/train_default/pretrain_audio.py --cache RUN/cache_train --val-cache RUN/cache_val --out AUDIO
-    python tools/train_default/train.py --train-root DIR --val-root DIR --out RUN \
+    avseg-train --train-root DIR --val-root DIR --out RUN --cache-only
+    avseg-pretrain-audio --cache RUN/cache_train --val-cache RUN/cache_val --out AUDIO
+    avseg-train --train-root DIR --val-root DIR --out RUN \
         --init-audio AUDIO/audio_encoder.safetensors
-    python tools/train_default/train.py ... --out RUN2 --init-from RUN/checkpoint.safetensors \
+    avseg-train ... --out RUN2 --init-from RUN/checkpoint.safetensors \
         --empty-fp-weight 1.0 --lr 5e-4 --iters 500          # the shipped model's last stage
 
 Stages (each skipped when its output exists):
@@ -45,7 +45,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -54,12 +53,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+from train_default.data import EMPTY_MAX_FOREGROUND, T, Cache, OrtEncoder, build_cache, is_negative
+from train_default.model import LITE0_TAP_CHANNELS, TPAVIHead, VGGishLite
 
-from data import EMPTY_MAX_FOREGROUND, T, Cache, OrtEncoder, build_cache, is_negative  # noqa: E402
-from model import LITE0_TAP_CHANNELS, TPAVIHead, VGGishLite  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 GT_SIZE = 224
 EMPTY_FP_AREA = 3000.0  # pixels at 224x224: about an AVS-Reg object

@@ -141,7 +141,9 @@ impl Fnv1a {
 /// on Tegra, SASS does not carry across minor revisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Arch {
+    /// The compute capability's major version (X in `sm_XY`).
     pub major: u32,
+    /// The compute capability's minor version (Y in `sm_XY`).
     pub minor: u32,
 }
 

@@ -2,6 +2,7 @@
 //!
 //! Layers, from the bottom: cudarc's raw `sys` bindings and thin `result` wrappers (never used
 //! outside this module), then
+//! * [`build`]: every kernel compiled for a list of architectures (the NVRTC check, the cache fill);
 //! * [`kernels`]: the embedded sources, their NVRTC options and cache key, and [`Arch`];
 //! * [`nvrtc`]: run-time compilation to a CUBIN for one exact `sm_XY` (needs only libnvrtc);
 //! * [`cache`]: the on-disk CUBIN cache (`avseg kernels --precompile` fills it);
@@ -17,22 +18,32 @@
 //! to be written and measured on a GPU), so [`prepare`] reports [`CudaError::Unsupported`] once a
 //! device is found, and `--backend auto` falls back to tract.
 
+pub mod build;
 pub mod kernels;
+// The CPU references, the launch wrappers and the device's module loading wait for the CUDA model
+// runner (issue 17); until it lands only the tests call them.
+#[allow(dead_code)]
 pub mod reference;
 
 #[cfg(feature = "cuda")]
+#[allow(dead_code)]
 pub mod cache;
 #[cfg(feature = "cuda")]
+#[allow(dead_code)]
 pub mod device;
 #[cfg(feature = "cuda")]
 pub mod nvrtc;
 #[cfg(feature = "cuda")]
+#[allow(dead_code)]
 pub mod ops;
 
 #[cfg(all(feature = "cuda", not(any(feature = "cuda-12060", feature = "cuda-13000"))))]
 compile_error!("the `cuda` feature needs a binding level: enable `cuda-12060` (JetPack 6) or `cuda-13000`");
 
 pub use kernels::Arch;
+
+#[cfg(test)]
+mod device_tests;
 
 use std::path::PathBuf;
 
@@ -41,29 +52,85 @@ use crate::model::ModelPackage;
 
 /// Why the GPU cannot be used, or a GPU operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CudaError {
+    /// A GPU was requested but avseg was built without the `cuda` feature.
     #[error("this avseg was built without the `cuda` feature")]
     NotCompiled,
+    /// `libcuda.so` (the NVIDIA driver) could not be loaded.
     #[error("no NVIDIA driver: libcuda.so could not be loaded")]
     NoDriver,
+    /// The installed driver supports an older CUDA version than this build's binding level.
     #[error("the NVIDIA driver supports CUDA {}.{}; this build needs {}.{} or newer", found / 1000, found % 1000 / 10, needed / 1000, needed % 1000 / 10)]
-    OldDriver { found: i32, needed: i32 },
+    OldDriver {
+        /// The driver's CUDA version, encoded as `1000 * major + 10 * minor` (e.g. `12060`).
+        found: i32,
+        /// The minimum CUDA version this build needs, same encoding.
+        needed: i32,
+    },
+    /// The driver loaded but reports no CUDA device.
     #[error("the NVIDIA driver reports no CUDA device")]
     NoDevice,
+    /// The NVRTC library could not be loaded, so kernels cannot be compiled at run time.
     #[error("NVRTC ({library}) unavailable: {detail}")]
-    NoNvrtc { library: &'static str, detail: String },
+    NoNvrtc {
+        /// The NVRTC library file name that was tried.
+        library: &'static str,
+        /// Why loading it failed.
+        detail: String,
+    },
+    /// A CUDA driver call returned an error.
     #[error("CUDA driver call {step} failed: {detail}")]
-    Driver { step: &'static str, detail: String },
+    Driver {
+        /// The call or kernel that failed.
+        step: &'static str,
+        /// The driver's error message.
+        detail: String,
+    },
+    /// A CUDA call panicked; the panic was caught and turned into this error.
     #[error("CUDA {step} panicked: {detail}")]
-    Panic { step: &'static str, detail: String },
+    Panic {
+        /// The step that panicked.
+        step: &'static str,
+        /// The panic message.
+        detail: String,
+    },
+    /// NVRTC failed to compile a kernel (`kernels/<kernel>.cu`) for an architecture.
     #[error("kernels/{kernel}.cu for {arch}: NVRTC compile failed: {detail}{}", if log.is_empty() { String::new() } else { format!("\n{log}") })]
-    Compile { kernel: String, arch: String, detail: String, log: String },
+    Compile {
+        /// The kernel file's stem, e.g. `decoder`.
+        kernel: String,
+        /// The target architecture, e.g. `sm_87`.
+        arch: String,
+        /// NVRTC's error message.
+        detail: String,
+        /// NVRTC's compile log (may be empty).
+        log: String,
+    },
+    /// Reading or writing the on-disk CUBIN cache failed.
     #[error("kernel cache {}: {detail}", path.display())]
-    Cache { path: PathBuf, detail: String },
+    Cache {
+        /// The cache file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A kernel launch was refused because a buffer's shape or length does not fit the kernel.
     #[error("{kernel}: {detail}")]
-    Shape { kernel: &'static str, detail: String },
+    Shape {
+        /// The kernel whose launch was refused.
+        kernel: &'static str,
+        /// Which shape or length was wrong.
+        detail: String,
+    },
+    /// A CUDA device was found, but there is no CUDA runner for the package's model family yet.
     #[error("{device} found, but there is no CUDA runner for `{family}` models yet (issue 5)")]
-    Unsupported { family: String, device: String },
+    Unsupported {
+        /// The package's model family.
+        family: String,
+        /// The device that was found (name and compute capability).
+        device: String,
+    },
 }
 
 impl CudaError {

@@ -1,7 +1,7 @@
 //! CPU references of every kernel in `kernels/*.cu`: the same arithmetic, in the same order, in
 //! plain Rust. The unit tests below hold each reference to an independent implementation (the CPU
 //! front end and mask builder that the tract path uses, or the literal TPAVI definition of
-//! models.md §6.5); `tests/cuda.rs` then holds each GPU kernel to its reference.
+//! docs/spec/tpavi.md §6.5); `device_tests.rs` then holds each GPU kernel to its reference.
 //!
 //! Layouts follow the kernels: frames HWC u8 with a row stride in, CHW out; feature maps NCHW
 //! for the decoder; TPAVI channels-last `[T, h·w, C]`.
@@ -199,7 +199,7 @@ pub fn upsample_bilinear(
 // TPAVI
 // ---------------------------------------------------------------------------------------------
 
-/// One TPAVI block's parameters, as stored in a checkpoint (models.md §6.5), row-major
+/// One TPAVI block's parameters, as stored in a checkpoint (docs/spec/tpavi.md §6.5), row-major
 /// `[out, in]` matrices. `c` = 256 and `cp` = 128 in every official model.
 #[derive(Clone, Debug)]
 pub struct TpaviWeights {
@@ -419,7 +419,7 @@ pub fn tpavi_folded(w: &TpaviWeights, v: &[f32], audio: &[f32], t: usize, hw: us
     tpavi_apply(v, &bufs[&TpaviBuf::Weff], &bufs[&TpaviBuf::Cvec], &w.ln_gamma, &w.ln_beta, w.c, TPAVI_LN_EPS)
 }
 
-/// TPAVI exactly as models.md §6.5 defines it, in f64 with the N×N attention matrix: the
+/// TPAVI exactly as docs/spec/tpavi.md §6.5 defines it, in f64 with the N×N attention matrix: the
 /// independent statement of the math that [`tpavi_folded`] is tested against. Small sizes only.
 pub fn tpavi_literal(w: &TpaviWeights, v: &[f32], audio: &[f32], t: usize, hw: usize) -> Vec<f32> {
     let (c, cp, d) = (w.c, w.cp, w.d);
@@ -470,7 +470,7 @@ pub fn tpavi_literal(w: &TpaviWeights, v: &[f32], audio: &[f32], t: usize, hw: u
     out
 }
 
-/// Random TPAVI weights at a realistic scale (for tests here and in `tests/cuda.rs`).
+/// Random TPAVI weights at a realistic scale (for tests here and in `device_tests.rs`).
 pub fn random_tpavi_weights(rng: &mut Lcg, c: usize, cp: usize, d: usize, align_bias: bool) -> TpaviWeights {
     let mut m = |n: usize, scale: f32| rng.normals(n, scale);
     let (sc, scp, sd) = (1.0 / (c as f32).sqrt(), 1.0 / (cp as f32).sqrt(), 1.0 / (d as f32).sqrt());

@@ -1,4 +1,4 @@
-//! VGGish log-mel spectrogram (models.md §2.2–2.4).
+//! VGGish log-mel spectrogram (docs/spec/audio.md §2.2–2.4).
 //!
 //! The official front end runs in float64 numpy and casts to float32 only at the very end; doing the
 //! same here keeps 16 kHz inputs within float32 rounding of the reference (~1e-6 on values up to ~5),
@@ -156,7 +156,7 @@ mod tests {
         assert_eq!(w.len(), N_BINS * N_BANDS);
         let nonzero_rows: Vec<usize> =
             (0..N_BINS).filter(|&k| w[k * N_BANDS..(k + 1) * N_BANDS].iter().any(|&v| v != 0.0)).collect();
-        // models.md §2.3: non-zero rows are bins 5..=239.
+        // docs/spec/audio.md §2.3: non-zero rows are bins 5..=239.
         assert_eq!(nonzero_rows.first(), Some(&5));
         assert_eq!(nonzero_rows.last(), Some(&239));
         assert_eq!(nonzero_rows.len(), 235);

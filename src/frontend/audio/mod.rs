@@ -1,10 +1,13 @@
 //! Audio front end: mono PCM → 16 kHz ([`resample`], rubato) → VGGish log-mel ([`logmel`]) →
 //! a fixed number of `[1, 96, 64]` patches ([`patches`]), as the official VGGish input code does it
-//! (models.md §2).
+//! (docs/spec/audio.md §2).
 
 pub mod logmel;
 pub mod patches;
 pub mod resample;
+
+#[cfg(test)]
+mod reference_tests;
 
 use std::collections::HashMap;
 
@@ -28,6 +31,7 @@ pub const MIN_SAMPLES_16K: usize = (PATCH_FRAMES - 1) * logmel::HOP_LEN + logmel
 /// How a clip with fewer patches than the model expects is filled up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PatchPadding {
     /// S4/MS3 (AVSBench `preprocess_s4.py`): repeat the last patch.
     RepeatLast,
@@ -49,6 +53,7 @@ impl Default for AudioFrontend {
 }
 
 impl AudioFrontend {
+    /// A front end with no resamplers yet (one is created per input rate on first use).
     pub fn new() -> Self {
         Self { resamplers: HashMap::new(), log_mel: LogMel::new(), frames: Vec::new() }
     }
@@ -78,6 +83,14 @@ impl AudioFrontend {
         let out = fixed_patches(&frames, t, padding);
         self.frames = frames;
         Ok(out)
+    }
+
+    /// Every complete 0.96 s patch the audio holds, unpadded (at least one: audio shorter than one
+    /// patch is an error, as for [`AudioFrontend::clip_patches`]).
+    pub fn all_patches(&mut self, pcm: &Pcm, padding: PatchPadding) -> Result<Tensor, FrontendError> {
+        resample::check_rate(pcm.rate)?;
+        let t = patches::patch_count(logmel::frame_count(resample::output_len(pcm.samples.len(), pcm.rate))).max(1);
+        self.clip_patches(pcm, t, padding)
     }
 
     /// `pcm` at 16 kHz, aligned so output sample i is input time i/16000 s, with

@@ -1,4 +1,4 @@
-//! Cutting log-mel frames into VGGish examples and fixing their count (models.md §2.5–2.6).
+//! Cutting log-mel frames into VGGish examples and fixing their count (docs/spec/audio.md §2.5–2.6).
 
 use super::{PatchPadding, MEL_BANDS, PATCH_FRAMES};
 use crate::tensor::Tensor;

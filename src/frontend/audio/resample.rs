@@ -1,7 +1,7 @@
 //! Resampling to 16 kHz with rubato's synchronous FFT resampler.
 //!
 //! The official pipeline used resampy `kaiser_best`; no rubato setting reproduces it bit for bit, so
-//! parity for non-16 kHz input is statistical (see `tests/audio_reference.rs` for the measured
+//! parity for non-16 kHz input is statistical (see `src/frontend/audio/reference_tests.rs` for the measured
 //! differences and why the default FFT size was chosen).
 //!
 //! The struct is built once per input rate (planning FFTs and the filter is the expensive part) and
@@ -24,7 +24,7 @@ pub const MAX_RATE: u32 = 384_000;
 ///
 /// rubato's FFT resampler filters with a windowed sinc as long as the block and places its cutoff
 /// from the block length. Surveyed against the stored resampy `kaiser_best` output of the 48 kHz
-/// speech clip (`resampler_config_survey` in `tests/audio_reference.rs`), 10 ms blocks are a sharp
+/// speech clip (`resampler_config_survey` in `src/frontend/audio/reference_tests.rs`), 10 ms blocks are a sharp
 /// optimum: mean abs diff 2.4e-5 and max 7.4e-4, versus 1.8e-4 / 8.5e-3 at 15 ms, 3.9e-4 / 2.4e-2 at
 /// 60 ms and 5.4e-4 / 2.3e-2 at 5 ms, because the resulting transition band sits closest to
 /// resampy's (roll-off 0.9475 of Nyquist). rubato's sinc `Async` resampler was 10-500x further
@@ -118,15 +118,18 @@ impl Resampler16k {
         })
     }
 
+    #[allow(dead_code)] // read by the reference tests; the session keeps its own counts
     pub fn rate_in(&self) -> u32 {
         self.rate_in
     }
 
+    #[allow(dead_code)] // read by the reference tests; the session keeps its own counts
     /// Input samples per internal chunk.
     pub fn chunk_in(&self) -> usize {
         self.chunk_in
     }
 
+    #[allow(dead_code)] // read by the reference tests; the session keeps its own counts
     /// Start-up delay in 16 kHz samples that `push` drops before emitting anything.
     pub fn delay(&self) -> usize {
         self.inner.output_delay()

@@ -1,0 +1,74 @@
+//! `avseg info`: a package's manifest, graph signatures and parameter count.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use avseg::{ModelPackage, OutputSpec};
+
+use crate::CliError;
+
+#[derive(Args)]
+pub(crate) struct InfoArgs {
+    /// Model package folder.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Print the manifest as JSON only.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `avseg info`.
+pub(crate) fn run(a: InfoArgs) -> Result<(), CliError> {
+    let p = ModelPackage::load(&a.model)?;
+    let m = p.manifest();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(m).expect("manifest serialises"));
+        return Ok(());
+    }
+    println!("package     {}", p.dir().display());
+    println!("name        {}", m.name);
+    if !m.description.is_empty() {
+        println!("description {}", m.description);
+    }
+    println!("family      {} (T = {} frames per call)", m.family.as_str(), m.frames_per_clip);
+    println!(
+        "frames      {}x{} RGB, {:?} resize, mean {:?}, std {:?}",
+        m.vision.width, m.vision.height, m.vision.resize, m.vision.mean, m.vision.std
+    );
+    println!(
+        "audio       {:?}, 16 kHz, 96x64 patches, padding {:?}, embedding {}",
+        m.audio.frontend, m.audio.patch_padding, m.audio.embedding_dim
+    );
+    match &m.output {
+        OutputSpec::Binary { threshold } => println!("output      binary mask, sigmoid > {threshold}"),
+        OutputSpec::Semantic { labels, .. } => println!("output      semantic, {} classes ({} ...)", labels.len(), labels.iter().take(4).cloned().collect::<Vec<_>>().join(", ")),
+        other => println!("output      {other:?}"),
+    }
+    for g in p.graphs() {
+        println!("graph       {} = {} (opset {}, {} parameters)", g.role, g.path.display(), g.opset, g.parameters);
+        for i in &g.inputs {
+            println!("  input     {} {}", i.name, i.shape_string());
+        }
+        for o in &g.outputs {
+            println!("  output    {} {}", o.name, o.shape_string());
+        }
+    }
+    println!("parameters  {}", p.parameters());
+    let pv = &m.provenance;
+    println!("provenance  {} ({}), trained: {}", pv.source, pv.licence, pv.trained);
+    if !pv.created_by.is_empty() {
+        println!("created by  {}", pv.created_by);
+    }
+    if !pv.metrics.is_empty() {
+        println!("metrics     {}", serde_json::Value::Object(pv.metrics.clone()));
+    }
+    if let Some(serde_json::Value::Array(inputs)) = pv.conversion.get("inputs") {
+        for i in inputs {
+            let field = |k: &str| i.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+            println!("converted   from {} ({}), sha256 {}", field("file"), field("role"), field("sha256"));
+        }
+    }
+    Ok(())
+}
+

@@ -1,0 +1,157 @@
+//! `avseg segment`: masks, overlays and results.jsonl for a clip, a pair of frames folder and audio
+//! file, or a video file.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use avseg::{
+    find_clip, find_frames, write_npy, BackendChoice, ClipFiles, ClipInput, Engine, EngineOptions, FrameInfo, FrameWriter,
+    Session, SessionOptions,
+};
+
+use crate::CliError;
+
+#[derive(Args)]
+pub(crate) struct ClipArgs {
+    /// Clip folder: numbered frames (directly or in frames/) and exactly one audio file.
+    #[arg(long, conflicts_with_all = ["frames", "audio", "video"])]
+    pub clip: Option<PathBuf>,
+    /// Folder of numbered frames (use with --audio).
+    #[arg(long, requires = "audio")]
+    pub frames: Option<PathBuf>,
+    /// Audio file for --frames.
+    #[arg(long, requires = "frames")]
+    pub audio: Option<PathBuf>,
+    /// Video file (MP4, MKV, MOV, WebM, ...; needs ffmpeg): frames sampled once per second as
+    /// AVSBench did, run through a streaming session with a sliding window.
+    #[arg(long, conflicts_with_all = ["frames", "audio"])]
+    pub video: Option<PathBuf>,
+}
+
+impl ClipArgs {
+    pub(crate) fn files(&self) -> Result<ClipFiles, CliError> {
+        match (&self.clip, &self.frames, &self.audio) {
+            (Some(dir), _, _) => Ok(find_clip(dir)?),
+            (None, Some(frames), Some(audio)) => Ok(ClipFiles { frames: find_frames(frames)?, audio: audio.clone() }),
+            _ => Err(CliError::Usage("give --clip DIR, --frames DIR with --audio FILE, or --video FILE".into())),
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum BackendArg {
+    /// Best available (logs which one and why).
+    Auto,
+    /// tract on the CPU.
+    Cpu,
+    /// The CUDA backend; an error (not a fallback) when it cannot run the model.
+    Cuda,
+}
+
+#[derive(Args)]
+pub(crate) struct SegmentArgs {
+    /// Model package folder (contains avseg.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub clip: ClipArgs,
+    /// Output folder (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the raw logits [frames, K, h, w] as logits.npy.
+    #[arg(long)]
+    pub save_logits: bool,
+    /// Skip the overlay images.
+    #[arg(long)]
+    pub no_overlay: bool,
+    /// Foreground threshold on sigmoid(logit) for binary models (default: the manifest's).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Smallest region, in source-frame pixels, reported as an object.
+    #[arg(long, default_value_t = 16)]
+    pub min_area: u64,
+    /// Threads for matrix products.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// With --video: window advance in sampled frames (1..=T; default T, non-overlapping windows).
+    #[arg(long, default_value_t = 0)]
+    pub hop: usize,
+}
+
+/// Runs `avseg segment`.
+pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
+    let options = EngineOptions {
+        backend: match a.backend {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Cpu => BackendChoice::Cpu,
+            BackendArg::Cuda => BackendChoice::Cuda,
+        },
+        threads: a.threads,
+        threshold: a.threshold,
+        min_object_area: a.min_area,
+    };
+    if let Some(video) = &a.clip.video {
+        return video_run(&a, video, options);
+    }
+    // Validate the model before decoding media: a bad package is the cheaper error to report.
+    let mut engine = Engine::load(&a.model, &options)?;
+    let files = a.clip.files()?;
+    let clip = ClipInput::load(&files)?;
+    let out = engine.run_clip(&clip)?;
+
+    let mut writer = FrameWriter::create(&a.out, &engine.package().manifest().output, !a.no_overlay)?;
+    for (f, frame) in out.frames.iter().zip(&clip.frames) {
+        let stem = frame.source.file_stem().and_then(|s| s.to_str()).unwrap_or("frame");
+        let source = frame.source.display().to_string();
+        let info = FrameInfo { index: f.index, timestamp: f.timestamp, source: &source };
+        writer.write(stem, &frame.image, &f.mask, &f.objects, info)?;
+    }
+    writer.finish()?;
+    if a.save_logits {
+        write_npy(&a.out.join("logits.npy"), out.logits.shape(), out.logits.data())?;
+    }
+    let t = &out.times;
+    eprintln!(
+        "{} frames, backend {}, {:.0} ms (audio front end {:.0}, frames {:.0}, audio encoder {:.0}, segmenter {:.0}, post {:.0}) -> {}",
+        out.frames.len(),
+        engine.backend_name(),
+        t.total().as_secs_f64() * 1e3,
+        t.audio_frontend.as_secs_f64() * 1e3,
+        t.vision_frontend.as_secs_f64() * 1e3,
+        t.audio_encoder.as_secs_f64() * 1e3,
+        t.segmenter.as_secs_f64() * 1e3,
+        t.post.as_secs_f64() * 1e3,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// `segment --video`: the runtime's video driver, each result written as `frame_{index}`.
+fn video_run(a: &SegmentArgs, video: &std::path::Path, engine: EngineOptions) -> Result<(), CliError> {
+    let options = SessionOptions { engine, hop: a.hop, frame_queue: 0 };
+    let mut session = Session::new(&a.model, &options)?;
+    let mut writer = FrameWriter::create(&a.out, &session.package().manifest().output, !a.no_overlay)?;
+    let source = video.display().to_string();
+    let summary = avseg::segment_video(&mut session, video, |r| {
+        let stem = format!("frame_{:06}", r.frame_index);
+        let info = FrameInfo { index: r.frame_index as usize, timestamp: r.timestamp, source: &source };
+        Ok(writer.write(&stem, r.image, &r.result.mask, &r.result.objects, info)?)
+    })?;
+    writer.finish()?;
+    eprintln!(
+        "{}: {:.2} s at {:.3} fps, audio {} Hz x{}: {} frames sampled, {} results ({} dropped) -> {}",
+        video.display(),
+        summary.info.duration,
+        summary.info.fps,
+        summary.audio_rate,
+        summary.audio_channels,
+        summary.stats.frames_pushed,
+        summary.results,
+        summary.stats.frames_dropped,
+        a.out.display()
+    );
+    Ok(())
+}

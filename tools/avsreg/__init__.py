@@ -1,0 +1,1 @@
+"""AVS-Reg: the deterministic AVSBench-style data set generator (`generate`) and its tests."""
