@@ -1,6 +1,8 @@
 //! Decoding: the committed fixtures in `tests/data/audio/` (see its README) and bad inputs written at
 //! test time.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -109,7 +111,7 @@ fn flac_is_lossless() {
     assert_eq!(pcm.rate, 16_000);
     let want: Vec<f32> = tone_i16(16_000, 440.0, 0.5, 8000).iter().map(|&v| v as f32 / 32768.0).collect();
     assert_eq!(pcm.samples.len(), 8000);
-    let d = pcm.samples.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let d = common::max_abs_diff(&pcm.samples, &want);
     // Equal up to a possible last-ulp difference in sin() between numpy and Rust flipping a rounding.
     assert!(d <= 1.0 / 32768.0, "{d}");
 }

@@ -1,5 +1,7 @@
 //! Streaming sessions against batch mode, frame sampling, back-pressure and bad input.
 
+mod common;
+
 use std::path::PathBuf;
 
 use avseg::{ClipInput, Engine, EngineOptions, Session, SessionOptions};
@@ -78,7 +80,7 @@ fn streaming_equals_batch() {
     let (first, logits) = s.last_window_logits().unwrap();
     assert_eq!(first, 0);
     assert_eq!(logits.shape(), batch.logits.shape());
-    let max_diff = logits.data().iter().zip(batch.logits.data()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let max_diff = common::max_abs_diff(logits.data(), batch.logits.data());
     eprintln!("stream vs batch: max |logit diff| = {max_diff:e}");
     // The streamed resampler emits the same samples as the whole-clip one (same blocks, same zero
     // tail), and log-mel and graphs are the same code, so the logits must agree to the bit.

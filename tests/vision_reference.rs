@@ -66,10 +66,18 @@ fn float_diff(a: &[f32], b: &[f32]) -> (f32, f64) {
     let mut sum = 0f64;
     for (x, y) in a.iter().zip(b) {
         let d = (x - y).abs();
-        max = max.max(d);
+        // NaN-aware: `f32::max` would drop a NaN and report a perfect match.
+        max = if max.is_nan() || d.is_nan() { f32::NAN } else { max.max(d) };
         sum += d as f64;
     }
     (max, sum / a.len() as f64)
+}
+
+#[test]
+fn float_diff_fails_on_nan() {
+    assert!(float_diff(&[0.0, f32::NAN], &[0.0, 0.0]).0.is_nan());
+    assert!(float_diff(&[f32::NAN; 4], &[1.0; 4]).0.is_nan());
+    assert_eq!(float_diff(&[1.0, 2.0], &[1.0, 2.5]).0, 0.5);
 }
 
 /// CHW normalisation of an RGB8 image with the torchvision arithmetic, as the reference side.

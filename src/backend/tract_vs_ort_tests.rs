@@ -23,7 +23,7 @@ fn data_dir() -> PathBuf {
 
 fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    a.data().iter().zip(b.data()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    crate::test_common::max_abs_diff(a.data(), b.data())
 }
 
 #[test]

@@ -62,8 +62,26 @@ pub fn load_reference(path: &std::path::Path) -> HashMap<String, RefTensor> {
     out
 }
 
-/// Maximum absolute difference, asserting equal lengths.
+/// Maximum absolute difference, asserting equal lengths. A NaN on either side makes the result
+/// NaN, so `d <= tol` and `d == 0.0` fail: `f32::max` would drop it and report 0 for all-NaN output.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if m.is_nan() || d.is_nan() { f32::NAN } else { m.max(d) })
+}
+
+/// [`max_abs_diff`] in f64.
+pub fn max_abs_diff_f64(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if m.is_nan() || d.is_nan() { f64::NAN } else { m.max(d) })
+}
+
+#[test]
+fn max_abs_diff_fails_on_nan() {
+    assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);
+    assert!(max_abs_diff(&[f32::NAN; 3], &[0.0; 3]).is_nan());
+    assert!(max_abs_diff(&[0.0, f32::NAN, 0.0], &[0.0; 3]).is_nan());
+    assert!(max_abs_diff(&[0.0; 2], &[5.0, f32::NAN]).is_nan());
+    assert!(!(max_abs_diff(&[f32::NAN], &[0.0]) <= 1e-3), "a NaN must fail a tolerance check");
+    assert!(max_abs_diff_f64(&[0.0, f64::NAN], &[0.0, 0.0]).is_nan());
+    assert_eq!(max_abs_diff_f64(&[1.0], &[3.0]), 2.0);
 }

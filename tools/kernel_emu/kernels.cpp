@@ -9,6 +9,9 @@
 #include "postprocess.cu"
 #include "decoder.cu"
 static int failures = 0;
+// The larger of two differences, NaN-aware: std::max(worst, NaN) returns worst, which would let a
+// kernel that writes NaN pass.
+static double worse(double worst, double d) { return (std::isnan(worst) || std::isnan(d)) ? NAN : std::max(worst, d); }
 static void check(const char* what, double worst, double tol) {
   printf("%-44s max diff %.3e%s\n", what, worst, worst <= tol ? "" : "  FAIL");
   if (!(worst <= tol)) failures++;
@@ -38,7 +41,7 @@ int main() {
           double want = (std::nearbyint(exact) / 255.0 - mean[c]) / sd[c]; double d = std::fabs(out[c * dw * dh + y * dw + x] - want);
           // f32 and double may round a value sitting on a .5 boundary to different levels
           if (d > 1e-5 && d < 1.01 / 255.0 / sd[c] && std::fabs(exact - std::floor(exact) - 0.5) < 1e-3) { boundary++; continue; }
-          worst = std::max(worst, std::isnan(d) ? 1e9 : d); }
+          worst = worse(worst, std::isnan(d) ? 1e9 : d); }
       }
       char name[80]; snprintf(name, sizeof name, "preprocess_bilinear_f32 %dx%d->%dx%d (%d on .5)", sw, sh, dw, dh, boundary); check(name, worst, 1e-5);
     }
@@ -50,7 +53,7 @@ int main() {
     double worst = 0;
     for (int y = 0; y < oh; y++) for (int x = 0; x < ow; x++) { double v = sample(lg, h, w, std::min(coord(y, h, oh, false), h - 1.0), std::min(coord(x, w, ow, false), w - 1.0));
       double p = 1 / (1 + std::exp(-v)); int l = p > 0.4; double c = l ? p : 1 - p; int i = y * ow + x;
-      worst = std::max(worst, (lab[i] != l && std::fabs(p - 0.4) > 1e-5) ? 1e9 : std::fabs(conf[i] - c)); }
+      worst = worse(worst, (lab[i] != l && std::fabs(p - 0.4) > 1e-5) ? 1e9 : std::fabs(conf[i] - c)); }
     check("mask_binary_f32 7x9->23x13", worst, 1e-5);
     int k = 5; std::vector<float> sl(k * h * w); for (auto& v : sl) v = nd(rng);
     std::vector<unsigned char> small(h * w, 0xAA), big(ow * oh, 0xAA); std::vector<float> sc(h * w, NaN), bc(ow * oh, NaN);
@@ -61,7 +64,7 @@ int main() {
       int sy = std::min((int)std::floor((y + 0.5) * h / oh), h - 1), sx = std::min((int)std::floor((x + 0.5) * w / ow), w - 1), s = sy * w + sx;
       int best = 0; for (int c = 1; c < k; c++) if (sl[c * h * w + s] > sl[best * h * w + s]) best = c;
       double sum = 0; for (int c = 0; c < k; c++) sum += std::exp((double)sl[c * h * w + s] - sl[best * h * w + s]);
-      int i = y * ow + x; worst = std::max(worst, big[i] != best ? 1e9 : std::fabs(bc[i] - 1 / sum)); }
+      int i = y * ow + x; worst = worse(worst, big[i] != best ? 1e9 : std::fabs(bc[i] - 1 / sum)); }
     check("argmax_classes_f32 + nearest_labels k=5", worst, 1e-6);
   }
   { // decoder: 2 frames x 3 channels of 5x6; upsample both modes (with addend), epilogues
@@ -74,17 +77,17 @@ int main() {
       for (int p = 0; p < n * c; p++) { std::vector<float> pl(x.begin() + p * plane, x.begin() + (p + 1) * plane);
         for (int y = 0; y < oh; y++) for (int xx = 0; xx < ow; xx++) { int i = p * oh * ow + y * ow + xx;
           double want = sample(pl, h, w, std::min(coord(y, h, oh, ac), h - 1.0), std::min(coord(xx, w, ow, ac), w - 1.0)) + add[i];
-          worst = std::max(worst, std::isnan(out[i]) ? 1e9 : std::fabs(out[i] - want)); } }
+          worst = worse(worst, std::isnan(out[i]) ? 1e9 : std::fabs(out[i] - want)); } }
       check(ac ? "upsample_bilinear_f32 align_corners x2 + add" : "upsample_bilinear_f32 half-pixel 5x6->7x17 + add", worst, 1e-5);
     }
     std::vector<float> r(len, NaN), y = x; double worst = 0;
     launch({1, 1, 1}, {256, 1, 1}, [&] { rcu_residual_f32(r.data(), conv.data(), bias.data(), x.data(), c, plane, len); });
     launch({1, 1, 1}, {256, 1, 1}, [&] { bias_relu_f32(y.data(), bias.data(), c, plane, len); });
     for (int i = 0; i < len; i++) { int ch = (i / plane) % c;
-      worst = std::max({worst, std::isnan(r[i]) ? 1e9 : std::fabs(r[i] - (conv[i] + bias[ch] + std::max(x[i], 0.f))), (double)std::fabs(y[i] - std::max(x[i] + bias[ch], 0.f))}); }
+      worst = worse(worse(worst, std::isnan(r[i]) ? 1e9 : std::fabs(r[i] - (conv[i] + bias[ch] + std::max(x[i], 0.f)))), (double)std::fabs(y[i] - std::max(x[i] + bias[ch], 0.f))); }
     check("rcu_residual_f32 + bias_relu_f32", worst, 1e-6);
     std::vector<float> s(len, NaN); launch({1, 1, 1}, {256, 1, 1}, [&] { add_f32(s.data(), x.data(), conv.data(), len); });
-    worst = 0; for (int i = 0; i < len; i++) worst = std::max(worst, std::isnan(s[i]) ? 1e9 : (double)std::fabs(s[i] - (x[i] + conv[i])));
+    worst = 0; for (int i = 0; i < len; i++) worst = worse(worst, std::isnan(s[i]) ? 1e9 : (double)std::fabs(s[i] - (x[i] + conv[i])));
     check("add_f32", worst, 0);
   }
   { // fp16 variants: on fp16-valued inputs, each must store exactly the fp16 rounding of what its

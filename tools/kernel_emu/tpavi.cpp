@@ -92,7 +92,8 @@ int compare(const char* what, const std::vector<float>& got, const std::vector<d
   for (size_t i = 0; i < got.size(); i++) {
     double d = std::fabs(got[i] - want[i]) / std::max(1.0, std::fabs(want[i]));
     if (!(d <= tol)) bad++;
-    if (!(d <= worst)) worst = d;
+    if (std::isnan(d) || std::isnan(worst)) worst = NAN;  // a NaN stays the worst
+    else if (d > worst) worst = d;
   }
   printf("%s vs literal: N=%d max rel diff %.3e, %d elements over %.0e\n", what, N, worst, bad, tol);
   return bad != 0;

@@ -25,7 +25,7 @@ fn load() -> Option<(HashMap<String, RefTensor>, serde_json::Value)> {
 
 fn max_diff(name: &str, got: &[f64], want: &[f64], tol: f64) -> f64 {
     assert_eq!(got.len(), want.len(), "{name}: length");
-    let d = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let d = common::max_abs_diff_f64(got, want);
     eprintln!("{name:<28} n={:<4} max|diff| = {d:.3e}", got.len());
     assert!(d <= tol, "{name}: max |diff| {d:e} > {tol:e}\n got {got:?}\nwant {want:?}");
     d

@@ -579,10 +579,7 @@ mod tests {
         Lcg::new(seed)
     }
 
-    fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-    }
+    use crate::test_common::max_abs_diff;
 
     /// Against the CPU front end (fast_image_resize bilinear, itself within 1 level of OpenCV on
     /// the fixtures of tests/vision_reference.rs): the same image, resized and normalised.

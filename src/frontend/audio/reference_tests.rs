@@ -51,7 +51,7 @@ fn mel_matrix_matches_reference() {
     assert_eq!(want64.shape, vec![257, 64]);
     let ours32: Vec<f32> = ours.iter().map(|&v| v as f32).collect();
     let d32 = max_abs_diff(&ours32, &want32.f32());
-    let d64 = ours.iter().zip(&want64.data).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let d64 = crate::test_common::max_abs_diff_f64(&ours, &want64.data);
     println!("mel_matrix: max abs diff vs f32 tensor {d32:e}, vs f64 tensor {d64:e}");
     assert!(d32 <= 1e-6, "mel matrix vs f32 reference: {d32}");
     // Same formula in f64; only libm's last-ulp differences in ln() may remain.

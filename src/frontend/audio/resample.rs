@@ -241,7 +241,7 @@ mod tests {
             let x = sine(rate, 1000.0, 1.0);
             let y = Resampler16k::new(rate).unwrap().process(&x).unwrap();
             let want = sine(16_000, 1000.0, 1.0);
-            let err = y[2000..14000].iter().zip(&want[2000..14000]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let err = crate::test_common::max_abs_diff(&y[2000..14000], &want[2000..14000]);
             assert!(err < 1e-5, "rate {rate}: max err {err}");
         }
     }
