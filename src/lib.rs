@@ -90,7 +90,8 @@ pub use backend::cuda::build::{
 pub use backend::cuda::Arch;
 // Errors and tensors.
 pub use backend::cuda::CudaError;
-pub use backend::BackendError;
+pub use backend::cpu::CpuKernels;
+pub use backend::{BackendError, OpTime};
 pub use error::{Error, ErrorKind};
 pub use frontend::FrontendError;
 pub use io::DecodeError;

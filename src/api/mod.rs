@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
-use crate::backend::{self, BackendOptions, Runner};
+use crate::backend::cpu::CpuKernels;
+use crate::backend::{self, BackendOptions, OpTime, Runner};
 use crate::error::Error;
 use crate::frontend::audio::AudioFrontend;
 use crate::frontend::vision::VisionFrontend;
@@ -61,6 +62,9 @@ pub struct EngineOptions {
     pub backend: BackendChoice,
     /// Threads for matrix products.
     pub threads: usize,
+    /// Which kernels run convolutions and resizes on the CPU: avseg's own (default) or tract's
+    /// (the reference they are tested against).
+    pub cpu_kernels: CpuKernels,
     /// Overrides the manifest's binary threshold.
     pub threshold: Option<f32>,
     /// Connected regions smaller than this (in source-frame pixels) are not reported as objects.
@@ -69,7 +73,7 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { backend: BackendChoice::Auto, threads: 1, threshold: None, min_object_area: 16 }
+        Self { backend: BackendChoice::Auto, threads: 1, cpu_kernels: CpuKernels::default(), threshold: None, min_object_area: 16 }
     }
 }
 
@@ -204,7 +208,7 @@ impl Engine {
     /// outside (0, 1).
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
         let package = ModelPackage::load(dir)?;
-        let backend_options = BackendOptions { threads: options.threads.max(1) };
+        let backend_options = BackendOptions { threads: options.threads.max(1), cpu_kernels: options.cpu_kernels };
         let kind = match options.backend {
             BackendChoice::Auto => backend::BackendKind::Auto,
             BackendChoice::Cpu => backend::BackendKind::Cpu,
@@ -311,6 +315,27 @@ impl Engine {
     /// `[T, 1, 96, 64]` → logits `[T, K, h, w]` at model resolution. No pre- or post-processing.
     pub fn run_graphs(&mut self, frames: &Tensor, logmel: &Tensor) -> Result<Tensor, Error> {
         self.infer_window(frames, logmel, &mut StageTimes::default())
+    }
+
+    /// Runs the graphs `runs` times on the given inputs (as [`Engine::run_graphs`]) and returns the
+    /// time of every node, summed over the runs, slowest first. An error if the backend cannot
+    /// profile. Profiling adds a clock read per node, so totals are slightly above unprofiled runs.
+    pub fn profile_graphs(&mut self, frames: &Tensor, logmel: &Tensor, runs: usize) -> Result<Vec<OpTime>, Error> {
+        if !self.runner.set_profiling(true) {
+            return Err(Error::invalid_option("profile", format!("the {} backend cannot profile operators", self.backend_name())));
+        }
+        let mut result = Ok(());
+        for _ in 0..runs {
+            if let Err(e) = self.run_graphs(frames, logmel) {
+                result = Err(e);
+                break;
+            }
+        }
+        let mut times = self.runner.take_profile();
+        self.runner.set_profiling(false);
+        result?;
+        times.sort_by(|a, b| b.time.cmp(&a.time));
+        Ok(times)
     }
 
     /// One window through the graphs: frames `[T, 3, H, W]` and log-mel `[T, 1, 96, 64]` → logits

@@ -5,6 +5,7 @@
 //! * [`cuda`]: avseg's own GPU kernels (cudarc + NVRTC, `kernels/`). It has no model runner yet;
 //!   [`select`] probes it and falls back to tract.
 
+pub mod cpu;
 pub mod cuda;
 pub mod tract;
 
@@ -16,11 +17,13 @@ use crate::tensor::Tensor;
 pub struct BackendOptions {
     /// Worker threads for matrix products (1 = single-threaded).
     pub threads: usize,
+    /// Which kernels run the hot operators on the CPU.
+    pub cpu_kernels: cpu::CpuKernels,
 }
 
 impl Default for BackendOptions {
     fn default() -> Self {
-        Self { threads: 1 }
+        Self { threads: 1, cpu_kernels: cpu::CpuKernels::default() }
     }
 }
 
@@ -36,6 +39,33 @@ pub trait Runner: Send {
 
     /// Frames `[T, 3, H, W]` and audio (embeddings or log-mel) → mask logits `[T, K, h, w]`.
     fn segment(&mut self, frames: &Tensor, audio: &Tensor) -> Result<Tensor, BackendError>;
+
+    /// Starts (or stops) timing every operator of the following calls. Returns false when the
+    /// backend cannot profile.
+    fn set_profiling(&mut self, on: bool) -> bool {
+        let _ = on;
+        false
+    }
+
+    /// The operator times gathered since profiling started or was last taken.
+    fn take_profile(&mut self) -> Vec<OpTime> {
+        Vec::new()
+    }
+}
+
+/// Time spent in one node of a graph, summed over the profiled calls.
+#[derive(Clone, Debug)]
+pub struct OpTime {
+    /// The graph's role (`"audio_encoder"`, `"segmenter"`).
+    pub graph: &'static str,
+    /// The operator's kind as the backend names it (for example `"OptMatMul"`, `"DepthWise"`).
+    pub op: String,
+    /// The node's name in the optimised graph.
+    pub node: String,
+    /// Total time over the calls.
+    pub time: std::time::Duration,
+    /// How many calls ran the node.
+    pub calls: u32,
 }
 
 /// Preparing or running a graph failed.

@@ -1,52 +1,68 @@
 //! CPU backend on tract.
 //!
 //! Each graph is loaded once, its inputs pinned to the package's fixed shapes (T, H, W), and
-//! optimised into a runnable plan; a call then only copies tensors in and out.
+//! optimised into a plan; a call then only copies tensors in and out of a state that lives as long
+//! as the runner. The runner works on tract-core's typed graph rather than the `tract` facade so that
+//! avseg can rewrite graphs at load time and time each operator.
 
-use tract::prelude::*;
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
+use std::time::{Duration, Instant};
 
-use super::{BackendError, BackendOptions, Runner};
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::eval as eval_node;
+use tract_onnx::tract_core::runtime::RunOptions;
+
+use super::cpu::{rewrite::rewrite, CpuKernels};
+use super::{BackendError, BackendOptions, OpTime, Runner};
 use crate::model::{GraphInfo, ModelPackage};
 use crate::tensor::Tensor as AvTensor;
 
 const BACKEND: &str = "tract";
 
-/// One optimised graph with fixed input shapes.
+/// One optimised graph with fixed input shapes, and the state it runs in.
 struct Graph {
     role: &'static str,
-    runnable: Runnable,
+    state: TypedSimpleState,
     input_names: Vec<String>,
     input_shapes: Vec<Vec<usize>>,
     output_name: String,
 }
 
 impl Graph {
-    fn prepare(info: &GraphInfo, input_shapes: Vec<Vec<usize>>) -> Result<Self, BackendError> {
+    fn prepare(info: &GraphInfo, input_shapes: Vec<Vec<usize>>, options: &BackendOptions) -> Result<Self, BackendError> {
         let err = |e: anyhow::Error| BackendError::Prepare {
             backend: BACKEND,
             path: info.path.clone(),
             detail: format!("{e:#}"),
         };
-        let mut model = tract::onnx().map_err(err)?.load(&info.path).map_err(err)?;
+        let mut model = tract_onnx::onnx().model_for_path(&info.path).map_err(err)?;
         // Pin every input to a concrete shape before optimisation: only fixed shapes get tract's
         // best kernels, and the graph's symbolic batch axes are resolved here once.
         for (i, shape) in input_shapes.iter().enumerate() {
-            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-            model.set_input_fact(i, format!("{},f32", dims.join(",")).as_str()).map_err(err)?;
+            model.set_input_fact(i, InferenceFact::dt_shape(f32::datum_type(), shape.as_slice())).map_err(err)?;
         }
-        let runnable = model.into_model().map_err(err)?.into_runnable().map_err(err)?;
+        let mut typed = model.into_typed().map_err(err)?;
+        if options.cpu_kernels == CpuKernels::Avseg {
+            // Constants first, so that weights behind a Cast are visible to the rewrite.
+            typed.prop_consts().map_err(err)?;
+            let report = rewrite(&mut typed).map_err(err)?;
+            log::debug!("{}: avseg CPU kernels: {report:?}", info.path.display());
+        }
+        let optimized = typed.into_optimized().map_err(err)?;
+        let run_options = RunOptions { executor: Some(executor(options.threads)), ..RunOptions::default() };
+        let plan = TypedSimplePlan::new_with_options(optimized, &run_options).map_err(err)?;
+        let state = TypedSimpleState::new(&plan).map_err(err)?;
         Ok(Graph {
             role: info.role,
-            runnable,
+            state,
             input_names: info.inputs.iter().map(|d| d.name.clone()).collect(),
             input_shapes,
             output_name: info.outputs[0].name.clone(),
         })
     }
 
-    fn run(&self, executor: &Executor, inputs: &[&AvTensor]) -> Result<AvTensor, BackendError> {
-        let mut values = Vec::with_capacity(inputs.len());
+    fn run(&mut self, inputs: &[&AvTensor], profile: Option<&mut Vec<OpTime>>) -> Result<AvTensor, BackendError> {
+        let mut values: TVec<TValue> = TVec::with_capacity(inputs.len());
         for ((t, want), name) in inputs.iter().zip(&self.input_shapes).zip(&self.input_names) {
             if t.shape() != want.as_slice() {
                 return Err(BackendError::InputShape {
@@ -60,25 +76,56 @@ impl Graph {
             if let Some((index, value)) = t.first_non_finite() {
                 return Err(BackendError::NonFiniteInput { graph: self.role, input: name.clone(), index, value });
             }
-            let v = Tensor::from_slice(t.shape(), t.data())
+            let v = Tensor::from_shape(t.shape(), t.data())
                 .map_err(|e| BackendError::Run { graph: self.role, detail: format!("{e:#}") })?;
-            values.push(v);
+            values.push(v.into_tvalue());
         }
-        // The executor is scoped to this call, so runners with different thread counts can live
-        // in one process without fighting over tract's process-wide default.
-        let outputs = multithread_tract_scope(executor.clone(), || self.runnable.run(values))
-            .map_err(|e| BackendError::Run { graph: self.role, detail: format!("{e:#}") })?;
+        let role = self.role;
+        let outputs = match profile {
+            None => self.state.run(values),
+            Some(times) => self.state.run_plan_with_eval(values, |ctx, op_state, node, inputs| {
+                let start = Instant::now();
+                let out = eval_node(ctx, op_state, node, inputs);
+                record(times, role, node.op().name().as_ref(), &node.name, start.elapsed());
+                out
+            }),
+        }
+        .map_err(|e| BackendError::Run { graph: role, detail: format!("{e:#}") })?;
         let out = outputs.into_iter().next().ok_or_else(|| BackendError::Output {
-            graph: self.role,
+            graph: role,
             output: self.output_name.clone(),
             detail: "is missing".into(),
         })?;
-        let (shape, data) = out.as_shape_and_slice::<f32>().map_err(|e| BackendError::Output {
-            graph: self.role,
+        let view = out.to_plain_array_view::<f32>().map_err(|e| BackendError::Output {
+            graph: role,
             output: self.output_name.clone(),
             detail: format!("is not f32 ({e:#})"),
         })?;
-        Ok(AvTensor::new(shape.to_vec(), data.to_vec()))
+        let shape = view.shape().to_vec();
+        let data = match view.as_slice() {
+            Some(s) => s.to_vec(),
+            None => view.iter().copied().collect(),
+        };
+        Ok(AvTensor::new(shape, data))
+    }
+}
+
+/// Adds one operator call to the per-op totals (operator names repeat across nodes, so the profile
+/// is kept per node and folded by the caller).
+fn record(times: &mut Vec<OpTime>, graph: &'static str, op: &str, node: &str, d: Duration) {
+    match times.iter_mut().find(|t| t.graph == graph && t.node == node) {
+        Some(t) => {
+            t.time += d;
+            t.calls += 1;
+        }
+        None => times.push(OpTime { graph, op: op.to_string(), node: node.to_string(), time: d, calls: 1 }),
+    }
+}
+
+fn executor(threads: usize) -> Executor {
+    match threads {
+        0 | 1 => Executor::SingleThread,
+        n => Executor::multithread(n),
     }
 }
 
@@ -86,22 +133,18 @@ impl Graph {
 pub struct TractRunner {
     audio_encoder: Option<Graph>,
     segmenter: Graph,
-    executor: Executor,
+    profile: Option<Vec<OpTime>>,
 }
 
 impl TractRunner {
     pub fn prepare(package: &ModelPackage, options: &BackendOptions) -> Result<Self, BackendError> {
-        let executor = match options.threads {
-            0 | 1 => Executor::SingleThread,
-            n => Executor::multithread(n),
-        };
         let t = package.frames_per_clip();
-        let audio_encoder = package
-            .audio_encoder()
-            .map(|info| Graph::prepare(info, vec![vec![t, 1, crate::frontend::audio::PATCH_FRAMES, crate::frontend::audio::MEL_BANDS]]))
-            .transpose()?;
-        let segmenter = Graph::prepare(package.segmenter(), vec![package.frames_shape(), package.segmenter_audio_shape()])?;
-        Ok(TractRunner { audio_encoder, segmenter, executor })
+        let patch_shape = vec![t, 1, crate::frontend::audio::PATCH_FRAMES, crate::frontend::audio::MEL_BANDS];
+        let audio_encoder =
+            package.audio_encoder().map(|info| Graph::prepare(info, vec![patch_shape], options)).transpose()?;
+        let segmenter_inputs = vec![package.frames_shape(), package.segmenter_audio_shape()];
+        let segmenter = Graph::prepare(package.segmenter(), segmenter_inputs, options)?;
+        Ok(TractRunner { audio_encoder, segmenter, profile: None })
     }
 }
 
@@ -111,14 +154,14 @@ impl Runner for TractRunner {
     }
 
     fn encode_audio(&mut self, logmel: &AvTensor) -> Result<AvTensor, BackendError> {
-        match &self.audio_encoder {
-            Some(g) => g.run(&self.executor, &[logmel]),
+        match &mut self.audio_encoder {
+            Some(g) => g.run(&[logmel], self.profile.as_mut()),
             None => Ok(logmel.clone()),
         }
     }
 
     fn segment(&mut self, frames: &AvTensor, audio: &AvTensor) -> Result<AvTensor, BackendError> {
-        let out = self.segmenter.run(&self.executor, &[frames, audio])?;
+        let out = self.segmenter.run(&[frames, audio], self.profile.as_mut())?;
         if let Some((index, value)) = out.first_non_finite() {
             return Err(BackendError::Output {
                 graph: "segmenter",
@@ -127,5 +170,14 @@ impl Runner for TractRunner {
             });
         }
         Ok(out)
+    }
+
+    fn set_profiling(&mut self, on: bool) -> bool {
+        self.profile = on.then(Vec::new);
+        true
+    }
+
+    fn take_profile(&mut self) -> Vec<OpTime> {
+        self.profile.as_mut().map(std::mem::take).unwrap_or_default()
     }
 }

@@ -30,7 +30,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 fn tract_matches_onnx_runtime_on_the_tiny_tpavi_model() {
     let pkg = ModelPackage::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-tpavi")).unwrap();
     for threads in [1, 2] {
-        let mut runner = prepare_cpu(&pkg, &BackendOptions { threads }).unwrap();
+        let mut runner = prepare_cpu(&pkg, &BackendOptions { threads, ..BackendOptions::default() }).unwrap();
         let logmel = read_npy(&data_dir().join("audio_logmel.npy"));
         let frames = read_npy(&data_dir().join("frames.npy"));
         let want_emb = read_npy(&data_dir().join("audio_embedding.npy"));

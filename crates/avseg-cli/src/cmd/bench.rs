@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use avseg::{find_clip, write_npy, ClipInput, Engine, EngineOptions, Session, SessionOptions};
+use avseg::{find_clip, CpuKernels, write_npy, ClipInput, Engine, EngineOptions, Session, SessionOptions};
 
+use super::segment::CpuKernelsArg;
 use crate::{python as pytools, CliError};
 
 #[derive(Args)]
@@ -24,10 +25,20 @@ pub(crate) struct BenchArgs {
     /// Threads for matrix products (and ONNX Runtime's intra-op threads).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Kernels for convolutions and resizes on the CPU.
+    #[arg(long, value_enum, default_value_t = CpuKernelsArg::Avseg)]
+    pub cpu_kernels: CpuKernelsArg,
     /// Also time the package's graphs in ONNX Runtime (tools/avseg_tools/bench_ort.py, via $AVSEG_PYTHON or
     /// .venv/bin/python) on the same inputs.
     #[arg(long, conflicts_with = "stream")]
     pub vs_onnxruntime: bool,
+    /// Also time every operator of the graphs over the runs, and print the top ones with their
+    /// share of the graphs' time, per node and folded per operator kind.
+    #[arg(long, conflicts_with = "stream")]
+    pub profile: bool,
+    /// With --profile: how many nodes and operator kinds to print.
+    #[arg(long, default_value_t = 15)]
+    pub profile_top: usize,
     /// Soak a streaming session instead: a simulated live camera and microphone.
     #[arg(long)]
     pub stream: bool,
@@ -76,8 +87,8 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[i]
 }
 
-fn engine_options(threads: usize) -> EngineOptions {
-    EngineOptions { threads, ..EngineOptions::default() }
+fn engine_options(a: &BenchArgs) -> EngineOptions {
+    EngineOptions { threads: a.threads, cpu_kernels: a.cpu_kernels.into(), ..EngineOptions::default() }
 }
 
 fn clip_dir(a: &BenchArgs) -> Result<PathBuf, CliError> {
@@ -102,7 +113,7 @@ fn clip(a: &BenchArgs) -> Result<(), CliError> {
         return Err(CliError::Usage("--runs must be at least 1".into()));
     }
     let t0 = Instant::now();
-    let mut engine = Engine::load(&a.model, &engine_options(a.threads))?;
+    let mut engine = Engine::load(&a.model, &engine_options(a))?;
     let load = t0.elapsed();
     let clip = ClipInput::load(&find_clip(&clip_dir(a)?)?)?;
     engine.run_clip(&clip)?; // warm-up: first-touch of weights and scratch
@@ -120,11 +131,12 @@ fn clip(a: &BenchArgs) -> Result<(), CliError> {
     }
     let median = pct(&stages[0], 50.0);
     println!(
-        "model {} | clip {} ({} frames) | backend {} | threads {} | load {:.0} ms | {} runs",
+        "model {} | clip {} ({} frames) | backend {} ({} kernels) | threads {} | load {:.0} ms | {} runs",
         a.model.display(),
         clip_dir(a)?.display(),
         clip.frames.len(),
         engine.backend_name(),
+        CpuKernels::from(a.cpu_kernels).name(),
         a.threads,
         ms(load),
         a.runs
@@ -154,6 +166,39 @@ fn clip(a: &BenchArgs) -> Result<(), CliError> {
                 pct(&stages[3], 50.0) / seg
             );
         }
+    }
+    if a.profile {
+        print_profile(a, &mut engine, &clip)?;
+    }
+    Ok(())
+}
+
+/// `--profile`: the operator times of `--runs` graph runs, per node and per operator kind.
+fn print_profile(a: &BenchArgs, engine: &mut Engine, clip: &ClipInput) -> Result<(), CliError> {
+    let f = engine.features(clip)?;
+    let times = engine.profile_graphs(&f.frames, &f.logmel, a.runs)?;
+    let total: f64 = times.iter().map(|t| ms(t.time)).sum();
+    let per_run = |v: f64| v / a.runs as f64;
+    println!("profile: {} nodes, {:.1} ms per run in operators", times.len(), per_run(total));
+    println!("  top nodes (ms per run, share):");
+    for t in times.iter().take(a.profile_top) {
+        println!("    {:>7.2} {:>5.1} %  {:<14} {:<22} {}", per_run(ms(t.time)), 100.0 * ms(t.time) / total, t.graph, t.op, t.node);
+    }
+    let mut kinds: Vec<(String, f64, usize)> = Vec::new();
+    for t in &times {
+        let key = format!("{}/{}", t.graph, t.op);
+        match kinds.iter_mut().find(|k| k.0 == key) {
+            Some(k) => {
+                k.1 += ms(t.time);
+                k.2 += 1;
+            }
+            None => kinds.push((key, ms(t.time), 1)),
+        }
+    }
+    kinds.sort_by(|x, y| y.1.total_cmp(&x.1));
+    println!("  top operator kinds (ms per run, share, nodes):");
+    for (key, time, nodes) in kinds.iter().take(a.profile_top) {
+        println!("    {:>7.2} {:>5.1} %  {:>4}  {}", per_run(*time), 100.0 * time / total, nodes, key);
     }
     Ok(())
 }
@@ -217,7 +262,7 @@ fn stream(a: &BenchArgs) -> Result<(), CliError> {
     // Stereo, to exercise the channel mix; 10 ms chunks.
     let stereo: Vec<f32> = clip.audio.samples.iter().flat_map(|&v| [v, v]).collect();
     let chunk = (rate as usize / 100).max(1);
-    let options = SessionOptions { engine: engine_options(a.threads), hop: a.hop, frame_queue: a.frame_queue };
+    let options = SessionOptions { engine: engine_options(a), hop: a.hop, frame_queue: a.frame_queue };
     let rss_begin = proc_kb("VmRSS:");
     let mut s = Session::new(&a.model, &options)?;
     let rss_start = proc_kb("VmRSS:");

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use avseg::{
-    find_clip, find_frames, write_npy, BackendChoice, ClipFiles, ClipInput, Engine, EngineOptions, FrameInfo, FrameWriter,
+    find_clip, find_frames, write_npy, BackendChoice, ClipFiles, CpuKernels, ClipInput, Engine, EngineOptions, FrameInfo, FrameWriter,
     Session, SessionOptions,
 };
 
@@ -49,6 +49,24 @@ pub(crate) enum BackendArg {
     Cuda,
 }
 
+/// `--cpu-kernels`: which kernels run convolutions and resizes on the CPU.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum CpuKernelsArg {
+    /// avseg's own (fused, parallel); the default.
+    Avseg,
+    /// tract's only: the reference avseg's kernels are tested against.
+    Tract,
+}
+
+impl From<CpuKernelsArg> for CpuKernels {
+    fn from(a: CpuKernelsArg) -> Self {
+        match a {
+            CpuKernelsArg::Avseg => CpuKernels::Avseg,
+            CpuKernelsArg::Tract => CpuKernels::Tract,
+        }
+    }
+}
+
 #[derive(Args)]
 pub(crate) struct SegmentArgs {
     /// Model package folder (contains avseg.json).
@@ -76,6 +94,9 @@ pub(crate) struct SegmentArgs {
     pub threads: usize,
     #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
     pub backend: BackendArg,
+    /// Kernels for convolutions and resizes on the CPU.
+    #[arg(long, value_enum, default_value_t = CpuKernelsArg::Avseg)]
+    pub cpu_kernels: CpuKernelsArg,
     /// With --video: window advance in sampled frames (1..=T; default T, non-overlapping windows).
     #[arg(long, default_value_t = 0)]
     pub hop: usize,
@@ -90,6 +111,7 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
             BackendArg::Cuda => BackendChoice::Cuda,
         },
         threads: a.threads,
+        cpu_kernels: a.cpu_kernels.into(),
         threshold: a.threshold,
         min_object_area: a.min_area,
     };

@@ -1,0 +1,529 @@
+//! `AvConv`: 2-D convolution of NCHW f32 tensors, with the bias and a following clamp (ReLU,
+//! ReLU6) fused, so the output is written once.
+//!
+//! Three kernels, chosen from the geometry at load time:
+//! * pointwise (1×1, stride 1, no padding, one group): the image is already the GEMM's right-hand
+//!   matrix `[C_in, H·W]`, so the output is `W · X` written straight into NCHW, no copy;
+//! * depthwise (one input channel per group): [`super::depthwise`], a direct kernel;
+//! * everything else: [`super::im2col`] per group, then one GEMM.
+//!
+//! The GEMMs start from the bias (the output is pre-filled with it, and the GEMM accumulates), and
+//! the clamp is applied to each image's output while it is still in cache.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use gemm::Parallelism;
+use rayon::prelude::*;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+
+use super::{depthwise, im2col, in_pool};
+
+/// Shape and hyper-parameters of one convolution, all concrete.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConvGeometry {
+    /// Batch size (frames per call).
+    pub n: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub groups: usize,
+    /// Kernel height and width.
+    pub kh: usize,
+    pub kw: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub dil_h: usize,
+    pub dil_w: usize,
+    /// Zero padding before the first row and column (the padding after follows from the sizes).
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl ConvGeometry {
+    pub fn in_plane(&self) -> usize {
+        self.in_h * self.in_w
+    }
+    pub fn out_plane(&self) -> usize {
+        self.out_h * self.out_w
+    }
+    /// Input channels per group.
+    pub fn cin_g(&self) -> usize {
+        self.c_in / self.groups
+    }
+    /// Output channels per group.
+    pub fn cout_g(&self) -> usize {
+        self.c_out / self.groups
+    }
+    /// Rows of the im2col matrix (and the GEMM's depth) per group.
+    pub fn patch_len(&self) -> usize {
+        self.cin_g() * self.kh * self.kw
+    }
+    pub fn kind(&self) -> ConvKind {
+        if self.groups == self.c_in && self.c_out == self.c_in && self.groups > 1 {
+            ConvKind::Depthwise
+        } else if self.kh == 1
+            && self.kw == 1
+            && self.stride_h == 1
+            && self.stride_w == 1
+            && self.pad_top == 0
+            && self.pad_left == 0
+            && self.in_h == self.out_h
+            && self.in_w == self.out_w
+        {
+            ConvKind::Pointwise
+        } else {
+            ConvKind::Im2col
+        }
+    }
+    /// Multiply-accumulates per call.
+    pub fn macs(&self) -> usize {
+        self.n * self.c_out * self.out_plane() * self.patch_len()
+    }
+}
+
+/// Which kernel runs a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKind {
+    Pointwise,
+    Depthwise,
+    Im2col,
+}
+
+/// A clamp applied after the bias: `(lo, hi)`, infinite bounds when absent.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Clamp {
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Clamp {
+    pub const NONE: Clamp = Clamp { lo: f32::NEG_INFINITY, hi: f32::INFINITY };
+
+    pub fn is_none(&self) -> bool {
+        self.lo == f32::NEG_INFINITY && self.hi == f32::INFINITY
+    }
+
+    /// Applies the clamp in place. `max` then `min`, as the graph's Max/Min nodes do, so NaN
+    /// behaves as it did there.
+    #[inline]
+    pub fn apply(&self, v: &mut [f32]) {
+        if self.is_none() {
+            return;
+        }
+        let (lo, hi) = (self.lo, self.hi);
+        for x in v {
+            *x = x.max(lo).min(hi);
+        }
+    }
+}
+
+/// Memory order of an image tensor between two avseg operators. Graph inputs and outputs, and
+/// every tensor a tract operator reads, are NCHW; [`super::rewrite`] switches the tensors between a
+/// pointwise and a depthwise convolution to NHWC, where the depthwise kernel vectorises over
+/// channels and the pointwise GEMM costs the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// The operator. Weights are `[C_out, C_in/groups, kh, kw]` (ONNX OIHW), bias `[C_out]`.
+#[derive(Clone, Debug)]
+pub struct AvConv {
+    pub geo: ConvGeometry,
+    pub weights: Arc<Vec<f32>>,
+    pub bias: Arc<Vec<f32>>,
+    pub clamp: Clamp,
+    /// Layout of the input tensor (NHWC only for pointwise and depthwise kernels).
+    pub input: Layout,
+    /// Layout of the output tensor (NHWC only for pointwise and depthwise kernels).
+    pub output: Layout,
+    /// Depthwise taps transposed to `[kh·kw, C]`, so that one tap is a run of channels.
+    taps_by_channel: Arc<Vec<f32>>,
+}
+
+impl PartialEq for AvConv {
+    fn eq(&self, other: &Self) -> bool {
+        self.geo == other.geo
+            && Arc::ptr_eq(&self.weights, &other.weights)
+            && Arc::ptr_eq(&self.bias, &other.bias)
+            && self.clamp.lo.to_bits() == other.clamp.lo.to_bits()
+            && self.clamp.hi.to_bits() == other.clamp.hi.to_bits()
+            && (self.input, self.output) == (other.input, other.output)
+    }
+}
+
+impl Eq for AvConv {}
+
+thread_local! {
+    /// im2col scratch, grown to the largest convolution once and reused by every call on this
+    /// thread: nothing is allocated per frame after the first call.
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// NHWC copies of an NCHW input and output around the depthwise kernel, likewise reused.
+    static DW_IN: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static DW_OUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl AvConv {
+    /// A convolution on NCHW tensors. `weights` are OIHW, `bias` has one value per output channel.
+    pub fn new(geo: ConvGeometry, weights: Vec<f32>, bias: Vec<f32>, clamp: Clamp) -> Self {
+        let taps = geo.kh * geo.kw;
+        let taps_by_channel = if geo.kind() == ConvKind::Depthwise {
+            (0..taps).flat_map(|t| (0..geo.c_out).map(move |c| (t, c))).map(|(t, c)| weights[c * taps + t]).collect()
+        } else {
+            Vec::new()
+        };
+        AvConv {
+            geo,
+            weights: Arc::new(weights),
+            bias: Arc::new(bias),
+            clamp,
+            input: Layout::Nchw,
+            output: Layout::Nchw,
+            taps_by_channel: Arc::new(taps_by_channel),
+        }
+    }
+
+    /// The shape of a `[n, c, h, w]` image in `layout`.
+    pub fn shape(layout: Layout, n: usize, c: usize, h: usize, w: usize) -> [usize; 4] {
+        match layout {
+            Layout::Nchw => [n, c, h, w],
+            Layout::Nhwc => [n, h, w, c],
+        }
+    }
+
+    pub fn input_shape(&self) -> [usize; 4] {
+        let g = &self.geo;
+        Self::shape(self.input, g.n, g.c_in, g.in_h, g.in_w)
+    }
+
+    pub fn output_shape(&self) -> [usize; 4] {
+        let g = &self.geo;
+        Self::shape(self.output, g.n, g.c_out, g.out_h, g.out_w)
+    }
+
+    /// Runs the convolution on one batch `x` (in [`Self::input`] layout) into `y` (in
+    /// [`Self::output`] layout).
+    pub fn run(&self, x: &[f32], y: &mut [f32], threads: usize) {
+        let g = &self.geo;
+        debug_assert_eq!(x.len(), g.n * g.c_in * g.in_plane());
+        debug_assert_eq!(y.len(), g.n * g.c_out * g.out_plane());
+        let images = x.chunks_exact(g.c_in * g.in_plane()).zip(y.chunks_exact_mut(g.c_out * g.out_plane()));
+        match g.kind() {
+            ConvKind::Depthwise => images.for_each(|(xi, yi)| self.depthwise_image(xi, yi, threads)),
+            ConvKind::Pointwise => {
+                let hw = g.out_plane();
+                // (row stride, column stride) of x as [C_in, HW] and of y as [C_out, HW]
+                let (x_rs, x_cs) = if self.input == Layout::Nchw { (hw, 1) } else { (1, g.c_in) };
+                let (y_rs, y_cs) = if self.output == Layout::Nchw { (hw, 1) } else { (1, g.c_out) };
+                for (xi, yi) in images {
+                    self.fill_bias(yi);
+                    // y[C_out, HW] += W[C_out, C_in] · x[C_in, HW]
+                    let lhs = Matrix { ptr: self.weights.as_ptr(), rs: g.c_in, cs: 1 };
+                    let rhs = Matrix { ptr: xi.as_ptr(), rs: x_rs, cs: x_cs };
+                    unsafe { gemm_acc(g.c_out, hw, g.c_in, lhs, rhs, yi.as_mut_ptr(), y_rs, y_cs, threads) };
+                    self.finish(yi, threads);
+                }
+            }
+            ConvKind::Im2col => COLUMNS.with_borrow_mut(|cols| {
+                // Output rows per block, so that one block of columns stays in L2.
+                let rows = (COLUMN_BLOCK / (g.patch_len() * g.out_w)).clamp(1, g.out_h);
+                let len = g.patch_len() * rows * g.out_w;
+                if cols.len() < len {
+                    cols.resize(len, 0.0);
+                }
+                for (xi, yi) in images {
+                    self.fill_bias(yi);
+                    for grp in 0..g.groups {
+                        let xg = &xi[grp * g.cin_g() * g.in_plane()..][..g.cin_g() * g.in_plane()];
+                        let w = Matrix { ptr: self.weights[grp * g.cout_g() * g.patch_len()..].as_ptr(), rs: g.patch_len(), cs: 1 };
+                        let yg = &mut yi[grp * g.cout_g() * g.out_plane()..][..g.cout_g() * g.out_plane()];
+                        for r0 in (0..g.out_h).step_by(rows) {
+                            let r1 = (r0 + rows).min(g.out_h);
+                            let n = (r1 - r0) * g.out_w;
+                            im2col::im2col(g, xg, r0..r1, &mut cols[..g.patch_len() * n], threads);
+                            // y_g[C_out/g, block] += W_g[C_out/g, K] · cols[K, block]
+                            let rhs = Matrix { ptr: cols.as_ptr(), rs: n, cs: 1 };
+                            let dst = yg[r0 * g.out_w..].as_mut_ptr();
+                            unsafe { gemm_acc(g.cout_g(), n, g.patch_len(), w, rhs, dst, g.out_plane(), 1, threads) };
+                        }
+                    }
+                    self.finish(yi, threads);
+                }
+            }),
+        }
+    }
+
+    /// Pre-fills the output with the bias, in the output's layout.
+    fn fill_bias(&self, y: &mut [f32]) {
+        match self.output {
+            Layout::Nchw => {
+                for (row, b) in y.chunks_exact_mut(self.geo.out_plane()).zip(self.bias.iter()) {
+                    row.fill(*b);
+                }
+            }
+            Layout::Nhwc => {
+                for px in y.chunks_exact_mut(self.geo.c_out) {
+                    px.copy_from_slice(&self.bias);
+                }
+            }
+        }
+    }
+
+    fn finish(&self, y: &mut [f32], threads: usize) {
+        if self.clamp.is_none() {
+            return;
+        }
+        if threads > 1 && y.len() >= 1 << 15 {
+            y.par_chunks_mut(1 << 13).for_each(|c| self.clamp.apply(c));
+        } else {
+            self.clamp.apply(y);
+        }
+    }
+
+    /// One image through the depthwise kernel, which works in NHWC: an NCHW input or output is
+    /// transposed through scratch.
+    fn depthwise_image(&self, x: &[f32], y: &mut [f32], threads: usize) {
+        let g = &self.geo;
+        DW_IN.with_borrow_mut(|tin| {
+            DW_OUT.with_borrow_mut(|tout| {
+                let x = match self.input {
+                    Layout::Nhwc => x,
+                    Layout::Nchw => {
+                        tin.resize(x.len(), 0.0);
+                        transpose(x, g.c_in, g.in_plane(), tin);
+                        &tin[..]
+                    }
+                };
+                let dw = |out: &mut [f32]| {
+                    depthwise::depthwise_nhwc(g, x, &self.taps_by_channel, &self.bias, self.clamp, out, threads)
+                };
+                match self.output {
+                    Layout::Nhwc => dw(y),
+                    Layout::Nchw => {
+                        tout.resize(y.len(), 0.0);
+                        dw(tout);
+                        transpose(tout, g.out_plane(), g.c_out, y);
+                    }
+                }
+            })
+        })
+    }
+}
+
+/// One image's rows of 64 KiB floats (256 KiB) of im2col columns per GEMM.
+const COLUMN_BLOCK: usize = 1 << 16;
+
+/// A strided row-major view for the GEMM.
+#[derive(Clone, Copy)]
+struct Matrix {
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+}
+
+/// `dst[m, n] += lhs[m, k] · rhs[k, n]`; `dst` has row stride `dst_rs` and column stride `dst_cs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_acc(m: usize, n: usize, k: usize, lhs: Matrix, rhs: Matrix, dst: *mut f32, dst_rs: usize, dst_cs: usize, threads: usize) {
+    // Splitting small products costs more than it gains.
+    let par = if threads > 1 && m * n * k >= 1 << 18 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs as isize,
+            dst_rs as isize,
+            true,
+            lhs.ptr,
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.ptr,
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    };
+}
+
+/// `dst[c, r] = src[r, c]` for a row-major `src` of `rows × cols`, in cache-sized tiles.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+impl Op for AvConv {
+    fn name(&self) -> StaticName {
+        match self.geo.kind() {
+            ConvKind::Pointwise => "AvConvPointwise".into(),
+            ConvKind::Depthwise => "AvConvDepthwise".into(),
+            ConvKind::Im2col => "AvConvIm2col".into(),
+        }
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?}", self.geo), format!("clamp {:?}, {:?} -> {:?}", self.clamp, self.input, self.output)])
+    }
+
+    fn validation(&self) -> Validation {
+        Validation::Rounding
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for AvConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        ensure!(input.shape() == self.input_shape(), "AvConv: input shape {:?}, planned for {:?}", input.shape(), self.input_shape());
+        let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.output_shape())? };
+        {
+            let mut view = out.try_as_plain_ram_mut()?;
+            let y = view.as_slice_mut::<f32>()?;
+            in_pool(|threads| self.run(x, y, threads));
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for AvConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs.len() == 1 && inputs[0].datum_type == f32::datum_type());
+        Ok(tvec!(f32::fact(self.output_shape())))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        Ok(tvec!((Cost::FMA(f32::datum_type()), self.geo.macs().into())))
+    }
+
+    as_op!();
+}
+
+/// The textbook convolution, one output at a time: the reference every kernel is tested against.
+#[cfg(test)]
+pub fn naive_conv(g: &ConvGeometry, x: &[f32], w: &[f32], bias: &[f32], clamp: Clamp) -> Vec<f32> {
+    let mut y = vec![0f32; g.n * g.c_out * g.out_plane()];
+    for n in 0..g.n {
+        for co in 0..g.c_out {
+            let grp = co / g.cout_g();
+            for oy in 0..g.out_h {
+                for ox in 0..g.out_w {
+                    let mut acc = bias[co] as f64;
+                    for ci in 0..g.cin_g() {
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                                let ix = (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
+                                if iy < 0 || ix < 0 || iy >= g.in_h as isize || ix >= g.in_w as isize {
+                                    continue;
+                                }
+                                let xv = x[((n * g.c_in + grp * g.cin_g() + ci) * g.in_h + iy as usize) * g.in_w + ix as usize];
+                                let wv = w[((co * g.cin_g() + ci) * g.kh + ky) * g.kw + kx];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    let mut v = [acc as f32];
+                    clamp.apply(&mut v);
+                    y[((n * g.c_out + co) * g.out_h + oy) * g.out_w + ox] = v[0];
+                }
+            }
+        }
+    }
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_common::max_abs_diff;
+
+    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn geometry(
+        n: usize, c_in: usize, c_out: usize, groups: usize, k: (usize, usize), stride: usize, dil: usize, pad: (usize, usize, usize, usize), hw: (usize, usize),
+    ) -> ConvGeometry {
+        let (pt, pl, pb, pr) = pad;
+        let out_h = (hw.0 + pt + pb - dil * (k.0 - 1) - 1) / stride + 1;
+        let out_w = (hw.1 + pl + pr - dil * (k.1 - 1) - 1) / stride + 1;
+        ConvGeometry {
+            n, c_in, c_out, groups, kh: k.0, kw: k.1, stride_h: stride, stride_w: stride, dil_h: dil, dil_w: dil,
+            pad_top: pt, pad_left: pl, in_h: hw.0, in_w: hw.1, out_h, out_w,
+        }
+    }
+
+    fn check(g: ConvGeometry, clamp: Clamp, threads: usize) {
+        let x = pseudo(g.n * g.c_in * g.in_plane(), 1);
+        let w = pseudo(g.c_out * g.patch_len(), 2);
+        let b = pseudo(g.c_out, 3);
+        let want = naive_conv(&g, &x, &w, &b, clamp);
+        let op = AvConv::new(g.clone(), w, b, clamp);
+        let mut got = vec![f32::NAN; want.len()];
+        if threads > 1 {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| op.run(&x, &mut got, threads));
+        } else {
+            op.run(&x, &mut got, 1);
+        }
+        let tol = 1e-5 * (g.patch_len() as f32).sqrt().max(1.0) * 4.0;
+        let d = max_abs_diff(&got, &want);
+        assert!(d <= tol, "{:?} {:?} threads {threads}: max |diff| {d} > {tol}", g.kind(), g);
+    }
+
+    #[test]
+    fn every_kernel_matches_the_naive_convolution() {
+        let relu6 = Clamp { lo: 0.0, hi: 6.0 };
+        let relu = Clamp { lo: 0.0, hi: f32::INFINITY };
+        for threads in [1, 2] {
+            // pointwise
+            check(geometry(2, 16, 24, 1, (1, 1), 1, 1, (0, 0, 0, 0), (9, 7)), Clamp::NONE, threads);
+            check(geometry(1, 40, 96, 1, (1, 1), 1, 1, (0, 0, 0, 0), (20, 20)), relu6, threads);
+            // depthwise: 3×3 and 5×5, stride 1 and 2, symmetric and asymmetric padding
+            check(geometry(2, 8, 8, 8, (3, 3), 1, 1, (1, 1, 1, 1), (11, 9)), relu6, threads);
+            check(geometry(1, 6, 6, 6, (3, 3), 2, 1, (0, 0, 1, 1), (12, 10)), relu6, threads);
+            check(geometry(1, 5, 5, 5, (5, 5), 2, 1, (1, 1, 2, 2), (13, 16)), Clamp::NONE, threads);
+            check(geometry(2, 4, 4, 4, (5, 5), 1, 1, (2, 2, 2, 2), (7, 6)), relu, threads);
+            check(geometry(1, 4, 4, 4, (3, 3), 1, 2, (2, 2, 2, 2), (9, 9)), relu, threads);
+            // im2col: stem (3 channels, stride 2), 3×3 same, dilated, strided 1×1, grouped, 7×7
+            check(geometry(2, 3, 8, 1, (3, 3), 2, 1, (0, 0, 1, 1), (16, 16)), relu6, threads);
+            check(geometry(1, 12, 10, 1, (3, 3), 1, 1, (1, 1, 1, 1), (10, 12)), relu, threads);
+            check(geometry(1, 8, 8, 1, (3, 3), 1, 3, (3, 3, 3, 3), (10, 10)), Clamp::NONE, threads);
+            check(geometry(1, 8, 16, 1, (1, 1), 2, 1, (0, 0, 0, 0), (9, 9)), Clamp::NONE, threads);
+            check(geometry(2, 8, 12, 4, (3, 3), 1, 1, (1, 1, 1, 1), (6, 5)), relu, threads);
+            check(geometry(1, 3, 4, 1, (7, 7), 2, 1, (3, 3, 3, 3), (15, 15)), Clamp::NONE, threads);
+        }
+    }
+}

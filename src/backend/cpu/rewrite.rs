@@ -1,0 +1,308 @@
+//! The load-time rewrite that puts avseg's operators into a typed tract graph.
+//!
+//! Runs on the typed graph after constant propagation and before tract's declutter (which would
+//! turn 1×1 convolutions into einsums and split their bias off): every float NCHW convolution with
+//! constant weights becomes an [`AvConv`], absorbing a following ReLU / ReLU6 (`Max`, `Min` with a
+//! constant), and every linear ONNX Resize over the last two axes becomes an [`AvResize`]. Any node
+//! that does not fit is left to tract, and the report says how many were taken.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx_opl::resize::{CoordTransform, Resize as OnnxResize};
+use tract_onnx::tract_core::ops::nn::resize::Interpolator;
+
+use super::binary::{AvBinary, BinKind};
+use super::conv::{AvConv, Clamp, ConvGeometry, ConvKind, Layout};
+use super::resize::{AvResize, LinearAxis};
+
+/// What [`rewrite`] replaced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RewriteReport {
+    /// Convolutions now run by avseg's kernels.
+    pub convs: usize,
+    /// ReLU / ReLU6 nodes folded into those convolutions.
+    pub clamps: usize,
+    /// Resize nodes now run by avseg's kernel.
+    pub resizes: usize,
+    /// Convolution and Resize nodes left to tract.
+    pub left_to_tract: usize,
+    /// Broadcasting element-wise nodes now run by avseg's kernel.
+    pub binaries: usize,
+    /// Tensors between a pointwise and a depthwise convolution kept in NHWC.
+    pub nhwc_links: usize,
+}
+
+/// Rewrites `model` in place. `model` must be typed, with concrete input shapes, and its constants
+/// propagated (`TypedModel::prop_consts`).
+pub fn rewrite(model: &mut TypedModel) -> TractResult<RewriteReport> {
+    let mut report = RewriteReport::default();
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if node.op_as::<Conv>().is_some() {
+            match conv_patch(model, id)? {
+                Some((patch, clamps)) => {
+                    patch.apply(model)?;
+                    report.convs += 1;
+                    report.clamps += clamps;
+                }
+                None => report.left_to_tract += 1,
+            }
+        } else if node.op_as::<OnnxResize>().is_some() {
+            match resize_patch(model, id)? {
+                Some(patch) => {
+                    patch.apply(model)?;
+                    report.resizes += 1;
+                }
+                None => report.left_to_tract += 1,
+            }
+        }
+    }
+    for id in model.eval_order()? {
+        if let Some(patch) = binary_patch(model, id)? {
+            patch.apply(model)?;
+            report.binaries += 1;
+        }
+    }
+    report.nhwc_links = choose_layouts(model)?;
+    Ok(report)
+}
+
+/// Switches the tensors between a pointwise and a depthwise [`AvConv`] to NHWC when no other node
+/// reads them: the depthwise kernel then needs no transposes, and the pointwise GEMM only changes
+/// strides. Returns how many tensors were switched.
+fn choose_layouts(model: &mut TypedModel) -> TractResult<usize> {
+    let kind = |model: &TypedModel, id: usize| model.node(id).op_as::<AvConv>().map(|c| c.geo.kind());
+    // The outlet's only reader, when nothing else (not even the model's outputs) reads it.
+    let sole_reader = |model: &TypedModel, outlet: OutletId| -> TractResult<Option<usize>> {
+        let succ = model.outlet_successors(outlet);
+        Ok((succ.len() == 1 && !model.output_outlets()?.contains(&outlet)).then(|| succ[0].node))
+    };
+    let mut links = 0;
+    for id in model.eval_order()? {
+        if kind(model, id) != Some(ConvKind::Depthwise) {
+            continue;
+        }
+        let producer = model.node(id).inputs[0];
+        if producer.slot == 0
+            && kind(model, producer.node) == Some(ConvKind::Pointwise)
+            && sole_reader(model, producer)? == Some(id)
+        {
+            set_layout(model, producer.node, None, Some(Layout::Nhwc))?;
+            set_layout(model, id, Some(Layout::Nhwc), None)?;
+            links += 1;
+        }
+        if let Some(reader) = sole_reader(model, OutletId::new(id, 0))? {
+            if kind(model, reader) == Some(ConvKind::Pointwise) {
+                set_layout(model, id, None, Some(Layout::Nhwc))?;
+                set_layout(model, reader, Some(Layout::Nhwc), None)?;
+                links += 1;
+            }
+        }
+    }
+    Ok(links)
+}
+
+fn set_layout(model: &mut TypedModel, id: usize, input: Option<Layout>, output: Option<Layout>) -> TractResult<()> {
+    let node = model.node_mut(id);
+    let Some(op) = node.op_as_mut::<AvConv>() else { tract_onnx::tract_core::internal::bail!("node {id} is not an AvConv") };
+    if let Some(l) = input {
+        op.input = l;
+    }
+    if let Some(l) = output {
+        op.output = l;
+    }
+    let shape = op.output_shape();
+    model.set_outlet_fact(OutletId::new(id, 0), f32::fact(shape))
+}
+
+fn concrete(fact: &TypedFact) -> Option<Vec<usize>> {
+    fact.shape.as_concrete().map(|s| s.to_vec())
+}
+
+/// A constant tensor's values as f32, when the outlet is constant.
+fn const_f32(model: &TypedModel, outlet: OutletId) -> TractResult<Option<Vec<f32>>> {
+    let Some(k) = model.outlet_fact(outlet)?.konst.clone() else { return Ok(None) };
+    if !k.datum_type().is_float() {
+        return Ok(None);
+    }
+    let k = k.cast_to::<f32>()?;
+    Ok(Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()))
+}
+
+fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModelPatch, usize)>> {
+    let node = model.node(id);
+    let conv = node.op_as::<Conv>().unwrap();
+    let spec = &conv.pool_spec;
+    if conv.q_params.is_some()
+        || spec.data_format != DataFormat::NCHW
+        || conv.kernel_fmt != KernelFormat::OIHW
+        || spec.kernel_shape.len() != 2
+        || !(2..=3).contains(&node.inputs.len())
+    {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    let Some(ishape) = concrete(input) else { return Ok(None) };
+    if input.datum_type != f32::datum_type() || ishape.len() != 4 {
+        return Ok(None);
+    }
+    let Some(weights) = const_f32(model, node.inputs[1])? else { return Ok(None) };
+    let (n, c_in, in_h, in_w) = (ishape[0], ishape[1], ishape[2], ishape[3]);
+    let (c_out, groups) = (spec.output_channels, conv.group);
+    let (kh, kw) = (spec.kernel_shape[0], spec.kernel_shape[1]);
+    if groups == 0 || c_in != spec.input_channels || c_in % groups != 0 || c_out % groups != 0 {
+        return Ok(None);
+    }
+    if weights.len() != c_out * (c_in / groups) * kh * kw {
+        return Ok(None);
+    }
+    let bias = match node.inputs.get(2) {
+        None => vec![0.0; c_out],
+        Some(&b) => match const_f32(model, b)? {
+            Some(v) if v.len() == c_out => v,
+            Some(v) if v.len() == 1 => vec![v[0]; c_out],
+            _ => return Ok(None),
+        },
+    };
+    let padding = spec.computed_padding(&[in_h, in_w]);
+    let geo = ConvGeometry {
+        n,
+        c_in,
+        c_out,
+        groups,
+        kh,
+        kw,
+        stride_h: spec.stride(0),
+        stride_w: spec.stride(1),
+        dil_h: spec.dilation(0),
+        dil_w: spec.dilation(1),
+        pad_top: padding[0].pad_before,
+        pad_left: padding[1].pad_before,
+        in_h,
+        in_w,
+        out_h: padding[0].convoluted,
+        out_w: padding[1].convoluted,
+    };
+    if geo.out_h == 0 || geo.out_w == 0 || concrete(&node.outputs[0].fact) != Some(vec![n, c_out, geo.out_h, geo.out_w]) {
+        return Ok(None);
+    }
+
+    // Fold a following Max(x, c) / Min(x, c) chain with scalar constants: ReLU, ReLU6, Clip.
+    let mut clamp = Clamp::NONE;
+    let mut last = OutletId::new(id, 0);
+    let mut clamps = 0;
+    while let Some((next, bound)) = clamp_successor(model, last)? {
+        match bound {
+            Bound::Lo(v) => clamp.lo = clamp.lo.max(v),
+            Bound::Hi(v) => clamp.hi = clamp.hi.min(v),
+        }
+        last = OutletId::new(next, 0);
+        clamps += 1;
+    }
+    // max(min(x, hi), lo) and min(max(x, lo), hi) differ only when lo > hi; keep tract's order then.
+    if clamp.lo > clamp.hi {
+        return Ok(None);
+    }
+
+    let op = AvConv::new(geo, weights, bias, clamp);
+    let mut patch = TypedModelPatch::new(format!("avseg conv {}", node.name));
+    let x = patch.tap_model(model, node.inputs[0])?;
+    let y = patch.wire_node(&node.name, op, &[x])?[0];
+    patch.shunt_outside(model, last, y)?;
+    Ok(Some((patch, clamps)))
+}
+
+enum Bound {
+    Lo(f32),
+    Hi(f32),
+}
+
+/// The single consumer of `outlet` when it is `Max` or `Min` against one constant value.
+fn clamp_successor(model: &TypedModel, outlet: OutletId) -> TractResult<Option<(usize, Bound)>> {
+    let succ = model.outlet_successors(outlet);
+    if succ.len() != 1 || model.output_outlets()?.contains(&outlet) {
+        return Ok(None);
+    }
+    let next = model.node(succ[0].node);
+    let Some(bin) = next.op_as::<TypedBinOp>() else { return Ok(None) };
+    if next.inputs.len() != 2 || next.outputs[0].fact.shape != model.outlet_fact(outlet)?.shape {
+        return Ok(None);
+    }
+    let other = next.inputs[1 - succ[0].slot];
+    let Some(values) = const_f32(model, other)? else { return Ok(None) };
+    let Some(&v) = values.first() else { return Ok(None) };
+    if values.iter().any(|x| *x != v) || v.is_nan() {
+        return Ok(None);
+    }
+    Ok(match bin.0.name() {
+        "Max" => Some((next.id, Bound::Lo(v))),
+        "Min" => Some((next.id, Bound::Hi(v))),
+        _ => None,
+    })
+}
+
+/// Element-wise nodes smaller than this are left to tract: their cost is the call, not the loop.
+const MIN_BINARY_LEN: usize = 4096;
+
+fn binary_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let Some(bin) = node.op_as::<TypedBinOp>() else { return Ok(None) };
+    let Some(kind) = BinKind::from_name(bin.0.name()) else { return Ok(None) };
+    if node.inputs.len() != 2 || bin.1.is_some() {
+        return Ok(None);
+    }
+    let (fa, fb) = (model.outlet_fact(node.inputs[0])?, model.outlet_fact(node.inputs[1])?);
+    let (Some(sa), Some(sb), Some(so)) = (concrete(fa), concrete(fb), concrete(&node.outputs[0].fact)) else { return Ok(None) };
+    if fa.datum_type != f32::datum_type() || fb.datum_type != f32::datum_type() || node.outputs[0].fact.datum_type != f32::datum_type() {
+        return Ok(None);
+    }
+    let Some(op) = AvBinary::plan(kind, &sa, &sb) else { return Ok(None) };
+    if op.out_len() < MIN_BINARY_LEN || so.iter().product::<usize>() != op.out_len() {
+        return Ok(None);
+    }
+    let mut patch = TypedModelPatch::new(format!("avseg binary {}", node.name));
+    let a = patch.tap_model(model, node.inputs[0])?;
+    let b = patch.tap_model(model, node.inputs[1])?;
+    let y = patch.wire_node(&node.name, op, &[a, b])?[0];
+    patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+    Ok(Some(patch))
+}
+
+fn resize_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let op = node.op_as::<OnnxResize>().unwrap();
+    let CoordTransform::Plain(coord) = &op.coord_transformer else { return Ok(None) };
+    if op.interpolator != Interpolator::Linear || op.antialias || op.axes.is_some() {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    let (Some(ishape), Some(oshape)) = (concrete(input), concrete(&node.outputs[0].fact)) else { return Ok(None) };
+    if input.datum_type != f32::datum_type() || ishape.len() != 4 || ishape[..2] != oshape[..2] {
+        return Ok(None);
+    }
+    // The coordinate mapping uses the `scales` input when there is one (ONNX), else out / in.
+    let mut scales = [oshape[2] as f32 / ishape[2] as f32, oshape[3] as f32 / ishape[3] as f32];
+    if let Some(ix) = op.optional_scales_input {
+        match node.inputs.get(ix).map(|&o| const_f32(model, o)).transpose()?.flatten() {
+            Some(s) if s.len() == 4 => scales = [s[2], s[3]],
+            Some(s) if s.is_empty() => {}
+            _ => return Ok(None),
+        }
+    }
+    let (Ok(rows), Ok(cols)) = (
+        LinearAxis::plan(coord, scales[0], ishape[2], oshape[2]),
+        LinearAxis::plan(coord, scales[1], ishape[3], oshape[3]),
+    ) else {
+        return Ok(None);
+    };
+    let av = AvResize { n: ishape[0], c: ishape[1], rows: Arc::new(rows), cols: Arc::new(cols) };
+    let mut patch = TypedModelPatch::new(format!("avseg resize {}", node.name));
+    let x = patch.tap_model(model, node.inputs[0])?;
+    let y = patch.wire_node(&node.name, av, &[x])?[0];
+    patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+    Ok(Some(patch))
+}
