@@ -9,6 +9,9 @@ pub mod cpu;
 pub mod cuda;
 pub mod tract;
 
+#[cfg(test)]
+mod tract_vs_ort_tests;
+
 use crate::model::ModelPackage;
 use crate::tensor::Tensor;
 

@@ -1,10 +1,12 @@
-//! The tract backend against ONNX Runtime on the same ONNX graphs and inputs.
+//! The tract backend, with tract's kernels and with avseg's, against ONNX Runtime on the same ONNX
+//! graphs and inputs.
 //!
 //! `tools/avseg_tools/ort_reference.py` ran ONNX Runtime on seeded inputs and saved inputs and outputs under
 //! `tests/data/tiny_ort/`; CI also re-runs ONNX Runtime live (`avseg-check-ort`).
 
 use std::path::{Path, PathBuf};
 
+use crate::backend::cpu::CpuKernels;
 use crate::backend::{prepare_cpu, BackendOptions};
 use crate::model::ModelPackage;
 use crate::Tensor;
@@ -29,8 +31,8 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 #[test]
 fn tract_matches_onnx_runtime_on_the_tiny_tpavi_model() {
     let pkg = ModelPackage::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-tpavi")).unwrap();
-    for threads in [1, 2] {
-        let mut runner = prepare_cpu(&pkg, &BackendOptions { threads, ..BackendOptions::default() }).unwrap();
+    for (threads, cpu_kernels) in [(1, CpuKernels::Tract), (1, CpuKernels::Avseg), (2, CpuKernels::Tract), (2, CpuKernels::Avseg)] {
+        let mut runner = prepare_cpu(&pkg, &BackendOptions { threads, cpu_kernels }).unwrap();
         let logmel = read_npy(&data_dir().join("audio_logmel.npy"));
         let frames = read_npy(&data_dir().join("frames.npy"));
         let want_emb = read_npy(&data_dir().join("audio_embedding.npy"));
@@ -42,7 +44,7 @@ fn tract_matches_onnx_runtime_on_the_tiny_tpavi_model() {
         let d_logits = max_abs(&logits, &want_logits);
         let agree = logits.data().iter().zip(want_logits.data()).filter(|(a, b)| (**a > 0.0) == (**b > 0.0)).count();
         let agreement = agree as f64 / logits.len() as f64;
-        eprintln!("threads {threads}: embedding max abs diff {d_emb:.3e}, logits max abs diff {d_logits:.3e}, mask agreement {:.5}", agreement);
+        eprintln!("{} kernels, threads {threads}: embedding max abs diff {d_emb:.3e}, logits max abs diff {d_logits:.3e}, mask agreement {:.5}", cpu_kernels.name(), agreement);
         assert!(d_emb <= 1e-4, "embedding diff {d_emb}");
         assert!(d_logits <= 1e-4, "logit diff {d_logits}");
         assert!(agreement >= 0.999, "mask agreement {agreement}");
@@ -61,4 +63,37 @@ fn wrong_input_shapes_and_nans_are_refused() {
     logmel.data_mut()[7] = f32::NAN;
     let e = runner.encode_audio(&logmel).unwrap_err().to_string();
     assert!(e.contains("non-finite") && e.contains("index 7"), "{e}");
+}
+
+/// avseg's CPU kernels against tract's own operators on the bundled models and sample: the same
+/// graphs and inputs, logits within 1e-4 of the largest logit, and the same masks.
+#[test]
+fn avseg_kernels_match_tract_kernels_on_the_bundled_models() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for model in ["models/default", "models/tiny-tpavi"] {
+        let pkg = ModelPackage::load(root.join(model)).unwrap();
+        let t = pkg.frames_per_clip();
+        let [_, c, h, w] = pkg.frames_shape()[..] else { panic!("frames shape") };
+        // Deterministic inputs in the ranges the front ends produce.
+        let frames: Vec<f32> = (0..t * c * h * w).map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * 2.0).collect();
+        let logmel: Vec<f32> = (0..t * 96 * 64).map(|i| (i * 104729 % 1000) as f32 / 100.0 - 8.0).collect();
+        let frames = Tensor::new(vec![t, c, h, w], frames);
+        let logmel = Tensor::new(vec![t, 1, 96, 64], logmel);
+        let run = |kernels: CpuKernels, threads: usize| {
+            let mut r = prepare_cpu(&pkg, &BackendOptions { threads, cpu_kernels: kernels }).unwrap();
+            let emb = r.encode_audio(&logmel).unwrap();
+            (emb.clone(), r.segment(&frames, &emb).unwrap())
+        };
+        let (want_emb, want) = run(CpuKernels::Tract, 1);
+        for threads in [1, 2] {
+            let (emb, got) = run(CpuKernels::Avseg, threads);
+            let scale = want.data().iter().fold(0f32, |m, v| m.max(v.abs()));
+            let rel = max_abs(&got, &want) / scale;
+            let rel_emb = max_abs(&emb, &want_emb) / want_emb.data().iter().fold(0f32, |m, v| m.max(v.abs()));
+            let agree = got.data().iter().zip(want.data()).filter(|(a, b)| (**a > 0.0) == (**b > 0.0)).count() as f64 / got.len() as f64;
+            eprintln!("{model}, threads {threads}: logits max |diff| / max |logit| {rel:.2e}, embedding {rel_emb:.2e}, mask agreement {agree:.5}");
+            assert!(rel <= 1e-4 && rel_emb <= 1e-4, "{model}: relative diff {rel} (embedding {rel_emb})");
+            assert!(agree >= 0.999, "{model}: mask agreement {agree}");
+        }
+    }
 }

@@ -8,14 +8,15 @@ Inputs are the exact model inputs avseg computed (`[windows*T, 1, 96, 64]` log-m
 `[n, 3, H, W]` frames). A clip runs as avseg runs it: consecutive windows of T frames, the last
 completed by repeating its last frame; per window the audio encoder, then the segmenter. One
 untimed warm-up clip, then `--runs` timed ones. Prints `median_ms X` (the line avseg parses), the
-per-graph medians `audio_encoder_median_ms` / `segmenter_median_ms` (summed over a clip's windows)
-and the individual times. Front end and post-processing are not included: they are avseg's own code.
+per-graph medians `audio_encoder_median_ms` / `segmenter_median_ms` (summed over a clip's windows),
+the individual times, the sessions' load time `load_ms` and the process's peak RSS `peak_rss_kb`. Front end and post-processing are not included: they are avseg's own code.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
 
+    load_start = time.perf_counter()
     manifest = json.loads((a.model / "avseg.json").read_text())
     t = int(manifest["frames_per_clip"])
     graphs = manifest["graphs"]
@@ -49,6 +51,7 @@ def main() -> None:
     seg_spec = graphs["segmenter"]
     seg = session(a.model / seg_spec["file"], a.threads)
     seg_inputs = seg_spec["inputs"]
+    load_ms = (time.perf_counter() - load_start) * 1e3
 
     logmel = np.load(a.logmel).astype(np.float32)
     frames = np.load(a.frames).astype(np.float32)
@@ -83,6 +86,10 @@ def main() -> None:
     if enc:
         print(f"audio_encoder_median_ms {statistics.median(enc_ms):.3f}")
     print(f"segmenter_median_ms {statistics.median(seg_ms):.3f}")
+    print(f"load_ms {load_ms:.1f}")
+    # Peak resident memory of this process (kB on Linux): Python, numpy and ONNX Runtime together,
+    # as avseg's figure is its whole CLI process.
+    print(f"peak_rss_kb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
 
 
 if __name__ == "__main__":

@@ -132,6 +132,11 @@ impl AvBinary {
         })
     }
 
+    /// Elements per inner row: the length of each vectorised loop.
+    pub fn row_len(&self) -> usize {
+        self.row
+    }
+
     pub fn out_len(&self) -> usize {
         self.out_shape.iter().product()
     }
@@ -152,18 +157,21 @@ impl AvBinary {
     /// `y = a ∘ b`.
     pub fn run(&self, a: &[f32], b: &[f32], y: &mut [f32], threads: usize) {
         let arch = pulp::Arch::new();
-        let row = |(r, out): (usize, &mut [f32])| {
-            let (oa, ob) = self.starts(r);
-            arch.dispatch(|| self.row(a, b, oa, ob, out))
+        // Rows `first..` of the output, in `out`; one instruction-set dispatch per run of rows.
+        let rows = |first: usize, out: &mut [f32]| {
+            arch.dispatch(|| {
+                for (i, o) in out.chunks_mut(self.row).enumerate() {
+                    let (oa, ob) = self.starts(first + i);
+                    self.row(a, b, oa, ob, o);
+                }
+            })
         };
         if threads > 1 && y.len() >= 1 << 16 {
             // Rows may be short: hand out several per task.
             let per = (4096 / self.row).max(1);
-            y.par_chunks_mut(self.row * per).enumerate().for_each(|(c, chunk)| {
-                chunk.chunks_mut(self.row).enumerate().for_each(|(i, out)| row((c * per + i, out)))
-            });
+            y.par_chunks_mut(self.row * per).enumerate().for_each(|(c, chunk)| rows(c * per, chunk));
         } else {
-            y.chunks_mut(self.row).enumerate().for_each(row);
+            rows(0, y);
         }
     }
 

@@ -7,7 +7,8 @@
 //!
 //! * [`conv::AvConv`]: 2-D convolution in NCHW with its bias and a following ReLU / ReLU6 fused.
 //!   Pointwise convolutions are one GEMM per image ([`gemm`] crate); depthwise ones run a direct
-//!   kernel ([`depthwise`]); the rest go through [`im2col`] and a GEMM.
+//!   kernel ([`depthwise`]) on NHWC tensors; 3×3 ones at stride 1 use Winograd F(2×2, 3×3)
+//!   ([`winograd`]); the rest go through [`im2col`] and a GEMM.
 //! * [`binary::AvBinary`]: broadcasting Add, Sub, Mul, Div, Max, Min (tract's own kernels cover
 //!   equal shapes and scalars; a tensor against a broadcast one takes its slow generic path).
 //! * [`resize::AvResize`]: separable linear Resize on the last two axes, every ONNX coordinate mode
@@ -22,6 +23,7 @@ pub mod depthwise;
 pub mod im2col;
 pub mod resize;
 pub mod rewrite;
+pub mod winograd;
 
 use tract_linalg::multithread::{current_tract_executor, Executor};
 

@@ -147,6 +147,17 @@ fn clip(a: &BenchArgs) -> Result<(), CliError> {
     println!("  segmenter   median {:>8.1} ms", pct(&stages[3], 50.0));
     println!("  post        median {:>8.1} ms", pct(&stages[4], 50.0));
     println!("peak RSS {} (VmHWM), RSS now {}", mb(proc_kb("VmHWM:")), mb(proc_kb("VmRSS:")));
+    // One key=value line for scripts (tools/bench_cpu.sh): the medians in ms, RSS in MB.
+    let mut summary = format!(
+        "summary kernels={} threads={} load_ms={:.0} graphs_ms={:.2} audio_encoder_ms={:.2} segmenter_ms={:.2} peak_rss_mb={:.0}",
+        CpuKernels::from(a.cpu_kernels).name(),
+        a.threads,
+        ms(load),
+        pct(&stages[6], 50.0),
+        pct(&stages[2], 50.0),
+        pct(&stages[3], 50.0),
+        proc_kb("VmHWM:").map_or(f64::NAN, |k| k as f64 / 1024.0)
+    );
     if a.vs_onnxruntime {
         let graphs = pct(&stages[6], 50.0);
         let ort = ort_times(a, &mut engine, &clip)?;
@@ -156,6 +167,19 @@ fn clip(a: &BenchArgs) -> Result<(), CliError> {
             a.threads,
             graphs,
             graphs / ort.clip
+        );
+        println!(
+            "  load        {:>8.0} ms; peak RSS {} (the Python process with ONNX Runtime)",
+            ort.load_ms.unwrap_or(f64::NAN),
+            mb(ort.peak_rss_kb)
+        );
+        summary += &format!(
+            " ort_graphs_ms={:.2} ort_audio_encoder_ms={:.2} ort_segmenter_ms={:.2} ort_load_ms={:.0} ort_peak_rss_mb={:.0}",
+            ort.clip,
+            ort.audio_encoder.unwrap_or(f64::NAN),
+            ort.segmenter.unwrap_or(f64::NAN),
+            ort.load_ms.unwrap_or(f64::NAN),
+            ort.peak_rss_kb.map_or(f64::NAN, |k| k as f64 / 1024.0)
         );
         if let (Some(enc), Some(seg)) = (ort.audio_encoder, ort.segmenter) {
             println!(
@@ -167,6 +191,7 @@ fn clip(a: &BenchArgs) -> Result<(), CliError> {
             );
         }
     }
+    println!("{summary}");
     if a.profile {
         print_profile(a, &mut engine, &clip)?;
     }
@@ -208,6 +233,8 @@ struct OrtTimes {
     clip: f64,
     audio_encoder: Option<f64>,
     segmenter: Option<f64>,
+    load_ms: Option<f64>,
+    peak_rss_kb: Option<u64>,
 }
 
 fn ort_times(a: &BenchArgs, engine: &mut Engine, clip: &ClipInput) -> Result<OrtTimes, CliError> {
@@ -247,6 +274,8 @@ fn ort_times(a: &BenchArgs, engine: &mut Engine, clip: &ClipInput) -> Result<Ort
             .ok_or_else(|| CliError::Tool(format!("{script}: no `median_ms` line in its output")))?,
         audio_encoder: field("audio_encoder_median_ms "),
         segmenter: field("segmenter_median_ms "),
+        load_ms: field("load_ms "),
+        peak_rss_kb: field("peak_rss_kb ").map(|v| v as u64),
     })
 }
 
