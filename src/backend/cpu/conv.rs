@@ -545,18 +545,25 @@ mod tests {
     fn winograd_matches_the_naive_convolution() {
         let relu = Clamp { lo: 0.0, hi: f32::INFINITY };
         for threads in [1, 2] {
-            // same padding, odd and even sizes (partial tiles), two images, asymmetric padding
-            let g = geometry(2, 64, 64, 1, (3, 3), 1, 1, (1, 1, 1, 1), (9, 8));
+            // Winograd takes ≥ 64 input channels on ≥ 1024 outputs, or ≥ 256 input channels.
+            // Same padding, odd and even sizes (partial tiles), two images, asymmetric padding:
+            let g = geometry(2, 256, 24, 1, (3, 3), 1, 1, (1, 1, 1, 1), (9, 8));
             assert_eq!(g.kind(), ConvKind::Winograd);
             check(g, relu, threads);
-            check(geometry(1, 96, 72, 1, (3, 3), 1, 1, (1, 1, 1, 1), (7, 13)), Clamp::NONE, threads);
-            check(geometry(1, 64, 64, 1, (3, 3), 1, 1, (0, 0, 0, 0), (6, 6)), Clamp::NONE, threads);
-            check(geometry(3, 64, 80, 1, (3, 3), 1, 1, (0, 1, 2, 1), (5, 9)), relu, threads);
+            check(geometry(1, 256, 20, 1, (3, 3), 1, 1, (1, 1, 1, 1), (7, 13)), Clamp::NONE, threads);
+            check(geometry(1, 256, 16, 1, (3, 3), 1, 1, (0, 0, 0, 0), (6, 6)), Clamp::NONE, threads);
+            check(geometry(3, 256, 16, 1, (3, 3), 1, 1, (0, 1, 2, 1), (5, 9)), relu, threads);
+            let g = geometry(1, 64, 16, 1, (3, 3), 1, 1, (1, 1, 1, 1), (33, 32));
+            assert_eq!(g.kind(), ConvKind::Winograd);
+            check(g, relu, threads);
             // dilated (the ASPP branches): phases of unequal sizes, padding equal to the dilation
-            let g = geometry(1, 64, 16, 1, (3, 3), 1, 2, (2, 2, 2, 2), (17, 19));
+            let g = geometry(1, 256, 16, 1, (3, 3), 1, 2, (2, 2, 2, 2), (17, 19));
             assert_eq!(g.kind(), ConvKind::Winograd);
             check(g, Clamp::NONE, threads);
-            check(geometry(2, 64, 32, 1, (3, 3), 1, 3, (3, 3, 3, 3), (25, 28)), relu, threads);
+            check(geometry(2, 256, 16, 1, (3, 3), 1, 3, (3, 3, 3, 3), (25, 28)), relu, threads);
+            // too few channels, or too wide a dilation for the map: im2col
+            assert_eq!(geometry(1, 64, 64, 1, (3, 3), 1, 1, (1, 1, 1, 1), (9, 8)).kind(), ConvKind::Im2col);
+            assert_eq!(geometry(1, 256, 64, 1, (3, 3), 1, 12, (12, 12, 12, 12), (56, 56)).kind(), ConvKind::Im2col);
         }
     }
 
