@@ -229,12 +229,12 @@ impl AvConv {
                 let (x_rs, x_cs) = if self.input == Layout::Nchw { (hw, 1) } else { (1, g.c_in) };
                 let (y_rs, y_cs) = if self.output == Layout::Nchw { (hw, 1) } else { (1, g.c_out) };
                 for (xi, yi) in images {
-                    self.fill_bias(yi);
-                    // y[C_out, HW] += W[C_out, C_in] · x[C_in, HW]
+                    // y[C_out, HW] = W[C_out, C_in] · x[C_in, HW], then bias and clamp in one pass:
+                    // these layers are memory-bound, and pre-filling the bias would cost a pass.
                     let lhs = Matrix { ptr: self.weights.as_ptr(), rs: g.c_in, cs: 1 };
                     let rhs = Matrix { ptr: xi.as_ptr(), rs: x_rs, cs: x_cs };
-                    unsafe { gemm_acc(g.c_out, hw, g.c_in, lhs, rhs, yi.as_mut_ptr(), y_rs, y_cs, threads) };
-                    self.finish(yi, threads);
+                    unsafe { gemm_into(g.c_out, hw, g.c_in, lhs, rhs, yi.as_mut_ptr(), y_rs, y_cs, threads, false) };
+                    self.add_bias_and_clamp(yi, threads);
                 }
             }
             ConvKind::Winograd => COLUMNS.with_borrow_mut(|scratch| {
@@ -280,6 +280,42 @@ impl AvConv {
             Layout::Nhwc => {
                 for px in y.chunks_exact_mut(self.geo.c_out) {
                     px.copy_from_slice(&self.bias);
+                }
+            }
+        }
+    }
+
+    /// `y = clamp(y + bias)` over one image, in the output's layout.
+    fn add_bias_and_clamp(&self, y: &mut [f32], threads: usize) {
+        let (bias, clamp) = (&self.bias[..], self.clamp);
+        let arch = pulp::Arch::new();
+        match self.output {
+            Layout::Nchw => {
+                let plane = self.geo.out_plane();
+                let channel = |(c, row): (usize, &mut [f32])| {
+                    let b = bias[c];
+                    arch.dispatch(|| row.iter_mut().for_each(|v| *v = (*v + b).max(clamp.lo).min(clamp.hi)))
+                };
+                if threads > 1 && y.len() >= 1 << 15 {
+                    y.par_chunks_mut(plane).enumerate().for_each(channel);
+                } else {
+                    y.chunks_mut(plane).enumerate().for_each(channel);
+                }
+            }
+            Layout::Nhwc => {
+                let pixels = |px: &mut [f32]| {
+                    arch.dispatch(|| {
+                        for p in px.chunks_exact_mut(bias.len()) {
+                            for (v, b) in p.iter_mut().zip(bias) {
+                                *v = (*v + b).max(clamp.lo).min(clamp.hi);
+                            }
+                        }
+                    })
+                };
+                if threads > 1 && y.len() >= 1 << 15 {
+                    y.par_chunks_mut(bias.len() * 256).for_each(pixels);
+                } else {
+                    pixels(y);
                 }
             }
         }
@@ -341,6 +377,14 @@ struct Matrix {
 /// `dst[m, n] += lhs[m, k] · rhs[k, n]`; `dst` has row stride `dst_rs` and column stride `dst_cs`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_acc(m: usize, n: usize, k: usize, lhs: Matrix, rhs: Matrix, dst: *mut f32, dst_rs: usize, dst_cs: usize, threads: usize) {
+    unsafe { gemm_into(m, n, k, lhs, rhs, dst, dst_rs, dst_cs, threads, true) }
+}
+
+/// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`: accumulates into `dst` when `accumulate`, else overwrites.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    m: usize, n: usize, k: usize, lhs: Matrix, rhs: Matrix, dst: *mut f32, dst_rs: usize, dst_cs: usize, threads: usize, accumulate: bool,
+) {
     // Splitting small products costs more than it gains.
     let par = if threads > 1 && m * n * k >= 1 << 18 { Parallelism::Rayon(threads) } else { Parallelism::None };
     unsafe {
@@ -351,7 +395,7 @@ unsafe fn gemm_acc(m: usize, n: usize, k: usize, lhs: Matrix, rhs: Matrix, dst: 
             dst,
             dst_cs as isize,
             dst_rs as isize,
-            true,
+            accumulate,
             lhs.ptr,
             lhs.cs as isize,
             lhs.rs as isize,
