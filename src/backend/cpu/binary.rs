@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::in_pool;
+use super::output;
 
 /// The operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -218,13 +218,7 @@ impl EvalOp for AvBinary {
         ensure!(a.shape() == self.a_shape && b.shape() == self.b_shape, "AvBinary: shapes {:?} {:?}", a.shape(), b.shape());
         let xa = a.try_as_plain_ram()?.as_slice::<f32>()?;
         let xb = b.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.out_shape)? };
-        {
-            let mut view = out.try_as_plain_ram_mut()?;
-            let y = view.as_slice_mut::<f32>()?;
-            in_pool(|threads| self.run(xa, xb, y, threads));
-        }
-        Ok(tvec!(out.into_tvalue()))
+        Ok(tvec!(output(&self.out_shape, |y, threads| self.run(xa, xb, y, threads))?.into_tvalue()))
     }
 }
 

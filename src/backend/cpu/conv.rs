@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::{depthwise, im2col, in_pool, winograd};
+use super::{depthwise, im2col, output, winograd};
 
 /// Shape and hyper-parameters of one convolution, all concrete.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -454,13 +454,7 @@ impl EvalOp for AvConv {
         let input = args_1!(inputs);
         ensure!(input.shape() == self.input_shape(), "AvConv: input shape {:?}, planned for {:?}", input.shape(), self.input_shape());
         let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&self.output_shape())? };
-        {
-            let mut view = out.try_as_plain_ram_mut()?;
-            let y = view.as_slice_mut::<f32>()?;
-            in_pool(|threads| self.run(x, y, threads));
-        }
-        Ok(tvec!(out.into_tvalue()))
+        Ok(tvec!(output(&self.output_shape(), |y, threads| self.run(x, y, threads))?.into_tvalue()))
     }
 }
 

@@ -26,6 +26,7 @@ pub mod rewrite;
 pub mod winograd;
 
 use tract_linalg::multithread::{current_tract_executor, Executor};
+use tract_onnx::prelude::{Tensor, TractResult};
 
 /// Which kernels run the hot operators on the CPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,4 +68,17 @@ pub(crate) fn in_pool<R: Send>(f: impl FnOnce(usize) -> R + Send) -> R {
         Executor::MultiThread(pool) => pool.install(|| f(rayon::current_num_threads())),
         _ => f(1),
     }
+}
+
+/// A new f32 output tensor of `shape`, filled by `fill(values, threads)` on the runner's pool: the
+/// common tail of every avseg operator's `eval`.
+pub(crate) fn output(shape: &[usize], fill: impl FnOnce(&mut [f32], usize) + Send) -> TractResult<Tensor> {
+    // Every kernel writes each output element before anything reads it.
+    let mut out = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    {
+        let mut view = out.try_as_plain_ram_mut()?;
+        let y = view.as_slice_mut::<f32>()?;
+        in_pool(|threads| fill(y, threads));
+    }
+    Ok(out)
 }

@@ -14,7 +14,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::nn::resize::{AxisPlan, CoordTransformer, Interpolator, Nearest, Resize};
 
-use super::in_pool;
+use super::output;
 
 /// Two-tap linear weights of one axis: output index → (first tap, second tap, their weights).
 #[derive(Clone, Debug, PartialEq)]
@@ -136,13 +136,8 @@ impl EvalOp for AvResize {
         let want = [self.n, self.c, self.rows.len_in, self.cols.len_in];
         ensure!(input.shape() == want, "AvResize: input shape {:?}, planned for {want:?}", input.shape());
         let x = input.try_as_plain_ram()?.as_slice::<f32>()?;
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&[self.n, self.c, self.rows.len_out(), self.cols.len_out()])? };
-        {
-            let mut view = out.try_as_plain_ram_mut()?;
-            let y = view.as_slice_mut::<f32>()?;
-            in_pool(|threads| self.run(x, y, threads));
-        }
-        Ok(tvec!(out.into_tvalue()))
+        let shape = [self.n, self.c, self.rows.len_out(), self.cols.len_out()];
+        Ok(tvec!(output(&shape, |y, threads| self.run(x, y, threads))?.into_tvalue()))
     }
 }
 
