@@ -108,3 +108,7 @@ tools/check_aarch64.sh
 
 echo "== cargo test (every crate of the workspace)"
 cargo test --locked --workspace
+# avseg's CPU kernels again as their portable build (what aarch64 and older x86 run): this machine
+# picks AVX-512 or AVX2 builds above (src/backend/cpu/mod.rs, Isa).
+echo "== CPU kernels, portable build (AVSEG_CPU_ISA=baseline)"
+AVSEG_CPU_ISA=baseline cargo test --locked -p avseg --lib backend::

@@ -38,7 +38,8 @@ impl BinKind {
         })
     }
 
-    #[inline(always)]
+    /// The operation on one pair (the tests' reference; the kernel picks it outside its loops).
+    #[cfg(test)]
     fn apply(self, a: f32, b: f32) -> f32 {
         match self {
             BinKind::Add => a + b,
@@ -156,48 +157,56 @@ impl AvBinary {
 
     /// `y = a ∘ b`.
     pub fn run(&self, a: &[f32], b: &[f32], y: &mut [f32], threads: usize) {
-        let arch = pulp::Arch::new();
-        // Rows `first..` of the output, in `out`; one instruction-set dispatch per run of rows.
-        let rows = |first: usize, out: &mut [f32]| {
-            arch.dispatch(|| {
-                for (i, o) in out.chunks_mut(self.row).enumerate() {
-                    let (oa, ob) = self.starts(first + i);
-                    self.row(a, b, oa, ob, o);
-                }
-            })
-        };
         if threads > 1 && y.len() >= 1 << 16 {
             // Rows may be short: hand out several per task.
             let per = (4096 / self.row).max(1);
-            y.par_chunks_mut(self.row * per).enumerate().for_each(|(c, chunk)| rows(c * per, chunk));
+            y.par_chunks_mut(self.row * per).enumerate().for_each(|(c, chunk)| rows_simd(self, a, b, c * per, chunk));
         } else {
-            rows(0, y);
+            rows_simd(self, a, b, 0, y);
         }
     }
+}
 
-    #[inline(always)]
-    fn row(&self, a: &[f32], b: &[f32], oa: usize, ob: usize, out: &mut [f32]) {
-        let k = self.kind;
-        let n = out.len();
-        match (self.a_inner, self.b_inner) {
+per_isa!(fn rows_simd(op: &AvBinary, a: &[f32], b: &[f32], first: usize, out: &mut [f32]) = rows);
+
+/// Output rows `first..` into `out`, with the operation chosen outside the loops so that each
+/// loop is one vector instruction per lane group.
+#[inline(always)]
+fn rows(op: &AvBinary, a: &[f32], b: &[f32], first: usize, out: &mut [f32]) {
+    match op.kind {
+        BinKind::Add => rows_with(op, a, b, first, out, |x, y| x + y),
+        BinKind::Sub => rows_with(op, a, b, first, out, |x, y| x - y),
+        BinKind::Mul => rows_with(op, a, b, first, out, |x, y| x * y),
+        BinKind::Div => rows_with(op, a, b, first, out, |x, y| x / y),
+        BinKind::Max => rows_with(op, a, b, first, out, f32::max),
+        BinKind::Min => rows_with(op, a, b, first, out, f32::min),
+    }
+}
+
+#[inline(always)]
+fn rows_with(op: &AvBinary, a: &[f32], b: &[f32], first: usize, out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Copy) {
+    for (i, o) in out.chunks_mut(op.row).enumerate() {
+        let (oa, ob) = op.starts(first + i);
+        let n = o.len();
+        match (op.a_inner, op.b_inner) {
             (Inner::Full, Inner::Full) => {
-                for ((o, x), y) in out.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
-                    *o = k.apply(*x, *y);
+                for ((o, x), y) in o.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
+                    *o = f(*x, *y);
                 }
             }
             (Inner::Full, Inner::Repeat) => {
                 let y = b[ob];
-                for (o, x) in out.iter_mut().zip(&a[oa..oa + n]) {
-                    *o = k.apply(*x, y);
+                for (o, x) in o.iter_mut().zip(&a[oa..oa + n]) {
+                    *o = f(*x, y);
                 }
             }
             (Inner::Repeat, Inner::Full) => {
                 let x = a[oa];
-                for (o, y) in out.iter_mut().zip(&b[ob..ob + n]) {
-                    *o = k.apply(x, *y);
+                for (o, y) in o.iter_mut().zip(&b[ob..ob + n]) {
+                    *o = f(x, *y);
                 }
             }
-            (Inner::Repeat, Inner::Repeat) => out.fill(k.apply(a[oa], b[ob])),
+            (Inner::Repeat, Inner::Repeat) => o.fill(f(a[oa], b[ob])),
         }
     }
 }

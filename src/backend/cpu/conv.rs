@@ -114,7 +114,7 @@ impl Clamp {
 
     /// Applies the clamp in place. `max` then `min`, as the graph's Max/Min nodes do, so NaN
     /// behaves as it did there.
-    #[inline]
+    #[inline(always)]
     pub fn apply(&self, v: &mut [f32]) {
         if self.is_none() {
             return;
@@ -288,14 +288,10 @@ impl AvConv {
     /// `y = clamp(y + bias)` over one image, in the output's layout.
     fn add_bias_and_clamp(&self, y: &mut [f32], threads: usize) {
         let (bias, clamp) = (&self.bias[..], self.clamp);
-        let arch = pulp::Arch::new();
         match self.output {
             Layout::Nchw => {
                 let plane = self.geo.out_plane();
-                let channel = |(c, row): (usize, &mut [f32])| {
-                    let b = bias[c];
-                    arch.dispatch(|| row.iter_mut().for_each(|v| *v = (*v + b).max(clamp.lo).min(clamp.hi)))
-                };
+                let channel = |(c, row): (usize, &mut [f32])| add_clamp(row, bias[c], clamp);
                 if threads > 1 && y.len() >= 1 << 15 {
                     y.par_chunks_mut(plane).enumerate().for_each(channel);
                 } else {
@@ -303,19 +299,10 @@ impl AvConv {
                 }
             }
             Layout::Nhwc => {
-                let pixels = |px: &mut [f32]| {
-                    arch.dispatch(|| {
-                        for p in px.chunks_exact_mut(bias.len()) {
-                            for (v, b) in p.iter_mut().zip(bias) {
-                                *v = (*v + b).max(clamp.lo).min(clamp.hi);
-                            }
-                        }
-                    })
-                };
                 if threads > 1 && y.len() >= 1 << 15 {
-                    y.par_chunks_mut(bias.len() * 256).for_each(pixels);
+                    y.par_chunks_mut(bias.len() * 256).for_each(|px| add_clamp_rows(px, bias, clamp));
                 } else {
-                    pixels(y);
+                    add_clamp_rows(y, bias, clamp);
                 }
             }
         }
@@ -326,9 +313,9 @@ impl AvConv {
             return;
         }
         if threads > 1 && y.len() >= 1 << 15 {
-            y.par_chunks_mut(1 << 13).for_each(|c| self.clamp.apply(c));
+            y.par_chunks_mut(1 << 13).for_each(|c| clamp_simd(c, self.clamp));
         } else {
-            self.clamp.apply(y);
+            clamp_simd(y, self.clamp);
         }
     }
 
@@ -362,16 +349,46 @@ impl AvConv {
     }
 }
 
+per_isa!(
+    /// `v = clamp(v + b)`.
+    pub(crate) fn add_clamp(v: &mut [f32], b: f32, clamp: Clamp) = add_clamp_kernel
+);
+per_isa!(
+    /// `v[r, i] = clamp(v[r, i] + bias[i])` over rows of `bias.len()`.
+    pub(crate) fn add_clamp_rows(v: &mut [f32], bias: &[f32], clamp: Clamp) = add_clamp_rows_kernel
+);
+per_isa!(
+    /// `v = clamp(v)`.
+    pub(crate) fn clamp_simd(v: &mut [f32], clamp: Clamp) = clamp_kernel
+);
+
+#[inline(always)]
+fn add_clamp_kernel(v: &mut [f32], b: f32, clamp: Clamp) {
+    v.iter_mut().for_each(|x| *x = (*x + b).max(clamp.lo).min(clamp.hi));
+}
+
+#[inline(always)]
+fn add_clamp_rows_kernel(v: &mut [f32], bias: &[f32], clamp: Clamp) {
+    for row in v.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(x, b)| *x = (*x + b).max(clamp.lo).min(clamp.hi));
+    }
+}
+
+#[inline(always)]
+fn clamp_kernel(v: &mut [f32], clamp: Clamp) {
+    clamp.apply(v)
+}
+
 /// im2col columns per GEMM: 256 Ki floats (1 MiB, about one core's L2), in whole output rows. Measured
 /// on the default model: 64 Ki floats 19.6 ms of im2col convolutions per clip, 256 Ki 16.5 ms, 1 Mi 16.3 ms.
 const COLUMN_BLOCK: usize = 1 << 18;
 
 /// A strided row-major view for the GEMM.
 #[derive(Clone, Copy)]
-struct Matrix {
-    ptr: *const f32,
-    rs: usize,
-    cs: usize,
+pub(crate) struct Matrix {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
 }
 
 /// `dst[m, n] += lhs[m, k] · rhs[k, n]`; `dst` has row stride `dst_rs` and column stride `dst_cs`.
@@ -382,7 +399,7 @@ unsafe fn gemm_acc(m: usize, n: usize, k: usize, lhs: Matrix, rhs: Matrix, dst: 
 
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]`: accumulates into `dst` when `accumulate`, else overwrites.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_into(
+pub(crate) unsafe fn gemm_into(
     m: usize, n: usize, k: usize, lhs: Matrix, rhs: Matrix, dst: *mut f32, dst_rs: usize, dst_cs: usize, threads: usize, accumulate: bool,
 ) {
     // Splitting small products costs more than it gains.
@@ -632,6 +649,15 @@ mod tests {
             check(geometry(1, 5, 5, 5, (5, 5), 2, 1, (1, 1, 2, 2), (13, 16)), Clamp::NONE, threads);
             check(geometry(2, 4, 4, 4, (5, 5), 1, 1, (2, 2, 2, 2), (7, 6)), relu, threads);
             check(geometry(1, 4, 4, 4, (3, 3), 1, 2, (2, 2, 2, 2), (9, 9)), relu, threads);
+            // depthwise with whole 16-channel blocks (the interior path, 4 and 1 pixels at a
+            // time) and a remainder of 5 channels; narrow images where no column is interior
+            check(geometry(2, 32, 32, 32, (3, 3), 1, 1, (1, 1, 1, 1), (11, 13)), relu6, threads);
+            check(geometry(1, 53, 53, 53, (3, 3), 2, 1, (0, 0, 1, 1), (12, 17)), relu6, threads);
+            check(geometry(1, 48, 48, 48, (5, 5), 2, 1, (1, 1, 2, 2), (13, 16)), Clamp::NONE, threads);
+            check(geometry(1, 16, 16, 16, (5, 5), 1, 1, (2, 2, 2, 2), (9, 23)), relu, threads);
+            check(geometry(1, 16, 16, 16, (3, 3), 1, 2, (2, 2, 2, 2), (9, 10)), relu, threads);
+            check(geometry(1, 32, 32, 32, (5, 5), 1, 1, (2, 2, 2, 2), (3, 3)), relu, threads);
+            check(geometry(1, 16, 16, 16, (3, 3), 2, 1, (1, 1, 1, 1), (2, 1)), relu, threads);
             // im2col: stem (3 channels, stride 2), 3×3 same, dilated, strided 1×1, grouped, 7×7
             check(geometry(2, 3, 8, 1, (3, 3), 2, 1, (0, 0, 1, 1), (16, 16)), relu6, threads);
             check(geometry(1, 12, 10, 1, (3, 3), 1, 1, (1, 1, 1, 1), (10, 12)), relu, threads);

@@ -103,7 +103,6 @@ pub fn conv(g: &ConvGeometry, x: &[f32], u: &[f32], bias: &[f32], clamp: Clamp, 
     let (v, m) = scratch.split_at_mut(16 * g.c_in * rb * tw);
     let m = &mut m[..16 * g.c_out * rb * tw];
     let y_ptr = SendPtr(y.as_mut_ptr());
-    let arch = pulp::Arch::new();
     for r0 in (0..rows_total).step_by(rb) {
         let nr = rb.min(rows_total - r0);
         let nt = nr * tw;
@@ -119,7 +118,7 @@ pub fn conv(g: &ConvGeometry, x: &[f32], u: &[f32], bias: &[f32], clamp: Clamp, 
                     let rows: [&mut [f32]; 16] = std::array::from_fn(|xi| unsafe {
                         std::slice::from_raw_parts_mut(v_ptr.0.add((xi * g.c_in + ci) * nt + k * tw), tw)
                     });
-                    arch.dispatch(|| input_tile_row(g, plane, tile, tw, line, rows));
+                    input_tile_row_simd(g, plane, tile, tw, line, rows);
                 });
             };
             if threads > 1 {
@@ -149,7 +148,7 @@ pub fn conv(g: &ConvGeometry, x: &[f32], u: &[f32], bias: &[f32], clamp: Clamp, 
                 let (n, tile) = locate(r0 + k);
                 let mv: [&[f32]; 16] = std::array::from_fn(|xi| &m[(xi * g.c_out + co) * nt + k * tw..][..tw]);
                 let plane = unsafe { y_ptr.0.add((n * g.c_out + co) * g.out_plane()) };
-                arch.dispatch(|| output_tile_row(g, mv, bias[co], clamp, tile, tw, line, plane));
+                output_tile_row_simd(g, mv, bias[co], clamp, tile, tw, line, plane);
             });
         };
         if threads > 1 {
@@ -168,6 +167,8 @@ struct Tile {
     px: usize,
     ty: usize,
 }
+
+per_isa!(fn input_tile_row_simd(g: &ConvGeometry, plane: &[f32], tile: Tile, tw: usize, line: &mut [f32], out: [&mut [f32]; 16]) = input_tile_row);
 
 /// `Bᵀ·d·B` for every tile of one tile row of one channel. `line` is scratch of [`line_len`].
 #[inline(always)]
@@ -240,6 +241,8 @@ fn with_line<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         f(&mut line[..len])
     })
 }
+
+per_isa!(fn output_tile_row_simd(g: &ConvGeometry, m: [&[f32]; 16], bias: f32, clamp: Clamp, tile: Tile, tw: usize, line: &mut [f32], plane: *mut f32) = output_tile_row);
 
 /// `Aᵀ·M·A` plus bias and clamp for every tile of one tile row of one output channel, written
 /// into its two output rows of `plane`.
