@@ -124,8 +124,42 @@ impl AvMatMul {
         (oa, ob, oo)
     }
 
+    /// The kernel for a product with a few rows (a fully connected layer on a handful of frames),
+    /// when the layouts allow it: one pass over `b`, read in place, instead of the GEMM's packing.
+    pub fn skinny(&self) -> Option<Skinny> {
+        if !self.batch.is_empty() || self.m > MAX_SKINNY_ROWS || self.out_strides.1 != 1 {
+            return None;
+        }
+        if self.b_strides.1 == 1 {
+            Some(Skinny::Axpy)
+        } else if self.b_strides.0 == 1 && self.a_strides.1 == 1 {
+            Some(Skinny::Dot)
+        } else {
+            None
+        }
+    }
+
     /// Runs the product. `y` is written whole (every output element is one (β, i, j)).
     pub fn run(&self, a: &[f32], b: &[f32], y: &mut [f32], threads: usize) {
+        if let Some(kind) = self.skinny() {
+            // Columns per task: 256 output columns of every row stay in L1 while `b` streams by.
+            let chunks = self.n.div_ceil(SKINNY_COLUMNS);
+            let y_ptr = SendPtr(y.as_mut_ptr());
+            let chunk = |c: usize| {
+                let y_ptr = &y_ptr;
+                let j0 = c * SKINNY_COLUMNS;
+                let j1 = (j0 + SKINNY_COLUMNS).min(self.n);
+                // SAFETY: tasks write disjoint column ranges of the m output rows.
+                unsafe { skinny_columns(self, kind, a, b, y_ptr.0, j0, j1) };
+            };
+            if threads > 1 && self.m * self.n * self.k >= 1 << 18 {
+                (0..chunks).into_par_iter().for_each(chunk);
+            } else {
+                (0..chunks).for_each(chunk);
+            }
+            unsafe { self.epilogue(y.as_mut_ptr(), threads) };
+            return;
+        }
         let count = self.batch_count();
         let macs = self.m * self.n * self.k;
         let y_ptr = SendPtr(y.as_mut_ptr());
@@ -188,6 +222,102 @@ impl AvMatMul {
             (0..self.m).into_par_iter().for_each(row);
         } else {
             (0..self.m).for_each(row);
+        }
+    }
+}
+
+/// Rows up to which [`AvMatMul::skinny`] applies.
+pub const MAX_SKINNY_ROWS: usize = 8;
+const SKINNY_COLUMNS: usize = 256;
+
+/// How a few-row product reads `b`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skinny {
+    /// `b` is row-major along n: `y[i, :] += a[i, k] · b[k, :]`, vectorised along n.
+    Axpy,
+    /// `b` is stored `[n, k]` (a Gemm with `transB`) and `a` is contiguous along k: each output is
+    /// a dot product, vectorised along k, all rows of `a` against one row of `b` at a time.
+    Dot,
+}
+
+/// Columns `j0..j1` of every output row. Caller: `y` holds the product's output and no other task
+/// writes these columns.
+unsafe fn skinny_columns(op: &AvMatMul, kind: Skinny, a: &[f32], b: &[f32], y: *mut f32, j0: usize, j1: usize) {
+    let rows: [&mut [f32]; MAX_SKINNY_ROWS] = std::array::from_fn(|i| {
+        if i < op.m {
+            // SAFETY: row i, columns j0..j1, of the output (out_strides.1 == 1), see the caller.
+            unsafe { std::slice::from_raw_parts_mut(y.add(i * op.out_strides.0 + j0), j1 - j0) }
+        } else {
+            &mut []
+        }
+    });
+    match kind {
+        Skinny::Axpy => skinny_axpy_simd(op, a, b, j0, rows),
+        Skinny::Dot => skinny_dot_simd(op, a, b, j0, rows),
+    }
+}
+
+per_isa!(fn skinny_axpy_simd(op: &AvMatMul, a: &[f32], b: &[f32], j0: usize, rows: [&mut [f32]; MAX_SKINNY_ROWS]) = skinny_axpy);
+per_isa!(fn skinny_dot_simd(op: &AvMatMul, a: &[f32], b: &[f32], j0: usize, rows: [&mut [f32]; MAX_SKINNY_ROWS]) = skinny_dot);
+
+#[inline(always)]
+fn skinny_axpy(op: &AvMatMul, a: &[f32], b: &[f32], j0: usize, mut rows: [&mut [f32]; MAX_SKINNY_ROWS]) {
+    let (ars, acs) = op.a_strides;
+    let w = rows[0].len();
+    for r in rows.iter_mut().take(op.m) {
+        r.fill(0.0);
+    }
+    for kk in 0..op.k {
+        let bk = &b[kk * op.b_strides.0 + j0..][..w];
+        for (i, r) in rows.iter_mut().take(op.m).enumerate() {
+            let s = a[i * ars + kk * acs];
+            for (o, v) in r.iter_mut().zip(bk) {
+                *o += s * v;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn skinny_dot(op: &AvMatMul, a: &[f32], b: &[f32], j0: usize, rows: [&mut [f32]; MAX_SKINNY_ROWS]) {
+    match op.m {
+        1 => skinny_dot_m::<1>(op, a, b, j0, rows),
+        2 => skinny_dot_m::<2>(op, a, b, j0, rows),
+        3 => skinny_dot_m::<3>(op, a, b, j0, rows),
+        4 => skinny_dot_m::<4>(op, a, b, j0, rows),
+        5 => skinny_dot_m::<5>(op, a, b, j0, rows),
+        6 => skinny_dot_m::<6>(op, a, b, j0, rows),
+        7 => skinny_dot_m::<7>(op, a, b, j0, rows),
+        _ => skinny_dot_m::<8>(op, a, b, j0, rows),
+    }
+}
+
+#[inline(always)]
+fn skinny_dot_m<const M: usize>(op: &AvMatMul, a: &[f32], b: &[f32], j0: usize, rows: [&mut [f32]; MAX_SKINNY_ROWS]) {
+    const L: usize = 16;
+    // Depth per step: a slice of b's row stays in L1 while every row of a meets it.
+    const KB: usize = 1024;
+    let k = op.k;
+    let full = k / L * L;
+    let a_rows: [&[f32]; M] = std::array::from_fn(|i| &a[i * op.a_strides.0..][..k]);
+    let w = rows[0].len();
+    for j in 0..w {
+        let bj = &b[(j0 + j) * op.b_strides.1..][..k];
+        let mut acc = [[0f32; L]; M];
+        for k0 in (0..full).step_by(KB) {
+            let k1 = (k0 + KB).min(full);
+            let bc = &bj[k0..k1];
+            for (acc, ar) in acc.iter_mut().zip(&a_rows) {
+                for (x, y) in ar[k0..k1].chunks_exact(L).zip(bc.chunks_exact(L)) {
+                    for l in 0..L {
+                        acc[l] += x[l] * y[l];
+                    }
+                }
+            }
+        }
+        for (i, acc) in acc.iter().enumerate() {
+            let tail: f32 = a_rows[i][full..].iter().zip(&bj[full..]).map(|(x, y)| x * y).sum();
+            rows[i][j] = acc.iter().sum::<f32>() + tail;
         }
     }
 }
@@ -316,6 +446,31 @@ mod tests {
                     pool.install(|| plan.run(&a, &b, &mut y, threads));
                     let diff = y.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
                     assert!(diff <= 1e-5, "{:?} threads {threads}: max diff {diff}", op.out_shape);
+                }
+            }
+        }
+        // A few rows against weights: the skinny kernels, b stored [k, n] (axpy) and [n, k]
+        // (dot, a Gemm with transB), depths that are not a multiple of the vector width, and
+        // more columns than one task takes.
+        for (m, k, n) in [(5, 37, 300), (1, 1100, 20), (8, 16, 257)] {
+            for b_nk in [false, true] {
+                let op = AvMatMul {
+                    m, n, k,
+                    a_strides: (k, 1), b_strides: if b_nk { (1, k) } else { (n, 1) }, out_strides: (n, 1),
+                    batch: vec![],
+                    bias: Bias::Cols(Arc::new(values(n, 5))), clamp: Clamp { lo: 0.0, hi: f32::INFINITY },
+                    a_shape: vec![m, k], b_shape: if b_nk { vec![n, k] } else { vec![k, n] }, out_shape: vec![m, n],
+                };
+                assert_eq!(op.skinny(), Some(if b_nk { Skinny::Dot } else { Skinny::Axpy }));
+                let a = values(m * k, 6);
+                let b = values(n * k, 7);
+                let want = naive(&op, &a, &b);
+                for threads in [1, 2] {
+                    let mut y = vec![f32::NAN; want.len()];
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    pool.install(|| op.run(&a, &b, &mut y, threads));
+                    let diff = y.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                    assert!(diff <= 1e-5 * (k as f32).sqrt(), "skinny m {m} k {k} n {n} nk {b_nk}: max diff {diff}");
                 }
             }
         }

@@ -464,11 +464,12 @@ fn matmul_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModel
     };
     op.merge_batches();
     // A constant operand against a few rows or columns (VGGish's fully connected layers on five
-    // frames) is a memory-bound pass over the weights: tract packs constants once at load, where
-    // the gemm crate would re-pack them on every call (measured 47 ms against 20 ms per clip).
+    // frames) is a memory-bound pass over the weights. The gemm crate would re-pack them on every
+    // call (measured 47 ms against tract's 20 ms per clip, tract packing once at load, for about
+    // 1 s of load time): take these only where the few-row kernel reads the weights in place.
     let b_const = model.outlet_fact(node.inputs[1])?.konst.is_some();
     let a_const = model.outlet_fact(node.inputs[0])?.konst.is_some();
-    if (b_const && op.m < MIN_PRODUCT_SIDE) || (a_const && op.n < MIN_PRODUCT_SIDE) {
+    if (b_const && op.m < MIN_PRODUCT_SIDE && op.skinny().is_none()) || (a_const && op.n < MIN_PRODUCT_SIDE) {
         return Ok(None);
     }
 
