@@ -208,7 +208,7 @@ impl Engine {
     /// outside (0, 1).
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
         let package = ModelPackage::load(dir)?;
-        let backend_options = BackendOptions { threads: options.threads.max(1), cpu_kernels: options.cpu_kernels };
+        let backend_options = BackendOptions { threads: options.threads.max(1), cpu_kernels: options.cpu_kernels, graph_cache: None };
         let kind = match options.backend {
             BackendChoice::Auto => backend::BackendKind::Auto,
             BackendChoice::Cpu => backend::BackendKind::Cpu,

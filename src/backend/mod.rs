@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod graph_cache;
 pub mod tract;
 
 #[cfg(test)]
@@ -22,11 +23,14 @@ pub struct BackendOptions {
     pub threads: usize,
     /// Which kernels run the hot operators on the CPU.
     pub cpu_kernels: cpu::CpuKernels,
+    /// Where rewritten CPU graphs are cached ([`graph_cache`]): `None` for the environment's
+    /// choice (`AVSEG_GRAPH_CACHE`, else the user's cache directory).
+    pub graph_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for BackendOptions {
     fn default() -> Self {
-        Self { threads: 1, cpu_kernels: cpu::CpuKernels::default() }
+        Self { threads: 1, cpu_kernels: cpu::CpuKernels::default(), graph_cache: None }
     }
 }
 
@@ -171,4 +175,23 @@ pub fn select(kind: BackendKind, package: &ModelPackage, options: &BackendOption
 /// Prepares `package` on the CPU backend.
 pub fn prepare_cpu(package: &ModelPackage, options: &BackendOptions) -> Result<Box<dyn Runner>, BackendError> {
     Ok(Box::new(tract::TractRunner::prepare(package, options)?))
+}
+
+/// 64-bit FNV-1a: stable across Rust releases and platforms, unlike `DefaultHasher`, which matters
+/// for keys stored on disk (the CUBIN and graph caches).
+pub(crate) struct Fnv1a(u64);
+
+impl Fnv1a {
+    pub(crate) fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    pub(crate) fn finish(&self) -> u64 {
+        self.0
+    }
 }

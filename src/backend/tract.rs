@@ -13,6 +13,7 @@ use tract_onnx::tract_core::plan::eval as eval_node;
 use tract_onnx::tract_core::runtime::RunOptions;
 
 use super::cpu::{rewrite::rewrite, CpuKernels};
+use super::graph_cache::GraphCache;
 use super::{BackendError, BackendOptions, OpTime, Runner};
 use crate::model::{GraphInfo, ModelPackage};
 use crate::tensor::Tensor as AvTensor;
@@ -35,23 +36,55 @@ impl Graph {
             path: info.path.clone(),
             detail: format!("{e:#}"),
         };
-        let mut model = tract_onnx::onnx().model_for_path(&info.path).map_err(err)?;
-        // Pin every input to a concrete shape before optimisation: only fixed shapes get tract's
-        // best kernels, and the graph's symbolic batch axes are resolved here once.
-        for (i, shape) in input_shapes.iter().enumerate() {
-            model.set_input_fact(i, InferenceFact::dt_shape(f32::datum_type(), shape.as_slice())).map_err(err)?;
-        }
-        let mut typed = model.into_typed().map_err(err)?;
-        if options.cpu_kernels == CpuKernels::Avseg {
-            // Constants first, so that weights behind a Cast are visible to the rewrite.
-            typed.prop_consts().map_err(err)?;
-            let report = rewrite(&mut typed).map_err(err)?;
-            log::debug!("{}: avseg CPU kernels: {report:?}", info.path.display());
-        }
-        let optimized = typed.into_optimized().map_err(err)?;
+        let t0 = Instant::now();
+        // The rewritten, decluttered graph: from the cache when an entry for this file, these
+        // shapes and this build exists, else from the ONNX file (and then cached).
+        let cache = match (&options.graph_cache, options.cpu_kernels) {
+            (_, CpuKernels::Tract) => None,
+            (Some(dir), _) => Some(GraphCache::new(dir)),
+            (None, _) => GraphCache::from_env(),
+        };
+        let entry = cache.as_ref().and_then(|c| c.entry(&info.path, &input_shapes));
+        let cached = cache.as_ref().zip(entry.as_ref()).and_then(|(c, e)| c.load(e));
+        let from_cache = cached.is_some();
+        let decluttered = match cached {
+            Some(model) => model,
+            None => {
+                let mut model = tract_onnx::onnx().model_for_path(&info.path).map_err(err)?;
+                // Pin every input to a concrete shape before optimisation: only fixed shapes get
+                // tract's best kernels, and the graph's symbolic batch axes are resolved here once.
+                for (i, shape) in input_shapes.iter().enumerate() {
+                    model.set_input_fact(i, InferenceFact::dt_shape(f32::datum_type(), shape.as_slice())).map_err(err)?;
+                }
+                let mut typed = model.into_typed().map_err(err)?;
+                if options.cpu_kernels == CpuKernels::Avseg {
+                    // Constants first, so that weights behind a Cast are visible to the rewrite.
+                    typed.prop_consts().map_err(err)?;
+                    let report = rewrite(&mut typed).map_err(err)?;
+                    log::debug!("{}: avseg CPU kernels: {report:?}", info.path.display());
+                }
+                let decluttered = typed.into_decluttered().map_err(err)?;
+                if let (Some(c), Some(e)) = (&cache, &entry) {
+                    c.store(e, &decluttered);
+                }
+                decluttered
+            }
+        };
+        let t_graph = t0.elapsed();
+        let optimized = decluttered.into_optimized().map_err(err)?;
+        let t_opt = t0.elapsed();
         let run_options = RunOptions { executor: Some(executor(options.threads)), ..RunOptions::default() };
         let plan = TypedSimplePlan::new_with_options(optimized, &run_options).map_err(err)?;
         let state = TypedSimpleState::new(&plan).map_err(err)?;
+        log::debug!(
+            "{}: loaded in {:?} ({} {:?}, optimise {:?}, plan {:?})",
+            info.path.display(),
+            t0.elapsed(),
+            if from_cache { "graph cache" } else { "ONNX, rewrite and declutter" },
+            t_graph,
+            t_opt - t_graph,
+            t0.elapsed() - t_opt
+        );
         Ok(Graph {
             role: info.role,
             state,
@@ -179,5 +212,30 @@ impl Runner for TractRunner {
 
     fn take_profile(&mut self) -> Vec<OpTime> {
         self.profile.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod nnef_spike {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn spike() {
+        let path = std::env::var("SPIKE").unwrap();
+        let model = tract_onnx::onnx().model_for_path(&path).unwrap();
+        let typed = model.into_typed().unwrap().into_decluttered().unwrap();
+        let mut reg = tract_nnef::internal::Registry::new("avseg");
+        reg.register_unit_element_wise("avseg_gelu_exact", &tract_onnx::tract_core::ops::nn::gelu_exact::GeluExact {});
+        let nnef = tract_nnef::nnef().with_onnx().with_registry(reg);
+        let t = Instant::now();
+        let f = std::fs::File::create("/tmp/spike.tar").unwrap();
+        nnef.write_to_tar(&typed, f).unwrap();
+        eprintln!("written in {:?}", t.elapsed());
+        let t = Instant::now();
+        let back = nnef.model_for_path("/tmp/spike.tar").unwrap();
+        eprintln!("read in {:?}", t.elapsed());
+        let t = Instant::now();
+        let opt = back.into_optimized().unwrap();
+        eprintln!("optimised in {:?} ({} nodes)", t.elapsed(), opt.nodes().len());
     }
 }

@@ -32,7 +32,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 fn tract_matches_onnx_runtime_on_the_tiny_tpavi_model() {
     let pkg = ModelPackage::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-tpavi")).unwrap();
     for (threads, cpu_kernels) in [(1, CpuKernels::Tract), (1, CpuKernels::Avseg), (2, CpuKernels::Tract), (2, CpuKernels::Avseg)] {
-        let mut runner = prepare_cpu(&pkg, &BackendOptions { threads, cpu_kernels }).unwrap();
+        let mut runner = prepare_cpu(&pkg, &BackendOptions { threads, cpu_kernels, graph_cache: None }).unwrap();
         let logmel = read_npy(&data_dir().join("audio_logmel.npy"));
         let frames = read_npy(&data_dir().join("frames.npy"));
         let want_emb = read_npy(&data_dir().join("audio_embedding.npy"));
@@ -80,7 +80,7 @@ fn avseg_kernels_match_tract_kernels_on_the_bundled_models() {
         let frames = Tensor::new(vec![t, c, h, w], frames);
         let logmel = Tensor::new(vec![t, 1, 96, 64], logmel);
         let run = |kernels: CpuKernels, threads: usize| {
-            let mut r = prepare_cpu(&pkg, &BackendOptions { threads, cpu_kernels: kernels }).unwrap();
+            let mut r = prepare_cpu(&pkg, &BackendOptions { threads, cpu_kernels: kernels, graph_cache: None }).unwrap();
             let emb = r.encode_audio(&logmel).unwrap();
             (emb.clone(), r.segment(&frames, &emb).unwrap())
         };
@@ -95,5 +95,51 @@ fn avseg_kernels_match_tract_kernels_on_the_bundled_models() {
             assert!(rel <= 1e-4 && rel_emb <= 1e-4, "{model}: relative diff {rel} (embedding {rel_emb})");
             assert!(agree >= 0.999, "{model}: mask agreement {agree}");
         }
+    }
+}
+
+#[cfg(unix)]
+/// The graph cache on the bundled models: a second prepare reads the entries the first wrote and
+/// gives the same logits; entries that are not valid NNEF are replaced, not trusted.
+#[test]
+fn cached_graphs_give_the_same_logits() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let entries = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        v.sort();
+        v
+    };
+    for model in ["models/default", "models/tiny-tpavi"] {
+        let pkg = ModelPackage::load(root.join(model)).unwrap();
+        let t = pkg.frames_per_clip();
+        let [_, c, h, w] = pkg.frames_shape()[..] else { panic!("frames shape") };
+        let frames = Tensor::new(vec![t, c, h, w], (0..t * c * h * w).map(|i| (i * 7919 % 1000) as f32 / 250.0 - 2.0).collect());
+        let logmel = Tensor::new(vec![t, 1, 96, 64], (0..t * 96 * 64).map(|i| (i * 104729 % 1000) as f32 / 100.0 - 8.0).collect());
+        let options = BackendOptions { threads: 1, cpu_kernels: CpuKernels::Avseg, graph_cache: Some(dir.path().to_path_buf()) };
+        let run = || {
+            let mut r = prepare_cpu(&pkg, &options).unwrap();
+            let emb = r.encode_audio(&logmel).unwrap();
+            r.segment(&frames, &emb).unwrap()
+        };
+        let before = entries();
+        let fresh = run();
+        let written: Vec<PathBuf> = entries().into_iter().filter(|p| !before.contains(p)).collect();
+        assert_eq!(written.len(), 2, "{model}: one entry per graph: {written:?}");
+        // A rewrite goes through a new file and a rename: the inode tells a read entry from a
+        // rewritten one (a read only touches the modification time).
+        let inode = |p: &PathBuf| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let inodes: Vec<u64> = written.iter().map(inode).collect();
+        let cached = run();
+        assert_eq!(fresh.data(), cached.data(), "{model}: logits from the cached graphs differ");
+        assert_eq!(inodes, written.iter().map(inode).collect::<Vec<_>>(), "{model}: a cached load rewrote its entries");
+        // Damaged entries: logged, loaded from ONNX instead, and rewritten.
+        for p in &written {
+            std::fs::write(p, b"not a tar").unwrap();
+        }
+        let recovered = run();
+        assert_eq!(fresh.data(), recovered.data(), "{model}: logits after damaged entries differ");
+        let sizes: Vec<u64> = written.iter().map(|p| std::fs::metadata(p).unwrap().len()).collect();
+        assert!(sizes.iter().all(|&s| s > 1024), "{model}: damaged entries were not rewritten: {sizes:?}");
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! * [`manifest`]: the versioned, strict manifest schema.
 //! * [`package`]: loading a folder and validating the manifest against the graphs.
+//! * [`onnx_summary`]: the ONNX fields validation reads, decoded without the weights.
 
 pub mod manifest;
+pub mod onnx_summary;
 pub mod package;
 
 use std::path::PathBuf;

@@ -7,7 +7,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use tract_onnx::pb;
-use tract_onnx::prelude::Framework;
+
+use super::onnx_summary;
 
 use super::manifest::{Family, GraphSpec, Manifest, OutputSpec, FORMAT, MANIFEST_FILE, SCHEMA_VERSION};
 use super::PackageError;
@@ -298,11 +299,12 @@ fn read_graph(dir: &Path, role: &'static str, spec: &GraphSpec) -> Result<GraphI
             detail: "file not found".into(),
         });
     }
-    let proto = tract_onnx::onnx().proto_model_for_path(&path).map_err(|e| PackageError::Graph {
+    let unreadable = |detail: String| PackageError::Graph {
         path: path.clone(),
         field: format!("graphs.{role}.file"),
-        detail: format!("not a readable ONNX model ({})", e.root_cause()),
-    })?;
+        detail: format!("not a readable ONNX model ({detail})"),
+    };
+    let proto = onnx_summary::decode_file(&path).map_err(unreadable)?;
     let graph = proto.graph.as_ref().ok_or_else(|| PackageError::Graph {
         path: path.clone(),
         field: format!("graphs.{role}.file"),

@@ -133,6 +133,14 @@ impl AvBinary {
         })
     }
 
+    /// The operands' shapes the plan was made for.
+    pub fn a_shape(&self) -> &[usize] {
+        &self.a_shape
+    }
+    pub fn b_shape(&self) -> &[usize] {
+        &self.b_shape
+    }
+
     /// Elements per inner row: the length of each vectorised loop.
     pub fn row_len(&self) -> usize {
         self.row

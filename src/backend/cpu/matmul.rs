@@ -107,6 +107,30 @@ impl AvMatMul {
         }
     }
 
+    /// Checks that every element the plan reads or writes lies inside the shapes it names (the
+    /// kernels index through raw strides): for plans that did not come from [`Self::merge_batches`]
+    /// on a graph's own shapes, such as one read back from a cache.
+    pub fn check_bounds(&self) -> TractResult<()> {
+        let last = |len: usize, stride: usize| len.saturating_sub(1) * stride;
+        let batch = |f: fn(&BatchAxis) -> usize| self.batch.iter().map(|ax| last(ax.len, f(ax))).sum::<usize>();
+        let a_end = batch(|ax| ax.a) + last(self.m, self.a_strides.0) + last(self.k, self.a_strides.1);
+        let b_end = batch(|ax| ax.b) + last(self.k, self.b_strides.0) + last(self.n, self.b_strides.1);
+        let o_end = batch(|ax| ax.out) + last(self.m, self.out_strides.0) + last(self.n, self.out_strides.1);
+        let len = |s: &[usize]| s.iter().product::<usize>();
+        ensure!(self.m * self.n * self.k > 0, "AvMatMul: empty product");
+        ensure!(
+            a_end < len(&self.a_shape) && b_end < len(&self.b_shape) && o_end < len(&self.out_shape),
+            "AvMatMul: strides reach outside the operands"
+        );
+        ensure!(self.batch_count() * self.m * self.n == len(&self.out_shape), "AvMatMul: the output is not covered");
+        match &self.bias {
+            Bias::Rows(v) => ensure!(v.len() == self.m, "AvMatMul: bias length"),
+            Bias::Cols(v) => ensure!(v.len() == self.n, "AvMatMul: bias length"),
+            Bias::None => {}
+        }
+        Ok(())
+    }
+
     fn batch_count(&self) -> usize {
         self.batch.iter().map(|ax| ax.len).product()
     }

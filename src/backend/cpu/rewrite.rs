@@ -421,8 +421,19 @@ fn matmul_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModel
         let (pa, pb, po) = (ia.first().copied(), ib.first().copied(), io.first().copied());
         match (pa, pb, po) {
             (Some(pa), Some(pb), None) if k.is_none() && sa[pa] == sb[pb] => k = Some((pa, pb)),
-            (Some(pa), None, Some(po)) if m.is_none() && sa[pa] == so[po] => m = Some((pa, po)),
-            (None, Some(pb), Some(po)) if n.is_none() && sb[pb] == so[po] => n = Some((pb, po)),
+            // Of several axes only in `a` (or only in `b`), the innermost is the row (column) axis
+            // and the others are batch axes, which `merge_batches` folds back into it where the
+            // strides allow (`amk,kn->amn`: one product of a·m rows).
+            (Some(pa), None, Some(po)) if sa[pa] == so[po] && m.is_none_or(|(qa, _)| ta[pa] < ta[qa]) => {
+                if let Some((qa, qo)) = m.replace((pa, po)) {
+                    batch.push(BatchAxis { len: so[qo], a: ta[qa], b: 0, out: to[qo] });
+                }
+            }
+            (None, Some(pb), Some(po)) if sb[pb] == so[po] && n.is_none_or(|(qb, _)| tb[pb] < tb[qb]) => {
+                if let Some((qb, qo)) = n.replace((pb, po)) {
+                    batch.push(BatchAxis { len: so[qo], a: 0, b: tb[qb], out: to[qo] });
+                }
+            }
             (pa, pb, Some(po)) => {
                 // A batch axis: an operand without it, or with length 1, is broadcast along it.
                 let along = |p: Option<usize>, shape: &[usize], st: &[usize]| -> Option<usize> {

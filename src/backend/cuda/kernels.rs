@@ -3,6 +3,7 @@
 //! Each file is compiled as `kernels/common.cuh` followed by the file itself: the shared helpers
 //! are concatenated here rather than `#include`d, so NVRTC needs no header search path.
 
+use crate::backend::Fnv1a;
 use std::fmt;
 
 /// Shared device helpers prepended to every kernel file.
@@ -115,25 +116,6 @@ impl KernelFile {
         let mut v = vec![format!("--gpu-architecture={arch}")];
         v.extend(self.options.iter().map(|s| s.to_string()));
         v
-    }
-}
-
-/// 64-bit FNV-1a: stable across Rust releases and platforms, unlike `DefaultHasher`, which matters
-/// for a key stored on disk.
-struct Fnv1a(u64);
-
-impl Fnv1a {
-    fn new() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= b as u64;
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 

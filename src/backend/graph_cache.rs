@@ -1,0 +1,462 @@
+//! The on-disk cache of rewritten CPU graphs, so that a second load of a package skips ONNX
+//! parsing, typing, avseg's rewrite and tract's declutter.
+//!
+//! What is cached: each graph after [`super::cpu::rewrite`] and tract's declutter, with the
+//! package's input shapes pinned, written as an NNEF tar by `tract-nnef`. avseg's operators and the
+//! one decluttered tract operator without an NNEF form of its own (exact GELU) are registered in an
+//! `avseg` NNEF registry here: each is written as its integer and float parameters plus its weight
+//! tensors, and rebuilt by its own constructor on load. Loading the cache then only reads the
+//! tensors and runs tract's optimiser.
+//!
+//! Layout: `ROOT/GRAPH-KEY.nnef.tar`. GRAPH is a 64-bit FNV-1a of the ONNX file's canonical path;
+//! KEY hashes everything the cached form depends on: the ONNX file's size and modification time,
+//! the input shapes, tract's version, and the source text of avseg's CPU operators and of this
+//! module (so any change to the rewrite invalidates old entries without a version to bump). A
+//! new entry replaces the graph's older ones, so the cache holds one entry per graph file, and the
+//! least recently used entries are removed while the cache exceeds `AVSEG_GRAPH_CACHE_MAX_MB`
+//! (default 4096: a converted TPAVI-R50 package takes about 520 MB). ROOT is
+//! `$AVSEG_GRAPH_CACHE`, else `$XDG_CACHE_HOME/avseg/graphs`, else `~/.cache/avseg/graphs`;
+//! `AVSEG_GRAPH_CACHE=off` turns the cache off. Files are written to a temporary name and
+//! renamed. Any failure to read or write an entry is logged and the graph is loaded from its ONNX
+//! file as without a cache.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tract_nnef::internal::*;
+use tract_nnef::ser::{array, invocation, numeric};
+use tract_onnx::tract_core::ops::nn::gelu_exact::GeluExact;
+use tract_onnx::WithOnnx;
+
+use super::cpu::binary::{AvBinary, BinKind};
+use super::cpu::conv::{AvConv, Clamp, ConvGeometry, Layout};
+use super::cpu::gather_sum::AvGatherSum;
+use super::cpu::matmul::{AvMatMul, BatchAxis, Bias};
+use super::cpu::resize::{AvResize, LinearAxis};
+use super::Fnv1a;
+
+/// Everything whose change alters the cached form: avseg's operators, the rewrite, this module.
+const SOURCES: &[&str] = &[
+    include_str!("cpu/binary.rs"),
+    include_str!("cpu/conv.rs"),
+    include_str!("cpu/depthwise.rs"),
+    include_str!("cpu/gather_sum.rs"),
+    include_str!("cpu/im2col.rs"),
+    include_str!("cpu/matmul.rs"),
+    include_str!("cpu/mod.rs"),
+    include_str!("cpu/resize.rs"),
+    include_str!("cpu/rewrite.rs"),
+    include_str!("cpu/winograd.rs"),
+    include_str!("graph_cache.rs"),
+];
+const TRACT_VERSION: &str = "tract-0.23.9";
+
+/// A cache directory.
+#[derive(Clone, Debug)]
+pub struct GraphCache {
+    root: PathBuf,
+}
+
+impl GraphCache {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The cache the environment selects; `None` when it is turned off or no location can be
+    /// derived (no HOME).
+    pub fn from_env() -> Option<Self> {
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        match var("AVSEG_GRAPH_CACHE") {
+            Some(v) if v.as_os_str() == "off" => None,
+            Some(v) => Some(Self::new(v)),
+            None => var("XDG_CACHE_HOME")
+                .map(|p| p.join("avseg/graphs"))
+                .or_else(|| var("HOME").map(|p| p.join(".cache/avseg/graphs")))
+                .map(Self::new),
+        }
+    }
+
+    /// Where the cached form of `onnx` with `input_shapes` lives; `None` when the file cannot be
+    /// described (it does not exist).
+    pub fn entry(&self, onnx: &Path, input_shapes: &[Vec<usize>]) -> Option<PathBuf> {
+        let canonical = onnx.canonicalize().ok()?;
+        let meta = std::fs::metadata(&canonical).ok()?;
+        let mtime = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        let mut graph = Fnv1a::new();
+        graph.write(canonical.as_os_str().as_encoded_bytes());
+        let mut key = Fnv1a::new();
+        key.write(&meta.len().to_le_bytes());
+        key.write(&mtime.as_nanos().to_le_bytes());
+        for shape in input_shapes {
+            key.write(format!("{shape:?};").as_bytes());
+        }
+        key.write(TRACT_VERSION.as_bytes());
+        for s in SOURCES {
+            key.write(s.as_bytes());
+        }
+        Some(self.root.join(format!("{:016x}-{:016x}.nnef.tar", graph.finish(), key.finish())))
+    }
+
+    /// The cached graph at `entry`, if present and readable.
+    pub fn load(&self, entry: &Path) -> Option<TypedModel> {
+        if !entry.is_file() {
+            return None;
+        }
+        match nnef().model_for_path(entry) {
+            Ok(model) => {
+                // Recency for the size cap: a used entry is kept over unused ones.
+                if let Ok(f) = std::fs::File::options().append(true).open(entry) {
+                    let _ = f.set_modified(std::time::SystemTime::now());
+                }
+                Some(model)
+            }
+            Err(e) => {
+                log::warn!("{}: unreadable graph cache entry, loading the ONNX file instead ({e:#})", entry.display());
+                None
+            }
+        }
+    }
+
+    /// Writes `model` at `entry` and removes the graph's other entries.
+    pub fn store(&self, entry: &Path, model: &TypedModel) {
+        if let Err(e) = self.try_store(entry, model) {
+            log::warn!("{}: could not write the graph cache ({e:#})", entry.display());
+        }
+    }
+
+    fn try_store(&self, entry: &Path, model: &TypedModel) -> TractResult<()> {
+        std::fs::create_dir_all(&self.root)?;
+        let name = entry.file_name().and_then(|n| n.to_str()).context("entry name")?;
+        // Unique per process and call: concurrent writers of one entry never share a file.
+        static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = entry.with_extension(format!("tmp{}-{n}", std::process::id()));
+        let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let written = nnef().write_to_tar(model, file).and_then(|mut w| Ok(std::io::Write::flush(&mut w)?));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, entry)?;
+        log::info!("{}: cached the rewritten graph", entry.display());
+        // Older entries of the same graph (another key) are superseded; then the size cap.
+        let graph = &name[..16];
+        let mut others = Vec::new();
+        for e in std::fs::read_dir(&self.root)?.flatten() {
+            let other = e.file_name().to_string_lossy().into_owned();
+            if !other.ends_with(".nnef.tar") || other == name {
+                continue;
+            }
+            if other.starts_with(graph) {
+                let _ = std::fs::remove_file(e.path());
+            } else if let Ok(meta) = e.metadata() {
+                others.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len(), e.path()));
+            }
+        }
+        let cap = std::env::var("AVSEG_GRAPH_CACHE_MAX_MB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(4096) << 20;
+        let mut total: u64 = others.iter().map(|o| o.1).sum::<u64>() + std::fs::metadata(entry)?.len();
+        others.sort();
+        for (_, len, path) in others {
+            if total <= cap {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// tract's NNEF framework with the ONNX extensions and avseg's registry.
+pub fn nnef() -> tract_nnef::framework::Nnef {
+    tract_nnef::nnef().with_onnx().with_registry(registry())
+}
+
+/// The `avseg` NNEF registry: avseg's operators, and exact GELU.
+fn registry() -> Registry {
+    let mut r = Registry::new("avseg");
+    r.register_unit_element_wise("avseg_gelu_exact", &GeluExact {});
+    register::<AvConv>(&mut r);
+    register::<AvResize>(&mut r);
+    register::<AvBinary>(&mut r);
+    register::<AvMatMul>(&mut r);
+    register::<AvGatherSum>(&mut r);
+    r
+}
+
+/// An avseg operator as integers, floats and weight tensors.
+trait Cached: TypedOp + Sized {
+    const NAME: &'static str;
+    fn encode(&self) -> (Vec<i64>, Vec<f32>, Vec<Arc<Tensor>>);
+    fn decode(ints: &[i64], floats: &[f32], tensors: &[Arc<Tensor>]) -> TractResult<Self>;
+}
+
+fn register<T: Cached>(r: &mut Registry) {
+    r.register_primitive(
+        T::NAME,
+        &[
+            TypeName::Any.tensor().array().named("inputs"),
+            TypeName::Integer.array().named("ints"),
+            TypeName::Scalar.tensor().named("floats"),
+            TypeName::Scalar.tensor().array().named("tensors"),
+        ],
+        &[("output", TypeName::Scalar.tensor())],
+        load::<T>,
+    );
+    r.register_dumper(dump::<T>);
+}
+
+fn dump<T: Cached>(ast: &mut IntoAst, node: &TypedNode, op: &T) -> TractResult<Option<Arc<RValue>>> {
+    let inputs: Vec<RValue> = node.inputs.iter().map(|i| (*ast.mapping[i]).clone()).collect();
+    let (ints, floats, tensors) = op.encode();
+    let floats = ast.konst_variable(format!("{}.floats", node.name), &tensor1(&floats).into_arc_tensor())?;
+    let mut weights = Vec::with_capacity(tensors.len());
+    for (i, t) in tensors.iter().enumerate() {
+        weights.push((*ast.konst_variable(format!("{}.t{i}", node.name), t)?).clone());
+    }
+    Ok(Some(invocation(
+        T::NAME,
+        &[],
+        &[
+            ("inputs", array(inputs)),
+            ("ints", array(ints.iter().map(|&i| numeric(i)).collect::<Vec<_>>())),
+            ("floats", (*floats).clone()),
+            ("tensors", array(weights)),
+        ],
+    )))
+}
+
+fn load<T: Cached>(builder: &mut ModelBuilder, invocation: &ResolvedInvocation) -> TractResult<Value> {
+    let inputs: TVec<OutletId> = invocation.named_arg_as(builder, "inputs")?;
+    let ints: TVec<i64> = invocation.named_arg_as(builder, "ints")?;
+    let floats: Arc<Tensor> = invocation.named_arg_as(builder, "floats")?;
+    let tensors: TVec<Arc<Tensor>> = invocation.named_arg_as(builder, "tensors")?;
+    let floats = floats.cast_to::<f32>()?;
+    let op = T::decode(&ints, floats.try_as_plain_ram()?.as_slice::<f32>()?, &tensors)?;
+    builder.wire(op, &inputs)
+}
+
+fn f32_tensor(v: &[f32]) -> Arc<Tensor> {
+    tensor1(v).into_arc_tensor()
+}
+
+fn f32_values(t: &Tensor) -> TractResult<Vec<f32>> {
+    Ok(t.cast_to::<f32>()?.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+}
+
+/// Reads `ints` front to back.
+struct Ints<'a>(&'a [i64]);
+
+impl Ints<'_> {
+    fn next(&mut self) -> TractResult<usize> {
+        let (&first, rest) = self.0.split_first().context("graph cache: too few integer parameters")?;
+        self.0 = rest;
+        usize::try_from(first).map_err(|_| format_err!("graph cache: negative parameter {first}"))
+    }
+    fn shape(&mut self) -> TractResult<Vec<usize>> {
+        let rank = self.next()?;
+        (0..rank).map(|_| self.next()).collect()
+    }
+}
+
+fn push_shape(v: &mut Vec<i64>, shape: &[usize]) {
+    v.push(shape.len() as i64);
+    v.extend(shape.iter().map(|&d| d as i64));
+}
+
+fn layout_code(l: Layout) -> i64 {
+    match l {
+        Layout::Nchw => 0,
+        Layout::Nhwc => 1,
+    }
+}
+
+fn layout(code: usize) -> TractResult<Layout> {
+    match code {
+        0 => Ok(Layout::Nchw),
+        1 => Ok(Layout::Nhwc),
+        c => bail!("graph cache: layout {c}"),
+    }
+}
+
+impl Cached for AvConv {
+    const NAME: &'static str = "avseg_conv";
+    fn encode(&self) -> (Vec<i64>, Vec<f32>, Vec<Arc<Tensor>>) {
+        let g = &self.geo;
+        let mut ints: Vec<i64> = [
+            g.n, g.c_in, g.c_out, g.groups, g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.in_h,
+            g.in_w, g.out_h, g.out_w,
+        ]
+        .iter()
+        .map(|&v| v as i64)
+        .collect();
+        ints.extend([layout_code(self.input), layout_code(self.output)]);
+        (ints, vec![self.clamp.lo, self.clamp.hi], vec![f32_tensor(&self.weights), f32_tensor(&self.bias)])
+    }
+    fn decode(ints: &[i64], floats: &[f32], tensors: &[Arc<Tensor>]) -> TractResult<Self> {
+        let mut i = Ints(ints);
+        let geo = ConvGeometry {
+            n: i.next()?,
+            c_in: i.next()?,
+            c_out: i.next()?,
+            groups: i.next()?,
+            kh: i.next()?,
+            kw: i.next()?,
+            stride_h: i.next()?,
+            stride_w: i.next()?,
+            dil_h: i.next()?,
+            dil_w: i.next()?,
+            pad_top: i.next()?,
+            pad_left: i.next()?,
+            in_h: i.next()?,
+            in_w: i.next()?,
+            out_h: i.next()?,
+            out_w: i.next()?,
+        };
+        let (input, output) = (layout(i.next()?)?, layout(i.next()?)?);
+        ensure!(floats.len() == 2 && tensors.len() == 2, "graph cache: avseg_conv parameters");
+        let (weights, bias) = (f32_values(&tensors[0])?, f32_values(&tensors[1])?);
+        ensure!(weights.len() == geo.c_out * geo.patch_len() && bias.len() == geo.c_out, "graph cache: avseg_conv weights");
+        let mut op = AvConv::new(geo, weights, bias, Clamp { lo: floats[0], hi: floats[1] });
+        op.input = input;
+        op.output = output;
+        Ok(op)
+    }
+}
+
+impl Cached for AvResize {
+    const NAME: &'static str = "avseg_resize";
+    fn encode(&self) -> (Vec<i64>, Vec<f32>, Vec<Arc<Tensor>>) {
+        let mut ints = vec![self.n as i64, self.c as i64];
+        let mut floats = Vec::new();
+        for axis in [&self.rows, &self.cols] {
+            ints.extend([axis.len_in as i64, axis.taps.len() as i64]);
+            ints.extend(axis.taps.iter().flat_map(|t| [t[0] as i64, t[1] as i64]));
+            floats.extend(axis.weights.iter().flatten());
+        }
+        (ints, floats, vec![])
+    }
+    fn decode(ints: &[i64], floats: &[f32], _: &[Arc<Tensor>]) -> TractResult<Self> {
+        let mut i = Ints(ints);
+        let (n, c) = (i.next()?, i.next()?);
+        let mut f = floats;
+        let mut axis = || -> TractResult<LinearAxis> {
+            let (len_in, len_out) = (i.next()?, i.next()?);
+            let taps = (0..len_out).map(|_| Ok([i.next()? as u32, i.next()? as u32])).collect::<TractResult<Vec<_>>>()?;
+            ensure!(f.len() >= 2 * len_out, "graph cache: avseg_resize weights");
+            let weights = f[..2 * len_out].chunks_exact(2).map(|w| [w[0], w[1]]).collect();
+            f = &f[2 * len_out..];
+            ensure!(taps.iter().flatten().all(|&t| (t as usize) < len_in), "graph cache: avseg_resize taps");
+            Ok(LinearAxis { len_in, taps, weights })
+        };
+        let rows = axis()?;
+        let cols = axis()?;
+        Ok(AvResize { n, c, rows: Arc::new(rows), cols: Arc::new(cols) })
+    }
+}
+
+const BIN_KINDS: [BinKind; 6] = [BinKind::Add, BinKind::Sub, BinKind::Mul, BinKind::Div, BinKind::Max, BinKind::Min];
+
+impl Cached for AvBinary {
+    const NAME: &'static str = "avseg_binary";
+    fn encode(&self) -> (Vec<i64>, Vec<f32>, Vec<Arc<Tensor>>) {
+        let mut ints = vec![BIN_KINDS.iter().position(|k| *k == self.kind).unwrap() as i64];
+        push_shape(&mut ints, self.a_shape());
+        push_shape(&mut ints, self.b_shape());
+        (ints, vec![], vec![])
+    }
+    fn decode(ints: &[i64], _: &[f32], _: &[Arc<Tensor>]) -> TractResult<Self> {
+        let mut i = Ints(ints);
+        let kind = *BIN_KINDS.get(i.next()?).context("graph cache: avseg_binary kind")?;
+        let (a, b) = (i.shape()?, i.shape()?);
+        AvBinary::plan(kind, &a, &b).context("graph cache: avseg_binary shapes do not broadcast")
+    }
+}
+
+impl Cached for AvMatMul {
+    const NAME: &'static str = "avseg_matmul";
+    fn encode(&self) -> (Vec<i64>, Vec<f32>, Vec<Arc<Tensor>>) {
+        let mut ints: Vec<i64> = [
+            self.m, self.n, self.k, self.a_strides.0, self.a_strides.1, self.b_strides.0, self.b_strides.1, self.out_strides.0,
+            self.out_strides.1, self.batch.len(),
+        ]
+        .iter()
+        .map(|&v| v as i64)
+        .collect();
+        for ax in &self.batch {
+            ints.extend([ax.len, ax.a, ax.b, ax.out].map(|v| v as i64));
+        }
+        let (bias_kind, bias) = match &self.bias {
+            Bias::None => (0, vec![]),
+            Bias::Rows(v) => (1, vec![f32_tensor(v)]),
+            Bias::Cols(v) => (2, vec![f32_tensor(v)]),
+        };
+        ints.push(bias_kind);
+        push_shape(&mut ints, &self.a_shape);
+        push_shape(&mut ints, &self.b_shape);
+        push_shape(&mut ints, &self.out_shape);
+        (ints, vec![self.clamp.lo, self.clamp.hi], bias)
+    }
+    fn decode(ints: &[i64], floats: &[f32], tensors: &[Arc<Tensor>]) -> TractResult<Self> {
+        let mut i = Ints(ints);
+        let (m, n, k) = (i.next()?, i.next()?, i.next()?);
+        let a_strides = (i.next()?, i.next()?);
+        let b_strides = (i.next()?, i.next()?);
+        let out_strides = (i.next()?, i.next()?);
+        let batch = (0..i.next()?)
+            .map(|_| Ok(BatchAxis { len: i.next()?, a: i.next()?, b: i.next()?, out: i.next()? }))
+            .collect::<TractResult<Vec<_>>>()?;
+        let bias = match (i.next()?, tensors) {
+            (0, []) => Bias::None,
+            (1, [t]) => Bias::Rows(Arc::new(f32_values(t)?)),
+            (2, [t]) => Bias::Cols(Arc::new(f32_values(t)?)),
+            _ => bail!("graph cache: avseg_matmul bias"),
+        };
+        let (a_shape, b_shape, out_shape) = (i.shape()?, i.shape()?, i.shape()?);
+        ensure!(floats.len() == 2, "graph cache: avseg_matmul clamp");
+        let op = AvMatMul {
+            m,
+            n,
+            k,
+            a_strides,
+            b_strides,
+            out_strides,
+            batch,
+            bias,
+            clamp: Clamp { lo: floats[0], hi: floats[1] },
+            a_shape,
+            b_shape,
+            out_shape,
+        };
+        op.check_bounds()?;
+        Ok(op)
+    }
+}
+
+impl Cached for AvGatherSum {
+    const NAME: &'static str = "avseg_gather_sum";
+    fn encode(&self) -> (Vec<i64>, Vec<f32>, Vec<Arc<Tensor>>) {
+        let mut ints: Vec<i64> =
+            [self.rows, self.row_len, self.points, self.corners, self.batch, self.depth].iter().map(|&v| v as i64).collect();
+        push_shape(&mut ints, &self.out_shape);
+        (ints, vec![], vec![])
+    }
+    fn decode(ints: &[i64], _: &[f32], _: &[Arc<Tensor>]) -> TractResult<Self> {
+        let mut i = Ints(ints);
+        let op = AvGatherSum {
+            rows: i.next()?,
+            row_len: i.next()?,
+            points: i.next()?,
+            corners: i.next()?,
+            batch: i.next()?,
+            depth: i.next()?,
+            out_shape: i.shape()?,
+        };
+        ensure!(
+            op.depth > 0 && op.row_len == op.corners * op.depth && op.out_shape.iter().product::<usize>() == op.batch * op.depth,
+            "graph cache: avseg_gather_sum shapes"
+        );
+        Ok(op)
+    }
+}
