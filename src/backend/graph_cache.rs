@@ -33,6 +33,7 @@ use super::cpu::conv::{AvConv, Clamp, ConvGeometry, Layout};
 use super::cpu::gather_sum::AvGatherSum;
 use super::cpu::matmul::{AvMatMul, BatchAxis, Bias};
 use super::cpu::resize::{AvResize, LinearAxis};
+use super::cpu::tpavi::AvTpavi;
 use super::Fnv1a;
 
 /// Everything whose change alters the cached form: avseg's operators, the rewrite, this module.
@@ -46,6 +47,7 @@ const SOURCES: &[&str] = &[
     include_str!("cpu/mod.rs"),
     include_str!("cpu/resize.rs"),
     include_str!("cpu/rewrite.rs"),
+    include_str!("cpu/tpavi.rs"),
     include_str!("cpu/winograd.rs"),
     include_str!("graph_cache.rs"),
 ];
@@ -182,6 +184,7 @@ fn registry() -> Registry {
     register::<AvBinary>(&mut r);
     register::<AvMatMul>(&mut r);
     register::<AvGatherSum>(&mut r);
+    register::<AvTpavi>(&mut r);
     r
 }
 
@@ -457,6 +460,43 @@ impl Cached for AvGatherSum {
             op.depth > 0 && op.row_len == op.corners * op.depth && op.out_shape.iter().product::<usize>() == op.batch * op.depth,
             "graph cache: avseg_gather_sum shapes"
         );
+        Ok(op)
+    }
+}
+
+impl Cached for AvTpavi {
+    const NAME: &'static str = "avseg_tpavi";
+    fn encode(&self) -> (Vec<i64>, Vec<f32>, Vec<Arc<Tensor>>) {
+        let ints = [self.t, self.c, self.cp, self.h, self.w, self.groups].iter().map(|&v| v as i64).collect();
+        let tensors = [&self.theta_wt, &self.theta_b, &self.g_w, &self.g_b, &self.wz_t, &self.wz_b, &self.gamma, &self.beta]
+            .iter()
+            .map(|v| f32_tensor(v))
+            .collect();
+        (ints, vec![self.inv_n, self.eps], tensors)
+    }
+    fn decode(ints: &[i64], floats: &[f32], tensors: &[Arc<Tensor>]) -> TractResult<Self> {
+        let mut i = Ints(ints);
+        ensure!(floats.len() == 2 && tensors.len() == 8, "graph cache: avseg_tpavi parameters");
+        let t = |k: usize| -> TractResult<Arc<Vec<f32>>> { Ok(Arc::new(f32_values(&tensors[k])?)) };
+        let op = AvTpavi {
+            t: i.next()?,
+            c: i.next()?,
+            cp: i.next()?,
+            h: i.next()?,
+            w: i.next()?,
+            groups: i.next()?,
+            theta_wt: t(0)?,
+            theta_b: t(1)?,
+            g_w: t(2)?,
+            g_b: t(3)?,
+            inv_n: floats[0],
+            wz_t: t(4)?,
+            wz_b: t(5)?,
+            gamma: t(6)?,
+            beta: t(7)?,
+            eps: floats[1],
+        };
+        op.check()?;
         Ok(op)
     }
 }

@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod graph_cache;
+pub mod tpavi;
 pub mod tract;
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //!   strides, with the bias and a clamp fused.
 //! * [`gather_sum::AvGatherSum`]: Gather → multiply → ReduceSum as one pass (the sampling of
 //!   deformable attention), without materialising the gathered rows.
+//! * [`tpavi::AvTpavi`]: a whole TPAVI block as its fold ([`crate::backend::tpavi`]).
 //! * [`resize::AvResize`]: separable linear Resize on the last two axes, every ONNX coordinate mode
 //!   tract supports for it.
 //!
@@ -153,6 +154,7 @@ pub mod im2col;
 pub mod matmul;
 pub mod resize;
 pub mod rewrite;
+pub mod tpavi;
 pub mod winograd;
 
 /// Runs `f` on the thread pool of the tract executor in scope (the runner's), so that avseg's

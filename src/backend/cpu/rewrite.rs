@@ -9,6 +9,8 @@
 use std::sync::Arc;
 
 use tract_onnx::prelude::*;
+use anyhow::Context;
+use tract_onnx::tract_core::internal::{bail, ensure};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
@@ -23,6 +25,7 @@ use tract_onnx::tract_core::ops::nn::{Reduce, Reducer};
 use super::binary::{AvBinary, BinKind};
 use super::gather_sum::AvGatherSum;
 use super::matmul::{strides, AvMatMul, BatchAxis, Bias};
+use super::tpavi::AvTpavi;
 use super::conv::{AvConv, Clamp, ConvGeometry, ConvKind, Layout};
 use super::resize::{AvResize, LinearAxis};
 
@@ -41,6 +44,8 @@ pub struct RewriteReport {
     pub binaries: usize,
     /// Tensors between a pointwise and a depthwise convolution kept in NHWC.
     pub nhwc_links: usize,
+    /// TPAVI blocks now one [`AvTpavi`] each (the fold of spec §6.6).
+    pub tpavi_blocks: usize,
     /// Matrix products (ONNX MatMul, Gemm) now run by [`AvMatMul`].
     pub matmuls: usize,
     /// Bias adds and clamps folded into those products.
@@ -53,6 +58,18 @@ pub struct RewriteReport {
 /// propagated (`TypedModel::prop_consts`).
 pub fn rewrite(model: &mut TypedModel) -> TractResult<RewriteReport> {
     let mut report = RewriteReport::default();
+    // TPAVI blocks first: they are matched by the exporter's node names, before the other passes
+    // replace the nodes they are made of.
+    for id in model.eval_order()? {
+        match tpavi_patch(model, id) {
+            Ok(Some(patch)) => {
+                patch.apply(model)?;
+                report.tpavi_blocks += 1;
+            }
+            Ok(None) => {}
+            Err(e) => log::debug!("TPAVI block at {}: left to tract ({e:#})", model.node(id).name),
+        }
+    }
     for id in model.eval_order()? {
         let node = model.node(id);
         if node.op_as::<Conv>().is_some() {
@@ -551,6 +568,97 @@ fn bias_successor(model: &TypedModel, outlet: OutletId, shape: &[usize]) -> Trac
     }
 }
 
+/// A TPAVI block as avseg's exporter writes it (`tools/avseg_export/tpavi.py`, node names
+/// `tpavi_bK.*`), from the NCHW → NHWC move of its input to the NHWC → NCHW move of its output,
+/// replaced by one [`AvTpavi`]. The node at `id` must be the output move; every weight is read
+/// from the constant operand of the node that uses it, and every shape is checked, so a graph
+/// that differs in any way stays with tract (the error says where).
+fn tpavi_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let out = model.node(id);
+    let Some(p) = out.name.strip_suffix(".nchw.MoveAxis-0") else { return Ok(None) };
+    let node = |suffix: &str| model.node_by_name(format!("{p}{suffix}"));
+    // The constant operand of a two-input node, and where the other operand comes from.
+    let konst = |suffix: &str| -> TractResult<(Vec<usize>, Vec<f32>)> {
+        let n = node(suffix)?;
+        ensure!(n.inputs.len() == 2, "{}: not a binary node", n.name);
+        for &i in &n.inputs {
+            if let (Some(shape), Some(values)) = (concrete(model.outlet_fact(i)?), const_f32(model, i)?) {
+                return Ok((shape, values));
+            }
+        }
+        bail!("{}: no constant operand", n.name)
+    };
+    let op_is = |suffix: &str, want: &str| -> TractResult<()> {
+        let n = node(suffix)?;
+        let name = match n.op_as::<TypedBinOp>() {
+            Some(b) => b.0.name().to_string(),
+            None => n.op().name().to_string(),
+        };
+        ensure!(name == want, "{}: {name}, expected {want}", n.name);
+        Ok(())
+    };
+    // The position of the summed axis in an einsum's weight operand (input 1).
+    let k_in_weights = |suffix: &str| -> TractResult<usize> {
+        let n = node(suffix)?;
+        let e = n.op_as::<EinSum>().with_context(|| format!("{}: not an einsum", n.name))?;
+        let k = e.axes.iter_all_axes().find(|a| a.inputs[0].len() == 1 && a.inputs[1].len() == 1 && a.outputs[0].is_empty());
+        k.map(|a| a.inputs[1][0]).with_context(|| format!("{}: no summed axis", n.name))
+    };
+    let entry = node(".nhwc.MoveAxis-0")?;
+    let v = entry.inputs[0];
+    let Some(vs) = concrete(model.outlet_fact(v)?) else { return Ok(None) };
+    ensure!(vs.len() == 4 && concrete(&out.outputs[0].fact).as_deref() == Some(&vs[..]), "input and output shapes differ");
+    let (t, c, h, w) = (vs[0], vs[1], vs[2], vs[3]);
+    let phi = OutletId::new(node(".phi")?.id, 0);
+    let phi_shape = concrete(model.outlet_fact(phi)?).context("φ shape")?;
+    ensure!(phi_shape.len() == 2 && phi_shape[0] == t, "φ shape {phi_shape:?}");
+    let cp = phi_shape[1];
+    for (s, want) in [(".theta", "Add"), (".g", "Add"), (".W_z", "Add"), (".K", "Mul"), (".residual", "Add")] {
+        op_is(s, want)?;
+    }
+    for (s, want) in [(".normalized_scaled", "Mul"), (".y_internal", "Add"), (".var_eps", "Add")] {
+        op_is(&format!(".norm_layer{s}"), want)?;
+    }
+    let (theta_shape, theta_wt) = konst(".theta.mm")?;
+    ensure!(theta_shape == [c, cp] && k_in_weights(".theta.mm")? == 0, "θ weights {theta_shape:?}");
+    let (g_shape, g_w) = konst(".g.ab")?;
+    ensure!(g_shape == [cp, c] && k_in_weights(".g.ab")? == 1, "g weights {g_shape:?}");
+    let (wz_shape, wz_t) = konst(".W_z.mm")?;
+    ensure!(wz_shape == [cp, c] && k_in_weights(".W_z.mm")? == 0, "W_z weights {wz_shape:?}");
+    let vector = |suffix: &str, len: usize| -> TractResult<Vec<f32>> {
+        let (_, v) = konst(suffix)?;
+        ensure!(v.len() == len, "{p}{suffix}: {} values, expected {len}", v.len());
+        Ok(v)
+    };
+    let groups_shape = concrete(&node(".theta_g.0")?.outputs[0].fact).context("θ groups shape")?;
+    ensure!(groups_shape.len() == 3 && groups_shape[0] > 0 && t % groups_shape[0] == 0, "θ groups {groups_shape:?}");
+    let op = AvTpavi {
+        t,
+        c,
+        cp,
+        h,
+        w,
+        groups: groups_shape[0],
+        theta_wt: Arc::new(theta_wt),
+        theta_b: Arc::new(vector(".theta", cp)?),
+        g_w: Arc::new(g_w),
+        g_b: Arc::new(vector(".g", cp)?),
+        inv_n: vector(".K", 1)?[0],
+        wz_t: Arc::new(wz_t),
+        wz_b: Arc::new(vector(".W_z", c)?),
+        gamma: Arc::new(vector(".norm_layer.normalized_scaled", c)?),
+        beta: Arc::new(vector(".norm_layer.y_internal", c)?),
+        eps: vector(".norm_layer.var_eps", 1)?[0],
+    };
+    op.check()?;
+    let mut patch = TypedModelPatch::new(format!("avseg TPAVI {p}"));
+    let x = patch.tap_model(model, v)?;
+    let f = patch.tap_model(model, phi)?;
+    let y = patch.wire_node(format!("{p}.folded"), op, &[x, f])?[0];
+    patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+    Ok(Some(patch))
+}
+
 fn resize_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
     let node = model.node(id);
     let op = node.op_as::<OnnxResize>().unwrap();
@@ -606,10 +714,13 @@ mod tests {
         assert!(report.clamps >= 70, "{report:?}");
         // 16 depthwise convolutions: 15 with an expand before and all with a project after.
         assert_eq!(report.nhwc_links, 31, "{report:?}");
+        // The four TPAVI blocks (attention groups of one frame) as their fold.
+        assert_eq!(report.tpavi_blocks, 4, "{report:?}");
         // The rewritten graph still optimises and its output shape is unchanged.
         let optimized = typed.into_optimized().unwrap();
         assert_eq!(optimized.output_fact(0).unwrap().shape.as_concrete().unwrap(), &[5, 1, 160, 160]);
     }
 }
+
 
 

@@ -199,53 +199,7 @@ pub fn upsample_bilinear(
 // TPAVI
 // ---------------------------------------------------------------------------------------------
 
-/// One TPAVI block's parameters, as stored in a checkpoint (docs/spec/tpavi.md §6.5), row-major
-/// `[out, in]` matrices. `c` = 256 and `cp` = 128 in every official model.
-#[derive(Clone, Debug)]
-pub struct TpaviWeights {
-    pub c: usize,
-    pub cp: usize,
-    /// Audio embedding width (VGGish: 128).
-    pub d: usize,
-    pub align_w: Vec<f32>,
-    /// Absent in AVSS checkpoints.
-    pub align_b: Option<Vec<f32>>,
-    pub theta_w: Vec<f32>,
-    pub theta_b: Vec<f32>,
-    pub phi_w: Vec<f32>,
-    pub phi_b: Vec<f32>,
-    pub g_w: Vec<f32>,
-    pub g_b: Vec<f32>,
-    pub wz_w: Vec<f32>,
-    pub wz_b: Vec<f32>,
-    pub bn_gamma: Vec<f32>,
-    pub bn_beta: Vec<f32>,
-    pub bn_mean: Vec<f32>,
-    pub bn_var: Vec<f32>,
-    pub ln_gamma: Vec<f32>,
-    pub ln_beta: Vec<f32>,
-}
-
-/// BatchNorm3d's eps in `W_z.1`, and the channel LayerNorm's.
-pub const TPAVI_BN_EPS: f32 = 1e-5;
-pub const TPAVI_LN_EPS: f32 = 1e-5;
-
-impl TpaviWeights {
-    /// `W_z` and its bias with the inference-mode BatchNorm folded in:
-    /// s = γ/sqrt(σ² + eps); W' = diag(s)·W; b' = s·(b − μ) + β.
-    pub fn folded_wz(&self) -> (Vec<f32>, Vec<f32>) {
-        let mut w = self.wz_w.clone();
-        let mut b = vec![0.0f32; self.c];
-        for o in 0..self.c {
-            let s = self.bn_gamma[o] / (self.bn_var[o] + TPAVI_BN_EPS).sqrt();
-            for v in &mut w[o * self.cp..(o + 1) * self.cp] {
-                *v *= s;
-            }
-            b[o] = s * (self.wz_b[o] - self.bn_mean[o]) + self.bn_beta[o];
-        }
-        (w, b)
-    }
-}
+pub use crate::backend::tpavi::{TpaviWeights, TPAVI_BN_EPS, TPAVI_LN_EPS};
 
 /// The buffers the TPAVI launch sequence reads and writes (all fp32; `V` and the output are
 /// separate). Shapes: `Audio` [T,D], `Sums` [T,C], `Aligned` [T,C], `Phi`/`GSum` [T,C'],
