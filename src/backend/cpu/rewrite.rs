@@ -630,15 +630,20 @@ fn tpavi_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPa
         ensure!(v.len() == len, "{p}{suffix}: {} values, expected {len}", v.len());
         Ok(v)
     };
-    let groups_shape = concrete(&node(".theta_g.0")?.outputs[0].fact).context("θ groups shape")?;
-    ensure!(groups_shape.len() == 3 && groups_shape[0] > 0 && t % groups_shape[0] == 0, "θ groups {groups_shape:?}");
+    // K is [groups, C', C'], or [C', C'] for one group (tract drops the unit axis).
+    let k_shape = concrete(&node(".K")?.outputs[0].fact).context("K shape")?;
+    let groups = match k_shape[..] {
+        [g, a, b] if g > 0 && t % g == 0 && [a, b] == [cp, cp] => g,
+        [a, b] if [a, b] == [cp, cp] => 1,
+        _ => bail!("K shape {k_shape:?}"),
+    };
     let op = AvTpavi {
         t,
         c,
         cp,
         h,
         w,
-        groups: groups_shape[0],
+        groups,
         theta_wt: Arc::new(theta_wt),
         theta_b: Arc::new(vector(".theta", cp)?),
         g_w: Arc::new(g_w),
