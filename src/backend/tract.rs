@@ -71,7 +71,9 @@ impl Graph {
             }
         };
         let t_graph = t0.elapsed();
-        let optimized = decluttered.into_optimized().map_err(err)?;
+        // Already decluttered (freshly or before caching): tract's code generation only.
+        let mut optimized = decluttered;
+        optimized.optimize().map_err(err)?;
         let t_opt = t0.elapsed();
         let run_options = RunOptions { executor: Some(executor(options.threads)), ..RunOptions::default() };
         let plan = TypedSimplePlan::new_with_options(optimized, &run_options).map_err(err)?;
@@ -173,11 +175,16 @@ impl TractRunner {
     pub fn prepare(package: &ModelPackage, options: &BackendOptions) -> Result<Self, BackendError> {
         let t = package.frames_per_clip();
         let patch_shape = vec![t, 1, crate::frontend::audio::PATCH_FRAMES, crate::frontend::audio::MEL_BANDS];
-        let audio_encoder =
-            package.audio_encoder().map(|info| Graph::prepare(info, vec![patch_shape], options)).transpose()?;
         let segmenter_inputs = vec![package.frames_shape(), package.segmenter_audio_shape()];
-        let segmenter = Graph::prepare(package.segmenter(), segmenter_inputs, options)?;
-        Ok(TractRunner { audio_encoder, segmenter, profile: None })
+        // The two graphs are independent: prepared side by side, a package loads in the time of
+        // its larger graph (AVSegFormer-R50 from the graph cache: 0.49 s in sequence, 0.35 s).
+        let (audio_encoder, segmenter) = std::thread::scope(|s| {
+            let audio = s.spawn(|| package.audio_encoder().map(|info| Graph::prepare(info, vec![patch_shape], options)).transpose());
+            let segmenter = Graph::prepare(package.segmenter(), segmenter_inputs, options);
+            let audio = audio.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (audio, segmenter)
+        });
+        Ok(TractRunner { audio_encoder: audio_encoder?, segmenter: segmenter?, profile: None })
     }
 }
 
