@@ -111,4 +111,5 @@ cargo test --locked --workspace
 # avseg's CPU kernels again as their portable build (what aarch64 and older x86 run): this machine
 # picks AVX-512 or AVX2 builds above (src/backend/cpu/mod.rs, Isa).
 echo "== CPU kernels, portable build (AVSEG_CPU_ISA=baseline)"
-AVSEG_CPU_ISA=baseline cargo test --locked -p avseg --lib backend::
+# (--workspace: the same features as the run above, so nothing is rebuilt.)
+AVSEG_CPU_ISA=baseline cargo test --locked --workspace --lib backend::
