@@ -147,9 +147,27 @@ fn features_dump_the_model_inputs() {
     let clip = avseg::find_clip(&sample()).unwrap();
     let out = avseg(&["features", "--audio", p(&clip.audio), "--out", p(&a), "--frames", p(&sample().join("frames")), "--frames-out", p(&f), "--model", p(&tiny_model())]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let shape = |path: &Path| npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap().shape().to_vec();
-    assert_eq!(shape(&a), [5, 1, 96, 64]);
-    assert_eq!(shape(&f), [5, 3, 224, 224]);
+    let read = |path: &Path| {
+        let npy = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
+        let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+        (shape, npy.into_vec::<f32>().unwrap())
+    };
+    let ((a_shape, a_values), (f_shape, f_values)) = (read(&a), read(&f));
+    assert_eq!(a_shape, [5, 1, 96, 64]);
+    assert_eq!(f_shape, [5, 3, 224, 224]);
+    // The values are the library's, computed the way a program using avseg would.
+    let pkg = avseg::ModelPackage::load(tiny_model()).unwrap();
+    let m = pkg.manifest();
+    let pcm = avseg::decode_audio(&clip.audio).unwrap();
+    let patches = avseg::AudioFrontend::new().clip_patches(&pcm, m.frames_per_clip, m.audio.patch_padding).unwrap();
+    assert_eq!((patches.shape(), patches.data()), (&a_shape[..], &a_values[..]), "log-mel differs from the library's");
+    let frames: Vec<avseg::Frame> =
+        avseg::find_frames(&sample().join("frames")).unwrap().iter().map(|p| avseg::Frame::load(p).unwrap()).collect();
+    let tensor = avseg::frame_tensor(&mut avseg::VisionFrontend::new(m.vision.clone()), &frames).unwrap();
+    assert_eq!((tensor.shape(), tensor.data()), (&f_shape[..], &f_values[..]), "frames differ from the library's");
+    // And they are not degenerate: log-mel of a real sound, frames with their own content.
+    assert!(a_values.iter().all(|v| v.is_finite()) && a_values.iter().any(|v| *v != a_values[0]));
+    assert!(f_values.iter().all(|v| v.is_finite()) && f_values.iter().any(|v| *v != f_values[0]));
 }
 
 #[test]
