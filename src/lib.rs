@@ -51,7 +51,7 @@ mod test_common;
 
 // Clips.
 pub use api::{
-    frame_tensor, BackendChoice, ClipFeatures, ClipInput, ClipOutput, Engine, EngineOptions, Frame, FrameOutput,
+    audio_seconds_for_patches, frame_tensor, BackendChoice, ClipFeatures, ClipInput, ClipOutput, Engine, EngineOptions, Frame, FrameOutput,
     StageTimes, FRAME_TIME_OFFSET_S,
 };
 // Live streams and video files.
@@ -60,11 +60,12 @@ pub use api::session::{Session, SessionOptions, SessionStats, StreamResult};
 pub use api::video::{segment_video, VideoResult, VideoSummary};
 // Input files.
 #[cfg(feature = "audio-files")]
-pub use io::audio::decode_audio;
+pub use io::audio::{decode_audio, decode_audio_bytes, decode_audio_with};
+pub use io::limits::InputLimits;
 pub use io::audio::{mix_to_mono, Pcm};
 pub use io::clip::{find_clip, find_frames, ClipFiles, AUDIO_EXTENSIONS, FRAME_EXTENSIONS};
 #[cfg(feature = "image-files")]
-pub use io::image::{decode_image, decode_image_bytes};
+pub use io::image::{decode_image, decode_image_bytes, decode_image_bytes_with, decode_image_with};
 #[cfg(feature = "video")]
 pub use io::video::{decode_audio_track, probe as probe_video, AudioTrackInfo, VideoInfo};
 // Pre-processing.
@@ -72,8 +73,8 @@ pub use frontend::audio::{mel_matrix, AudioFrontend, PatchPadding, MEL_BANDS, MI
 pub use frontend::vision::{ResizeFilter, VisionConfig, VisionFrontend};
 // Model packages.
 pub use model::{
-    AudioFrontendKind, AudioSpec, Dim, Family, GraphInfo, GraphSpec, Graphs, Manifest, ModelPackage, OutputSpec,
-    Provenance, TensorDecl, SCHEMA_VERSION,
+    AudioFrontendKind, AudioSpec, Dim, Family, FileCheck, GraphInfo, GraphSpec, Graphs, Manifest, ModelPackage,
+    OutputSpec, PackageOptions, Provenance, TensorDecl, SCHEMA_VERSION,
 };
 // Outputs.
 pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
@@ -95,6 +96,7 @@ pub use backend::{BackendError, OpTime};
 pub use error::{Error, ErrorKind};
 pub use frontend::FrontendError;
 pub use io::DecodeError;
+pub use model::integrity::{checksum_bytes, checksum_file};
 pub use model::PackageError;
 pub use post::PostError;
 pub use tensor::Tensor;

@@ -6,7 +6,8 @@
 #      avseg's tract logits vs ONNX Runtime on the bundled model and sample;
 #   3. a compile check of every CUDA kernel with NVRTC from the PyPI wheel, and a run of every
 #      kernel on a CPU emulation of CUDA (tools/kernel_emu; no GPU needed for either);
-#   4. the Rust unit and integration tests of every crate (cargo test --workspace).
+#   4. the Rust unit and integration tests of every crate (cargo test --workspace);
+#   5. every fuzz target for $AVSEG_FUZZ_SECONDS (CI: 30 s each; tools/fuzz.sh, fuzz/README.md).
 # The official reference tensors are read from $AVSEG_REFERENCE_DIR, default tests/data/reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +67,9 @@ pytest tools/tests/test_tiny_numpy.py
 echo "== every official family (width-reduced, official key layout) vs an independent numpy forward"
 pytest tools/tests/test_tpavi_families.py tools/tests/test_avsegformer_numpy.py
 
+echo "== package checksums, and the .pth reader fuzzed with Hypothesis"
+pytest tools/tests/test_package_checksums.py tools/tests/test_checkpoint_fuzz.py
+
 echo "== tract vs ONNX Runtime, live, on the bundled sample"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -113,3 +117,11 @@ cargo test --locked --workspace
 echo "== CPU kernels, portable build (AVSEG_CPU_ISA=baseline)"
 # (--workspace: the same features as the run above, so nothing is rebuilt.)
 AVSEG_CPU_ISA=baseline cargo test --locked --workspace --lib backend::
+
+# Last, so that a build failure of the nightly toolchain cannot hide the stable tests' results.
+echo "== fuzz targets (cargo-fuzz, nightly), ${AVSEG_FUZZ_SECONDS:-30} s each"
+if [ -n "${CI:-}" ] || [ -n "${AVSEG_FUZZ_SECONDS:-}" ]; then
+  tools/fuzz.sh all "${AVSEG_FUZZ_SECONDS:-30}"
+else
+  echo "skipped: fuzz targets (set AVSEG_FUZZ_SECONDS=30 to run them; CI always does)"
+fi

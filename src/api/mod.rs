@@ -23,13 +23,14 @@ use crate::error::Error;
 use crate::frontend::audio::AudioFrontend;
 use crate::frontend::vision::VisionFrontend;
 #[cfg(feature = "audio-files")]
-use crate::io::audio::decode_audio;
+use crate::io::audio::decode_audio_with;
 use crate::io::audio::Pcm;
 #[cfg(all(feature = "audio-files", feature = "image-files"))]
 use crate::io::clip::ClipFiles;
 #[cfg(feature = "image-files")]
-use crate::io::image::decode_image;
-use crate::model::{ModelPackage, OutputSpec};
+use crate::io::image::decode_image_with;
+use crate::io::limits::InputLimits;
+use crate::model::{ModelPackage, OutputSpec, PackageOptions};
 use crate::post::mask::{FrameMask, MaskBuilder};
 use crate::post::objects::{find_objects, SoundingObject};
 use crate::tensor::Tensor;
@@ -69,11 +70,23 @@ pub struct EngineOptions {
     pub threshold: Option<f32>,
     /// Connected regions smaller than this (in source-frame pixels) are not reported as objects.
     pub min_object_area: u64,
+    /// How the package is checked when it is loaded: graph checksums (on by default) and sizes.
+    pub package: PackageOptions,
+    /// Limits on the clips [`Engine::load_clip`] decodes.
+    pub input_limits: InputLimits,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { backend: BackendChoice::Auto, threads: 1, cpu_kernels: CpuKernels::default(), threshold: None, min_object_area: 16 }
+        Self {
+            backend: BackendChoice::Auto,
+            threads: 1,
+            cpu_kernels: CpuKernels::default(),
+            threshold: None,
+            min_object_area: 16,
+            package: PackageOptions::default(),
+            input_limits: InputLimits::default(),
+        }
     }
 }
 
@@ -87,10 +100,16 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// Decodes a PNG, JPEG or WebP frame.
+    /// Decodes a PNG, JPEG or WebP frame within the default [`InputLimits`].
     #[cfg(feature = "image-files")]
     pub fn load(path: &Path) -> Result<Self, Error> {
-        Ok(Frame { image: decode_image(path)?, source: path.to_path_buf() })
+        Self::load_with(path, &InputLimits::default())
+    }
+
+    /// Decodes a PNG, JPEG or WebP frame within `limits`.
+    #[cfg(feature = "image-files")]
+    pub fn load_with(path: &Path, limits: &InputLimits) -> Result<Self, Error> {
+        Ok(Frame { image: decode_image_with(path, limits)?, source: path.to_path_buf() })
     }
 }
 
@@ -119,21 +138,49 @@ pub struct ClipInput {
 }
 
 impl ClipInput {
-    /// Decodes the files of a clip. Frames may differ in size: each is resized to the model's input
-    /// on its own, and its mask comes back at its own size.
+    /// Decodes the files of a clip within the default [`InputLimits`]. Frames may differ in size:
+    /// each is resized to the model's input on its own, and its mask comes back at its own size.
+    ///
+    /// The audio is decoded as far as any package could use it for this many frames (windows of up
+    /// to 64 frames, the largest T a manifest may declare); [`Engine::load_clip`] knows the
+    /// package's T and decodes less.
     #[cfg(all(feature = "audio-files", feature = "image-files"))]
     pub fn load(files: &ClipFiles) -> Result<Self, Error> {
-        let audio = decode_audio(&files.audio)?;
-        let frames = files
-            .frames
-            .iter()
-            .map(|p| Frame::load(p))
-            .collect::<Result<Vec<_>, Error>>()?;
-        if frames.is_empty() {
+        let patches = files.frames.len().div_ceil(64) * 64;
+        Self::load_with(files, &InputLimits::default(), Some(audio_seconds_for_patches(patches)))
+    }
+
+    /// Decodes the files of a clip within `limits`; with `audio_seconds`, the audio only as far as
+    /// that (and a margin, see [`crate::io::audio::decode_audio_with`]), with a warning when the file
+    /// holds more.
+    #[cfg(all(feature = "audio-files", feature = "image-files"))]
+    pub fn load_with(files: &ClipFiles, limits: &InputLimits, audio_seconds: Option<f64>) -> Result<Self, Error> {
+        if files.frames.is_empty() {
             return Err(Error::Clip { detail: "clip has no frames".into() });
         }
+        if files.frames.len() > limits.max_clip_frames {
+            let folder = files.frames[0].parent().unwrap_or(Path::new(".")).display().to_string();
+            return Err(Error::Clip {
+                detail: format!(
+                    "{folder}: the clip has {} frames, over the limit of {} (InputLimits::max_clip_frames, \
+                     `--max-frames` in the CLI); a clip is decoded into memory whole, so split it, or run a \
+                     video file or a streaming session",
+                    files.frames.len(),
+                    limits.max_clip_frames
+                ),
+            });
+        }
+        let audio = decode_audio_with(&files.audio, limits, audio_seconds)?;
+        let frames = files.frames.iter().map(|p| Frame::load_with(p, limits)).collect::<Result<Vec<_>, Error>>()?;
         Ok(ClipInput { frames, audio, audio_source: files.audio.clone() })
     }
+}
+
+/// Seconds of audio that `patches` consecutive 0.96 s log-mel patches span (the last one takes
+/// 0.975 s: 96 hops of 10 ms and a 25 ms window).
+pub fn audio_seconds_for_patches(patches: usize) -> f64 {
+    use crate::frontend::audio::{MIN_SAMPLES_16K, TARGET_RATE};
+    (patches.saturating_sub(1) * crate::frontend::audio::PATCH_FRAMES * crate::frontend::audio::logmel::HOP_LEN + MIN_SAMPLES_16K) as f64 / TARGET_RATE as f64
 }
 
 /// Wall time spent per stage for one clip.
@@ -207,7 +254,7 @@ impl Engine {
     /// backend. Fails if the package is invalid, the backend cannot prepare it, or `threshold` is
     /// outside (0, 1).
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
-        let package = ModelPackage::load(dir)?;
+        let package = ModelPackage::load_with(dir, &options.package)?;
         let backend_options = BackendOptions { threads: options.threads.max(1), cpu_kernels: options.cpu_kernels, graph_cache: None };
         let kind = match options.backend {
             BackendChoice::Auto => backend::BackendKind::Auto,
@@ -237,6 +284,14 @@ impl Engine {
     /// Windows of T frames a clip of `n` frames needs.
     fn windows(&self, n: usize) -> usize {
         n.div_ceil(self.package.frames_per_clip())
+    }
+
+    /// Decodes a clip's files within the engine's input limits, its audio only as far as the
+    /// package's windows of T frames use it.
+    #[cfg(all(feature = "audio-files", feature = "image-files"))]
+    pub fn load_clip(&self, files: &ClipFiles) -> Result<ClipInput, Error> {
+        let patches = self.windows(files.frames.len()) * self.package.frames_per_clip();
+        ClipInput::load_with(files, &self.options.input_limits, Some(audio_seconds_for_patches(patches)))
     }
 
     /// Log-mel patches for `windows` windows of T frames.

@@ -30,7 +30,20 @@ struct Graph {
 }
 
 impl Graph {
+    /// Prepares a graph; a panic inside tract (a tract bug, which a malformed file can trigger:
+    /// `fuzz/` found one) is an error naming the file instead of a crash.
     fn prepare(info: &GraphInfo, input_shapes: Vec<Vec<usize>>, options: &BackendOptions) -> Result<Self, BackendError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::prepare_inner(info, input_shapes, options)))
+            .unwrap_or_else(|panic| {
+                Err(BackendError::Prepare {
+                    backend: BACKEND,
+                    path: info.path.clone(),
+                    detail: format!("tract failed on this graph (a tract bug the file triggers): {}", panic_message(&panic)),
+                })
+            })
+    }
+
+    fn prepare_inner(info: &GraphInfo, input_shapes: Vec<Vec<usize>>, options: &BackendOptions) -> Result<Self, BackendError> {
         let err = |e: anyhow::Error| BackendError::Prepare {
             backend: BACKEND,
             path: info.path.clone(),
@@ -116,15 +129,18 @@ impl Graph {
             values.push(v.into_tvalue());
         }
         let role = self.role;
-        let outputs = match profile {
-            None => self.state.run(values),
-            Some(times) => self.state.run_plan_with_eval(values, |ctx, op_state, node, inputs| {
+        let state = &mut self.state;
+        // As in `prepare`: a panic inside tract is this graph's error, not the caller's crash.
+        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match profile {
+            None => state.run(values),
+            Some(times) => state.run_plan_with_eval(values, |ctx, op_state, node, inputs| {
                 let start = Instant::now();
                 let out = eval_node(ctx, op_state, node, inputs);
                 record(times, role, node.op().name().as_ref(), &node.name, start.elapsed());
                 out
             }),
-        }
+        }))
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("tract panicked: {}", panic_message(&panic))))
         .map_err(|e| BackendError::Run { graph: role, detail: format!("{e:#}") })?;
         let out = outputs.into_iter().next().ok_or_else(|| BackendError::Output {
             graph: role,
@@ -222,6 +238,15 @@ impl Runner for TractRunner {
     }
 }
 
+/// The message of a caught panic.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown reason".into())
+}
+
 #[cfg(test)]
 mod nnef_spike {
     use super::*;
@@ -244,5 +269,36 @@ mod nnef_spike {
         let t = Instant::now();
         let opt = back.into_optimized().unwrap();
         eprintln!("optimised in {:?} ({} nodes)", t.elapsed(), opt.nodes().len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FileCheck, TensorDecl};
+
+    /// A panic inside tract while parsing (fuzz/package_onnx's input, which validation now stops
+    /// earlier) is an error naming the file when the backend is handed the graph directly.
+    #[test]
+    fn a_tract_panic_is_an_error() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/package_onnx_orphan_output.onnx");
+        let decl = |name: &str| TensorDecl { name: name.into(), dims: vec![] };
+        let info = GraphInfo {
+            role: "segmenter",
+            path: path.clone(),
+            inputs: vec![decl("frames"), decl("audio_embedding")],
+            outputs: vec![decl("mask_logits")],
+            parameters: 0,
+            opset: 18,
+            size: 0,
+            check: FileCheck::NotRecorded,
+        };
+        let options = BackendOptions { threads: 1, cpu_kernels: CpuKernels::Avseg, graph_cache: None };
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let result = Graph::prepare(&info, vec![vec![5, 3, 224, 224], vec![5, 128]], &options);
+        std::panic::set_hook(quiet);
+        let e = result.err().expect("the malformed graph must not prepare").to_string();
+        assert!(e.contains("package_onnx_orphan_output.onnx") && e.contains("tract"), "{e}");
     }
 }

@@ -17,6 +17,7 @@ use std::io::Read;
 #[cfg(feature = "audio-files")]
 use std::path::{Path, PathBuf};
 
+
 #[cfg(feature = "audio-files")]
 use symphonia::core::codecs::audio::AudioDecoderOptions;
 #[cfg(feature = "audio-files")]
@@ -32,6 +33,8 @@ use symphonia::core::meta::MetadataOptions;
 
 #[cfg(feature = "audio-files")]
 use super::DecodeError;
+#[cfg(feature = "audio-files")]
+use super::limits::InputLimits;
 
 /// Mono PCM at the file's own rate. Integer PCM is scaled as int/32768 (int16) like the official
 /// loader; multi-channel audio is averaged to mono (channel mean).
@@ -110,12 +113,56 @@ fn is_riff_wave(head: &[u8]) -> bool {
 }
 
 #[cfg(feature = "audio-files")]
-/// Decodes a whole audio file to mono f32 PCM at its own sample rate.
+/// Decodes a whole audio file to mono f32 PCM at its own sample rate, within the default
+/// [`InputLimits`].
 ///
 /// Never panics on file content: a panic inside a codec (a bug there, triggered by a malformed file)
 /// is reported as [`DecodeError::CorruptAudio`] for that file.
 pub fn decode_audio(path: &Path) -> Result<Pcm, DecodeError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_inner(path))).unwrap_or_else(|panic| {
+    decode_audio_with(path, &InputLimits::default(), None)
+}
+
+#[cfg(feature = "audio-files")]
+/// Decodes an audio file within `limits`. With `needed_seconds`, decoding stops once that much audio
+/// is in (plus [`DECODE_MARGIN_SECONDS`], so the resampler's last blocks see the same input as in a
+/// whole decode), with a warning naming what was left; without it the whole file is decoded, and
+/// audio longer than `limits.max_audio_seconds` is an error.
+pub fn decode_audio_with(path: &Path, limits: &InputLimits, needed_seconds: Option<f64>) -> Result<Pcm, DecodeError> {
+    let p = || path.to_path_buf();
+    let meta = std::fs::metadata(path).map_err(|source| DecodeError::Read { path: p(), source })?;
+    if meta.is_dir() {
+        return Err(DecodeError::Read { path: p(), source: std::io::Error::other("is a directory") });
+    }
+    if meta.len() == 0 {
+        return Err(DecodeError::Empty { path: p() });
+    }
+    let file = File::open(path).map_err(|source| DecodeError::Read { path: p(), source })?;
+    guarded(path, || decode_source(path, Box::new(file), limits, needed_seconds))
+}
+
+#[cfg(feature = "audio-files")]
+/// [`decode_audio_with`] on bytes in memory (a network buffer, a fuzzer's input); `path` names the
+/// source in errors, and its extension, if any, is a hint to the container prober.
+pub fn decode_audio_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    limits: &InputLimits,
+    needed_seconds: Option<f64>,
+) -> Result<Pcm, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty { path: path.to_path_buf() });
+    }
+    guarded(path, || decode_source(path, Box::new(std::io::Cursor::new(bytes)), limits, needed_seconds))
+}
+
+/// Audio decoded past what a caller needs, so that the resampler's blocks (10 ms) and filter near
+/// the cut see the same input as in a whole decode: the patches are then bit-identical.
+pub const DECODE_MARGIN_SECONDS: f64 = 0.5;
+
+#[cfg(feature = "audio-files")]
+/// A panic inside a codec becomes a [`DecodeError::CorruptAudio`] naming the file.
+fn guarded(path: &Path, decode: impl FnOnce() -> Result<Pcm, DecodeError>) -> Result<Pcm, DecodeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -126,26 +173,23 @@ pub fn decode_audio(path: &Path) -> Result<Pcm, DecodeError> {
 }
 
 #[cfg(feature = "audio-files")]
-fn decode_inner(path: &Path) -> Result<Pcm, DecodeError> {
+fn decode_source(
+    path: &Path,
+    mut source: Box<dyn symphonia::core::io::MediaSource>,
+    limits: &InputLimits,
+    needed_seconds: Option<f64>,
+) -> Result<Pcm, DecodeError> {
+    use std::io::{Seek, SeekFrom};
     let p = || path.to_path_buf();
-    let meta = std::fs::metadata(path).map_err(|source| DecodeError::Read { path: p(), source })?;
-    if meta.is_dir() {
-        return Err(DecodeError::Read { path: p(), source: std::io::Error::other("is a directory") });
-    }
-    if meta.len() == 0 {
-        return Err(DecodeError::Empty { path: p() });
-    }
-    let mut file = File::open(path).map_err(|source| DecodeError::Read { path: p(), source })?;
     let mut head = Vec::with_capacity(4096);
-    (&mut file).take(4096).read_to_end(&mut head).map_err(|source| DecodeError::Read { path: p(), source })?;
-    drop(file);
-    let file = File::open(path).map_err(|source| DecodeError::Read { path: p(), source })?;
+    (&mut source).take(4096).read_to_end(&mut head).map_err(|source| DecodeError::Read { path: p(), source })?;
+    source.seek(SeekFrom::Start(0)).map_err(|source| DecodeError::Read { path: p(), source })?;
 
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(ext);
     }
-    let mss = MediaSourceStream::new(Box::new(file), Default::default());
+    let mss = MediaSourceStream::new(source, Default::default());
     let mut format = symphonia::default::get_probe()
         .probe(&hint, mss, FormatOptions::default(), MetadataOptions::default())
         .map_err(|e| probe_error(path, &head, e))?;
@@ -160,6 +204,23 @@ fn decode_inner(path: &Path) -> Result<Pcm, DecodeError> {
         .and_then(|c| c.audio())
         .ok_or_else(|| DecodeError::NoAudioTrack { path: p() })?
         .clone();
+    let (min_rate, max_rate) = limits.sample_rates;
+    let check_rate = |rate: u32| -> Result<(), DecodeError> {
+        if (min_rate..=max_rate).contains(&rate) {
+            return Ok(());
+        }
+        Err(DecodeError::Limit {
+            path: p(),
+            detail: format!("sample rate {rate} Hz is outside {min_rate}..={max_rate} Hz (InputLimits::sample_rates)"),
+        })
+    };
+    if let Some(rate) = params.sample_rate {
+        check_rate(rate)?;
+        // A stated length lets a whole decode be refused before it starts.
+        if let (None, Some(frames)) = (needed_seconds, stated_frames) {
+            check_duration(path, frames as f64 / rate as f64, limits)?;
+        }
+    }
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| match e {
@@ -172,6 +233,7 @@ fn decode_inner(path: &Path) -> Result<Pcm, DecodeError> {
     let mut rate = params.sample_rate.unwrap_or(0);
     let mut frames_decoded: u64 = 0;
     let mut skipped_packets = 0usize;
+    let mut stopped_early = false;
     loop {
         let packet = match format.next_packet() {
             Ok(Some(packet)) => packet,
@@ -202,6 +264,7 @@ fn decode_inner(path: &Path) -> Result<Pcm, DecodeError> {
         };
         let channels = buf.spec().channels().count();
         rate = buf.spec().rate();
+        check_rate(rate)?;
         let n = buf.samples_interleaved();
         if channels == 0 || n == 0 {
             continue;
@@ -218,9 +281,26 @@ fn decode_inner(path: &Path) -> Result<Pcm, DecodeError> {
         }
         mix_to_mono(&interleaved, channels, &mut samples);
         frames_decoded += (n / channels) as u64;
+        let seconds = frames_decoded as f64 / rate as f64;
+        match needed_seconds {
+            Some(needed) if seconds >= needed + DECODE_MARGIN_SECONDS => {
+                let stated = stated_frames
+                    .zip(params.sample_rate)
+                    .map(|(f, r)| format!(" of {:.1} s", f as f64 / r as f64))
+                    .unwrap_or_default();
+                log::warn!(
+                    "{}: only the first {seconds:.1} s{stated} of audio are decoded: the frames need {needed:.2} s",
+                    path.display()
+                );
+                stopped_early = true;
+                break;
+            }
+            None => check_duration(path, seconds, limits)?,
+            Some(_) => {}
+        }
     }
 
-    if exact_length {
+    if exact_length && !stopped_early {
         if let Some(stated) = stated_frames {
             if frames_decoded < stated {
                 return Err(DecodeError::CorruptAudio {
@@ -242,6 +322,21 @@ fn decode_inner(path: &Path) -> Result<Pcm, DecodeError> {
         return Err(DecodeError::CorruptAudio { path: p(), detail: "no sample rate".into() });
     }
     Ok(Pcm { samples, rate })
+}
+
+#[cfg(feature = "audio-files")]
+fn check_duration(path: &Path, seconds: f64, limits: &InputLimits) -> Result<(), DecodeError> {
+    if seconds <= limits.max_audio_seconds {
+        return Ok(());
+    }
+    Err(DecodeError::Limit {
+        path: path.to_path_buf(),
+        detail: format!(
+            "audio is longer than the limit of {} s for a whole decode (InputLimits::max_audio_seconds, \
+             `--max-audio-s` in the CLI)",
+            limits.max_audio_seconds
+        ),
+    })
 }
 
 #[cfg(feature = "audio-files")]

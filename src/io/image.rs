@@ -5,8 +5,9 @@
 
 use std::path::Path;
 
-use image::{ImageFormat, RgbImage};
+use image::{ImageDecoder, ImageFormat, RgbImage};
 
+use super::limits::InputLimits;
 use super::DecodeError;
 
 /// The formats avseg is built to decode (the `image` features enabled in Cargo.toml).
@@ -18,12 +19,37 @@ const SUPPORTED: &[ImageFormat] = &[ImageFormat::Png, ImageFormat::Jpeg, ImageFo
 /// are scaled to 8 bits, and alpha is dropped without compositing. Dropping alpha is what
 /// `PIL.Image.convert('RGB')` does, and that is how the official dataloaders read frames.
 pub fn decode_image(path: &Path) -> Result<RgbImage, DecodeError> {
-    let bytes = std::fs::read(path).map_err(|source| DecodeError::Read { path: path.to_path_buf(), source })?;
-    decode_image_bytes(path, &bytes)
+    decode_image_with(path, &InputLimits::default())
 }
 
-/// Decodes an in-memory image; `path` is only used to name the source in errors.
+/// [`decode_image`] within `limits`: an image over them is refused from its header, before its
+/// pixels are allocated, and a file too large to hold an image within them is not read.
+pub fn decode_image_with(path: &Path, limits: &InputLimits) -> Result<RgbImage, DecodeError> {
+    let read_err = |source| DecodeError::Read { path: path.to_path_buf(), source };
+    let size = std::fs::metadata(path).map_err(read_err)?.len();
+    if size > limits.max_image_file_bytes() {
+        return Err(DecodeError::Limit {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{:.1} MB is too large for an image within the limit of {} pixels (InputLimits::max_image_pixels, \
+                 `--max-image-mpx` in the CLI)",
+                size as f64 / 1e6,
+                limits.max_image_pixels
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    decode_image_bytes_with(path, &bytes, limits)
+}
+
+/// Decodes an in-memory image within the default limits; `path` is only used to name the source in
+/// errors.
 pub fn decode_image_bytes(path: &Path, bytes: &[u8]) -> Result<RgbImage, DecodeError> {
+    decode_image_bytes_with(path, bytes, &InputLimits::default())
+}
+
+/// [`decode_image_bytes`] within `limits`.
+pub fn decode_image_bytes_with(path: &Path, bytes: &[u8], limits: &InputLimits) -> Result<RgbImage, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty { path: path.to_path_buf() });
     }
@@ -37,8 +63,32 @@ pub fn decode_image_bytes(path: &Path, bytes: &[u8]) -> Result<RgbImage, DecodeE
     if !SUPPORTED.contains(&format) {
         return Err(err(format!("{format:?} images are not supported; expected PNG, JPEG or WebP")));
     }
-    let img = image::load_from_memory_with_format(bytes, format)
-        .map_err(|e| err(format!("corrupt or truncated {format:?} ({} bytes): {e}", bytes.len())))?;
+    let corrupt = |e: image::ImageError| err(format!("corrupt or truncated {format:?} ({} bytes): {e}", bytes.len()));
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_image_side);
+    decoder_limits.max_image_height = Some(limits.max_image_side);
+    // The widest buffer a decoder fills: 16-bit RGBA, before the conversion to RGB8.
+    decoder_limits.max_alloc = Some(limits.max_image_pixels.saturating_mul(8).saturating_add(1 << 20));
+    reader.limits(decoder_limits);
+    let limit_err = |detail: String| DecodeError::Limit { path: path.to_path_buf(), detail };
+    let decoder = reader.into_decoder().map_err(|e| match e {
+        image::ImageError::Limits(_) => limit_err(format!(
+            "image exceeds the limit of {} pixels per side or {} pixels (InputLimits; `--max-image-side`, \
+             `--max-image-mpx` in the CLI): {e}",
+            limits.max_image_side, limits.max_image_pixels
+        )),
+        e => corrupt(e),
+    })?;
+    let (w, h) = decoder.dimensions();
+    if w.max(h) > limits.max_image_side || w as u64 * h as u64 > limits.max_image_pixels {
+        return Err(limit_err(format!(
+            "image is {w}x{h}, over the limit of {} pixels per side and {} pixels (InputLimits; \
+             `--max-image-side`, `--max-image-mpx` in the CLI)",
+            limits.max_image_side, limits.max_image_pixels
+        )));
+    }
+    let img = image::DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     if img.width() == 0 || img.height() == 0 {
         return Err(err(format!("image is {}x{}", img.width(), img.height())));
     }

@@ -4,19 +4,17 @@
 //! * [`image`]: PNG / JPEG / WebP → RGB8.
 //! * [`clip`]: finds the frames and the audio file of an AVSBench-style clip folder.
 //! * [`video`]: video files through ffmpeg: probing, the audio track, AVSBench frame sampling.
+//! * [`limits`]: how large an input may be before decoding refuses it.
 
 pub mod audio;
 pub mod clip;
 #[cfg(feature = "image-files")]
 pub mod image;
+pub mod limits;
 #[cfg(feature = "video")]
 pub mod video;
 
 use std::path::PathBuf;
-
-
-
-
 
 /// A file could not be turned into samples or pixels. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +88,14 @@ pub enum DecodeError {
         /// The clip folder (or file in it).
         path: PathBuf,
         /// What is missing or wrong.
+        detail: String,
+    },
+    /// The input exceeds one of the [`limits::InputLimits`]; the message names the limit.
+    #[error("{}: {detail}", path.display())]
+    Limit {
+        /// The file.
+        path: PathBuf,
+        /// Which limit, the value found, and how to raise it.
         detail: String,
     },
     /// Probing or decoding a video file through ffmpeg failed.

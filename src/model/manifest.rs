@@ -136,6 +136,13 @@ pub struct GraphSpec {
     pub inputs: Vec<String>,
     /// Graph output names; the first is the one the runtime reads.
     pub outputs: Vec<String>,
+    /// The file's size in bytes (optional; written by the exporters since checksums were added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The file's checksum, `"xxh3-128:<32 hex digits>"` (optional, as `size`); loading verifies it
+    /// (see [`crate::model::integrity`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<String>,
 }
 
 /// The manifest's `provenance` section: where the package came from.

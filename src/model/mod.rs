@@ -3,7 +3,9 @@
 //! * [`manifest`]: the versioned, strict manifest schema.
 //! * [`package`]: loading a folder and validating the manifest against the graphs.
 //! * [`onnx_summary`]: the ONNX fields validation reads, decoded without the weights.
+//! * [`integrity`]: the size and checksum of each graph file, recorded and verified.
 
+pub mod integrity;
 pub mod manifest;
 pub mod onnx_summary;
 pub mod package;
@@ -11,7 +13,8 @@ pub mod package;
 use std::path::PathBuf;
 
 pub use manifest::{AudioFrontendKind, AudioSpec, Family, GraphSpec, Graphs, Manifest, OutputSpec, Provenance, SCHEMA_VERSION};
-pub use package::{Dim, GraphInfo, ModelPackage, TensorDecl};
+pub use integrity::FileCheck;
+pub use package::{Dim, GraphInfo, ModelPackage, PackageOptions, TensorDecl};
 
 /// A model package is unusable. Every variant names the file and, where it applies, the field.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,25 @@ pub enum PackageError {
         /// The manifest field it relates to, e.g. `graphs.segmenter.inputs[0]`.
         field: String,
         /// What is wrong.
+        detail: String,
+    },
+    /// A graph file differs from the size or checksum its manifest records: it was damaged or
+    /// replaced after the package was written.
+    #[error("{}: `{field}`: {detail}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// The manifest field that records it, e.g. `graphs.segmenter.checksum`.
+        field: String,
+        /// How it differs.
+        detail: String,
+    },
+    /// A file of the package is larger than the configured limit.
+    #[error("{}: {detail}", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size and the limit, and how to raise it.
         detail: String,
     },
 }

@@ -32,9 +32,12 @@ pub struct GraphSummary {
     pub output: Vec<pb::ValueInfoProto>,
 }
 
-/// `NodeProto`, counted only.
+/// `NodeProto`: its output names (2), so that validation can check every graph output is made.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct NodeSummary {}
+pub struct NodeSummary {
+    #[prost(string, repeated, tag = "2")]
+    pub output: Vec<String>,
+}
 
 /// `TensorProto`: dimensions (1) and name (8).
 #[derive(Clone, PartialEq, prost::Message)]

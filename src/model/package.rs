@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use tract_onnx::pb;
 
+use super::integrity::{self, FileCheck};
 use super::onnx_summary;
 
 use super::manifest::{Family, GraphSpec, Manifest, OutputSpec, FORMAT, MANIFEST_FILE, SCHEMA_VERSION};
@@ -37,6 +38,35 @@ pub struct GraphInfo {
     pub parameters: u64,
     /// The ONNX default-domain opset version the graph imports.
     pub opset: i64,
+    /// The file's size in bytes.
+    pub size: u64,
+    /// What the integrity check found.
+    pub check: FileCheck,
+}
+
+/// How [`ModelPackage::load_with`] reads a package.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PackageOptions {
+    /// Hash each graph file and compare it with the checksum its manifest records (default on).
+    /// Sizes are compared either way.
+    pub verify_checksums: bool,
+    /// The largest graph file accepted, in bytes (default [`PackageOptions::DEFAULT_MAX_GRAPH_BYTES`]).
+    pub max_graph_bytes: u64,
+}
+
+impl PackageOptions {
+    /// 4 GiB: twice ONNX's own 2 GB protobuf limit on one file, and above every published AVS model
+    /// (PVT-v2-b5 AVSegFormer, about 0.4 GB).
+    pub const DEFAULT_MAX_GRAPH_BYTES: u64 = 4 << 30;
+    /// Manifests are a few kB (the 71 AVSS labels and palette take 5 kB); anything larger is not one.
+    pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+}
+
+impl Default for PackageOptions {
+    fn default() -> Self {
+        Self { verify_checksums: true, max_graph_bytes: Self::DEFAULT_MAX_GRAPH_BYTES }
+    }
 }
 
 /// A graph input or output as the ONNX file declares it.
@@ -77,28 +107,70 @@ impl TensorDecl {
 }
 
 impl ModelPackage {
-    /// Reads `dir/avseg.json` and the graphs it names, validating everything.
+    /// Reads `dir/avseg.json` and the graphs it names, validating everything and verifying each
+    /// graph's recorded size and checksum.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, PackageError> {
+        Self::load_with(dir, &PackageOptions::default())
+    }
+
+    /// [`ModelPackage::load`] with explicit checks and limits.
+    pub fn load_with(dir: impl AsRef<Path>, options: &PackageOptions) -> Result<Self, PackageError> {
         let dir = dir.as_ref().to_path_buf();
         if !dir.is_dir() {
             return Err(PackageError::NotAPackage { path: dir });
         }
         let manifest_path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&manifest_path).map_err(|e| PackageError::Read {
-            path: manifest_path.clone(),
-            detail: e.to_string(),
-        })?;
+        let read_err = |e: std::io::Error| PackageError::Read { path: manifest_path.clone(), detail: e.to_string() };
+        let manifest_size = std::fs::metadata(&manifest_path).map_err(read_err)?.len();
+        if manifest_size > PackageOptions::MAX_MANIFEST_BYTES {
+            return Err(PackageError::TooLarge {
+                path: manifest_path,
+                detail: format!(
+                    "is {manifest_size} bytes; a manifest is at most {} (is this an avseg.json?)",
+                    PackageOptions::MAX_MANIFEST_BYTES
+                ),
+            });
+        }
+        let text = std::fs::read_to_string(&manifest_path).map_err(read_err)?;
         let manifest = parse_manifest(&manifest_path, &text)?;
         validate_manifest(&manifest_path, &manifest)?;
 
         let mut graphs = Vec::new();
         if let Some(spec) = &manifest.graphs.audio_encoder {
-            graphs.push(read_graph(&dir, "audio_encoder", spec)?);
+            graphs.push(read_graph(&dir, "audio_encoder", spec, options)?);
         }
-        graphs.push(read_graph(&dir, "segmenter", &manifest.graphs.segmenter)?);
+        graphs.push(read_graph(&dir, "segmenter", &manifest.graphs.segmenter, options)?);
         let package = ModelPackage { dir, manifest, graphs };
         package.check_signatures()?;
         Ok(package)
+    }
+
+    /// Checks every graph file of the package in `dir` against the size and checksum its manifest
+    /// records, without stopping at the first damaged one and without parsing the graphs: what
+    /// `avseg verify` prints. Errors only when the manifest itself is unusable.
+    pub fn verify_files(dir: impl AsRef<Path>) -> Result<Vec<(String, PathBuf, FileCheck)>, PackageError> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(PackageError::NotAPackage { path: dir.to_path_buf() });
+        }
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&manifest_path)
+            .map_err(|e| PackageError::Read { path: manifest_path.clone(), detail: e.to_string() })?;
+        let manifest = parse_manifest(&manifest_path, &text)?;
+        validate_manifest(&manifest_path, &manifest)?;
+        let specs = [("audio_encoder", manifest.graphs.audio_encoder.as_ref()), ("segmenter", Some(&manifest.graphs.segmenter))];
+        let mut out = Vec::new();
+        for (role, spec) in specs {
+            let Some(spec) = spec else { continue };
+            let path = dir.join(&spec.file);
+            let check = match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => integrity::check_file(&path, m.len(), spec.size, spec.checksum.as_deref())
+                    .unwrap_or_else(|e| FileCheck::Mismatch(format!("cannot read: {e}"))),
+                _ => FileCheck::Mismatch("file not found".into()),
+            };
+            out.push((role.to_string(), path, check));
+        }
+        Ok(out)
     }
 
     /// The package folder.
@@ -180,6 +252,16 @@ impl ModelPackage {
         let logits = vec![Expect::Is(t), Expect::Is(k), Expect::Any, Expect::Any];
         expect_decl(seg, "graphs.segmenter.outputs[0]", &seg.outputs[0], &logits)?;
         Ok(())
+    }
+}
+
+impl Manifest {
+    /// Parses and validates manifest text; `path` names the file in errors. What
+    /// [`ModelPackage::load`] does with `avseg.json` before it looks at the graphs.
+    pub fn from_json(path: &Path, text: &str) -> Result<Self, PackageError> {
+        let manifest = parse_manifest(path, text)?;
+        validate_manifest(path, &manifest)?;
+        Ok(manifest)
     }
 }
 
@@ -290,15 +372,30 @@ fn check_graph_spec(path: &Path, field: &str, g: &GraphSpec, inputs: usize) -> R
     Ok(())
 }
 
-fn read_graph(dir: &Path, role: &'static str, spec: &GraphSpec) -> Result<GraphInfo, PackageError> {
+fn read_graph(dir: &Path, role: &'static str, spec: &GraphSpec, options: &PackageOptions) -> Result<GraphInfo, PackageError> {
     let path = dir.join(&spec.file);
-    if !path.is_file() {
-        return Err(PackageError::Graph {
+    let size = match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => m.len(),
+        _ => {
+            return Err(PackageError::Graph {
+                path: path.clone(),
+                field: format!("graphs.{role}.file"),
+                detail: "file not found".into(),
+            })
+        }
+    };
+    if size > options.max_graph_bytes {
+        return Err(PackageError::TooLarge {
             path: path.clone(),
-            field: format!("graphs.{role}.file"),
-            detail: "file not found".into(),
+            detail: format!(
+                "graph file is {:.1} MB, over the limit of {:.1} MB (PackageOptions::max_graph_bytes, \
+                 `--max-graph-mb` in the CLI)",
+                size as f64 / 1e6,
+                options.max_graph_bytes as f64 / 1e6
+            ),
         });
     }
+    let check = verify_graph(&path, role, spec, size, options)?;
     let unreadable = |detail: String| PackageError::Graph {
         path: path.clone(),
         field: format!("graphs.{role}.file"),
@@ -321,6 +418,22 @@ fn read_graph(dir: &Path, role: &'static str, spec: &GraphSpec) -> Result<GraphI
     let declared_inputs: Vec<TensorDecl> =
         graph.input.iter().filter(|i| !initializers.contains(i.name.as_str())).map(decl).collect();
     let declared_outputs: Vec<TensorDecl> = graph.output.iter().map(decl).collect();
+    // An output that no node makes (and that is not an input or a weight) is a malformed graph;
+    // tract 0.23 panics on it (found by fuzz/package_onnx).
+    let made: std::collections::HashSet<&str> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(String::as_str))
+        .chain(graph.input.iter().map(|i| i.name.as_str()))
+        .chain(initializers.iter().copied())
+        .collect();
+    if let Some(orphan) = declared_outputs.iter().find(|d| !made.contains(d.name.as_str())) {
+        return Err(PackageError::Graph {
+            path: path.clone(),
+            field: format!("graphs.{role}.file"),
+            detail: format!("graph output {:?} is made by no node: the ONNX graph is malformed", orphan.name),
+        });
+    }
 
     let pick = |names: &[String], decls: &[TensorDecl], kind: &str| -> Result<Vec<TensorDecl>, PackageError> {
         names
@@ -351,7 +464,49 @@ fn read_graph(dir: &Path, role: &'static str, spec: &GraphSpec) -> Result<GraphI
     }
     let parameters = graph.initializer.iter().map(|t| t.dims.iter().map(|&d| d.max(0) as u64).product::<u64>()).sum();
     let opset = proto.opset_import.iter().filter(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).max().unwrap_or(0);
-    Ok(GraphInfo { role, path, inputs, outputs, parameters, opset })
+    Ok(GraphInfo { role, path, inputs, outputs, parameters, opset, size, check })
+}
+
+/// Compares a graph file with its recorded size and (when `verify_checksums`) checksum. Before the
+/// ONNX is parsed, so that a damaged file is reported as damaged rather than as a parse error.
+fn verify_graph(
+    path: &Path,
+    role: &str,
+    spec: &GraphSpec,
+    size: u64,
+    options: &PackageOptions,
+) -> Result<FileCheck, PackageError> {
+    if let Some(recorded) = &spec.checksum {
+        integrity::parse_checksum(recorded).map_err(|detail| PackageError::Field {
+            path: path.parent().unwrap_or(path).join(MANIFEST_FILE),
+            field: format!("graphs.{role}.checksum"),
+            detail,
+        })?;
+    }
+    let checksum = spec.checksum.as_deref().filter(|_| options.verify_checksums);
+    let check = integrity::check_file(path, size, spec.size, checksum).map_err(|e| PackageError::Graph {
+        path: path.to_path_buf(),
+        field: format!("graphs.{role}.file"),
+        detail: format!("cannot read: {e}"),
+    })?;
+    match &check {
+        FileCheck::Mismatch(detail) => {
+            let field = if spec.size.is_some_and(|s| s != size) { "size" } else { "checksum" };
+            return Err(PackageError::Corrupt {
+                path: path.to_path_buf(),
+                field: format!("graphs.{role}.{field}"),
+                detail: detail.clone(),
+            });
+        }
+        FileCheck::NotRecorded if spec.checksum.is_none() => log::warn!(
+            "{}: the manifest records no checksum for this graph (a package written before avseg recorded \
+             them), so damage to the file cannot be detected; re-export the package to add one",
+            path.display()
+        ),
+        FileCheck::NotRecorded if checksum.is_none() => return Ok(FileCheck::NotVerified),
+        _ => {}
+    }
+    Ok(check)
 }
 
 fn decl(v: &pb::ValueInfoProto) -> TensorDecl {
@@ -417,4 +572,79 @@ fn expect_decl(g: &GraphInfo, field: &str, d: &TensorDecl, want: &[Expect]) -> R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundled(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name)
+    }
+
+    /// The bundled packages record sizes and checksums, and they verify.
+    #[test]
+    fn bundled_packages_verify() {
+        for name in ["default", "tiny-tpavi"] {
+            let p = ModelPackage::load(bundled(name)).unwrap();
+            for g in p.graphs() {
+                assert_eq!(g.check, FileCheck::Verified, "{name} {}", g.role);
+                assert_eq!(g.size, std::fs::metadata(&g.path).unwrap().len());
+            }
+            let files = ModelPackage::verify_files(bundled(name)).unwrap();
+            assert_eq!(files.len(), 2);
+            assert!(files.iter().all(|(_, _, c)| *c == FileCheck::Verified), "{files:?}");
+        }
+        let mut off = PackageOptions::default();
+        off.verify_checksums = false;
+        let p = ModelPackage::load_with(bundled("tiny-tpavi"), &off).unwrap();
+        assert!(p.graphs().iter().all(|g| g.check == FileCheck::NotVerified));
+    }
+
+    #[test]
+    fn graph_files_over_the_size_limit_are_refused() {
+        let mut small = PackageOptions::default();
+        small.max_graph_bytes = 1_000_000;
+        let e = ModelPackage::load_with(bundled("tiny-tpavi"), &small).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, PackageError::TooLarge { .. }) && msg.contains("segmenter.onnx"), "{msg}");
+        assert!(msg.contains("1.8 MB") && msg.contains("max_graph_bytes"), "{msg}");
+    }
+
+    #[test]
+    fn oversized_manifests_are_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST_FILE), vec![b' '; (PackageOptions::MAX_MANIFEST_BYTES + 1) as usize]).unwrap();
+        let e = ModelPackage::load(dir.path()).unwrap_err();
+        assert!(matches!(e, PackageError::TooLarge { .. }) && e.to_string().contains("avseg.json"), "{e}");
+    }
+}
+
+/// Inputs found by the fuzz targets (`fuzz/`), kept as regression tests on stable.
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::*;
+
+    /// A copy of tiny-tpavi whose segmenter is `segmenter` (recorded size and checksum dropped).
+    pub(crate) fn package_with_segmenter(dir: &Path, segmenter: &[u8]) {
+        let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-tpavi");
+        let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tiny.join(MANIFEST_FILE)).unwrap()).unwrap();
+        let seg = m["graphs"]["segmenter"].as_object_mut().unwrap();
+        seg.remove("size");
+        seg.remove("checksum");
+        std::fs::write(dir.join(MANIFEST_FILE), serde_json::to_string(&m).unwrap()).unwrap();
+        std::fs::copy(tiny.join("audio_encoder.onnx"), dir.join("audio_encoder.onnx")).unwrap();
+        std::fs::write(dir.join("segmenter.onnx"), segmenter).unwrap();
+    }
+
+    /// fuzz/package_onnx: a graph output no node makes. tract 0.23 panicked on it while parsing;
+    /// validation now names it.
+    #[test]
+    fn a_graph_output_that_no_node_makes() {
+        let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/package_onnx_orphan_output.onnx")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        package_with_segmenter(dir.path(), &bytes);
+        let e = ModelPackage::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("segmenter.onnx") && e.contains("\"mask_logits\" is made by no node"), "{e}");
+    }
 }

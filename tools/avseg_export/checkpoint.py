@@ -91,6 +91,9 @@ class _Tensor:
         itemsize = flat.dtype.itemsize
         if any(s < 0 for s in self.stride):
             raise CheckpointError(f"{path}: tensor '{key}' has a negative stride {self.stride}")
+        if any(d < 0 for d in self.size) or len(self.size) != len(self.stride):
+            raise CheckpointError(f"{path}: tensor '{key}' has shape {list(self.size)} with strides "
+                                  f"{list(self.stride)}; the file is corrupt")
         n = int(np.prod(self.size)) if self.size else 1
         if n:
             last = self.offset + sum((d - 1) * s for d, s in zip(self.size, self.stride))
@@ -172,11 +175,20 @@ def _check_storage_type(path, stype):
     return stype
 
 
+# What zipfile raises on a damaged archive besides BadZipFile: a negative seek from a corrupt offset
+# (ValueError), a flipped "encrypted" flag (RuntimeError), an unknown compression method
+# (NotImplementedError), a corrupt deflate stream (zlib.error), a short read (EOFError), and sizes
+# that overflow (OverflowError, struct.error) or cannot be allocated (MemoryError). Found by
+# tools/tests/test_checkpoint_fuzz.py.
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError, NotImplementedError,
+               OverflowError, struct.error, MemoryError)
+
+
 def _load_zip(path: Path, data: bytes):
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         names = zf.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
+    except _ZIP_ERRORS as e:
         raise CheckpointError(f"{path}: not a readable zip archive ({e}); the file is truncated or corrupt, "
                               "download it again") from None
     pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
@@ -186,7 +198,11 @@ def _load_zip(path: Path, data: bytes):
         raise CheckpointError(f"{path}: zip archive without a data.pkl record; not a torch.save checkpoint{hint}")
     root = pkl[0][: -len("data.pkl")]
     byteorder = root + "byteorder"
-    if byteorder in names and zf.read(byteorder).strip() != b"little":
+    try:
+        order = zf.read(byteorder).strip() if byteorder in names else b"little"
+    except _ZIP_ERRORS as e:
+        raise CheckpointError(f"{path}: '{byteorder}' cannot be read ({e}); the file is truncated or corrupt") from None
+    if order != b"little":
         raise CheckpointError(f"{path}: big-endian checkpoint; re-save it on a little-endian machine")
 
     cache = {}
@@ -201,7 +217,7 @@ def _load_zip(path: Path, data: bytes):
             except KeyError:
                 raise CheckpointError(f"{path}: storage record '{rec}' is missing; the file is truncated or "
                                       "corrupt, download it again") from None
-            except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+            except _ZIP_ERRORS as e:
                 raise CheckpointError(f"{path}: storage record '{rec}' cannot be read ({e}); the file is "
                                       "truncated or corrupt") from None
             need = int(numel) * stype.itemsize
@@ -213,7 +229,7 @@ def _load_zip(path: Path, data: bytes):
 
     try:
         pickled = zf.read(pkl[0])
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as e:
+    except _ZIP_ERRORS as e:
         raise CheckpointError(f"{path}: '{pkl[0]}' cannot be read ({e}); the file is truncated or corrupt") from None
     return _unpickle(path, pickled, storage)
 
@@ -223,7 +239,8 @@ def _unpickle(path, pickled: bytes, storage):
         return _Unpickler(io.BytesIO(pickled), path, storage).load()
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            OverflowError, struct.error, MemoryError, RecursionError) as e:
         raise CheckpointError(f"{path}: the pickled state dict cannot be read ({type(e).__name__}: {e}); "
                               "the file is truncated or corrupt") from None
 

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import onnx
+import xxhash
 
 FORMAT = "avseg-model"
 SCHEMA_VERSION = 1
@@ -99,12 +100,26 @@ def dumps_manifest(m: dict) -> str:
     return text
 
 
+def checksum(data: bytes) -> str:
+    """A graph file's checksum as avseg.json records it (src/model/integrity.rs): XXH3-128, for
+    corruption rather than tampering, hex in canonical (big-endian) order."""
+    return "xxh3-128:" + xxhash.xxh3_128_hexdigest(data)
+
+
+def record_file(spec: dict, data: bytes):
+    """Adds the size and checksum of a graph file's bytes to its manifest entry."""
+    spec["size"] = len(data)
+    spec["checksum"] = checksum(data)
+
+
 def write_package(out_dir, meta: dict, audio_model: onnx.ModelProto, seg_model: onnx.ModelProto) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # SerializeToString is deterministic for a deterministically built proto.
-    (out / meta["graphs"]["audio_encoder"]["file"]).write_bytes(audio_model.SerializeToString())
-    (out / meta["graphs"]["segmenter"]["file"]).write_bytes(seg_model.SerializeToString())
+    for role, model in (("audio_encoder", audio_model), ("segmenter", seg_model)):
+        data = model.SerializeToString()
+        (out / meta["graphs"][role]["file"]).write_bytes(data)
+        record_file(meta["graphs"][role], data)
     (out / "avseg.json").write_text(dumps_manifest(meta))
     return out
 

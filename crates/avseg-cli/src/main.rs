@@ -37,6 +37,8 @@ enum Command {
     Features(cmd::features::FeaturesArgs),
     /// Print a model package's manifest, graph signatures and parameter count.
     Info(cmd::info::InfoArgs),
+    /// Check a package's graph files against the sizes and checksums in its avseg.json, then load it.
+    Verify(cmd::verify::VerifyArgs),
     /// Score a model or saved logits on AVSBench (S4, MS3, AVSS) with the official metrics.
     Eval(cmd::eval::EvalArgs),
     /// Measure latency and memory: per-clip stages (and ONNX Runtime), or a streaming soak run.
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Segment(a) => cmd::segment::run(a),
         Command::Features(a) => cmd::features::run(a),
         Command::Info(a) => cmd::info::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
         Command::Eval(a) => cmd::eval::run(a).map_err(CliError::Eval),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Kernels(a) => cmd::kernels::run(a),

@@ -92,3 +92,52 @@ fn a_file_that_is_not_a_video_is_a_clear_error() {
     assert!(stderr.starts_with("error: ") && stderr.contains("fake.mp4") && !stderr.contains("panicked"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// `--video` runs the video's sampled frames and soundtrack through a streaming session; the same
+/// frames and sound given as a folder and a WAV (`--frames --audio`, the batch path) must give the
+/// same masks. ffmpeg extracts both with the filter and pixel format the video driver uses, and the
+/// soundtrack as 6-channel float, which avseg mixes to mono on both paths.
+#[test]
+fn video_masks_equal_the_same_frames_and_sound_run_as_a_clip() {
+    let test = "video_masks_equal_the_same_frames_and_sound_run_as_a_clip";
+    if !have_ffmpeg(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let wav = dir.path().join("audio.wav");
+    let ffmpeg = |args: &[&str]| {
+        let out = Command::new("ffmpeg").args(["-nostdin", "-v", "error", "-i", video().to_str().unwrap()]).args(args).output().unwrap();
+        assert!(out.status.success(), "ffmpeg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // 25 fps: frame n is sampled when n mod 25 == 15·25/16 = 23 (src/io/video.rs).
+    ffmpeg(&["-map", "0:v:0", "-an", "-vf", "select='eq(mod(n\\,25)\\,23)'", "-fps_mode", "passthrough", "-pix_fmt", "rgb24", frames.join("%d.png").to_str().unwrap()]);
+    ffmpeg(&["-map", "0:a:0", "-vn", "-c:a", "pcm_f32le", wav.to_str().unwrap()]);
+
+    let run = |args: &[&str], out: &std::path::Path| {
+        let o = Command::new(env!("CARGO_BIN_EXE_avseg"))
+            .args(["segment", "--model", repo().join("models/tiny-tpavi").to_str().unwrap(), "--no-overlay", "--out", out.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let (video_out, clip_out) = (dir.path().join("video"), dir.path().join("clip"));
+    run(&["--video", video().to_str().unwrap()], &video_out);
+    run(&["--frames", frames.to_str().unwrap(), "--audio", wav.to_str().unwrap()], &clip_out);
+
+    let mut foreground = 0usize;
+    for (i, frame) in [23, 48, 73, 98, 123].iter().enumerate() {
+        let a = image::open(video_out.join(format!("masks/frame_{frame:06}.png"))).unwrap().to_luma8();
+        let b = image::open(clip_out.join(format!("masks/{}.png", i + 1))).unwrap().to_luma8();
+        assert_eq!(a.dimensions(), b.dimensions());
+        let differ = a.pixels().zip(b.pixels()).filter(|(p, q)| (p[0] > 0) != (q[0] > 0)).count();
+        let share = differ as f64 / (a.width() * a.height()) as f64;
+        assert!(share <= 1e-3, "frame {frame}: {:.4} % of the pixels differ", share * 100.0);
+        foreground += a.pixels().filter(|p| p[0] > 0).count();
+    }
+    // The comparison means something only if the masks are not all empty (or all full).
+    let total = 5 * 1280 * 720;
+    assert!(foreground > 0 && foreground < total, "foreground {foreground} of {total}");
+}

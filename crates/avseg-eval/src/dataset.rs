@@ -45,7 +45,8 @@ impl Subset {
     }
 
     /// The metadata CSV, and the folder that holds it in the official download.
-    fn csv_and_folder(self) -> (&'static str, &'static str) {
+    /// The subset's metadata CSV and the folder that holds it in the official layouts.
+    pub fn csv_and_folder(self) -> (&'static str, &'static str) {
         match self {
             Subset::S4 => ("s4_meta_data.csv", "Single-source"),
             Subset::Ms3 => ("ms3_meta_data.csv", "Multi-sources"),

@@ -18,7 +18,7 @@ pub mod report;
 
 use std::path::{Path, PathBuf};
 
-use avseg::{ClipInput, Engine, EngineOptions};
+use avseg::{Engine, EngineOptions};
 use avseg::ClipFiles;
 use avseg::OutputSpec;
 use avseg::write_npy;
@@ -282,7 +282,7 @@ pub fn evaluate(mut dataset: Dataset, source: Source, opts: &EvalOptions) -> Res
         let (logits, origin) = match (&mut engine, &source) {
             (Some(engine), _) => {
                 let files = ClipFiles { frames: video.frames.clone(), audio: video.audio.clone() };
-                let clip = ClipInput::load(&files)?;
+                let clip = engine.load_clip(&files)?;
                 (engine.run_clip(&clip)?.logits, video.audio.clone())
             }
             (None, Source::Logits(dir)) => {

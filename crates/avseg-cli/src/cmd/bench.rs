@@ -58,6 +58,8 @@ pub(crate) struct BenchArgs {
     /// Stream mode: pending-frame queue (0 = 2·T).
     #[arg(long, default_value_t = 0)]
     pub frame_queue: usize,
+    #[command(flatten)]
+    pub package: super::PackageArgs,
 }
 
 
@@ -88,7 +90,12 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 fn engine_options(a: &BenchArgs) -> EngineOptions {
-    EngineOptions { threads: a.threads, cpu_kernels: a.cpu_kernels.into(), ..EngineOptions::default() }
+    EngineOptions {
+        threads: a.threads,
+        cpu_kernels: a.cpu_kernels.into(),
+        package: a.package.options(),
+        ..EngineOptions::default()
+    }
 }
 
 fn clip_dir(a: &BenchArgs) -> Result<PathBuf, CliError> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use avseg::{
-    decode_audio, find_frames, frame_tensor, write_npy, AudioFrontend, Error, Frame, ModelPackage, PatchPadding,
+    audio_seconds_for_patches, decode_audio_with, find_frames, frame_tensor, write_npy, AudioFrontend, Error, Frame, ModelPackage, PatchPadding,
     ResizeFilter, VisionConfig, VisionFrontend,
 };
 
@@ -32,6 +32,10 @@ pub(crate) struct FeaturesArgs {
     /// Write every patch of the audio, unpadded, instead of exactly T.
     #[arg(long)]
     pub all_patches: bool,
+    #[command(flatten)]
+    pub package: super::PackageArgs,
+    #[command(flatten)]
+    pub inputs: super::InputArgs,
 }
 
 /// Runs `avseg features`.
@@ -39,17 +43,20 @@ pub(crate) fn run(a: FeaturesArgs) -> Result<(), CliError> {
     if a.audio.is_none() && a.frames.is_none() {
         return Err(CliError::Usage("give --audio FILE --out FILE.npy and/or --frames DIR --frames-out FILE.npy".into()));
     }
+    let limits = a.inputs.limits()?;
     // Without a package: AVSBench S4 as TPAVI was trained (T = 5, 224x224, OpenCV-style resize).
     let (t, padding, vision) = match &a.model {
         Some(dir) => {
-            let p = ModelPackage::load(dir)?;
+            let p = ModelPackage::load_with(dir, &a.package.options())?;
             let m = p.manifest();
             (m.frames_per_clip, m.audio.patch_padding, m.vision.clone())
         }
         None => (5, PatchPadding::RepeatLast, VisionConfig::imagenet(224, 224, ResizeFilter::BilinearOpencv)),
     };
     if let (Some(audio_path), Some(out)) = (&a.audio, &a.out) {
-        let pcm = decode_audio(audio_path)?;
+        // T patches need only the audio they span; --all-patches needs the whole file.
+        let needed = (!a.all_patches).then(|| audio_seconds_for_patches(t));
+        let pcm = decode_audio_with(audio_path, &limits, needed)?;
         let mut fe = AudioFrontend::new();
         let patches = if a.all_patches { fe.all_patches(&pcm, padding) } else { fe.clip_patches(&pcm, t, padding) }
             .map_err(|e| Error::frontend(audio_path, e))?;
@@ -57,7 +64,16 @@ pub(crate) fn run(a: FeaturesArgs) -> Result<(), CliError> {
         eprintln!("log-mel {:?} -> {}", patches.shape(), out.display());
     }
     if let (Some(dir), Some(out)) = (&a.frames, &a.frames_out) {
-        let frames = find_frames(dir)?.iter().map(|p| Frame::load(p)).collect::<Result<Vec<_>, _>>()?;
+        let files = find_frames(dir)?;
+        if files.len() > limits.max_clip_frames {
+            return Err(CliError::Usage(format!(
+                "{}: {} frames, over the limit of {} (--max-frames)",
+                dir.display(),
+                files.len(),
+                limits.max_clip_frames
+            )));
+        }
+        let frames = files.iter().map(|p| Frame::load_with(p, &limits)).collect::<Result<Vec<_>, _>>()?;
         let tensor = frame_tensor(&mut VisionFrontend::new(vision), &frames)?;
         write_npy(out, tensor.shape(), tensor.data())?;
         eprintln!("frames {:?} -> {}", tensor.shape(), out.display());

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use avseg::{ModelPackage, OutputSpec};
+use avseg::{FileCheck, ModelPackage, OutputSpec};
 
 use crate::CliError;
 
@@ -16,11 +16,13 @@ pub(crate) struct InfoArgs {
     /// Print the manifest as JSON only.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub package: super::PackageArgs,
 }
 
 /// Runs `avseg info`.
 pub(crate) fn run(a: InfoArgs) -> Result<(), CliError> {
-    let p = ModelPackage::load(&a.model)?;
+    let p = ModelPackage::load_with(&a.model, &a.package.options())?;
     let m = p.manifest();
     if a.json {
         println!("{}", serde_json::to_string_pretty(m).expect("manifest serialises"));
@@ -46,7 +48,19 @@ pub(crate) fn run(a: InfoArgs) -> Result<(), CliError> {
         other => println!("output      {other:?}"),
     }
     for g in p.graphs() {
-        println!("graph       {} = {} (opset {}, {} parameters)", g.role, g.path.display(), g.opset, g.parameters);
+        let check = match &g.check {
+            FileCheck::Verified => "checksum verified",
+            FileCheck::NotVerified => "checksum not verified (--no-verify)",
+            _ => "no checksum recorded",
+        };
+        println!(
+            "graph       {} = {} (opset {}, {} parameters, {:.1} MB, {check})",
+            g.role,
+            g.path.display(),
+            g.opset,
+            g.parameters,
+            g.size as f64 / 1e6
+        );
         for i in &g.inputs {
             println!("  input     {} {}", i.name, i.shape_string());
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use avseg::{
-    find_clip, find_frames, write_npy, BackendChoice, ClipFiles, CpuKernels, ClipInput, Engine, EngineOptions, FrameInfo, FrameWriter,
+    find_clip, find_frames, write_npy, BackendChoice, ClipFiles, CpuKernels, Engine, EngineOptions, FrameInfo, FrameWriter,
     Session, SessionOptions,
 };
 
@@ -100,6 +100,10 @@ pub(crate) struct SegmentArgs {
     /// With --video: window advance in sampled frames (1..=T; default T, non-overlapping windows).
     #[arg(long, default_value_t = 0)]
     pub hop: usize,
+    #[command(flatten)]
+    pub package: super::PackageArgs,
+    #[command(flatten)]
+    pub inputs: super::InputArgs,
 }
 
 /// Runs `avseg segment`.
@@ -114,6 +118,8 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
         cpu_kernels: a.cpu_kernels.into(),
         threshold: a.threshold,
         min_object_area: a.min_area,
+        package: a.package.options(),
+        input_limits: a.inputs.limits()?,
     };
     if let Some(video) = &a.clip.video {
         return video_run(&a, video, options);
@@ -121,7 +127,7 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
     // Validate the model before decoding media: a bad package is the cheaper error to report.
     let mut engine = Engine::load(&a.model, &options)?;
     let files = a.clip.files()?;
-    let clip = ClipInput::load(&files)?;
+    let clip = engine.load_clip(&files)?;
     let out = engine.run_clip(&clip)?;
 
     let mut writer = FrameWriter::create(&a.out, &engine.package().manifest().output, !a.no_overlay)?;
