@@ -121,6 +121,15 @@ impl Error {
     }
 }
 
+/// The message of a caught panic (`catch_unwind`'s payload), for the error that replaces it.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown reason".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

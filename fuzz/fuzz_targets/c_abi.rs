@@ -48,11 +48,38 @@ fn ok(status: avseg_status, call: &str) {
     assert!(status != avseg_status::AVSEG_ERR_PANIC, "{call} answered AVSEG_ERR_PANIC");
 }
 
+fn model_dir() -> CString {
+    CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tiny-tpavi")).unwrap()
+}
+
+/// One session per thread count the inputs can ask for, created once and never freed: while they
+/// live, every new session of the same package and threads takes their prepared plans (avseg shares
+/// plans between live engines) instead of optimising the graphs again, which ran at 4 inputs/s.
+/// Each input still gets a fresh session, so a crash reproduces from its input alone.
+fn keep_plans_alive() {
+    static PINNED: std::sync::Once = std::sync::Once::new();
+    PINNED.call_once(|| {
+        let dir = model_dir();
+        for threads in 0..3 {
+            let mut options = std::mem::MaybeUninit::<avseg_session_options>::uninit();
+            let mut session = null_mut();
+            unsafe {
+                avseg_session_options_default(options.as_mut_ptr());
+                let mut options = options.assume_init();
+                options.backend = 1;
+                options.threads = threads;
+                assert_eq!(avseg_session_new(dir.as_ptr(), &options, &mut session), avseg_status::AVSEG_OK);
+            }
+        }
+    });
+}
+
 fuzz_target!(|input: Input| {
     if input.calls.len() > 48 {
         return;
     }
-    let dir = CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../models/tiny-tpavi")).unwrap();
+    keep_plans_alive();
+    let dir = model_dir();
     let mut options = std::mem::MaybeUninit::<avseg_session_options>::uninit();
     unsafe {
         ok(avseg_session_options_default(options.as_mut_ptr()), "options_default");

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use crate::backend::cpu::CpuKernels;
-use crate::backend::{self, BackendOptions, OpTime, Runner};
+use crate::backend::{self, BackendError, BackendOptions, OpTime, Runner};
 use crate::error::Error;
 use crate::frontend::audio::AudioFrontend;
 use crate::frontend::vision::VisionFrontend;
@@ -30,7 +30,7 @@ use crate::io::clip::ClipFiles;
 #[cfg(feature = "image-files")]
 use crate::io::image::decode_image_with;
 use crate::io::limits::InputLimits;
-use crate::model::{ModelPackage, OutputSpec, PackageOptions};
+use crate::model::{ModelPackage, OutputSpec, PackageError, PackageOptions};
 use crate::post::mask::{FrameMask, MaskBuilder};
 use crate::post::objects::{find_objects, SoundingObject};
 use crate::tensor::Tensor;
@@ -158,18 +158,8 @@ impl ClipInput {
         if files.frames.is_empty() {
             return Err(Error::Clip { detail: "clip has no frames".into() });
         }
-        if files.frames.len() > limits.max_clip_frames {
-            let folder = files.frames[0].parent().unwrap_or(Path::new(".")).display().to_string();
-            return Err(Error::Clip {
-                detail: format!(
-                    "{folder}: the clip has {} frames, over the limit of {} (InputLimits::max_clip_frames, \
-                     `--max-frames` in the CLI); a clip is decoded into memory whole, so split it, or run a \
-                     video file or a streaming session",
-                    files.frames.len(),
-                    limits.max_clip_frames
-                ),
-            });
-        }
+        let folder = files.frames[0].parent().unwrap_or(Path::new("."));
+        limits.check_clip_frames(folder, files.frames.len()).map_err(|detail| Error::Clip { detail })?;
         let audio = decode_audio_with(&files.audio, limits, audio_seconds)?;
         let frames = files.frames.iter().map(|p| Frame::load_with(p, limits)).collect::<Result<Vec<_>, Error>>()?;
         Ok(ClipInput { frames, audio, audio_source: files.audio.clone() })
@@ -253,15 +243,32 @@ impl Engine {
     /// Loads and validates the package in folder `dir` and prepares its graphs on the chosen
     /// backend. Fails if the package is invalid, the backend cannot prepare it, or `threshold` is
     /// outside (0, 1).
+    ///
+    /// Graph checksums are checked on the bytes the backend loads: a graph whose rewritten form
+    /// comes from the CPU graph cache is checked against the cache entry's own checksum (taken when
+    /// it was made from a checked ONNX file) as the entry is read, instead of reading the ONNX file
+    /// a second time; a graph another live engine prepared from the same file is not read at all.
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
-        let package = ModelPackage::load_with(dir, &options.package)?;
-        let backend_options = BackendOptions { threads: options.threads.max(1), cpu_kernels: options.cpu_kernels, graph_cache: None };
+        let defer_checksums = options.package.verify_checksums;
+        let package_options = PackageOptions { defer_checksums, ..options.package.clone() };
+        let mut package = ModelPackage::load_with(dir, &package_options)?;
+        let backend_options = BackendOptions {
+            threads: options.threads.max(1),
+            cpu_kernels: options.cpu_kernels,
+            graph_cache: None,
+            share_plans: true,
+        };
         let kind = match options.backend {
             BackendChoice::Auto => backend::BackendKind::Auto,
             BackendChoice::Cpu => backend::BackendKind::Cpu,
             BackendChoice::Cuda => backend::BackendKind::Cuda,
         };
-        let runner = backend::select(kind, &package, &backend_options)?;
+        let runner = backend::select(kind, &package, &backend_options).map_err(|e| match e {
+            // Found by the backend, but a damaged package all the same.
+            BackendError::Corrupt { path, field, detail } => Error::Package(PackageError::Corrupt { path, field, detail }),
+            e => Error::Backend(e),
+        })?;
+        package.checks_passed();
         if let (Some(t), OutputSpec::Binary { .. }) = (options.threshold, &package.manifest().output) {
             if !(t.is_finite() && t > 0.0 && t < 1.0) {
                 return Err(Error::invalid_option("threshold", format!("threshold {t} must be in (0, 1)")));

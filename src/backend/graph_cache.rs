@@ -20,6 +20,11 @@
 //! cached (programs that name a cache directory in `BackendOptions` get every graph cached).
 //! Files are written to a temporary name and renamed. Any failure to read or write an entry is
 //! logged and the graph is loaded from its ONNX file as without a cache.
+//!
+//! Integrity: beside each entry, `GRAPH-KEY.nnef.tar.sum` holds the entry's XXH3-128 checksum and
+//! the manifest checksum of the ONNX file it was made from (`unchecked` when that was not checked).
+//! A load that checks checksums hashes the entry while tract parses it (no second read) and takes
+//! it only when both match, so a bit flipped in a cached entry cannot reach the masks.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,6 +41,7 @@ use super::cpu::matmul::{AvMatMul, BatchAxis, Bias};
 use super::cpu::resize::{AvResize, LinearAxis};
 use super::cpu::tpavi::AvTpavi;
 use super::Fnv1a;
+use crate::model::integrity::{self, checksum_file, ChecksumReader};
 
 /// Everything whose change alters the cached form: avseg's operators, the rewrite, this module.
 const SOURCES: &[&str] = &[
@@ -108,12 +114,17 @@ impl GraphCache {
         Some(self.root.join(format!("{:016x}-{:016x}.nnef.tar", graph.finish(), key.finish())))
     }
 
-    /// The cached graph at `entry`, if present and readable.
-    pub fn load(&self, entry: &Path) -> Option<TypedModel> {
+    /// The cached graph at `entry`, if present and readable. With `verify`, the entry's bytes are
+    /// checksummed as they are parsed and compared with the checksum written beside it when it was
+    /// stored, and `source` (the manifest's checksum of the ONNX file, if it records one) must be
+    /// the one the entry was made from: a damaged entry, or one made from an unchecked file, is not
+    /// trusted but rebuilt from the ONNX file (which the caller then checks).
+    pub fn load(&self, entry: &Path, verify: bool, source: Option<&str>) -> Option<TypedModel> {
         if !entry.is_file() {
             return None;
         }
-        match nnef().model_for_path(entry) {
+        let loaded = if verify { load_verified(entry, source) } else { nnef().model_for_path(entry) };
+        match loaded {
             Ok(model) => {
                 // Recency for the size cap: a used entry is kept over unused ones.
                 if let Ok(f) = std::fs::File::options().append(true).open(entry) {
@@ -128,14 +139,15 @@ impl GraphCache {
         }
     }
 
-    /// Writes `model` at `entry` and removes the graph's other entries.
-    pub fn store(&self, entry: &Path, model: &TypedModel) {
-        if let Err(e) = self.try_store(entry, model) {
+    /// Writes `model` at `entry`, and beside it the entry's checksum and `source`, the checksum of
+    /// the ONNX file it was made from when that was checked; removes the graph's other entries.
+    pub fn store(&self, entry: &Path, model: &TypedModel, source: Option<&str>) {
+        if let Err(e) = self.try_store(entry, model, source) {
             log::warn!("{}: could not write the graph cache ({e:#})", entry.display());
         }
     }
 
-    fn try_store(&self, entry: &Path, model: &TypedModel) -> TractResult<()> {
+    fn try_store(&self, entry: &Path, model: &TypedModel, source: Option<&str>) -> TractResult<()> {
         std::fs::create_dir_all(&self.root)?;
         let name = entry.file_name().and_then(|n| n.to_str()).context("entry name")?;
         // Unique per process and call: concurrent writers of one entry never share a file.
@@ -144,8 +156,16 @@ impl GraphCache {
         let tmp = entry.with_extension(format!("tmp{}-{n}", std::process::id()));
         let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
         let written = nnef().write_to_tar(model, file).and_then(|mut w| Ok(std::io::Write::flush(&mut w)?));
-        if let Err(e) = written {
+        // The checksum goes in place first: a reader that sees the entry also sees its checksum.
+        let summed = written.and_then(|_| {
+            let (_, sum) = checksum_file(&tmp)?;
+            let sum_tmp = sum_path(&tmp);
+            std::fs::write(&sum_tmp, format!("{sum}\n{}\n", source.unwrap_or(UNCHECKED)))?;
+            Ok(std::fs::rename(&sum_tmp, sum_path(entry))?)
+        });
+        if let Err(e) = summed {
             let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(sum_path(&tmp));
             return Err(e);
         }
         std::fs::rename(&tmp, entry)?;
@@ -155,6 +175,9 @@ impl GraphCache {
         let mut others = Vec::new();
         for e in std::fs::read_dir(&self.root)?.flatten() {
             let other = e.file_name().to_string_lossy().into_owned();
+            if other.ends_with(".nnef.tar.sum") && other.starts_with(graph) && other[..other.len() - 4] != *name {
+                let _ = std::fs::remove_file(e.path());
+            }
             if !other.ends_with(".nnef.tar") || other == name {
                 continue;
             }
@@ -172,11 +195,38 @@ impl GraphCache {
                 break;
             }
             if std::fs::remove_file(&path).is_ok() {
+                let _ = std::fs::remove_file(sum_path(&path));
                 total -= len;
             }
         }
         Ok(())
     }
+}
+
+/// Where the checksum of the entry (or temporary file) at `path` is kept.
+fn sum_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sum");
+    name.into()
+}
+
+/// The source line of an entry made from an ONNX file whose checksum was not checked.
+const UNCHECKED: &str = "unchecked";
+
+/// Parses the entry while checksumming it, and translates it only when its checksum matches and
+/// it was made from the ONNX file `source` names.
+fn load_verified(entry: &Path, source: Option<&str>) -> TractResult<TypedModel> {
+    let sums = std::fs::read_to_string(sum_path(entry)).context("the entry's checksum file")?;
+    let mut lines = sums.lines();
+    let (recorded, made_from) = (lines.next().unwrap_or(""), lines.next().unwrap_or(UNCHECKED));
+    if let Some(source) = source {
+        ensure!(made_from == source, "made from {made_from}, not from the manifest's {source}");
+    }
+    let mut reader = ChecksumReader::new(std::fs::File::open(entry)?);
+    let proto = nnef().proto_model_for_read(&mut reader)?;
+    let actual = reader.finish()?.finish();
+    ensure!(actual == recorded, "{}", integrity::checksum_mismatch(&actual, recorded));
+    nnef().model_for_proto_model(&proto)
 }
 
 /// tract's NNEF framework with the ONNX extensions and avseg's registry.

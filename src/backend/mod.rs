@@ -8,6 +8,7 @@
 pub mod cpu;
 pub mod cuda;
 pub mod graph_cache;
+mod shared_plans;
 pub mod tpavi;
 pub mod tract;
 
@@ -27,16 +28,22 @@ pub struct BackendOptions {
     /// Where rewritten CPU graphs are cached ([`graph_cache`]): `None` for the environment's
     /// choice (`AVSEG_GRAPH_CACHE`, else the user's cache directory).
     pub graph_cache: Option<std::path::PathBuf>,
+    /// Whether a graph already prepared with the same file and settings by a live engine is shared
+    /// rather than prepared again ([`shared_plans`]). Off only where preparation itself is tested.
+    pub share_plans: bool,
 }
 
 impl Default for BackendOptions {
     fn default() -> Self {
-        Self { threads: 1, cpu_kernels: cpu::CpuKernels::default(), graph_cache: None }
+        Self { threads: 1, cpu_kernels: cpu::CpuKernels::default(), graph_cache: None, share_plans: true }
     }
 }
 
 /// A package prepared for repeated inference. Shapes are fixed at preparation, so each call runs
 /// the optimised plan with no re-planning.
+///
+/// A backend that prepares a graph whose [`crate::model::FileCheck`] is `Deferred` checks the
+/// recorded checksum on the bytes it loads, and fails with [`BackendError::Corrupt`] on a mismatch.
 pub trait Runner: Send {
     /// Short backend name for logs and reports (`"tract"`, `"cuda"`).
     fn backend_name(&self) -> &'static str;
@@ -88,6 +95,17 @@ pub enum BackendError {
         /// The ONNX graph file.
         path: std::path::PathBuf,
         /// Why preparation failed.
+        detail: String,
+    },
+    /// A graph file (or the cached form made from it) differs from the checksum its manifest
+    /// records. The engine reports it as [`crate::model::PackageError::Corrupt`].
+    #[error("{}: `{field}`: {detail}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: std::path::PathBuf,
+        /// The manifest field that records it, e.g. `graphs.segmenter.checksum`.
+        field: String,
+        /// How it differs.
         detail: String,
     },
     /// An input tensor's shape differs from the shape the graph was prepared for.

@@ -14,8 +14,10 @@ use tract_onnx::tract_core::runtime::RunOptions;
 
 use super::cpu::{rewrite::rewrite, CpuKernels};
 use super::graph_cache::GraphCache;
+use super::shared_plans::{self, PlanKey};
 use super::{BackendError, BackendOptions, OpTime, Runner};
-use crate::model::{GraphInfo, ModelPackage};
+use crate::error::panic_message;
+use crate::model::{integrity, FileCheck, GraphInfo, ModelPackage};
 use crate::tensor::Tensor as AvTensor;
 
 const BACKEND: &str = "tract";
@@ -38,7 +40,7 @@ impl Graph {
                 Err(BackendError::Prepare {
                     backend: BACKEND,
                     path: info.path.clone(),
-                    detail: format!("tract failed on this graph (a tract bug the file triggers): {}", panic_message(&panic)),
+                    detail: format!("tract failed on this graph (a tract bug the file triggers): {}", panic_message(&*panic)),
                 })
             })
     }
@@ -50,6 +52,19 @@ impl Graph {
             detail: format!("{e:#}"),
         };
         let t0 = Instant::now();
+        // Checksums: a deferred one is checked here on the bytes loaded, the ONNX file's or the
+        // cache entry's; a shared plan was checked by the engine that prepared it.
+        let checked = matches!(info.check, FileCheck::Verified | FileCheck::Deferred);
+        let shared_key = options
+            .share_plans
+            .then(|| PlanKey::new(&info.path, &input_shapes, options.threads, options.cpu_kernels, checked))
+            .flatten();
+        if let Some(plan) = shared_key.as_ref().and_then(shared_plans::find) {
+            let state = TypedSimpleState::new(&plan).map_err(err)?;
+            let live = shared_plans::live();
+            log::debug!("{}: took the plan of a live engine in {:?} ({live} shared)", info.path.display(), t0.elapsed());
+            return Ok(Graph::new(info, state, input_shapes));
+        }
         // The rewritten, decluttered graph: from the cache when an entry for this file, these
         // shapes and this build exists, else from the ONNX file (and then cached).
         let cache = match (&options.graph_cache, options.cpu_kernels) {
@@ -58,11 +73,17 @@ impl Graph {
             (None, _) => GraphCache::from_env(),
         };
         let entry = cache.as_ref().and_then(|c| c.entry(&info.path, &input_shapes));
-        let cached = cache.as_ref().zip(entry.as_ref()).and_then(|(c, e)| c.load(e));
+        let verify_entry = info.check != FileCheck::NotVerified;
+        // The manifest's checksum of the ONNX file, when it is (or was) checked.
+        let source = info.checksum.as_deref().filter(|_| checked);
+        let cached = cache.as_ref().zip(entry.as_ref()).and_then(|(c, e)| c.load(e, verify_entry, source));
         let from_cache = cached.is_some();
         let decluttered = match cached {
             Some(model) => model,
             None => {
+                if let (FileCheck::Deferred, Some(recorded)) = (&info.check, &info.checksum) {
+                    verify_onnx(info, recorded)?;
+                }
                 let mut model = tract_onnx::onnx().model_for_path(&info.path).map_err(err)?;
                 // Pin every input to a concrete shape before optimisation: only fixed shapes get
                 // tract's best kernels, and the graph's symbolic batch axes are resolved here once.
@@ -78,7 +99,7 @@ impl Graph {
                 }
                 let decluttered = typed.into_decluttered().map_err(err)?;
                 if let (Some(c), Some(e)) = (&cache, &entry) {
-                    c.store(e, &decluttered);
+                    c.store(e, &decluttered, source);
                 }
                 decluttered
             }
@@ -91,6 +112,9 @@ impl Graph {
         let run_options = RunOptions { executor: Some(executor(options.threads)), ..RunOptions::default() };
         let plan = TypedSimplePlan::new_with_options(optimized, &run_options).map_err(err)?;
         let state = TypedSimpleState::new(&plan).map_err(err)?;
+        if let Some(key) = shared_key {
+            shared_plans::share(key, &plan);
+        }
         log::debug!(
             "{}: loaded in {:?} ({} {:?}, optimise {:?}, plan {:?})",
             info.path.display(),
@@ -100,13 +124,17 @@ impl Graph {
             t_opt - t_graph,
             t0.elapsed() - t_opt
         );
-        Ok(Graph {
+        Ok(Graph::new(info, state, input_shapes))
+    }
+
+    fn new(info: &GraphInfo, state: TypedSimpleState, input_shapes: Vec<Vec<usize>>) -> Self {
+        Graph {
             role: info.role,
             state,
             input_names: info.inputs.iter().map(|d| d.name.clone()).collect(),
             input_shapes,
             output_name: info.outputs[0].name.clone(),
-        })
+        }
     }
 
     fn run(&mut self, inputs: &[&AvTensor], profile: Option<&mut Vec<OpTime>>) -> Result<AvTensor, BackendError> {
@@ -140,7 +168,7 @@ impl Graph {
                 out
             }),
         }))
-        .unwrap_or_else(|panic| Err(anyhow::anyhow!("tract panicked: {}", panic_message(&panic))))
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("tract panicked: {}", panic_message(&*panic))))
         .map_err(|e| BackendError::Run { graph: role, detail: format!("{e:#}") })?;
         let out = outputs.into_iter().next().ok_or_else(|| BackendError::Output {
             graph: role,
@@ -159,6 +187,20 @@ impl Graph {
         };
         Ok(AvTensor::new(shape, data))
     }
+}
+
+/// Compares the ONNX file about to be parsed with the checksum its manifest records.
+fn verify_onnx(info: &GraphInfo, recorded: &str) -> Result<(), BackendError> {
+    let corrupt = |detail: String| BackendError::Corrupt {
+        path: info.path.clone(),
+        field: format!("graphs.{}.checksum", info.role),
+        detail,
+    };
+    let (_, actual) = integrity::checksum_file(&info.path).map_err(|e| corrupt(format!("cannot read: {e}")))?;
+    if actual != recorded {
+        return Err(corrupt(integrity::checksum_mismatch(&actual, recorded)));
+    }
+    Ok(())
 }
 
 /// Adds one operator call to the per-op totals (operator names repeat across nodes, so the profile
@@ -238,14 +280,6 @@ impl Runner for TractRunner {
     }
 }
 
-/// The message of a caught panic.
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown reason".into())
-}
 
 #[cfg(test)]
 mod nnef_spike {
@@ -275,7 +309,7 @@ mod nnef_spike {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{FileCheck, TensorDecl};
+    use crate::model::TensorDecl;
 
     /// A panic inside tract while parsing (fuzz/package_onnx's input, which validation now stops
     /// earlier) is an error naming the file when the backend is handed the graph directly.
@@ -292,13 +326,84 @@ mod tests {
             opset: 18,
             size: 0,
             check: FileCheck::NotRecorded,
+            checksum: None,
         };
-        let options = BackendOptions { threads: 1, cpu_kernels: CpuKernels::Avseg, graph_cache: None };
+        let options = BackendOptions { threads: 1, cpu_kernels: CpuKernels::Avseg, ..BackendOptions::default() };
         let quiet = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let result = Graph::prepare(&info, vec![vec![5, 3, 224, 224], vec![5, 128]], &options);
         std::panic::set_hook(quiet);
         let e = result.err().expect("the malformed graph must not prepare").to_string();
         assert!(e.contains("package_onnx_orphan_output.onnx") && e.contains("tract"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod shared_plan_tests {
+    use super::*;
+
+    /// A private copy of the tiny package: its canonical paths belong to this test alone, so no
+    /// other test's live engine shares (or keeps alive) its plans.
+    fn private_package() -> (tempfile::TempDir, ModelPackage) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-tpavi");
+        for f in ["avseg.json", "audio_encoder.onnx", "segmenter.onnx"] {
+            std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+        }
+        let pkg = ModelPackage::load(dir.path()).unwrap();
+        (dir, pkg)
+    }
+
+    fn logmel(t: usize, seed: usize) -> AvTensor {
+        let value = |i: usize| ((i * 7919 + seed * 104729) % 1000) as f32 / 100.0 - 8.0;
+        AvTensor::new(vec![t, 1, 96, 64], (0..t * 96 * 64).map(value).collect())
+    }
+
+    #[test]
+    fn live_engines_share_a_plan_and_keep_their_own_state() {
+        let (_dir, pkg) = private_package();
+        let t = pkg.frames_per_clip();
+        let info = pkg.audio_encoder().unwrap();
+        let shapes = || vec![vec![t, 1, 96, 64]];
+        let prepare = |threads, share_plans| {
+            let options = BackendOptions { threads, cpu_kernels: CpuKernels::Avseg, graph_cache: None, share_plans };
+            Graph::prepare(info, shapes(), &options).unwrap()
+        };
+        let mut first = prepare(1, true);
+        let mut second = prepare(1, true);
+        assert!(Arc::ptr_eq(first.state.plan(), second.state.plan()), "same file and settings: one plan");
+        assert!(!Arc::ptr_eq(first.state.plan(), prepare(2, true).state.plan()), "other threads: another plan");
+        assert!(!Arc::ptr_eq(first.state.plan(), prepare(1, false).state.plan()), "sharing off: another plan");
+
+        // Interleaved calls: each engine's state is its own, so the results match a lone engine's.
+        let (a, b) = (logmel(t, 1), logmel(t, 2));
+        let mut alone = prepare(1, false);
+        let want_a = alone.run(&[&a], None).unwrap();
+        let want_b = alone.run(&[&b], None).unwrap();
+        assert_eq!(first.run(&[&a], None).unwrap().data(), want_a.data());
+        assert_eq!(second.run(&[&b], None).unwrap().data(), want_b.data());
+        assert_eq!(first.run(&[&b], None).unwrap().data(), want_b.data());
+
+        // Only weak references are kept: the plan goes with its last engine.
+        let key = PlanKey::new(&info.path, &shapes(), 1, CpuKernels::Avseg, true).unwrap();
+        drop(first);
+        assert!(shared_plans::find(&key).is_some(), "the second engine still holds the plan");
+        drop(second);
+        assert!(shared_plans::find(&key).is_none(), "no engine holds the plan, and neither does the list");
+    }
+
+    /// A rewritten graph file (another size or modification time) is prepared again, not taken
+    /// from the engine that loaded the old one.
+    #[test]
+    fn a_changed_file_is_not_shared() {
+        let (dir, pkg) = private_package();
+        let t = pkg.frames_per_clip();
+        let info = pkg.audio_encoder().unwrap();
+        let options = BackendOptions::default();
+        let old = Graph::prepare(info, vec![vec![t, 1, 96, 64]], &options).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(dir.path().join("audio_encoder.onnx")).unwrap();
+        file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+        let new = Graph::prepare(info, vec![vec![t, 1, 96, 64]], &options).unwrap();
+        assert!(!Arc::ptr_eq(old.state.plan(), new.state.plan()));
     }
 }

@@ -32,7 +32,8 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 fn tract_matches_onnx_runtime_on_the_tiny_tpavi_model() {
     let pkg = ModelPackage::load(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/tiny-tpavi")).unwrap();
     for (threads, cpu_kernels) in [(1, CpuKernels::Tract), (1, CpuKernels::Avseg), (2, CpuKernels::Tract), (2, CpuKernels::Avseg)] {
-        let mut runner = prepare_cpu(&pkg, &BackendOptions { threads, cpu_kernels, graph_cache: None }).unwrap();
+        let options = BackendOptions { threads, cpu_kernels, ..BackendOptions::default() };
+        let mut runner = prepare_cpu(&pkg, &options).unwrap();
         let logmel = read_npy(&data_dir().join("audio_logmel.npy"));
         let frames = read_npy(&data_dir().join("frames.npy"));
         let want_emb = read_npy(&data_dir().join("audio_embedding.npy"));
@@ -80,7 +81,8 @@ fn avseg_kernels_match_tract_kernels_on_the_bundled_models() {
         let frames = Tensor::new(vec![t, c, h, w], frames);
         let logmel = Tensor::new(vec![t, 1, 96, 64], logmel);
         let run = |kernels: CpuKernels, threads: usize| {
-            let mut r = prepare_cpu(&pkg, &BackendOptions { threads, cpu_kernels: kernels, graph_cache: None }).unwrap();
+            let options = BackendOptions { threads, cpu_kernels: kernels, ..BackendOptions::default() };
+            let mut r = prepare_cpu(&pkg, &options).unwrap();
             let emb = r.encode_audio(&logmel).unwrap();
             (emb.clone(), r.segment(&frames, &emb).unwrap())
         };
@@ -100,13 +102,18 @@ fn avseg_kernels_match_tract_kernels_on_the_bundled_models() {
 
 #[cfg(unix)]
 /// The graph cache on the bundled models: a second prepare reads the entries the first wrote and
-/// gives the same logits; entries that are not valid NNEF are replaced, not trusted.
+/// gives the same logits; entries with a flipped bit (found by their checksum) or that are not
+/// valid NNEF are replaced, not trusted.
 #[test]
 fn cached_graphs_give_the_same_logits() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().unwrap();
     let entries = || -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".nnef.tar"))
+            .collect();
         v.sort();
         v
     };
@@ -116,7 +123,9 @@ fn cached_graphs_give_the_same_logits() {
         let [_, c, h, w] = pkg.frames_shape()[..] else { panic!("frames shape") };
         let frames = Tensor::new(vec![t, c, h, w], (0..t * c * h * w).map(|i| (i * 7919 % 1000) as f32 / 250.0 - 2.0).collect());
         let logmel = Tensor::new(vec![t, 1, 96, 64], (0..t * 96 * 64).map(|i| (i * 104729 % 1000) as f32 / 100.0 - 8.0).collect());
-        let options = BackendOptions { threads: 1, cpu_kernels: CpuKernels::Avseg, graph_cache: Some(dir.path().to_path_buf()) };
+        // Not shared: each prepare must go through the cache, whatever other tests keep alive.
+        let graph_cache = Some(dir.path().to_path_buf());
+        let options = BackendOptions { threads: 1, cpu_kernels: CpuKernels::Avseg, graph_cache, share_plans: false };
         let run = || {
             let mut r = prepare_cpu(&pkg, &options).unwrap();
             let emb = r.encode_audio(&logmel).unwrap();
@@ -133,6 +142,28 @@ fn cached_graphs_give_the_same_logits() {
         let cached = run();
         assert_eq!(fresh.data(), cached.data(), "{model}: logits from the cached graphs differ");
         assert_eq!(inodes, written.iter().map(inode).collect::<Vec<_>>(), "{model}: a cached load rewrote its entries");
+        // Each entry's checksum is written beside it.
+        for p in &written {
+            let sums = std::fs::read_to_string(format!("{}.sum", p.display())).unwrap();
+            assert_eq!(sums.lines().next().unwrap(), crate::model::integrity::checksum_file(p).unwrap().1, "{model}");
+        }
+        // A flipped bit in an entry's weights still parses; its checksum tells, and the entry is
+        // rebuilt from the ONNX file instead of giving wrong masks.
+        for p in &written {
+            let original = std::fs::read(p).unwrap();
+            // A byte of tensor data rather than of a tar header: the entry must still parse
+            // without the checksum, or the test proves nothing.
+            let parses = (1..20).any(|k| {
+                let mut bytes = original.clone();
+                bytes[original.len() * k / 20] ^= 0x20;
+                std::fs::write(p, bytes).unwrap();
+                super::graph_cache::GraphCache::new(dir.path()).load(p, false, None).is_some()
+            });
+            assert!(parses, "{model}: no flipped byte left the entry parseable");
+        }
+        let flipped = run();
+        assert_eq!(fresh.data(), flipped.data(), "{model}: logits after flipped entries differ");
+        assert!(written.iter().map(inode).zip(&inodes).all(|(a, b)| a != *b), "{model}: flipped entries were not rewritten");
         // Damaged entries: logged, loaded from ONNX instead, and rewritten.
         for p in &written {
             std::fs::write(p, b"not a tar").unwrap();

@@ -163,11 +163,7 @@ pub const DECODE_MARGIN_SECONDS: f64 = 0.5;
 /// A panic inside a codec becomes a [`DecodeError::CorruptAudio`] naming the file.
 fn guarded(path: &Path, decode: impl FnOnce() -> Result<Pcm, DecodeError>) -> Result<Pcm, DecodeError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)).unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown reason".into());
+        let why = crate::error::panic_message(&*panic);
         Err(DecodeError::CorruptAudio { path: path.to_path_buf(), detail: format!("decoder failed: {why}") })
     })
 }
@@ -218,7 +214,7 @@ fn decode_source(
         check_rate(rate)?;
         // A stated length lets a whole decode be refused before it starts.
         if let (None, Some(frames)) = (needed_seconds, stated_frames) {
-            check_duration(path, frames as f64 / rate as f64, limits)?;
+            check_duration(path, frames as f64 / rate as f64, "", limits)?;
         }
     }
     let mut decoder = symphonia::default::get_codecs()
@@ -295,7 +291,7 @@ fn decode_source(
                 stopped_early = true;
                 break;
             }
-            None => check_duration(path, seconds, limits)?,
+            None => check_duration(path, seconds, "at least ", limits)?,
             Some(_) => {}
         }
     }
@@ -325,14 +321,14 @@ fn decode_source(
 }
 
 #[cfg(feature = "audio-files")]
-fn check_duration(path: &Path, seconds: f64, limits: &InputLimits) -> Result<(), DecodeError> {
+fn check_duration(path: &Path, seconds: f64, at_least: &str, limits: &InputLimits) -> Result<(), DecodeError> {
     if seconds <= limits.max_audio_seconds {
         return Ok(());
     }
     Err(DecodeError::Limit {
         path: path.to_path_buf(),
         detail: format!(
-            "audio is longer than the limit of {} s for a whole decode (InputLimits::max_audio_seconds, \
+            "audio is {at_least}{seconds:.1} s long, over the limit of {} s for a whole decode (InputLimits::max_audio_seconds, \
              `--max-audio-s` in the CLI)",
             limits.max_audio_seconds
         ),

@@ -44,4 +44,18 @@ impl InputLimits {
     pub fn max_image_file_bytes(&self) -> u64 {
         self.max_image_pixels.saturating_mul(4).saturating_add(16 << 20)
     }
+
+    /// Checks the number of frames of a clip in `folder` against [`InputLimits::max_clip_frames`];
+    /// the error says what to do instead.
+    pub fn check_clip_frames(&self, folder: &std::path::Path, frames: usize) -> Result<(), String> {
+        if frames <= self.max_clip_frames {
+            return Ok(());
+        }
+        Err(format!(
+            "{}: the clip has {frames} frames, over the limit of {} (InputLimits::max_clip_frames, `--max-frames` \
+             in the CLI); a clip is decoded into memory whole, so split it, or run a video file or a streaming session",
+            folder.display(),
+            self.max_clip_frames
+        ))
+    }
 }

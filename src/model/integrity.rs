@@ -13,38 +13,90 @@
 use std::io::Read;
 use std::path::Path;
 
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_128;
 
 /// The one checksum algorithm avseg writes and reads.
 pub const ALGORITHM: &str = "xxh3-128";
 
-/// Bytes hashed per read: large enough that the read calls cost nothing next to the hashing, small
-/// enough to stay in cache between the copy and the hash.
-const CHUNK: usize = 1 << 20;
-
 /// The checksum of `bytes`, as the manifest writes it.
 pub fn checksum_bytes(bytes: &[u8]) -> String {
-    format_checksum(xxhash_rust::xxh3::xxh3_128(bytes))
+    format_checksum(XxHash3_128::oneshot(bytes))
 }
 
-/// The size and checksum of the file at `path`, read in chunks (memory stays at one chunk,
+/// A checksum computed piece by piece, as bytes stream past.
+#[derive(Default)]
+pub struct Checksum {
+    hasher: XxHash3_128,
+    bytes: u64,
+}
+
+impl Checksum {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.hasher.write(bytes);
+        self.bytes += bytes.len() as u64;
+    }
+
+    /// How many bytes went in so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The checksum of everything so far, as the manifest writes it.
+    pub fn finish(&self) -> String {
+        format_checksum(self.hasher.finish_128())
+    }
+}
+
+/// A reader that checksums what it reads, for checking a file in the same pass that parses it
+/// (the CPU graph cache's entries): the bytes are hashed while they are still in cache after the
+/// copy out of the page cache, instead of being read a second time.
+pub struct ChecksumReader<R> {
+    inner: R,
+    sum: Checksum,
+}
+
+/// Bytes per read at most: a larger request is served in part (every `Read` caller handles short
+/// reads), so that what is hashed is still in the L2 cache it was just copied to.
+const PIECE: usize = 256 << 10;
+
+impl<R: Read> ChecksumReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, sum: Checksum::new() }
+    }
+
+    /// Reads whatever the parser left (a tar's end blocks) and returns the checksum of the whole
+    /// stream.
+    pub fn finish(mut self) -> std::io::Result<Checksum> {
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            match self.read(&mut buf) {
+                Ok(0) => return Ok(self.sum),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for ChecksumReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let cap = buf.len().min(PIECE);
+        let n = self.inner.read(&mut buf[..cap])?;
+        self.sum.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The size and checksum of the file at `path`, read in pieces (memory stays at one piece,
 /// whatever the file's size).
 pub fn checksum_file(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Xxh3::new();
-    let mut buf = vec![0u8; CHUNK];
-    let mut size = 0u64;
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((size, format_checksum(hasher.digest128())))
+    let sum = ChecksumReader::new(std::fs::File::open(path)?).finish()?;
+    Ok((sum.bytes(), sum.finish()))
 }
 
 fn format_checksum(value: u128) -> String {
@@ -77,6 +129,9 @@ pub enum FileCheck {
     NotRecorded,
     /// A checksum is recorded, but checking it was turned off; the size was compared.
     NotVerified,
+    /// A checksum is recorded, and the backend checks it on the bytes it loads (see
+    /// [`crate::Engine::load`]); the size was compared.
+    Deferred,
     /// The file differs from what the manifest records; the message says how.
     Mismatch(String),
 }
@@ -86,10 +141,7 @@ pub enum FileCheck {
 pub fn check_file(path: &Path, actual_size: u64, size: Option<u64>, checksum: Option<&str>) -> std::io::Result<FileCheck> {
     if let Some(size) = size {
         if size != actual_size {
-            return Ok(FileCheck::Mismatch(format!(
-                "is {actual_size} bytes but the manifest records {size}: the file is damaged, cut short, or was \
-                 replaced without updating avseg.json"
-            )));
+            return Ok(FileCheck::Mismatch(size_mismatch(actual_size, size)));
         }
     }
     let Some(recorded) = checksum else { return Ok(FileCheck::NotRecorded) };
@@ -98,12 +150,25 @@ pub fn check_file(path: &Path, actual_size: u64, size: Option<u64>, checksum: Op
         return Ok(FileCheck::Mismatch(format!("changed while it was read ({actual_size} bytes, then {read})")));
     }
     if actual != recorded {
-        return Ok(FileCheck::Mismatch(format!(
-            "checksum {actual} differs from the manifest's {recorded}: the file is damaged (e.g. bits flipped on \
-             the storage), or was replaced without updating avseg.json"
-        )));
+        return Ok(FileCheck::Mismatch(checksum_mismatch(&actual, recorded)));
     }
     Ok(FileCheck::Verified)
+}
+
+/// What a file whose size differs from the manifest's is told.
+pub fn size_mismatch(actual: u64, recorded: u64) -> String {
+    format!(
+        "is {actual} bytes but the manifest records {recorded}: the file is damaged, cut short, or was replaced \
+         without updating avseg.json"
+    )
+}
+
+/// What a file whose checksum differs from the manifest's is told.
+pub fn checksum_mismatch(actual: &str, recorded: &str) -> String {
+    format!(
+        "checksum {actual} differs from the manifest's {recorded}: the file is damaged (e.g. bits flipped on the \
+         storage), or was replaced without updating avseg.json"
+    )
 }
 
 #[cfg(test)]
@@ -117,9 +182,15 @@ mod tests {
         // Chunked hashing of a file equals hashing the bytes at once, across chunk boundaries.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.onnx");
-        let bytes: Vec<u8> = (0..(CHUNK * 2 + 12345)).map(|i| (i * 31 % 251) as u8).collect();
+        let bytes: Vec<u8> = (0..(PIECE * 5 + 12345)).map(|i| (i * 31 % 251) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(checksum_file(&path).unwrap(), (bytes.len() as u64, checksum_bytes(&bytes)));
+        // A parser that stops early: `finish` hashes the rest, so the sum is still the file's.
+        let mut reader = ChecksumReader::new(std::fs::File::open(&path).unwrap());
+        let mut head = vec![0u8; PIECE + 77];
+        reader.read_exact(&mut head).unwrap();
+        let sum = reader.finish().unwrap();
+        assert_eq!((sum.bytes(), sum.finish()), (bytes.len() as u64, checksum_bytes(&bytes)));
     }
 
     #[test]

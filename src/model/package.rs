@@ -42,6 +42,8 @@ pub struct GraphInfo {
     pub size: u64,
     /// What the integrity check found.
     pub check: FileCheck,
+    /// The checksum the manifest records for the file, if any.
+    pub checksum: Option<String>,
 }
 
 /// How [`ModelPackage::load_with`] reads a package.
@@ -53,6 +55,9 @@ pub struct PackageOptions {
     pub verify_checksums: bool,
     /// The largest graph file accepted, in bytes (default [`PackageOptions::DEFAULT_MAX_GRAPH_BYTES`]).
     pub max_graph_bytes: u64,
+    /// Leave recorded checksums to the backend ([`FileCheck::Deferred`]), which checks the bytes
+    /// it actually loads: only the engine sets this.
+    pub(crate) defer_checksums: bool,
 }
 
 impl PackageOptions {
@@ -65,7 +70,7 @@ impl PackageOptions {
 
 impl Default for PackageOptions {
     fn default() -> Self {
-        Self { verify_checksums: true, max_graph_bytes: Self::DEFAULT_MAX_GRAPH_BYTES }
+        Self { verify_checksums: true, max_graph_bytes: Self::DEFAULT_MAX_GRAPH_BYTES, defer_checksums: false }
     }
 }
 
@@ -119,22 +124,7 @@ impl ModelPackage {
         if !dir.is_dir() {
             return Err(PackageError::NotAPackage { path: dir });
         }
-        let manifest_path = dir.join(MANIFEST_FILE);
-        let read_err = |e: std::io::Error| PackageError::Read { path: manifest_path.clone(), detail: e.to_string() };
-        let manifest_size = std::fs::metadata(&manifest_path).map_err(read_err)?.len();
-        if manifest_size > PackageOptions::MAX_MANIFEST_BYTES {
-            return Err(PackageError::TooLarge {
-                path: manifest_path,
-                detail: format!(
-                    "is {manifest_size} bytes; a manifest is at most {} (is this an avseg.json?)",
-                    PackageOptions::MAX_MANIFEST_BYTES
-                ),
-            });
-        }
-        let text = std::fs::read_to_string(&manifest_path).map_err(read_err)?;
-        let manifest = parse_manifest(&manifest_path, &text)?;
-        validate_manifest(&manifest_path, &manifest)?;
-
+        let manifest = read_manifest(&dir)?;
         let mut graphs = Vec::new();
         if let Some(spec) = &manifest.graphs.audio_encoder {
             graphs.push(read_graph(&dir, "audio_encoder", spec, options)?);
@@ -153,11 +143,7 @@ impl ModelPackage {
         if !dir.is_dir() {
             return Err(PackageError::NotAPackage { path: dir.to_path_buf() });
         }
-        let manifest_path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&manifest_path)
-            .map_err(|e| PackageError::Read { path: manifest_path.clone(), detail: e.to_string() })?;
-        let manifest = parse_manifest(&manifest_path, &text)?;
-        validate_manifest(&manifest_path, &manifest)?;
+        let manifest = read_manifest(dir)?;
         let specs = [("audio_encoder", manifest.graphs.audio_encoder.as_ref()), ("segmenter", Some(&manifest.graphs.segmenter))];
         let mut out = Vec::new();
         for (role, spec) in specs {
@@ -171,6 +157,15 @@ impl ModelPackage {
             out.push((role.to_string(), path, check));
         }
         Ok(out)
+    }
+
+    /// Records that the backend checked every deferred checksum (it fails to prepare otherwise).
+    pub(crate) fn checks_passed(&mut self) {
+        for g in &mut self.graphs {
+            if g.check == FileCheck::Deferred {
+                g.check = FileCheck::Verified;
+            }
+        }
     }
 
     /// The package folder.
@@ -372,6 +367,27 @@ fn check_graph_spec(path: &Path, field: &str, g: &GraphSpec, inputs: usize) -> R
     Ok(())
 }
 
+/// Reads, parses and validates `dir/avseg.json`, refusing a file too large to be a manifest
+/// before reading it.
+fn read_manifest(dir: &Path) -> Result<Manifest, PackageError> {
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let read_err = |e: std::io::Error| PackageError::Read { path: manifest_path.clone(), detail: e.to_string() };
+    let manifest_size = std::fs::metadata(&manifest_path).map_err(read_err)?.len();
+    if manifest_size > PackageOptions::MAX_MANIFEST_BYTES {
+        return Err(PackageError::TooLarge {
+            path: manifest_path,
+            detail: format!(
+                "is {manifest_size} bytes; a manifest is at most {} (is this an avseg.json?)",
+                PackageOptions::MAX_MANIFEST_BYTES
+            ),
+        });
+    }
+    let text = std::fs::read_to_string(&manifest_path).map_err(read_err)?;
+    let manifest = parse_manifest(&manifest_path, &text)?;
+    validate_manifest(&manifest_path, &manifest)?;
+    Ok(manifest)
+}
+
 fn read_graph(dir: &Path, role: &'static str, spec: &GraphSpec, options: &PackageOptions) -> Result<GraphInfo, PackageError> {
     let path = dir.join(&spec.file);
     let size = match std::fs::metadata(&path) {
@@ -401,7 +417,17 @@ fn read_graph(dir: &Path, role: &'static str, spec: &GraphSpec, options: &Packag
         field: format!("graphs.{role}.file"),
         detail: format!("not a readable ONNX model ({detail})"),
     };
-    let proto = onnx_summary::decode_file(&path).map_err(unreadable)?;
+    let proto = match onnx_summary::decode_file(&path) {
+        Ok(proto) => proto,
+        Err(detail) => {
+            // A deferred checksum is checked now: a damaged file is reported as damaged, not as
+            // a parse error.
+            if check == FileCheck::Deferred {
+                verify_graph(&path, role, spec, size, &PackageOptions { defer_checksums: false, ..options.clone() })?;
+            }
+            return Err(unreadable(detail));
+        }
+    };
     let graph = proto.graph.as_ref().ok_or_else(|| PackageError::Graph {
         path: path.clone(),
         field: format!("graphs.{role}.file"),
@@ -464,7 +490,7 @@ fn read_graph(dir: &Path, role: &'static str, spec: &GraphSpec, options: &Packag
     }
     let parameters = graph.initializer.iter().map(|t| t.dims.iter().map(|&d| d.max(0) as u64).product::<u64>()).sum();
     let opset = proto.opset_import.iter().filter(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).max().unwrap_or(0);
-    Ok(GraphInfo { role, path, inputs, outputs, parameters, opset, size, check })
+    Ok(GraphInfo { role, path, inputs, outputs, parameters, opset, size, check, checksum: spec.checksum.clone() })
 }
 
 /// Compares a graph file with its recorded size and (when `verify_checksums`) checksum. Before the
@@ -484,6 +510,17 @@ fn verify_graph(
         })?;
     }
     let checksum = spec.checksum.as_deref().filter(|_| options.verify_checksums);
+    if checksum.is_some() && options.defer_checksums {
+        // Sizes here, checksums where the bytes are read.
+        if let Some(recorded) = spec.size.filter(|&s| s != size) {
+            return Err(PackageError::Corrupt {
+                path: path.to_path_buf(),
+                field: format!("graphs.{role}.size"),
+                detail: integrity::size_mismatch(size, recorded),
+            });
+        }
+        return Ok(FileCheck::Deferred);
+    }
     let check = integrity::check_file(path, size, spec.size, checksum).map_err(|e| PackageError::Graph {
         path: path.to_path_buf(),
         field: format!("graphs.{role}.file"),
@@ -601,6 +638,30 @@ mod tests {
         assert!(p.graphs().iter().all(|g| g.check == FileCheck::NotVerified));
     }
 
+    /// Deferred checksums (the engine's mode): sizes are still compared here; a file too damaged
+    /// to parse is reported as damaged, not as bad ONNX; an intact one is left to the backend.
+    #[test]
+    fn deferred_checksums() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["avseg.json", "audio_encoder.onnx", "segmenter.onnx"] {
+            std::fs::copy(bundled("tiny-tpavi").join(f), dir.path().join(f)).unwrap();
+        }
+        let deferred = PackageOptions { defer_checksums: true, ..PackageOptions::default() };
+        let p = ModelPackage::load_with(dir.path(), &deferred).unwrap();
+        assert!(p.graphs().iter().all(|g| g.check == FileCheck::Deferred && g.checksum.is_some()));
+        let graph = dir.path().join("segmenter.onnx");
+        let bytes = std::fs::read(&graph).unwrap();
+        std::fs::write(&graph, &bytes[..bytes.len() - 1]).unwrap();
+        let e = ModelPackage::load_with(dir.path(), &deferred).unwrap_err();
+        assert!(matches!(&e, PackageError::Corrupt { field, .. } if field == "graphs.segmenter.size"), "{e}");
+        // The first bytes overwritten: not parseable, and the checksum says why.
+        let mut garbled = bytes.clone();
+        garbled[..64].fill(0xff);
+        std::fs::write(&graph, &garbled).unwrap();
+        let e = ModelPackage::load_with(dir.path(), &deferred).unwrap_err();
+        assert!(matches!(&e, PackageError::Corrupt { field, .. } if field == "graphs.segmenter.checksum"), "{e}");
+    }
+
     #[test]
     fn graph_files_over_the_size_limit_are_refused() {
         let mut small = PackageOptions::default();
@@ -617,6 +678,8 @@ mod tests {
         std::fs::write(dir.path().join(MANIFEST_FILE), vec![b' '; (PackageOptions::MAX_MANIFEST_BYTES + 1) as usize]).unwrap();
         let e = ModelPackage::load(dir.path()).unwrap_err();
         assert!(matches!(e, PackageError::TooLarge { .. }) && e.to_string().contains("avseg.json"), "{e}");
+        let e = ModelPackage::verify_files(dir.path()).unwrap_err();
+        assert!(matches!(e, PackageError::TooLarge { .. }), "avseg verify too: {e}");
     }
 }
 

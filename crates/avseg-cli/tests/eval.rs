@@ -237,6 +237,23 @@ fn mislabelled_split_is_an_error() {
     expect_error(&["eval", "--logits", p(tmp.path()), "--dataset", p(&ds), "--subset", "ms3"], &["ms3_meta_data.csv"]);
 }
 
+/// Names from the CSV become paths, read and (with --save-logits) written: one that would climb out
+/// of the data set folder is refused, naming the line.
+#[test]
+fn a_video_name_that_is_a_path_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ds = make_s4(tmp.path());
+    let csv = ds.join("s4_meta_data.csv");
+    let clean = std::fs::read_to_string(&csv).unwrap();
+    for (from, to, needle) in [("vidB,2", "../../vidB,2", "\"../../vidB\""), ("male_speech,test", "..,test", "\"..\"")] {
+        std::fs::write(&csv, clean.replacen(from, to, 1)).unwrap();
+        expect_error(
+            &["eval", "--logits", p(tmp.path()), "--dataset", p(&ds), "--subset", "s4"],
+            &["s4_meta_data.csv", "line 4", needle, "not a plain file name"],
+        );
+    }
+}
+
 #[test]
 fn wrong_logits_are_errors_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();

@@ -206,6 +206,17 @@ fn field<'a>(path: &Path, line: u64, fields: &'a [String], i: usize, what: &str)
     }
 }
 
+/// A field that becomes one component of a path (a video name or a category): it must not climb
+/// out of the data set folder (`..`, separators), since the names also name the files `eval`
+/// writes (`--save-logits`).
+fn name_field<'a>(path: &Path, line: u64, fields: &'a [String], i: usize, what: &str) -> Result<&'a str, EvalError> {
+    let v = field(path, line, fields, i, what)?;
+    if v == "." || v == ".." || v.contains(['/', '\\', '\0']) {
+        return Err(csv_err(path, format!("line {line}: {what} {v:?} is not a plain file name (column {i})")));
+    }
+    Ok(v)
+}
+
 impl Dataset {
     /// Reads `subset`'s CSV under `dir` and checks that every file of `split` exists.
     pub fn open(dir: &Path, subset: Subset, split: Split) -> Result<Self, EvalError> {
@@ -263,12 +274,12 @@ impl Dataset {
         let mut videos = Vec::with_capacity(selected.len());
         let mut seen: HashMap<String, u64> = HashMap::new();
         for (line, f) in selected {
-            let name = field(&csv, line, f, name_col, "video name")?.to_string();
+            let name = name_field(&csv, line, f, name_col, "video name")?.to_string();
             if let Some(prev) = seen.insert(name.clone(), line) {
                 return Err(csv_err(&csv, format!("line {line}: video {name} is listed twice (also line {prev})")));
             }
             let group = match group_col {
-                Some(c) => field(&csv, line, f, c, "category/label")?.to_string(),
+                Some(c) => name_field(&csv, line, f, c, "category/label")?.to_string(),
                 None => String::new(),
             };
             videos.push(layout(&root, subset, split, name, group));

@@ -15,7 +15,8 @@ use cudarc::nvrtc::Ptx;
 
 use super::cache::KernelCache;
 use super::kernels::{Arch, KernelFile};
-use super::nvrtc::{panic_text, Nvrtc};
+use super::nvrtc::Nvrtc;
+use crate::error::panic_message;
 use super::CudaError;
 
 /// The oldest driver API this build binds against (CUDA major × 1000).
@@ -51,7 +52,7 @@ impl std::fmt::Display for DeviceInfo {
 }
 
 fn guarded<T>(step: &'static str, f: impl FnOnce() -> Result<T, CudaError>) -> Result<T, CudaError> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(CudaError::Panic { step, detail: panic_text(&*p) }))
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(CudaError::Panic { step, detail: panic_message(&*p) }))
 }
 
 fn driver(step: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {

@@ -69,7 +69,7 @@ impl Nvrtc {
             Ok(cubin)
         };
         catch_unwind(AssertUnwindSafe(run))
-            .unwrap_or_else(|p| Err(fail(format!("NVRTC panicked: {}", panic_text(&*p)), String::new())))
+            .unwrap_or_else(|p| Err(fail(format!("NVRTC panicked: {}", crate::error::panic_message(&*p)), String::new())))
     }
 
     /// The `sm_XY` architectures this NVRTC can compile for.
@@ -101,7 +101,7 @@ fn probe() -> Result<Nvrtc, String> {
         let (mut major, mut minor) = (0, 0);
         unsafe { sys::nvrtcVersion(&mut major, &mut minor) }.result().map(|()| Nvrtc { version: (major, minor) })
     })
-    .map_err(|p| format!("loading it panicked: {}", panic_text(&*p)))?
+    .map_err(|p| format!("loading it panicked: {}", crate::error::panic_message(&*p)))?
     .map_err(|e| format!("nvrtcVersion failed: {e}"))
 }
 
@@ -120,13 +120,6 @@ impl Drop for ProgramGuard {
 fn c_chars_to_string(v: &[c_char]) -> String {
     let bytes: Vec<u8> = v.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
-}
-
-pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<String>()
-        .cloned()
-        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 #[cfg(test)]

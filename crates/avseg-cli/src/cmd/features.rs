@@ -65,14 +65,7 @@ pub(crate) fn run(a: FeaturesArgs) -> Result<(), CliError> {
     }
     if let (Some(dir), Some(out)) = (&a.frames, &a.frames_out) {
         let files = find_frames(dir)?;
-        if files.len() > limits.max_clip_frames {
-            return Err(CliError::Usage(format!(
-                "{}: {} frames, over the limit of {} (--max-frames)",
-                dir.display(),
-                files.len(),
-                limits.max_clip_frames
-            )));
-        }
+        limits.check_clip_frames(dir, files.len()).map_err(CliError::Usage)?;
         let frames = files.iter().map(|p| Frame::load_with(p, &limits)).collect::<Result<Vec<_>, _>>()?;
         let tensor = frame_tensor(&mut VisionFrontend::new(vision), &frames)?;
         write_npy(out, tensor.shape(), tensor.data())?;
