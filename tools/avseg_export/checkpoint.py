@@ -74,6 +74,10 @@ class _Storage:
         return np.frombuffer(self.raw, dtype=self.stype.dtype, count=self.numel)
 
 
+# The most a tensor with zero strides (more elements than its storage) may expand to.
+MAX_EXPANDED_BYTES = 64 << 20
+
+
 class _Tensor:
     """A tensor awaiting its storage bytes (legacy files store them after the pickle)."""
 
@@ -86,7 +90,7 @@ class _Tensor:
     def materialise(self, key: str, path) -> np.ndarray:
         st = self.storage
         if isinstance(st, _LazyStorage):
-            st = st.resolve()
+            st = st.resolve(path)
         flat = st.array()
         itemsize = flat.dtype.itemsize
         if any(s < 0 for s in self.stride):
@@ -103,9 +107,19 @@ class _Tensor:
                     f"{last} of storage {st.origin}, which holds {flat.size}; the file is truncated or corrupt")
         else:
             return np.zeros(self.size, dtype=flat.dtype)
+        # Zero strides let a tensor claim more elements than its storage holds (an expanded view):
+        # a few bytes of file could ask for gigabytes (Hypothesis found one that took 23 GB). No
+        # weight of a real checkpoint is such a view, so a large one is corruption.
+        if n > flat.size and n * itemsize > MAX_EXPANDED_BYTES:
+            raise CheckpointError(
+                f"{path}: tensor '{key}' (shape {list(self.size)}, strides {list(self.stride)}) would expand "
+                f"{flat.size} stored elements to {n} ({n * itemsize / 2**20:.0f} MiB); the file is corrupt")
         view = np.lib.stride_tricks.as_strided(
             flat[self.offset:], shape=self.size, strides=tuple(s * itemsize for s in self.stride))
-        return np.array(view, copy=True)
+        try:
+            return np.array(view, copy=True)
+        except MemoryError:
+            raise CheckpointError(f"{path}: tensor '{key}' (shape {list(self.size)}) does not fit in memory") from None
 
 
 class _LazyStorage:
@@ -115,9 +129,10 @@ class _LazyStorage:
         self.stype, self.key, self.numel = stype, key, numel
         self.storage = None
 
-    def resolve(self) -> _Storage:
+    def resolve(self, path) -> _Storage:
         if self.storage is None:
-            raise CheckpointError(f"storage {self.key} was never read")
+            raise CheckpointError(f"{path}: storage {self.key} is used by a tensor but not listed after the "
+                                  "pickle; the file is corrupt")
         return self.storage
 
 
@@ -294,6 +309,11 @@ def _load_legacy(path: Path, data: bytes):
         if len(head) < 8:
             raise CheckpointError(f"{path}: storage {key} is missing; the file is truncated")
         (numel,) = struct.unpack("<q", head)
+        remaining = len(data) - f.tell()
+        if numel < 0 or numel * ls.stype.itemsize > remaining:
+            # Checked before reading: a corrupt count (up to 2^63) must not reach `read`.
+            raise CheckpointError(f"{path}: storage {key} claims {numel} elements, but {remaining} bytes are left; "
+                                  "the file is truncated or corrupt")
         raw = f.read(numel * ls.stype.itemsize)
         if numel < ls.numel or len(raw) < numel * ls.stype.itemsize:
             raise CheckpointError(f"{path}: storage {key} holds {len(raw)} bytes, expected "
@@ -306,16 +326,25 @@ def _load_legacy(path: Path, data: bytes):
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
 
 
+def _tensors_of(path, d: dict) -> dict:
+    tensors = {k: v for k, v in d.items() if isinstance(v, _Tensor)}
+    for k in tensors:
+        if not isinstance(k, str):
+            raise CheckpointError(f"{path}: a tensor is stored under the key {k!r}, not a parameter name; the file "
+                                  "is corrupt")
+    return tensors
+
+
 def _state_dict_of(path, obj) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-    tensors = {k: v for k, v in obj.items() if isinstance(v, _Tensor)}
+    tensors = _tensors_of(path, obj)
     if tensors:
         return tensors
     for w in WRAPPER_KEYS:
         inner = obj.get(w)
         if isinstance(inner, dict):
-            t = {k: v for k, v in inner.items() if isinstance(v, _Tensor)}
+            t = _tensors_of(path, inner)
             if t:
                 return t
     keys = ", ".join(repr(k) for k in list(obj)[:8])

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import io
 import os
+import resource
 import zipfile
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +29,18 @@ from avseg_export.checkpoint import CheckpointError, load_checkpoint, save_pth
 EXAMPLES = int(os.environ.get("AVSEG_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                 database=None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def bounded_memory():
+    """An address-space limit for the fuzzed reader: an input that makes it allocate without bound
+    fails as a MemoryError (a bug by the oracle) instead of getting the machine's OOM killer to end
+    the run, which is how a 30,000-example run found the expanded-tensor case."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = 8 << 30
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def check(path):
@@ -152,3 +166,45 @@ def test_the_allow_list_is_what_is_resolved():
         except CheckpointError:
             continue
         raise AssertionError(f"{module}.{name} resolved")
+
+
+def test_an_expanded_tensor_cannot_claim_gigabytes(tmp_path):
+    """Found by a long run (30,000 examples per case; the process reached 23 GB and was killed):
+    zero strides let a one-element storage claim 3·10⁹ elements. Refused before any allocation; a
+    small expanded view is still read."""
+    path = tmp_path / "expanded.pth"
+    storage = checkpoint._Storage(checkpoint._StorageType("FloatStorage"), np.ones(1, "<f4").tobytes(), 1, "rec")
+    with pytest.raises(CheckpointError, match="would expand 1 stored elements"):
+        checkpoint._Tensor(storage, 0, (50000, 60000), (0, 0)).materialise("w", path)
+    small = checkpoint._Tensor(storage, 0, (2, 3), (0, 0)).materialise("w", path)
+    assert small.shape == (2, 3) and (small == 1).all()
+
+
+def test_a_legacy_storage_count_past_the_file_is_refused(tmp_path):
+    """Found by the same long run: one flipped bit made a legacy storage's element count 2^61, and
+    reading that many bytes raised OverflowError instead of a CheckpointError."""
+    path = tmp_path / "legacy.pth"
+    save_pth(path, {"w": np.zeros(3, "<f4")}, legacy=True)
+    data = bytearray(path.read_bytes())
+    count = data.rindex((3).to_bytes(8, "little"))
+    for numel in (1 << 61, -5):
+        data[count:count + 8] = numel.to_bytes(8, "little", signed=True)
+        path.write_bytes(bytes(data))
+        with pytest.raises(CheckpointError, match="claims"):
+            load_checkpoint(path)
+
+
+def test_errors_of_the_last_long_run_name_the_file(tmp_path):
+    """Two more from a 60,000-examples-per-case run: a legacy storage used by a tensor but never
+    listed raised an error without the file's name, and a tensor under an integer key came back as
+    {116: array} instead of an error."""
+    path = tmp_path / "broken.pth"
+    stype = checkpoint._StorageType("FloatStorage")
+    unread = checkpoint._Tensor(checkpoint._LazyStorage(stype, "1", 1), 0, (1,), (1,))
+    with pytest.raises(CheckpointError, match="not listed") as e:
+        unread.materialise("w", path)
+    assert str(path) in str(e.value)
+    storage = checkpoint._Storage(stype, np.ones(1, "<f4").tobytes(), 1, "rec")
+    with pytest.raises(CheckpointError, match="under the key 116") as e:
+        checkpoint._state_dict_of(path, {116: checkpoint._Tensor(storage, 0, (1,), (1,))})
+    assert str(path) in str(e.value)
