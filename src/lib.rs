@@ -55,7 +55,7 @@ pub use api::{
     StageTimes, FRAME_TIME_OFFSET_S,
 };
 // Live streams and video files.
-pub use api::session::{Session, SessionOptions, SessionStats, StreamResult};
+pub use api::session::{Session, SessionOptions, SessionStats, StreamMode, StreamResult};
 #[cfg(feature = "video")]
 pub use api::video::{segment_video, VideoResult, VideoSummary};
 // Input files.

@@ -98,6 +98,76 @@ fn streaming_equals_batch() {
     }
 }
 
+/// Per-frame streaming (the default model: TPAVI with an attention group of 1). Each sampled frame
+/// k is segmented alone with the 0.975 s patch starting at its own second, [k, k + 0.975) s from the
+/// stream origin, so a result comes one patch after the frame instead of after its window. The
+/// reference is the package's T-frame graph (the plan batch mode uses) on the same frames, row i
+/// given the patch at i s; every streamed logit must agree with its row to 1e-5 of the largest.
+/// 16 kHz mono input, so that no resampler stands between the stream's patches and the reference's.
+#[test]
+fn per_frame_stream_equals_the_window_graph_with_the_same_patches() {
+    let default_model = repo().join("models/default");
+    let clip = sample_clip();
+    // The sample's first channel, taken as a 16 kHz signal: 13.8 s, enough for 5 patches.
+    let (pcm, _, ch) = sample_wav();
+    let mono: Vec<f32> = pcm.iter().step_by(ch).copied().collect();
+
+    let mut s = Session::new(&default_model, &SessionOptions::default()).unwrap();
+    assert!(s.per_frame(), "the default model's frames are independent");
+    assert_eq!(s.window_frames(), 1);
+    let t = 5usize;
+    let mut streamed: Vec<Option<Vec<f32>>> = vec![None; t];
+    let mut lags = Vec::new();
+    let (mut next_frame, mut pos) = (0usize, 0usize);
+    for chunk in mono.chunks(160) {
+        s.push_audio(chunk, 16_000, 1, pos as f64 / 16e3).unwrap();
+        pos += chunk.len();
+        let now = pos as f64 / 16e3;
+        while next_frame < t && next_frame as f64 + 0.9375 <= now {
+            let img = &clip.frames[next_frame].image;
+            s.push_frame(img.as_raw(), img.width(), img.height(), next_frame as f64 + 0.9375).unwrap();
+            next_frame += 1;
+        }
+        let before = s.stats().windows;
+        let n = s.process().unwrap();
+        assert!(s.stats().windows - before <= 1, "10 ms of audio completes at most one frame's patch");
+        if n == 1 {
+            let (k, logits) = s.last_window_logits().unwrap();
+            assert_eq!(logits.shape()[0], 1, "one frame per call");
+            let r = s.latest().unwrap();
+            assert_eq!(r.sequence, k);
+            assert!((r.patch_end - (k as f64 + 0.975)).abs() < 1e-9, "patch_end {}", r.patch_end);
+            // Ready in the push that completed the patch: within one 10 ms chunk of its end.
+            lags.push(now - r.patch_end);
+            if (k as usize) < t {
+                streamed[k as usize] = Some(logits.data().to_vec());
+            }
+        }
+        if next_frame == t && streamed.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    assert!(lags.iter().all(|&l| (0.0..0.0101).contains(&l)), "stream lag per result: {lags:?}");
+
+    let mut engine = Engine::load(&default_model, &EngineOptions::default()).unwrap();
+    let frames = engine.frame_features(&clip.frames[..t]).unwrap();
+    let mut patches = Vec::new();
+    for i in 0..t {
+        let own_second = avseg::Pcm { samples: mono[16_000 * i..].to_vec(), rate: 16_000 };
+        let p = engine.audio_features(&own_second, std::path::Path::new("own second"), 1).unwrap();
+        patches.extend_from_slice(p.item(0));
+    }
+    let patches = avseg::Tensor::new(vec![t, 1, 96, 64], patches);
+    let reference = engine.run_graphs(&frames, &patches).unwrap();
+    let largest = reference.data().iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (i, row) in streamed.iter().enumerate() {
+        let row = row.as_ref().unwrap_or_else(|| panic!("no streamed result for frame {i}"));
+        let diff = common::max_abs_diff(row, reference.item(i));
+        eprintln!("frame {i}: streamed alone vs its row of the window graph: max |diff| {diff:e} (largest logit {largest})");
+        assert!(diff <= 1e-5 * largest, "frame {i}: {diff} > 1e-5 x {largest}");
+    }
+}
+
 /// A 10 fps camera: only the frame at each sampling instant is used, and the masks equal those of
 /// pushing just those frames.
 #[test]
@@ -258,4 +328,23 @@ fn bad_inputs_are_clear_errors() {
     assert!(e.contains("0.975 s"), "{e}");
     let e = err_text(s.push_frame(&[0u8; 300], 10, 10, 2.0));
     assert!(e.contains("finished"), "{e}");
+}
+
+/// Per-frame mode is chosen, refused or declined for the stated reasons.
+#[test]
+fn stream_mode_choice() {
+    use avseg::StreamMode;
+    let opts = |mode, hop| SessionOptions { mode, hop, ..SessionOptions::default() };
+    // Official TPAVI grouping (the tiny package): windows under Auto, an error when asked per frame.
+    assert!(!Session::new(model(), &opts(StreamMode::Auto, 0)).unwrap().per_frame());
+    let e = Session::new(model(), &opts(StreamMode::PerFrame, 0)).err().unwrap().to_string();
+    assert!(e.contains("one frame at a time") && e.contains("groups of 5"), "{e}");
+    // The default model: per frame unless windows are asked for, directly or by a hop.
+    let default_model = repo().join("models/default");
+    assert!(Session::new(&default_model, &opts(StreamMode::Auto, 0)).unwrap().per_frame());
+    let windows = Session::new(&default_model, &opts(StreamMode::Auto, 2)).unwrap();
+    assert!(!windows.per_frame() && windows.window_frames() == 5 && windows.hop() == 2);
+    assert!(!Session::new(&default_model, &opts(StreamMode::Windows, 0)).unwrap().per_frame());
+    let e = Session::new(&default_model, &opts(StreamMode::PerFrame, 3)).err().unwrap().to_string();
+    assert!(e.contains("hop 3"), "{e}");
 }

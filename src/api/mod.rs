@@ -237,6 +237,8 @@ pub struct Engine {
     audio: AudioFrontend,
     vision: VisionFrontend,
     options: EngineOptions,
+    /// Frames per graph call: the package's T, or 1 for a session of independent frames.
+    frames_per_call: usize,
 }
 
 impl Engine {
@@ -249,14 +251,27 @@ impl Engine {
     /// it was made from a checked ONNX file) as the entry is read, instead of reading the ONNX file
     /// a second time; a graph another live engine prepared from the same file is not read at all.
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
+        Self::load_for(dir, options, |_| Ok(None))
+    }
+
+    /// As [`Engine::load`], with the graphs prepared for the frames per call that `frames_per_call`
+    /// picks from the loaded package (`None`: its T). For sessions: an engine prepared for another
+    /// count than T cannot run clips.
+    pub(crate) fn load_for(
+        dir: impl AsRef<Path>,
+        options: &EngineOptions,
+        frames_per_call: impl FnOnce(&ModelPackage) -> Result<Option<usize>, Error>,
+    ) -> Result<Self, Error> {
         let defer_checksums = options.package.verify_checksums;
         let package_options = PackageOptions { defer_checksums, ..options.package.clone() };
         let mut package = ModelPackage::load_with(dir, &package_options)?;
+        let frames = frames_per_call(&package)?;
         let backend_options = BackendOptions {
             threads: options.threads.max(1),
             cpu_kernels: options.cpu_kernels,
             graph_cache: None,
             share_plans: true,
+            frames_per_call: frames,
         };
         let kind = match options.backend {
             BackendChoice::Auto => backend::BackendKind::Auto,
@@ -275,7 +290,8 @@ impl Engine {
             }
         }
         let vision = VisionFrontend::new(package.manifest().vision.clone());
-        Ok(Engine { package, runner, audio: AudioFrontend::new(), vision, options: options.clone() })
+        let frames_per_call = frames.unwrap_or(package.frames_per_clip());
+        Ok(Engine { package, runner, audio: AudioFrontend::new(), vision, options: options.clone(), frames_per_call })
     }
 
     /// The loaded model package.
@@ -412,6 +428,12 @@ impl Engine {
         times.segmenter += start.elapsed();
         Ok(logits)
     }
+
+    /// Frames per graph call this engine was prepared for.
+    pub(crate) fn frames_per_call(&self) -> usize {
+        self.frames_per_call
+    }
+
 
     /// One frame's logits `[K, h, w]` → its mask at `fw`×`fh`, written into `mask` (reusing its
     /// buffers), and its objects. Shared by clips and streams so the masks are identical.

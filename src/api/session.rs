@@ -34,9 +34,13 @@
 //!   purpose: batch keeps cutting 0.96 s patches from the start of the clip (window 1's patches
 //!   start at 4.8 s), while the stream starts every window's audio at its own first second, the
 //!   alignment the model saw for window 0.
-//! * **Per-frame families** (`avsegformer`): frames do not interact, but the graph's batch is
-//!   still the manifest's T, so they run on the same window grid with patch t paired with frame t;
-//!   `hop = 1` gives a result per new second at T× the compute. No such package is bundled yet.
+//! * **Per-frame streams** ([`StreamMode`]): when no frame's result depends on another
+//!   ([`crate::Manifest::frames_independent`]: AVSegFormer, TPAVI with `tpavi_group` 1) and the
+//!   graphs leave their frame axis open ([`ModelPackage::single_frame_graphs`]), the engine is
+//!   prepared for one frame per call and the session runs the window grid with T = 1 and hop = 1:
+//!   instant k is segmented alone with the patch `[k, k + 0.975)` s as soon as that audio is in. A
+//!   batch clip spaces its patches 0.96 s apart instead (0.16 s earlier at t = 4);
+//!   `tests/stream.rs` checks each streamed frame against the T-frame graph given the same patches.
 //! * **Back-pressure.** The instants waiting for a window (from the oldest one the next window needs
 //!   up to the newest assigned) live in `frame_queue` pre-processed slots. When a new instant does
 //!   not fit, the oldest window is abandoned: its instants that never got a result are counted in
@@ -94,6 +98,20 @@ const DRIFT_LOG_S: f64 = 0.1;
 /// Camera channels, tightly packed RGB8.
 const RGB: usize = 3;
 
+/// How a session turns sampled frames into model calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamMode {
+    /// One frame per call when the package allows it ([`ModelPackage::single_frame_graphs`]) and
+    /// `hop` is left at 0; otherwise windows.
+    #[default]
+    Auto,
+    /// Windows of the model's T frames, advanced by `hop` (the official grouping).
+    Windows,
+    /// Each sampled frame is segmented alone, as soon as its own audio patch is in: one frame of
+    /// compute per result. An error for a package whose frames are coupled (official TPAVI).
+    PerFrame,
+}
+
 /// How a session runs. `0` in `hop` or `frame_queue` means the model's default.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
@@ -102,13 +120,15 @@ pub struct SessionOptions {
     /// Window advance in frames (sampling instants), `1..=T`; 0 means T.
     pub hop: usize,
     /// Pre-processed frames that may wait for a window; full means the oldest are dropped. At least
-    /// T; 0 means 2·T.
+    /// T (1 per frame); 0 means 2·T of the model's T.
     pub frame_queue: usize,
+    /// Windows or one frame per call; see [`StreamMode`].
+    pub mode: StreamMode,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        Self { engine: EngineOptions::default(), hop: 0, frame_queue: 0 }
+        Self { engine: EngineOptions::default(), hop: 0, frame_queue: 0, mode: StreamMode::Auto }
     }
 }
 
@@ -126,6 +146,9 @@ pub struct StreamResult {
     pub objects: Vec<SoundingObject>,
     /// From the `push_frame` call of this frame to the result.
     pub latency: Duration,
+    /// Capture time (s, the audio clock) at which this frame's own audio patch ends: the earliest
+    /// moment any result for it could exist. Stream lag = when the result is ready − this.
+    pub patch_end: f64,
 }
 
 impl StreamResult {
@@ -136,6 +159,7 @@ impl StreamResult {
             mask: FrameMask::background(0, 0),
             objects: Vec::new(),
             latency: Duration::ZERO,
+            patch_end: 0.0,
         }
     }
 }
@@ -181,7 +205,10 @@ struct Held {
 
 /// A live audio-visual stream against one loaded package. `Send`; not `Sync` (one owner).
 pub struct Session {
+    /// Prepared for T frames per call, or 1 in per-frame mode.
     engine: Engine,
+    per_frame: bool,
+    /// Frames per model call: the model's T, or 1 in per-frame mode.
     t: usize,
     hop: usize,
     queue_cap: usize,
@@ -250,13 +277,37 @@ impl Session {
     /// Loads the package in `model_dir` and prepares an empty stream. Fails if the package cannot
     /// be loaded or `hop`/`frame_queue` are out of range for the model's T.
     pub fn new(model_dir: impl AsRef<Path>, options: &SessionOptions) -> Result<Session, Error> {
-        let engine = Engine::load(model_dir, &options.engine)?;
-        let t = engine.package.frames_per_clip();
+        let engine = Engine::load_for(model_dir, &options.engine, |package| {
+            let single = package.single_frame_graphs();
+            let per_frame = match options.mode {
+                StreamMode::Windows => false,
+                StreamMode::PerFrame if options.hop > 1 => {
+                    return Err(Error::invalid_option("hop", format!("hop {} has no meaning per frame; leave it 0", options.hop)))
+                }
+                StreamMode::PerFrame => {
+                    let why = |why| Error::invalid_option("mode", format!("cannot segment one frame at a time: {why}"));
+                    single.map_err(why)?;
+                    true
+                }
+                StreamMode::Auto if options.hop != 0 => false,
+                StreamMode::Auto => match single {
+                    Ok(()) => true,
+                    Err(why) => {
+                        log::debug!("stream in windows of {} frames: {why}", package.frames_per_clip());
+                        false
+                    }
+                },
+            };
+            Ok(per_frame.then_some(1))
+        })?;
+        let model_t = engine.package.frames_per_clip();
+        let t = engine.frames_per_call();
+        let per_frame = t < model_t;
         let hop = if options.hop == 0 { t } else { options.hop };
         if hop > t {
             return Err(Error::invalid_option("hop", format!("session hop {hop} must be between 1 and the model's T = {t} frames")));
         }
-        let queue_cap = if options.frame_queue == 0 { 2 * t } else { options.frame_queue };
+        let queue_cap = if options.frame_queue == 0 { 2 * model_t } else { options.frame_queue };
         if queue_cap < t {
             return Err(Error::invalid_option(
                 "frame_queue",
@@ -272,6 +323,7 @@ impl Session {
         let res_cap = queue_cap.max(t);
         let mel_frames = PATCH_FRAMES * MEL_BANDS;
         Ok(Session {
+            per_frame,
             t,
             hop,
             queue_cap,
@@ -322,9 +374,15 @@ impl Session {
         &self.engine.package
     }
 
-    /// Frames per window (the model's T).
+    /// Frames per model call: the model's T, or 1 when each frame is segmented alone.
     pub fn window_frames(&self) -> usize {
         self.t
+    }
+
+    /// True when each sampled frame is segmented alone ([`StreamMode::PerFrame`], or `Auto` on a
+    /// package of independent frames).
+    pub fn per_frame(&self) -> bool {
+        self.per_frame
     }
 
     /// Window advance in frames.
@@ -762,6 +820,8 @@ impl Session {
             r.sequence = inst;
             r.frame_timestamp = info.timestamp;
             r.latency = info.pushed_at.elapsed();
+            r.patch_end = self.origin.unwrap_or(0.0)
+                + (s0 + PATCH_HOP_16K * i as u64 + MIN_SAMPLES_16K as u64) as f64 / TARGET_RATE as f64;
             self.latest = Some(idx);
             produced += 1;
         }

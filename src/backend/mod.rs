@@ -31,11 +31,20 @@ pub struct BackendOptions {
     /// Whether a graph already prepared with the same file and settings by a live engine is shared
     /// rather than prepared again ([`shared_plans`]). Off only where preparation itself is tested.
     pub share_plans: bool,
+    /// Frames per call the graphs are prepared for: `None` for the package's T; 1 for a stream of
+    /// independent frames (only where [`ModelPackage::single_frame_graphs`] allows it).
+    pub frames_per_call: Option<usize>,
 }
 
 impl Default for BackendOptions {
     fn default() -> Self {
-        Self { threads: 1, cpu_kernels: cpu::CpuKernels::default(), graph_cache: None, share_plans: true }
+        Self {
+            threads: 1,
+            cpu_kernels: cpu::CpuKernels::default(),
+            graph_cache: None,
+            share_plans: true,
+            frames_per_call: None,
+        }
     }
 }
 

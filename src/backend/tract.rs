@@ -20,7 +20,8 @@ use crate::error::panic_message;
 use crate::model::{integrity, FileCheck, GraphInfo, ModelPackage};
 use crate::tensor::Tensor as AvTensor;
 
-const BACKEND: &str = "tract";
+/// The name this backend reports ([`Runner::backend_name`]).
+pub const BACKEND: &str = "tract";
 
 /// One optimised graph with fixed input shapes, and the state it runs in.
 struct Graph {
@@ -230,10 +231,15 @@ pub struct TractRunner {
 }
 
 impl TractRunner {
+    /// Prepares the package's graphs for `options.frames_per_call` frames per call (default T).
     pub fn prepare(package: &ModelPackage, options: &BackendOptions) -> Result<Self, BackendError> {
-        let t = package.frames_per_clip();
+        let t = options.frames_per_call.unwrap_or(package.frames_per_clip());
         let patch_shape = vec![t, 1, crate::frontend::audio::PATCH_FRAMES, crate::frontend::audio::MEL_BANDS];
-        let segmenter_inputs = vec![package.frames_shape(), package.segmenter_audio_shape()];
+        let with_frames = |mut shape: Vec<usize>| {
+            shape[0] = t;
+            shape
+        };
+        let segmenter_inputs = vec![with_frames(package.frames_shape()), with_frames(package.segmenter_audio_shape())];
         // The two graphs are independent: prepared side by side, a package loads in the time of
         // its larger graph (AVSegFormer-R50 from the graph cache: 0.49 s in sequence, 0.35 s).
         let (audio_encoder, segmenter) = std::thread::scope(|s| {
@@ -366,7 +372,7 @@ mod shared_plan_tests {
         let info = pkg.audio_encoder().unwrap();
         let shapes = || vec![vec![t, 1, 96, 64]];
         let prepare = |threads, share_plans| {
-            let options = BackendOptions { threads, cpu_kernels: CpuKernels::Avseg, graph_cache: None, share_plans };
+            let options = BackendOptions { threads, cpu_kernels: CpuKernels::Avseg, graph_cache: None, share_plans, frames_per_call: None };
             Graph::prepare(info, shapes(), &options).unwrap()
         };
         let mut first = prepare(1, true);

@@ -32,6 +32,11 @@ pub struct Manifest {
     pub family: Family,
     /// Frames the segmenter takes in one call (T). TPAVI couples them through its attention.
     pub frames_per_clip: usize,
+    /// TPAVI only: frames per attention group, a divisor of T (optional; absent means all T
+    /// frames, as in every official model). With 1, frames never meet inside the model, so a
+    /// stream can segment each one as soon as its audio is in ([`Manifest::frames_independent`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpavi_group: Option<usize>,
     /// Input size, resize filter and normalisation of the frames.
     pub vision: VisionConfig,
     /// The audio front end and embedding width.
@@ -42,6 +47,25 @@ pub struct Manifest {
     pub graphs: Graphs,
     /// Where the weights came from, their licence and evaluation results.
     pub provenance: Provenance,
+}
+
+impl Manifest {
+    /// True when no frame's result depends on another frame: AVSegFormer, and TPAVI with an
+    /// attention group of 1.
+    pub fn frames_independent(&self) -> bool {
+        match self.family {
+            Family::Avsegformer => true,
+            Family::Tpavi => self.tpavi_group == Some(1),
+        }
+    }
+
+    /// Frames whose results depend on each other: T for official TPAVI, 1 for independent frames.
+    pub fn coupled_frames(&self) -> usize {
+        match self.family {
+            Family::Avsegformer => 1,
+            Family::Tpavi => self.tpavi_group.unwrap_or(self.frames_per_clip),
+        }
+    }
 }
 
 /// Model families differ in how frames are coupled and how their checkpoints map onto graphs.

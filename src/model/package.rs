@@ -214,6 +214,36 @@ impl ModelPackage {
         }
     }
 
+    /// Whether the package's graphs can segment one frame per call (a stream then gives each frame
+    /// its result as soon as its audio is in): its frames must be independent
+    /// ([`Manifest::frames_independent`]) and every graph input must leave its frame axis open
+    /// (symbolic) or be 1. `Err` says why not.
+    pub fn single_frame_graphs(&self) -> Result<(), String> {
+        let m = &self.manifest;
+        if !m.frames_independent() {
+            return Err(format!(
+                "{} couples its frames in groups of {} (tpavi_group)",
+                m.family.as_str(),
+                m.coupled_frames()
+            ));
+        }
+        for g in self.audio_encoder().into_iter().chain([self.segmenter()]) {
+            for d in &g.inputs {
+                if let Some(Dim::Fixed(n)) = d.dims.first() {
+                    if *n != 1 {
+                        return Err(format!(
+                            "{}: input {:?} is declared {}, a fixed {n} frames per call",
+                            g.path.display(),
+                            d.name,
+                            d.shape_string()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Shape of the segmenter's frame input for one call: `[T, 3, H, W]`.
     pub fn frames_shape(&self) -> Vec<usize> {
         let v = &self.manifest.vision;
@@ -239,12 +269,15 @@ impl ModelPackage {
             });
         }
         let (h, w) = (m.vision.height as usize, m.vision.width as usize);
-        let frames = vec![Expect::Is(t), Expect::Is(3), Expect::Is(h), Expect::Is(w)];
+        // The frame axis may be left open (`N`): a graph of independent frames then also runs one
+        // frame per call (`single_frame_graphs`).
+        let frames = vec![Expect::Batch(t), Expect::Is(3), Expect::Is(h), Expect::Is(w)];
         expect_decl(seg, "graphs.segmenter.inputs[0]", &seg.inputs[0], &frames)?;
-        let audio: Vec<Expect> = self.segmenter_audio_shape().into_iter().map(Expect::Is).collect();
+        let mut audio: Vec<Expect> = self.segmenter_audio_shape().into_iter().map(Expect::Is).collect();
+        audio[0] = Expect::Batch(t);
         expect_decl(seg, "graphs.segmenter.inputs[1]", &seg.inputs[1], &audio)?;
         let k = m.output.channels();
-        let logits = vec![Expect::Is(t), Expect::Is(k), Expect::Any, Expect::Any];
+        let logits = vec![Expect::Batch(t), Expect::Is(k), Expect::Any, Expect::Any];
         expect_decl(seg, "graphs.segmenter.outputs[0]", &seg.outputs[0], &logits)?;
         Ok(())
     }
@@ -303,6 +336,18 @@ pub fn validate_manifest(path: &Path, m: &Manifest) -> Result<(), PackageError> 
             "frames_per_clip",
             format!("is {}; TPAVI groups frames by 5, so it must be a multiple of 5", m.frames_per_clip),
         ));
+    }
+    if let Some(g) = m.tpavi_group {
+        if m.family != Family::Tpavi {
+            return Err(field_err(path, "tpavi_group", format!("is set, but the family is {:?}", m.family.as_str())));
+        }
+        if g == 0 || m.frames_per_clip % g != 0 {
+            return Err(field_err(
+                path,
+                "tpavi_group",
+                format!("is {g}; it must divide frames_per_clip ({})", m.frames_per_clip),
+            ));
+        }
     }
     let v = &m.vision;
     for (name, val) in [("vision.width", v.width), ("vision.height", v.height)] {
@@ -660,6 +705,40 @@ mod tests {
         std::fs::write(&graph, &garbled).unwrap();
         let e = ModelPackage::load_with(dir.path(), &deferred).unwrap_err();
         assert!(matches!(&e, PackageError::Corrupt { field, .. } if field == "graphs.segmenter.checksum"), "{e}");
+    }
+
+    /// `tpavi_group` (added without a schema bump, so optional): the default model declares 1 and
+    /// an open frame axis, so it runs one frame per call; the tiny package (no field: the official
+    /// group of T) does not; a group that does not divide T, or on another family, is refused.
+    #[test]
+    fn tpavi_group_and_single_frame_graphs() {
+        let default = ModelPackage::load(bundled("default")).unwrap();
+        assert_eq!(default.manifest().tpavi_group, Some(1));
+        assert!(default.manifest().frames_independent());
+        assert_eq!(default.single_frame_graphs(), Ok(()));
+        let tiny = ModelPackage::load(bundled("tiny-tpavi")).unwrap();
+        assert_eq!((tiny.manifest().tpavi_group, tiny.manifest().coupled_frames()), (None, 5));
+        let why = tiny.single_frame_graphs().unwrap_err();
+        assert!(why.contains("groups of 5"), "{why}");
+
+        let text = std::fs::read_to_string(bundled("default").join(MANIFEST_FILE)).unwrap();
+        let path = Path::new("avseg.json");
+        let with = |from: &str, to: &str| Manifest::from_json(path, &text.replace(from, to));
+        for bad in ["\"tpavi_group\": 2", "\"tpavi_group\": 0"] {
+            let e = with("\"tpavi_group\": 1", bad).unwrap_err().to_string();
+            assert!(e.contains("tpavi_group") && e.contains("divide frames_per_clip (5)"), "{e}");
+        }
+        let e = with("\"family\": \"tpavi\"", "\"family\": \"avsegformer\"").unwrap_err().to_string();
+        assert!(e.contains("tpavi_group") && e.contains("avsegformer"), "{e}");
+        let m = with("  \"tpavi_group\": 1,\n", "").unwrap();
+        assert_eq!((m.tpavi_group, m.frames_independent()), (None, false));
+
+        // A group-1 package whose graph still fixes T frames per call: windows only, and why.
+        let mut fixed = default.clone();
+        let seg = fixed.graphs.iter_mut().find(|g| g.role == "segmenter").unwrap();
+        seg.inputs[0].dims[0] = Dim::Fixed(5);
+        let why = fixed.single_frame_graphs().unwrap_err();
+        assert!(why.contains("segmenter.onnx") && why.contains("fixed 5 frames"), "{why}");
     }
 
     #[test]

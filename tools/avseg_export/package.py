@@ -23,7 +23,7 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 def manifest(*, name, description, family, frames_per_clip, width, height, embedding_dim,
              output, provenance, resize="bilinear_opencv", patch_padding="repeat_last",
              mean=IMAGENET_MEAN, std=IMAGENET_STD,
-             audio_file="audio_encoder.onnx", segmenter_file="segmenter.onnx") -> dict:
+             audio_file="audio_encoder.onnx", segmenter_file="segmenter.onnx", tpavi_group=None) -> dict:
     m = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -43,6 +43,11 @@ def manifest(*, name, description, family, frames_per_clip, width, height, embed
         },
         "provenance": provenance,
     }
+    if tpavi_group is not None:
+        # Optional since it was added: absent means the official group, all T frames.
+        m = {k: v for k, v in m.items() if k != "vision"} | {"tpavi_group": int(tpavi_group), "vision": m["vision"]}
+        m = {k: m[k] for k in ("format", "schema_version", "name", "description", "family", "frames_per_clip",
+                               "tpavi_group", "vision", "audio", "output", "graphs", "provenance")}
     validate_manifest(m)
     return m
 
@@ -57,6 +62,11 @@ def validate_manifest(m: dict):
     for k in ("name", "description", "family"):
         need(isinstance(m.get(k), str) and m[k], f"'{k}' must be a non-empty string")
     need(isinstance(m.get("frames_per_clip"), int) and m["frames_per_clip"] > 0, "frames_per_clip")
+    if "tpavi_group" in m:
+        g = m["tpavi_group"]
+        need(m["family"] == "tpavi", "tpavi_group is for the tpavi family only")
+        need(isinstance(g, int) and g > 0 and m["frames_per_clip"] % g == 0,
+             "tpavi_group must be a positive divisor of frames_per_clip")
     v = m.get("vision", {})
     need(v.get("resize") in RESIZE_MODES, f"vision.resize must be one of {RESIZE_MODES}")
     need(len(v.get("mean", [])) == 3 and len(v.get("std", [])) == 3, "vision.mean/std need 3 values")

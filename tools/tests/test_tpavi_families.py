@@ -269,3 +269,26 @@ FAMILIES = ("tpavi-r50", "tpavi-pvt", "tpavi-r50-avss", "tpavi-pvt-avss")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_family(family, tmp_path):
     assert check_family(family, 0, tmp_path), f"{family}: ORT vs numpy literal out of tolerance (see the output)"
+
+
+def test_open_frame_axis(tmp_path):
+    """avseg_export.batch: a group-1 graph with its frame axis opened computes each frame alone as
+    its row of the window; a graph whose frames meet in groups of 5 is refused."""
+    from avseg_export.batch import open_frame_axis
+
+    fx, seg, _ = load_fixture("tpavi-r50", 0, tmp_path)
+    size, t = 64, GROUP
+    rng = np.random.default_rng(7)
+    fr = rng.standard_normal((t, 3, size, size)).astype(np.float32)
+    emb = rng.standard_normal((t, 128)).astype(np.float32)
+    closed, _ = build_tpavi(seg, frames=t, height=size, width=size, tpavi_group=1, **fx.export)
+    opened = open_frame_axis(closed, t)
+    run = lambda m, a, b: session(m).run(["mask_logits"], {"frames": a, "audio_embedding": b})[0]
+    window = run(closed, fr, emb)
+    scale = np.abs(window).max()
+    assert np.abs(run(opened, fr, emb) - window).max() <= 1e-5 * scale
+    for i in range(t):
+        assert np.abs(run(opened, fr[i:i + 1], emb[i:i + 1])[0] - window[i]).max() <= 1e-5 * scale
+    grouped, _ = build_tpavi(seg, frames=t, height=size, width=size, **fx.export)
+    with pytest.raises(ValueError, match="attention group of 1"):
+        open_frame_axis(grouped, t)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avseg_export.batch import open_frame_axis
 from avseg_export.ort import session
 from avseg_export.package import manifest, write_package
 from avseg_export.tpavi import build_tpavi
@@ -63,6 +64,10 @@ def main():
     seg, seg_info = build_tpavi(seg_tensors, frames=T, height=size, width=size,
                                 tpavi_group=targs.get("tpavi_group", T))
     aud, aud_info = build_vggish(vgg_tensors)
+    group = targs.get("tpavi_group", T)
+    if group == 1:
+        # Frames are independent: one graph serves a window and a single streamed frame.
+        seg = open_frame_axis(seg, T)
 
     # Trained modules vs exported graphs on real validation clips (frames re-read from disk).
     head, audio, enc = torch_modules(tensors, targs)
@@ -101,6 +106,7 @@ def main():
                      f"trained on the AVS-Reg train split at {size}x{size}. Binary (S4/MS3-style) masks."),
         family="tpavi",
         frames_per_clip=T,
+        tpavi_group=group,
         width=size,
         height=size,
         resize="bilinear_pil",

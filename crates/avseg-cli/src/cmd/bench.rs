@@ -58,6 +58,10 @@ pub(crate) struct BenchArgs {
     /// Stream mode: pending-frame queue (0 = 2·T).
     #[arg(long, default_value_t = 0)]
     pub frame_queue: usize,
+    /// Stream mode: windows of T frames, or each sampled frame alone (auto: alone when the
+    /// package's frames are independent and --hop is not given).
+    #[arg(long, value_enum, default_value_t = super::segment::StreamModeArg::Auto)]
+    pub stream_mode: super::segment::StreamModeArg,
     #[command(flatten)]
     pub package: super::PackageArgs,
 }
@@ -298,13 +302,15 @@ fn stream(a: &BenchArgs) -> Result<(), CliError> {
     // Stereo, to exercise the channel mix; 10 ms chunks.
     let stereo: Vec<f32> = clip.audio.samples.iter().flat_map(|&v| [v, v]).collect();
     let chunk = (rate as usize / 100).max(1);
-    let options = SessionOptions { engine: engine_options(a), hop: a.hop, frame_queue: a.frame_queue };
+    let options =
+        SessionOptions { engine: engine_options(a), hop: a.hop, frame_queue: a.frame_queue, mode: a.stream_mode.into() };
     let rss_begin = proc_kb("VmRSS:");
     let mut s = Session::new(&a.model, &options)?;
     let rss_start = proc_kb("VmRSS:");
     println!(
-        "stream soak: model {} (T = {}, hop {}, frame queue {}), {} frames at {} fps ({:.0} s of stream), audio {} Hz stereo in 10 ms chunks, slow {} ms/window, threads {}",
+        "stream soak: model {} ({}, frames per call {}, hop {}, frame queue {}), {} frames at {} fps ({:.0} s of stream), audio {} Hz stereo in 10 ms chunks, slow {} ms/window, threads {}",
         a.model.display(),
+        if s.per_frame() { "each frame alone" } else { "windows" },
         s.window_frames(),
         s.hop(),
         s.frame_queue(),
@@ -323,6 +329,8 @@ fn stream(a: &BenchArgs) -> Result<(), CliError> {
     let mut proc_ms = Vec::new();
     let mut newest_ms = Vec::new();
     let mut capture_ms = Vec::new();
+    let mut lag_ms = Vec::new();
+    let mut result_ms = Vec::new();
     let mut rss_warm = None;
     let warm_frames = (a.frames / 10).max(1);
     let wall = Instant::now();
@@ -354,9 +362,11 @@ fn stream(a: &BenchArgs) -> Result<(), CliError> {
             proc_ms.push(ms(took) / windows as f64);
         }
         if n > 0 {
+            result_ms.push(ms(took) / n as f64);
             let newest = s.latest().map(|r| r.sequence);
             while let Some(r) = s.pop_result() {
                 capture_ms.push((sim - r.frame_timestamp) * 1e3);
+                lag_ms.push((sim - r.patch_end) * 1e3);
                 if Some(r.sequence) == newest {
                     newest_ms.push(ms(r.latency));
                 }
@@ -397,10 +407,15 @@ fn stream(a: &BenchArgs) -> Result<(), CliError> {
         pct(&newest_ms, 99.0),
         newest_ms.len()
     );
+    let stats = |v: &[f64]| format!("median {:.1} ms, p99 {:.1} ms, max {:.1} ms", pct(v, 50.0), pct(v, 99.0), pct(v, 100.0));
+    println!("compute per result (process() time / results it made): {}", stats(&result_ms));
     println!(
-        "latency, every result, capture -> mask (simulated clock, includes waiting for the window's later frames): median {:.0} ms, p99 {:.0} ms",
-        pct(&capture_ms, 50.0),
-        pct(&capture_ms, 99.0)
+        "stream lag, every result (simulated clock: result ready - end of the frame's own audio patch): {}",
+        stats(&lag_ms)
+    );
+    println!(
+        "capture -> mask, every result (simulated clock, includes waiting for a window's later frames): {}",
+        stats(&capture_ms)
     );
     println!(
         "RSS start {} | after warm-up ({} frames) {} | end {} | peak (VmHWM) {}",

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use avseg::{
     find_clip, find_frames, write_npy, BackendChoice, ClipFiles, CpuKernels, Engine, EngineOptions, FrameInfo, FrameWriter,
-    Session, SessionOptions,
+    Session, SessionOptions, StreamMode,
 };
 
 use crate::CliError;
@@ -47,6 +47,27 @@ pub(crate) enum BackendArg {
     Cpu,
     /// The CUDA backend; an error (not a fallback) when it cannot run the model.
     Cuda,
+}
+
+/// `--stream-mode`: how a stream turns sampled frames into model calls.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum StreamModeArg {
+    /// One frame per call when the package's frames are independent, else windows.
+    Auto,
+    /// Windows of the model's T frames (the official grouping).
+    Windows,
+    /// Each sampled frame alone, as soon as its audio patch is in (independent frames only).
+    PerFrame,
+}
+
+impl From<StreamModeArg> for StreamMode {
+    fn from(a: StreamModeArg) -> Self {
+        match a {
+            StreamModeArg::Auto => StreamMode::Auto,
+            StreamModeArg::Windows => StreamMode::Windows,
+            StreamModeArg::PerFrame => StreamMode::PerFrame,
+        }
+    }
 }
 
 /// `--cpu-kernels`: which kernels run convolutions and resizes on the CPU.
@@ -100,6 +121,10 @@ pub(crate) struct SegmentArgs {
     /// With --video: window advance in sampled frames (1..=T; default T, non-overlapping windows).
     #[arg(long, default_value_t = 0)]
     pub hop: usize,
+    /// With --video: windows of T frames, or each sampled frame alone (auto: alone when the
+    /// package's frames are independent and --hop is not given).
+    #[arg(long, value_enum, default_value_t = StreamModeArg::Auto)]
+    pub stream_mode: StreamModeArg,
     #[command(flatten)]
     pub package: super::PackageArgs,
     #[command(flatten)]
@@ -159,7 +184,7 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
 
 /// `segment --video`: the runtime's video driver, each result written as `frame_{index}`.
 fn video_run(a: &SegmentArgs, video: &std::path::Path, engine: EngineOptions) -> Result<(), CliError> {
-    let options = SessionOptions { engine, hop: a.hop, frame_queue: 0 };
+    let options = SessionOptions { engine, hop: a.hop, frame_queue: 0, mode: a.stream_mode.into() };
     let mut session = Session::new(&a.model, &options)?;
     let mut writer = FrameWriter::create(&a.out, &session.package().manifest().output, !a.no_overlay)?;
     let source = video.display().to_string();
