@@ -51,4 +51,47 @@ pub enum FrontendError {
     /// Resizing a frame failed (the resizer's message).
     #[error("resize failed: {0}")]
     Resize(String),
+    /// A streamed audio chunk's channel count is outside 1–32.
+    #[error("audio channel count {channels} must be between 1 and 32")]
+    BadChannelCount {
+        /// The rejected channel count.
+        channels: usize,
+    },
+    /// A streamed chunk's timestamp is NaN or infinite.
+    #[error("timestamp {timestamp} is not finite")]
+    NonFiniteTimestamp {
+        /// The rejected timestamp.
+        timestamp: f64,
+    },
+    /// A streamed chunk ends inside a channel group.
+    #[error("{samples} samples are not a whole number of {channels}-channel frames")]
+    PartialChannelGroup {
+        /// Interleaved samples in the chunk.
+        samples: usize,
+        /// The chunk's channel count.
+        channels: usize,
+    },
+    /// A streamed chunk's rate or channel count differs from the stream's.
+    #[error(
+        "the stream is {rate} Hz, {channels} channel(s); got {new_rate} Hz, {new_channels} channel(s). \
+         A session keeps one format: finish it and start a new session"
+    )]
+    FormatChanged {
+        /// The stream's rate.
+        rate: u32,
+        /// The stream's channel count.
+        channels: usize,
+        /// The chunk's rate.
+        new_rate: u32,
+        /// The chunk's channel count.
+        new_channels: usize,
+    },
+    /// A streamed chunk's timestamp is before the previous chunk's.
+    #[error("timestamp {timestamp:.6} s goes backwards (previous chunk at {previous:.6} s)")]
+    TimestampBackwards {
+        /// The chunk's timestamp.
+        timestamp: f64,
+        /// The previous chunk's.
+        previous: f64,
+    },
 }

@@ -5,6 +5,7 @@
 pub mod logmel;
 pub mod patches;
 pub mod resample;
+pub mod stream;
 
 #[cfg(test)]
 mod reference_tests;

@@ -20,17 +20,23 @@ pub fn patch_count(n_frames: usize) -> usize {
 pub fn fixed_patches(log_mel: &[f32], t: usize, padding: PatchPadding) -> Tensor {
     let have = patch_count(log_mel.len() / MEL_BANDS);
     let keep = have.min(t);
-    let mut data = Vec::with_capacity(t * PATCH_LEN);
-    data.extend_from_slice(&log_mel[..keep * PATCH_LEN]);
-    for _ in keep..t {
-        match padding {
-            PatchPadding::RepeatLast if keep > 0 => {
-                data.extend_from_within((keep - 1) * PATCH_LEN..keep * PATCH_LEN);
-            }
-            _ => data.resize(data.len() + PATCH_LEN, 0.0),
-        }
+    let mut data = vec![0.0; t * PATCH_LEN];
+    data[..keep * PATCH_LEN].copy_from_slice(&log_mel[..keep * PATCH_LEN]);
+    let (real, missing) = data.split_at_mut(keep * PATCH_LEN);
+    let last = keep.checked_sub(1).map(|k| &real[k * PATCH_LEN..]);
+    for dst in missing.chunks_exact_mut(PATCH_LEN) {
+        fill_missing_patch(dst, last, padding);
     }
     Tensor::new(vec![t, 1, PATCH_FRAMES, MEL_BANDS], data)
+}
+
+/// One patch past the end of the audio, per `padding`: a copy of `last` (repeat-last, when there
+/// is a last patch) or zeros. Batch clips and streams complete their patches with this.
+pub fn fill_missing_patch(dst: &mut [f32], last: Option<&[f32]>, padding: PatchPadding) {
+    match (padding, last) {
+        (PatchPadding::RepeatLast, Some(last)) => dst.copy_from_slice(last),
+        _ => dst.fill(0.0),
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,13 @@
 //! # Ok::<(), avseg::Error>(())
 //! ```
 //!
+//! # Parts
+//!
+//! The session glues three parts that are tested without a model: the streaming audio front end
+//! (`src/frontend/audio/stream.rs`: PCM → bounded 16 kHz ring → log-mel patches), the sampling
+//! scheduler (`schedule.rs`: instants, windows, back-pressure; fixed-capacity `heapless` lists) and
+//! the result ring (`results.rs`). It owns the frame buffers they index and runs the engine.
+//!
 //! # Design checklist
 //!
 //! * **Clock.** Stream time 0 (the *origin*) is the timestamp of the first audio sample. After that
@@ -68,18 +75,22 @@
 //!   mode does: missing frames repeat the last real one, missing patches follow the package's
 //!   padding policy (repeat the last patch, or zeros); results are emitted for real frames only.
 
+
+mod results;
+mod schedule;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
 
+use self::results::ResultRing;
+use self::schedule::{Assignments, Scheduler, MAX_FRAME_QUEUE};
 use super::{Engine, EngineOptions, StageTimes, FRAME_TIME_OFFSET_S};
 use crate::error::Error;
-use crate::frontend::audio::logmel::LogMel;
 use crate::frontend::audio::patches::PATCH_LEN;
-use crate::frontend::audio::resample::{self, Resampler16k};
-use crate::frontend::audio::{check_finite, PatchPadding, MEL_BANDS, MIN_SAMPLES_16K, PATCH_FRAMES, TARGET_RATE};
-use crate::io::audio::mix_to_mono;
+use crate::frontend::audio::stream::{AudioStream, PatchSource, RING_HEADROOM};
+use crate::frontend::audio::{PatchPadding, MIN_SAMPLES_16K, PATCH_FRAMES, MEL_BANDS, TARGET_RATE};
 use crate::model::ModelPackage;
 use crate::post::mask::{FrameMask, MaskBuilder};
 use crate::post::objects::SoundingObject;
@@ -87,14 +98,8 @@ use crate::tensor::Tensor;
 
 /// 16 kHz samples between the starts of consecutive patches (0.96 s).
 const PATCH_HOP_16K: u64 = 15_360;
-/// Input is mixed and resampled in pieces of at most this long, so the scratch buffers have a
-/// fixed size whatever chunk the caller pushes.
-const PIECE_SECONDS_DIV: u32 = 20;
-/// Free space kept at the end of the 16 kHz ring before each piece: one piece (800 samples) plus
-/// whatever the resampler releases at once (a few blocks, or its zero tail at `finish`).
-const RING_HEADROOM: usize = 16_000;
-/// Audio timestamps further than this from the sample clock are logged.
-const DRIFT_LOG_S: f64 = 0.1;
+/// 16 kHz samples per second: windows start on whole seconds.
+const SECOND_16K: u64 = TARGET_RATE as u64;
 /// Camera channels, tightly packed RGB8.
 const RGB: usize = 3;
 
@@ -185,25 +190,13 @@ pub struct SessionStats {
     pub results_overwritten: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct SlotInfo {
-    timestamp: f64,
-    /// The slot's pre-processed tensor is up to date (done at the first window that uses it).
-    prepped: bool,
-    width: u32,
-    height: u32,
-    pushed_at: Instant,
-}
-
-/// The newest pushed frame, kept raw until we know whether an instant wants it.
-#[derive(Clone, Copy, Debug)]
-struct Held {
-    timestamp: f64,
-    pushed_at: Instant,
-    used: bool,
-}
-
 /// A live audio-visual stream against one loaded package. `Send`; not `Sync` (one owner).
+///
+/// The glue of three parts, each with its own tests: the streaming audio front end
+/// (`src/frontend/audio/stream.rs`), the sampling scheduler (`schedule.rs`: which frame each
+/// instant takes, which window runs next, back-pressure) and the result ring (`results.rs`). This
+/// type owns the buffers they index (raw and pre-processed frames, the window tensors) and runs the
+/// engine.
 pub struct Session {
     /// Prepared for T frames per call, or 1 in per-frame mode.
     engine: Engine,
@@ -215,53 +208,29 @@ pub struct Session {
     padding: PatchPadding,
     finished: bool,
 
-    // Audio.
-    rate: u32,
-    channels: usize,
-    resampler: Option<Resampler16k>,
-    origin: Option<f64>,
-    last_audio_ts: f64,
-    input_frames: u64,
-    mono: Vec<f32>,
-    /// 16 kHz samples; `ring[0]` is absolute sample `ring_base` of the stream.
-    ring: Vec<f32>,
-    ring_base: u64,
-    log_mel: LogMel,
-    mel_scratch: Vec<f32>,
-    last_patch: Vec<f32>,
-    have_patch: bool,
+    audio: AudioStream,
+    schedule: Scheduler,
+    assignments: Assignments,
 
-    // Frames.
     frame_len: usize,
     /// Pre-processed frames `[frame_queue][3·H·W]`, filled when a window first needs them.
     slots: Vec<f32>,
     /// The kept camera frames, raw until a window needs them.
     raw_slots: Vec<RgbImage>,
-    slot_info: Vec<Option<SlotInfo>>,
     current: RgbImage,
     held_image: RgbImage,
-    held: Option<Held>,
     /// Bytes every raw frame buffer can hold without reallocating.
     raw_capacity: usize,
-    last_frame_ts: Option<f64>,
-    /// First instant without a frame yet.
-    next_instant: u64,
-    /// Next window to run.
-    window: u64,
-    /// First instant without a result (emitted or dropped).
-    emitted_upto: u64,
 
-    // Inference and results.
     frames_in: Tensor,
     patches_in: Tensor,
     last_logits: Option<Tensor>,
     last_logits_first: u64,
     builder: MaskBuilder,
-    results: Vec<StreamResult>,
-    res_head: usize,
-    res_len: usize,
-    latest: Option<usize>,
-    stats: SessionStats,
+    results: ResultRing,
+    windows: u64,
+    results_made: u64,
+    frames_pushed: u64,
     times: StageTimes,
 }
 
@@ -275,7 +244,8 @@ fn rgb_image(buf: &mut RgbImage, width: u32, height: u32, data: &[u8]) {
 
 impl Session {
     /// Loads the package in `model_dir` and prepares an empty stream. Fails if the package cannot
-    /// be loaded or `hop`/`frame_queue` are out of range for the model's T.
+    /// be loaded, `hop`/`frame_queue` are out of range for the model's T, or per-frame mode is
+    /// asked of a package whose frames are coupled.
     pub fn new(model_dir: impl AsRef<Path>, options: &SessionOptions) -> Result<Session, Error> {
         let engine = Engine::load_for(model_dir, &options.engine, |package| {
             let single = package.single_frame_graphs();
@@ -308,10 +278,10 @@ impl Session {
             return Err(Error::invalid_option("hop", format!("session hop {hop} must be between 1 and the model's T = {t} frames")));
         }
         let queue_cap = if options.frame_queue == 0 { 2 * model_t } else { options.frame_queue };
-        if queue_cap < t {
+        if queue_cap < t || queue_cap > MAX_FRAME_QUEUE {
             return Err(Error::invalid_option(
                 "frame_queue",
-                format!("session frame_queue {queue_cap} must hold at least one window (T = {t} frames)"),
+                format!("session frame_queue {queue_cap} must hold at least one window (T = {t} frames) and at most {MAX_FRAME_QUEUE}"),
             ));
         }
         let manifest = engine.package.manifest();
@@ -319,9 +289,7 @@ impl Session {
         let padding = manifest.audio.patch_padding;
         let frame_len = RGB * vw * vh;
         let window_span = PATCH_HOP_16K as usize * (t - 1) + MIN_SAMPLES_16K;
-        let ring_cap = window_span + (queue_cap + hop + 4) * TARGET_RATE as usize + RING_HEADROOM;
-        let res_cap = queue_cap.max(t);
-        let mel_frames = PATCH_FRAMES * MEL_BANDS;
+        let ring_cap = window_span + (queue_cap + hop + 4) * SECOND_16K as usize + RING_HEADROOM;
         Ok(Session {
             per_frame,
             t,
@@ -329,41 +297,24 @@ impl Session {
             queue_cap,
             padding,
             finished: false,
-            rate: 0,
-            channels: 0,
-            resampler: None,
-            origin: None,
-            last_audio_ts: f64::NEG_INFINITY,
-            input_frames: 0,
-            mono: Vec::with_capacity((resample::MAX_RATE / PIECE_SECONDS_DIV) as usize + 1),
-            ring: Vec::with_capacity(ring_cap),
-            ring_base: 0,
-            log_mel: LogMel::new(),
-            mel_scratch: Vec::with_capacity(mel_frames),
-            last_patch: vec![0.0; PATCH_LEN],
-            have_patch: false,
+            audio: AudioStream::new(ring_cap),
+            schedule: Scheduler::new(t, hop, queue_cap),
+            assignments: Assignments::new(),
             frame_len,
             slots: vec![0.0; queue_cap * frame_len],
             raw_slots: (0..queue_cap).map(|_| RgbImage::new(0, 0)).collect(),
-            slot_info: vec![None; queue_cap],
             current: RgbImage::new(0, 0),
             held_image: RgbImage::new(0, 0),
-            held: None,
             raw_capacity: 0,
-            last_frame_ts: None,
-            next_instant: 0,
-            window: 0,
-            emitted_upto: 0,
             frames_in: Tensor::zeros(vec![t, RGB, vh, vw]),
             patches_in: Tensor::zeros(vec![t, 1, PATCH_FRAMES, MEL_BANDS]),
             last_logits: None,
             last_logits_first: 0,
             builder: MaskBuilder::new(),
-            results: (0..res_cap).map(|_| StreamResult::empty()).collect(),
-            res_head: 0,
-            res_len: 0,
-            latest: None,
-            stats: SessionStats::default(),
+            results: ResultRing::new(queue_cap.max(t)),
+            windows: 0,
+            results_made: 0,
+            frames_pushed: 0,
             times: StageTimes::default(),
             engine,
         })
@@ -397,7 +348,7 @@ impl Session {
 
     /// Capacity of the result ring.
     pub fn result_capacity(&self) -> usize {
-        self.results.len()
+        self.results.capacity()
     }
 
     /// Time per stage, summed over the session (vision = pre-processing of the kept frames).
@@ -413,7 +364,17 @@ impl Session {
 
     /// A snapshot of the counters since the session started.
     pub fn stats(&self) -> SessionStats {
-        self.stats.clone()
+        let frames = self.schedule.counts();
+        SessionStats {
+            frames_pushed: self.frames_pushed,
+            frames_used: frames.used,
+            frames_skipped: frames.skipped,
+            frames_dropped: frames.dropped,
+            audio_samples: self.audio.input_frames(),
+            windows: self.windows,
+            results: self.results_made,
+            results_overwritten: self.results.overwritten(),
+        }
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -424,134 +385,28 @@ impl Session {
         }
     }
 
-    fn instant_time(&self, k: u64) -> f64 {
-        self.origin.unwrap_or(0.0) + k as f64 + FRAME_TIME_OFFSET_S
-    }
-
-    fn window_start_16k(&self, w: u64) -> u64 {
-        w * self.hop as u64 * TARGET_RATE as u64
-    }
-
     /// Interleaved PCM, any rate (1000..=384000) and channel count (1..=32); `timestamp` = capture
     /// time (s) of the first sample. A rate or channel change mid-stream is an error. NaN/inf is an
     /// error (nothing of the chunk is used). An empty slice is accepted and ignored.
     pub fn push_audio(&mut self, interleaved: &[f32], rate: u32, channels: usize, timestamp: f64) -> Result<(), Error> {
         self.check_open()?;
-        if interleaved.is_empty() {
-            return Ok(());
+        // Only audio the next window still needs is kept.
+        self.audio.keep_from(self.schedule.window_start_seconds() * SECOND_16K);
+        let lost = self.audio.push(interleaved, rate, channels, timestamp).map_err(|e| Error::stream("push_audio", format!("{e}")))?;
+        if let Some(origin) = self.audio.origin() {
+            self.schedule.set_origin(origin);
         }
-        if !(1..=32).contains(&channels) {
-            return Err(Error::stream("push_audio", format!("audio channel count {channels} must be between 1 and 32")));
-        }
-        resample::check_rate(rate).map_err(|e| Error::stream("push_audio", format!("{e}")))?;
-        if !timestamp.is_finite() {
-            return Err(Error::stream("push_audio", format!("timestamp {timestamp} is not finite")));
-        }
-        if interleaved.len() % channels != 0 {
-            return Err(Error::stream("push_audio", format!(
-                "{} samples are not a whole number of {channels}-channel frames",
-                interleaved.len()
-            )));
-        }
-        if let Err(e) = check_finite(interleaved) {
-            return Err(Error::stream("push_audio", format!("{e}")));
-        }
-        match self.origin {
-            None => {
-                if rate != TARGET_RATE {
-                    self.resampler = Some(Resampler16k::new(rate).map_err(|e| Error::stream("push_audio", format!("{e}")))?);
-                }
-                self.rate = rate;
-                self.channels = channels;
-                self.origin = Some(timestamp);
-            }
-            Some(origin) => {
-                if rate != self.rate || channels != self.channels {
-                    return Err(Error::stream("push_audio", format!(
-                        "the stream is {} Hz, {} channel(s); got {rate} Hz, {channels} channel(s). \
-                         A session keeps one format: finish it and start a new session",
-                        self.rate, self.channels
-                    )));
-                }
-                if timestamp < self.last_audio_ts {
-                    return Err(Error::stream("push_audio", format!(
-                        "timestamp {timestamp:.6} s goes backwards (previous chunk at {:.6} s)",
-                        self.last_audio_ts
-                    )));
-                }
-                let expected = origin + self.input_frames as f64 / self.rate as f64;
-                if (timestamp - expected).abs() > DRIFT_LOG_S {
-                    log::debug!(
-                        "audio chunk at {timestamp:.3} s, sample clock says {expected:.3} s; using the sample clock"
-                    );
-                }
-            }
-        }
-        self.last_audio_ts = timestamp;
-        let frames = interleaved.len() / channels;
-        self.input_frames += frames as u64;
-        self.stats.audio_samples += frames as u64;
-
-        let piece = (rate / PIECE_SECONDS_DIV).max(1) as usize * channels;
-        for chunk in interleaved.chunks(piece) {
-            self.make_room()?;
-            self.mono.clear();
-            mix_to_mono(chunk, channels, &mut self.mono);
-            match &mut self.resampler {
-                Some(r) => r.push(&self.mono, &mut self.ring).map_err(|e| Error::stream("push_audio", format!("{e}")))?,
-                None => self.ring.extend_from_slice(&self.mono),
-            }
-        }
+        self.after_audio_loss(lost);
         Ok(())
     }
 
-    /// Keeps `RING_HEADROOM` free at the end of the ring: first by forgetting audio older than the
-    /// next window, then, if audio has run that far ahead of the frames, by abandoning windows.
-    fn make_room(&mut self) -> Result<(), Error> {
-        let cap = self.ring.capacity();
-        if self.ring.len() + RING_HEADROOM <= cap {
-            return Ok(());
+    /// Audio ran further ahead of the frames than the ring holds: windows whose audio is gone are
+    /// abandoned.
+    fn after_audio_loss(&mut self, lost_before: Option<u64>) {
+        if let Some(sample) = lost_before {
+            log::debug!("audio is {:.1} s ahead of the frames; abandoning the windows it no longer covers", (self.audio.end() - sample) as f64 / 16e3);
+            self.schedule.audio_lost_before(sample, SECOND_16K);
         }
-        self.drain_to(self.window_start_16k(self.window));
-        if self.ring.len() + RING_HEADROOM > cap {
-            let must_free_to = self.ring_base + (self.ring.len() + RING_HEADROOM - cap) as u64;
-            let per_window = self.hop as u64 * TARGET_RATE as u64;
-            let w = must_free_to.div_ceil(per_window);
-            log::debug!("audio is {:.1} s ahead of the frames; abandoning windows {}..{w}", self.ring.len() as f64 / 16e3, self.window);
-            self.advance_window_to(w);
-            self.drain_to(self.window_start_16k(self.window));
-        }
-        Ok(())
-    }
-
-    fn drain_to(&mut self, abs: u64) {
-        let n = (abs.saturating_sub(self.ring_base) as usize).min(self.ring.len());
-        if n > 0 {
-            self.ring.copy_within(n.., 0);
-            self.ring.truncate(self.ring.len() - n);
-            self.ring_base += n as u64;
-        }
-    }
-
-    /// Abandons windows before `w`; their instants that never got a result are dropped.
-    fn advance_window_to(&mut self, w: u64) {
-        if w <= self.window {
-            return;
-        }
-        let new_base = w * self.hop as u64;
-        let from = self.emitted_upto.max(self.window * self.hop as u64);
-        let to = new_base.min(self.next_instant);
-        if to > from {
-            let n = to - from;
-            self.stats.frames_dropped += n;
-            log::debug!("back-pressure: dropped {n} frame(s) (instants {from}..{to})");
-        }
-        for k in self.window * self.hop as u64..new_base.min(self.next_instant) {
-            self.slot_info[(k % self.queue_cap as u64) as usize] = None;
-        }
-        self.window = w;
-        self.emitted_upto = self.emitted_upto.max(new_base);
-        self.next_instant = self.next_instant.max(new_base);
     }
 
     /// RGB8, tightly packed (`len == width·height·3`), capture timestamp in seconds (must not go
@@ -574,15 +429,10 @@ impl Session {
         if !timestamp.is_finite() {
             return Err(Error::stream("push_frame", format!("timestamp {timestamp} is not finite")));
         }
-        if let Some(prev) = self.last_frame_ts {
-            if timestamp < prev {
-                return Err(Error::stream("push_frame", format!(
-                    "timestamp {timestamp:.6} s goes backwards (previous frame at {prev:.6} s)"
-                )));
-            }
-        }
-        self.last_frame_ts = Some(timestamp);
-        self.stats.frames_pushed += 1;
+        self.schedule
+            .frame(timestamp, (width, height), pushed_at, &mut self.assignments)
+            .map_err(|e| Error::stream("push_frame", e))?;
+        self.frames_pushed += 1;
         if rgb.len() > self.raw_capacity {
             // A larger camera frame than before: grow every raw buffer now, once, rather than
             // one slot at a time over the next seconds.
@@ -595,89 +445,33 @@ impl Session {
             }
         }
         rgb_image(&mut self.current, width, height, rgb);
-        let mut current_used = false;
-
-        if self.origin.is_some() {
-            // A camera that stalled for longer than the queue: instants it cannot fill would only be
-            // dropped again, so jump to the ones that still fit.
-            let last_k = (timestamp - self.instant_time(0)).floor();
-            if last_k >= 0.0 {
-                let last_k = last_k as u64;
-                if last_k + 1 >= self.next_instant + self.queue_cap as u64 {
-                    let first = last_k + 1 - self.queue_cap as u64;
-                    let w = first.div_ceil(self.hop as u64);
-                    self.advance_window_to(w);
-                    self.next_instant = self.next_instant.max(first);
-                }
-            }
-            while self.instant_time(self.next_instant) <= timestamp {
-                let tau = self.instant_time(self.next_instant);
-                let use_held = matches!(self.held, Some(h) if (h.timestamp - tau).abs() <= (timestamp - tau).abs());
-                let k = self.next_instant;
-                if use_held {
-                    let h = self.held.as_mut().expect("checked");
-                    if !h.used {
-                        self.stats.frames_used += 1;
-                    }
-                    h.used = true;
-                    let h = *h;
-                    let info = SlotInfo { timestamp: h.timestamp, prepped: false, width: self.held_image.width(), height: self.held_image.height(), pushed_at: h.pushed_at };
-                    self.assign(k, true, info)?;
-                } else {
-                    current_used = true;
-                    self.assign(k, false, SlotInfo { timestamp, prepped: false, width, height, pushed_at })?;
-                }
-                self.next_instant = k + 1;
-            }
-        }
-        self.retire_held();
+        // Resizing waits for `process()`: fast_image_resize allocates its filter coefficients on
+        // every call, and frames dropped by back-pressure are never resized at all.
+        self.copy_assigned();
         std::mem::swap(&mut self.current, &mut self.held_image);
-        self.held = Some(Held { timestamp, pushed_at, used: current_used });
-        if current_used {
-            self.stats.frames_used += 1;
-        }
         Ok(())
     }
 
-    /// The held frame is being replaced: count it as skipped if no instant took it.
-    fn retire_held(&mut self) {
-        if let Some(h) = self.held.take() {
-            if !h.used {
-                self.stats.frames_skipped += 1;
-            }
+    /// Copies the frames the scheduler just assigned into their queue slots.
+    fn copy_assigned(&mut self) {
+        for a in &self.assignments {
+            let img = if a.from_held { &self.held_image } else { &self.current };
+            rgb_image(&mut self.raw_slots[a.slot], img.width(), img.height(), img.as_raw());
         }
-    }
-
-    /// Copies a frame into instant `k`'s slot, first making room by dropping the oldest window if
-    /// the queue is full. Resizing waits for `process()`: fast_image_resize allocates its filter
-    /// coefficients on every call, and frames dropped by back-pressure are never resized at all.
-    fn assign(&mut self, k: u64, from_held: bool, info: SlotInfo) -> Result<(), Error> {
-        while k + 1 > self.window * self.hop as u64 + self.queue_cap as u64 {
-            self.advance_window_to(self.window + 1);
-        }
-        let slot = (k % self.queue_cap as u64) as usize;
-        let img = if from_held { &self.held_image } else { &self.current };
-        rgb_image(&mut self.raw_slots[slot], info.width, info.height, img.as_raw());
-        self.slot_info[slot] = Some(info);
-        Ok(())
-    }
-
-    fn window_frames_ready(&self) -> bool {
-        self.next_instant >= self.window * self.hop as u64 + self.t as u64
     }
 
     fn window_audio_end(&self) -> u64 {
-        self.window_start_16k(self.window) + PATCH_HOP_16K * (self.t as u64 - 1) + MIN_SAMPLES_16K as u64
+        self.schedule.window_start_seconds() * SECOND_16K + PATCH_HOP_16K * (self.t as u64 - 1) + MIN_SAMPLES_16K as u64
     }
 
     /// Runs every window that is complete; returns how many new results were produced.
     pub fn process(&mut self) -> Result<usize, Error> {
         let mut produced = 0;
-        while self.origin.is_some()
-            && self.window_frames_ready()
-            && self.ring_base + self.ring.len() as u64 >= self.window_audio_end()
+        while self.audio.origin().is_some()
+            && self.schedule.window_frames_ready()
+            && self.audio.end() >= self.window_audio_end()
         {
-            let real_end = self.window * self.hop as u64 + self.t as u64;
+            let real_end = self.schedule.window_base() + self.t as u64;
             produced += self.run_window(real_end)?;
         }
         Ok(produced)
@@ -690,97 +484,69 @@ impl Session {
         }
         // Whatever happens below, the stream has ended.
         self.finished = true;
-        if self.origin.is_none() {
-            if self.stats.frames_pushed > 0 {
+        if self.audio.origin().is_none() {
+            if self.frames_pushed > 0 {
                 return Err(Error::stream("finish", "frames were pushed but no audio; nothing can be segmented"));
             }
             return Ok(0);
         }
-        // The resampler's zero tail, exactly as a whole-clip resample ends.
-        if let Some(mut r) = self.resampler.take() {
-            self.make_room()?;
-            let res = r.flush(&mut self.ring).map_err(|e| Error::stream("finish", format!("{e}")));
-            self.resampler = Some(r);
-            res?;
-        }
+        self.audio.keep_from(self.schedule.window_start_seconds() * SECOND_16K);
+        let lost = self.audio.flush().map_err(|e| Error::stream("finish", format!("{e}")))?;
+        self.after_audio_loss(lost);
         // A waiting frame takes every remaining instant it is nearest to (no later frame exists).
-        if let Some(h) = self.held {
-            let k_h = (h.timestamp - self.instant_time(0)).round();
-            if k_h >= 0.0 && (k_h as u64) >= self.next_instant {
-                let info = SlotInfo { timestamp: h.timestamp, prepped: false, width: self.held_image.width(), height: self.held_image.height(), pushed_at: h.pushed_at };
-                for k in self.next_instant..=k_h as u64 {
-                    self.assign(k, true, info)?;
-                    self.next_instant = k + 1;
-                }
-                if !h.used {
-                    self.stats.frames_used += 1;
-                }
-                self.held.as_mut().expect("held").used = true;
-            }
-        }
+        self.schedule.finish(&mut self.assignments);
+        self.copy_assigned();
         let mut produced = self.process()?;
-        while self.emitted_upto < self.next_instant {
-            let real_end = self.next_instant.min(self.window * self.hop as u64 + self.t as u64);
-            if real_end <= self.window * self.hop as u64 {
+        while self.schedule.emitted_upto() < self.schedule.next_instant() {
+            let base = self.schedule.window_base();
+            let real_end = self.schedule.next_instant().min(base + self.t as u64);
+            if real_end <= base {
                 break;
             }
             produced += self.run_window(real_end)?;
         }
-        self.retire_held();
+        self.schedule.retire_held();
         Ok(produced)
     }
 
-    /// Runs window `self.window`. Instants at or past `real_end` (only at `finish`) repeat the last
+    /// Runs the next window. Instants at or past `real_end` (only at `finish`) repeat the last
     /// real frame and get no result; patches past the end of the audio follow the package padding.
     fn run_window(&mut self, real_end: u64) -> Result<usize, Error> {
         let t = self.t;
-        let base = self.window * self.hop as u64;
-        let s0 = self.window_start_16k(self.window);
-        let ring_end = self.ring_base + self.ring.len() as u64;
-        if s0 < self.ring_base {
-            // Cannot happen with the draining rules above; refuse rather than misalign.
-            return Err(Error::internal(format!("audio for window {} was discarded", self.window)));
-        }
+        let base = self.schedule.window_base();
+        let s0 = self.schedule.window_start_seconds() * SECOND_16K;
 
         let start = Instant::now();
         let mut real_patches = 0usize;
         for p in 0..t {
-            let a = s0 + PATCH_HOP_16K * p as u64;
-            let b = a + MIN_SAMPLES_16K as u64;
             let dst = &mut self.patches_in.data_mut()[p * PATCH_LEN..(p + 1) * PATCH_LEN];
-            if b <= ring_end {
-                let lo = (a - self.ring_base) as usize;
-                self.mel_scratch.clear();
-                self.log_mel.compute_into(&self.ring[lo..lo + MIN_SAMPLES_16K], &mut self.mel_scratch);
-                dst.copy_from_slice(&self.mel_scratch[..PATCH_LEN]);
-                self.last_patch.copy_from_slice(dst);
-                self.have_patch = true;
-                real_patches += 1;
-            } else {
-                match self.padding {
-                    PatchPadding::RepeatLast if self.have_patch => dst.copy_from_slice(&self.last_patch),
-                    PatchPadding::RepeatLast => {
-                        return Err(Error::stream("finish", format!(
-                            "the stream has {:.3} s of audio; at least 0.975 s is needed for one VGGish patch",
-                            ring_end as f64 / TARGET_RATE as f64
-                        )))
-                    }
-                    PatchPadding::Zeros => dst.fill(0.0),
+            match self.audio.patch_into(s0 + PATCH_HOP_16K * p as u64, dst, self.padding) {
+                Some(PatchSource::Audio) => real_patches += 1,
+                Some(PatchSource::Padded) => {}
+                // Cannot happen with the keep-from rule above; refuse rather than misalign.
+                None if s0 < self.audio.start() => {
+                    return Err(Error::internal(format!("audio for window {} was discarded", self.schedule.window())))
+                }
+                None => {
+                    return Err(Error::stream("finish", format!(
+                        "the stream has {:.3} s of audio; at least 0.975 s is needed for one VGGish patch",
+                        self.audio.end() as f64 / TARGET_RATE as f64
+                    )))
                 }
             }
         }
-        if real_patches == 0 && !self.have_patch {
+        if real_patches == 0 && !self.audio.has_patch() {
             return Err(Error::stream("finish", "not enough audio for one VGGish patch (0.975 s)"));
         }
         self.times.audio_frontend += start.elapsed();
 
         let start = Instant::now();
-        let last_real = real_end.min(self.next_instant).saturating_sub(1).max(base);
+        let last_real = real_end.min(self.schedule.next_instant()).saturating_sub(1).max(base);
         for i in 0..t {
             let k = (base + i as u64).min(last_real);
-            let slot = (k % self.queue_cap as u64) as usize;
+            let slot = self.schedule.slot_of(k);
             let range = slot * self.frame_len..(slot + 1) * self.frame_len;
-            match &mut self.slot_info[slot] {
+            match self.schedule.slot_mut(slot) {
                 Some(info) if !info.prepped => {
                     self.engine
                         .vision
@@ -789,7 +555,7 @@ impl Session {
                     info.prepped = true;
                 }
                 Some(_) => {}
-                None => return Err(Error::internal(format!("no frame for instant {k} of window {}", self.window))),
+                None => return Err(Error::internal(format!("no frame for instant {k} of window {}", self.schedule.window()))),
             }
             self.frames_in.data_mut()[i * self.frame_len..(i + 1) * self.frame_len].copy_from_slice(&self.slots[range]);
         }
@@ -801,60 +567,34 @@ impl Session {
 
         let start = Instant::now();
         let mut produced = 0;
+        let origin = self.audio.origin().unwrap_or(0.0);
         for i in 0..t {
             let inst = base + i as u64;
-            if inst < self.emitted_upto || inst >= real_end {
+            if inst < self.schedule.emitted_upto() || inst >= real_end {
                 continue;
             }
-            let slot = (inst % self.queue_cap as u64) as usize;
-            let Some(info) = self.slot_info[slot] else { continue };
-            let idx = self.next_result_slot();
-            let r = &mut self.results[idx];
-            r.objects = self.engine.post_frame_into(
-                &mut self.builder,
-                logits.item(i),
-                (k, h, w),
-                (info.width, info.height),
-                &mut r.mask,
-            )?;
+            let Some(info) = self.schedule.slot(self.schedule.slot_of(inst)).copied() else { continue };
+            let r = self.results.push_slot();
+            r.objects = self.engine.post_frame_into(&mut self.builder, logits.item(i), (k, h, w), (info.width, info.height), &mut r.mask)?;
             r.sequence = inst;
             r.frame_timestamp = info.timestamp;
             r.latency = info.pushed_at.elapsed();
-            r.patch_end = self.origin.unwrap_or(0.0)
-                + (s0 + PATCH_HOP_16K * i as u64 + MIN_SAMPLES_16K as u64) as f64 / TARGET_RATE as f64;
-            self.latest = Some(idx);
+            r.patch_end = origin + (s0 + PATCH_HOP_16K * i as u64 + MIN_SAMPLES_16K as u64) as f64 / TARGET_RATE as f64;
             produced += 1;
         }
         self.times.post += start.elapsed();
 
-        for inst in base..(base + self.hop as u64).min(self.next_instant) {
-            self.slot_info[(inst % self.queue_cap as u64) as usize] = None;
-        }
-        self.emitted_upto = self.emitted_upto.max(real_end.min(base + t as u64));
-        self.window += 1;
+        self.schedule.complete_window(real_end);
         self.last_logits = Some(logits);
         self.last_logits_first = base;
-        self.stats.windows += 1;
-        self.stats.results += produced as u64;
+        self.windows += 1;
+        self.results_made += produced as u64;
         Ok(produced)
-    }
-
-    /// Index of the ring slot for a new result, overwriting the oldest untaken one when full.
-    fn next_result_slot(&mut self) -> usize {
-        let cap = self.results.len();
-        if self.res_len == cap {
-            self.res_head = (self.res_head + 1) % cap;
-            self.res_len -= 1;
-            self.stats.results_overwritten += 1;
-        }
-        let idx = (self.res_head + self.res_len) % cap;
-        self.res_len += 1;
-        idx
     }
 
     /// Newest result, if any (it stays readable after `pop_result` took it).
     pub fn latest(&self) -> Option<&StreamResult> {
-        self.latest.map(|i| &self.results[i])
+        self.results.latest()
     }
 
     /// Results not yet taken, oldest first. The ring holds [`Session::result_capacity`] results
@@ -863,18 +603,7 @@ impl Session {
     /// buffers are allocated again when it is next written; allocation-free callers use
     /// [`Session::latest`].
     pub fn pop_result(&mut self) -> Option<StreamResult> {
-        if self.res_len == 0 {
-            return None;
-        }
-        let idx = self.res_head;
-        self.res_head = (self.res_head + 1) % self.results.len();
-        self.res_len -= 1;
-        let r = if self.latest == Some(idx) {
-            self.results[idx].clone()
-        } else {
-            std::mem::replace(&mut self.results[idx], StreamResult::empty())
-        };
-        Some(r)
+        self.results.pop()
     }
 }
 
