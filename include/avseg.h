@@ -66,8 +66,12 @@
  *
  * History: 1, the first ABI; 2, an internal invariant failure reports `AVSEG_ERR_PANIC` (the
  * status for bugs) instead of `AVSEG_ERR_INPUT`. No function, struct or status value changed.
+ * 3, appended: per-frame streams (`avseg_stream_mode`, `avseg_session_new_with_mode`,
+ * `avseg_session_mode`) and result timing (`avseg_result_timing`, `avseg_session_latest_timing`,
+ * `avseg_session_popped_timing`). Every existing function and struct is unchanged:
+ * `avseg_session_new` keeps streaming in windows.
  */
-#define AVSEG_ABI_VERSION 2
+#define AVSEG_ABI_VERSION 3
 
 /**
  * The result of every fallible call. `AVSEG_OK` is 0; every other value is a failure, and
@@ -147,6 +151,37 @@ enum avseg_backend
 typedef enum avseg_backend avseg_backend;
 #else
 typedef uint32_t avseg_backend;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Values of the `mode` argument of `avseg_session_new_with_mode` (ABI 3).
+ */
+enum avseg_stream_mode
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Each frame alone when the package's frames are independent and `hop` is 0, else windows
+   * (the Rust `Session`'s default).
+   */
+  AVSEG_STREAM_AUTO = 0,
+  /**
+   * Windows of the model's T frames (the official grouping). What `avseg_session_new` does.
+   */
+  AVSEG_STREAM_WINDOWS = 1,
+  /**
+   * Each sampled frame alone, as soon as its own audio patch is in: one frame of compute per
+   * result. `AVSEG_ERR_INVALID_ARGUMENT` for a package whose frames are coupled.
+   */
+  AVSEG_STREAM_PER_FRAME = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum avseg_stream_mode avseg_stream_mode;
+#else
+typedef uint32_t avseg_stream_mode;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -259,6 +294,37 @@ typedef struct avseg_object {
 } avseg_object;
 
 /**
+ * When a result could exist and when it did (ABI 3), from `avseg_session_latest_timing` and
+ * `avseg_session_popped_timing`. Set `struct_size` to `sizeof(avseg_result_timing)` before the
+ * call: later versions may append fields and write only the first `struct_size` bytes.
+ */
+typedef struct avseg_result_timing {
+  /**
+   * In: the caller's `sizeof(avseg_result_timing)`. Out: the bytes written.
+   */
+  uint32_t struct_size;
+  uint32_t _reserved;
+  /**
+   * The result's sequence number (as `avseg_result_info.sequence`).
+   */
+  uint64_t sequence;
+  /**
+   * The timestamp the frame was pushed with, in seconds.
+   */
+  double frame_timestamp;
+  /**
+   * The capture time, on the audio clock, at which the frame's own audio patch ends: the
+   * earliest moment any result for it could exist. Stream lag = the time you have the result
+   * − this.
+   */
+  double patch_end;
+  /**
+   * Wall time from the frame's push to its result, in milliseconds.
+   */
+  double latency_ms;
+} avseg_result_timing;
+
+/**
  * Counters since the session was created.
  */
 typedef struct avseg_stats {
@@ -341,7 +407,8 @@ enum avseg_status avseg_session_options_default(struct avseg_session_options *op
  * Loads the model package in the folder `model_dir` (a NUL-terminated path) and creates a
  * session. `options` may be NULL for the defaults. On success `*session_out` receives the handle;
  * free it with `avseg_session_free`. Loading takes a while (graph optimisation): create sessions
- * at start-up, not per frame.
+ * at start-up, not per frame. The session streams in windows of the model's T frames
+ * (`AVSEG_STREAM_WINDOWS`); `avseg_session_new_with_mode` chooses.
  *
  * # Safety
  * `model_dir` must be NULL or a NUL-terminated string; `options` NULL or valid for reading;
@@ -350,6 +417,19 @@ enum avseg_status avseg_session_options_default(struct avseg_session_options *op
 enum avseg_status avseg_session_new(const char *model_dir,
                                     const struct avseg_session_options *options,
                                     struct avseg_session **session_out);
+
+/**
+ * As `avseg_session_new`, with the stream mode (an `avseg_stream_mode` value; ABI 3).
+ * `AVSEG_STREAM_PER_FRAME` on a package whose frames are coupled (official TPAVI) is
+ * `AVSEG_ERR_INVALID_ARGUMENT` with the reason; `avseg_session_mode` says which mode `AUTO` chose.
+ *
+ * # Safety
+ * As `avseg_session_new`.
+ */
+enum avseg_status avseg_session_new_with_mode(const char *model_dir,
+                                              const struct avseg_session_options *options,
+                                              uint32_t mode,
+                                              struct avseg_session **session_out);
 
 /**
  * Frees a session. NULL is a no-op (`AVSEG_OK`); a handle that is not live (for instance freed
@@ -473,6 +553,35 @@ enum avseg_status avseg_session_latest_objects(const struct avseg_session *sessi
                                                struct avseg_object *objects,
                                                size_t capacity,
                                                size_t *count);
+
+/**
+ * The timing of the latest result (`AVSEG_ERR_NO_RESULT` before the first). Set
+ * `timing->struct_size` first.
+ *
+ * # Safety
+ * `timing` must be NULL or valid for reading and writing `timing->struct_size` bytes.
+ */
+enum avseg_status avseg_session_latest_timing(const struct avseg_session *session,
+                                              struct avseg_result_timing *timing);
+
+/**
+ * The timing of the result the last successful `avseg_session_pop_result` returned
+ * (`AVSEG_ERR_NO_RESULT` before any). Set `timing->struct_size` first.
+ *
+ * # Safety
+ * As `avseg_session_latest_timing`.
+ */
+enum avseg_status avseg_session_popped_timing(const struct avseg_session *session,
+                                              struct avseg_result_timing *timing);
+
+/**
+ * The mode the session runs in: `AVSEG_STREAM_WINDOWS` or `AVSEG_STREAM_PER_FRAME` (what
+ * `AUTO` chose).
+ *
+ * # Safety
+ * `mode_out` must be NULL or valid for writing a `uint32_t`.
+ */
+enum avseg_status avseg_session_mode(const struct avseg_session *session, uint32_t *mode_out);
 
 /**
  * Takes the oldest result not yet taken, so that a caller sees every result even when one

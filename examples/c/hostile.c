@@ -80,8 +80,10 @@ int main(int argc, char **argv) {
     avseg_session_options opts, bad;
     avseg_session *s = NULL, *missing = (avseg_session *)0, *forged;
     avseg_result_info info;
+    avseg_result_timing timing;
     avseg_stats stats;
     avseg_object objs[256];
+    uint32_t mode = 99;
     unsigned char mask[W * H];
     float conf[W * H];
     size_t needed = 0, count = 0, n = 0, i;
@@ -129,8 +131,20 @@ int main(int argc, char **argv) {
     EXPECT(avseg_session_new(model, &bad, &s), AVSEG_ERR_INVALID_ARGUMENT);
     TRUTH(s == NULL);
     opts.threads = 2;
+    /* Stream modes (ABI 3): an unknown value, and per frame on a package whose frames are coupled
+     * (the tiny TPAVI package groups them by 5). */
+    EXPECT(avseg_session_new_with_mode(model, &opts, 7, &s), AVSEG_ERR_INVALID_ARGUMENT);
+    EXPECT(avseg_session_new_with_mode(NULL, &opts, AVSEG_STREAM_AUTO, &s), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_new_with_mode(model, &opts, AVSEG_STREAM_AUTO, NULL), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_new_with_mode(model, &opts, AVSEG_STREAM_PER_FRAME, &s), AVSEG_ERR_INVALID_ARGUMENT);
+    TRUTH(strstr(avseg_last_error_message(), "one frame at a time") != NULL);
+    TRUTH(s == NULL);
     EXPECT(avseg_session_new(model, &opts, &s), AVSEG_OK);
     TRUTH(s != NULL);
+    EXPECT(avseg_session_mode(s, NULL), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_mode(NULL, &mode), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_mode(s, &mode), AVSEG_OK);
+    TRUTH(mode == AVSEG_STREAM_WINDOWS);
 
     /* The error message API itself. */
     EXPECT(avseg_session_process(NULL, NULL), AVSEG_ERR_NULL);
@@ -187,6 +201,12 @@ int main(int argc, char **argv) {
     EXPECT(avseg_session_latest_objects(s, (float)NAN, objs, 256, &count), AVSEG_ERR_INVALID_ARGUMENT);
     EXPECT(avseg_session_latest_objects(s, 60.0f, NULL, 4, &count), AVSEG_ERR_NULL);
     EXPECT(avseg_session_pop_result(s, 60.0f, &info, NULL, 0, NULL, 0), AVSEG_ERR_NO_RESULT);
+    memset(&timing, 0, sizeof timing);
+    timing.struct_size = (uint32_t)sizeof timing;
+    EXPECT(avseg_session_latest_timing(s, &timing), AVSEG_ERR_NO_RESULT);
+    EXPECT(avseg_session_popped_timing(s, &timing), AVSEG_ERR_NO_RESULT);
+    EXPECT(avseg_session_latest_timing(s, NULL), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_latest_timing(NULL, &timing), AVSEG_ERR_NULL);
     EXPECT(avseg_session_stats(s, NULL), AVSEG_ERR_NULL);
     EXPECT(avseg_session_stats(s, &stats), AVSEG_OK);
     TRUTH(stats.results == 0);
@@ -217,6 +237,14 @@ int main(int argc, char **argv) {
     EXPECT(avseg_session_latest(s, &info), AVSEG_OK);
     TRUTH(info.width == W && info.height == H);
     TRUTH(info.foreground_fraction >= 0.0 && info.foreground_fraction <= 1.0);
+    /* Versioned output: a struct_size below the ABI 3 fields is refused, the struct left alone. */
+    timing.struct_size = 8;
+    EXPECT(avseg_session_latest_timing(s, &timing), AVSEG_ERR_INVALID_ARGUMENT);
+    TRUTH(timing.struct_size == 8 && timing.sequence == 0);
+    timing.struct_size = (uint32_t)sizeof timing;
+    EXPECT(avseg_session_latest_timing(s, &timing), AVSEG_OK);
+    /* The newest frame (4) of window 0: its own patch is the 0.975 s from 4 x 0.96 s. */
+    TRUTH(timing.sequence == 4 && fabs(timing.patch_end - (4 * 0.96 + 0.975)) < 1e-9);
 
     /* Output buffers: size queries, too small, exact. */
     needed = 0;
@@ -245,6 +273,8 @@ int main(int argc, char **argv) {
     TRUTH(info.sequence == 0 && info.width == W && info.height == H);
     EXPECT(avseg_session_pop_result(s, 60.0f, &info, mask, sizeof mask, objs, 256), AVSEG_OK);
     TRUTH(info.sequence == 0 && info.object_count <= 256);
+    EXPECT(avseg_session_popped_timing(s, &timing), AVSEG_OK);
+    TRUTH(timing.sequence == 0 && fabs(timing.patch_end - 0.975) < 1e-9 && timing.frame_timestamp == 0.9375);
     for (i = 1; i < 5; i++) {
         EXPECT(avseg_session_pop_result(s, 60.0f, &info, NULL, 0, NULL, 0), AVSEG_OK);
         TRUTH(info.sequence == i);

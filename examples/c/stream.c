@@ -1,9 +1,14 @@
 /*
  * Streams a WAV file and a folder of frames through the avseg C ABI, the way a camera loop would:
- * audio arrives in small chunks, each frame is pushed when its time comes, and the newest result
- * every result is printed as soon as a process call produces it.
+ * audio arrives in 10 ms chunks, each frame is pushed when the audio clock reaches its time, the
+ * session processes after every chunk, and every result is printed as soon as it exists, with its
+ * stream lag: the audio clock when the result was taken minus the end of the frame's own audio
+ * patch (avseg_result_timing.patch_end).
  *
- *   stream MODEL_DIR FRAMES_DIR AUDIO.wav [HFOV_DEG]
+ *   stream MODEL_DIR FRAMES_DIR AUDIO.wav [HFOV_DEG [auto|windows|per-frame]]
+ *
+ * The mode defaults to auto: each frame alone for a package of independent frames (the default
+ * model), lag under one chunk; windows of T frames otherwise, where a frame waits for its window.
  *
  * FRAMES_DIR holds binary PPM (P6) frames, taken in natural name order (frame_2 before
  * frame_10). AUDIO.wav is 16-bit PCM. Frame i is shown at i + 0.9375 s, the time AVSBench
@@ -22,7 +27,7 @@
 #include "avseg.h"
 
 #define FRAME_OFFSET_S 0.9375
-#define AUDIO_CHUNK_FRAMES 2048
+#define AUDIO_CHUNK_S 0.01
 
 static void die(const char *what) {
     fprintf(stderr, "error: %s\n", what);
@@ -183,11 +188,12 @@ static char **list_ppm(const char *dir, size_t *n) {
 
 /* Prints every result the session has ready, oldest first: one process call can complete a whole
  * window of results. The caller-owned buffers grow only when a result needs more. */
-static size_t print_results(avseg_session *s, float hfov, unsigned char **mask, size_t *mask_cap,
+static size_t print_results(avseg_session *s, float hfov, double now, unsigned char **mask, size_t *mask_cap,
                             avseg_object **objs, size_t *obj_cap) {
     size_t printed = 0;
     for (;;) {
         avseg_result_info info;
+        avseg_result_timing timing;
         size_t i, fg = 0, pixels;
         avseg_status st = avseg_session_pop_result(s, hfov, &info, *mask, *mask_cap, *objs, *obj_cap);
         if (st == AVSEG_ERR_NO_RESULT) return printed;
@@ -209,11 +215,16 @@ static size_t print_results(avseg_session *s, float hfov, unsigned char **mask, 
             continue;
         }
         check(st, "avseg_session_pop_result");
+        memset(&timing, 0, sizeof timing);
+        timing.struct_size = (uint32_t)sizeof timing;
+        check(avseg_session_popped_timing(s, &timing), "avseg_session_popped_timing");
         pixels = (size_t)info.width * info.height;
         for (i = 0; i < pixels; i++) fg += (*mask)[i] != 0;
-        printf("result seq=%llu t=%.4f size=%ux%u fg=%.4f mask_fg=%lu objects=%lu latency_ms=%.1f\n",
+        printf("result seq=%llu t=%.4f size=%ux%u fg=%.4f mask_fg=%lu objects=%lu patch_end=%.4f lag_ms=%.1f "
+               "latency_ms=%.1f\n",
                (unsigned long long)info.sequence, info.frame_timestamp, info.width, info.height,
-               info.foreground_fraction, (unsigned long)fg, (unsigned long)info.object_count, info.latency_ms);
+               info.foreground_fraction, (unsigned long)fg, (unsigned long)info.object_count, timing.patch_end,
+               (now - timing.patch_end) * 1e3, info.latency_ms);
         for (i = 0; i < info.object_count; i++) {
             const avseg_object *o = &(*objs)[i];
             printf("  object id=%u class=%u bbox=%u,%u,%u,%u area=%llu centroid=%.1f,%.1f conf=%.3f bearing=%.2f\n",
@@ -230,17 +241,23 @@ int main(int argc, char **argv) {
     avseg_stats stats;
     wav_pcm wav;
     char **frames;
-    size_t n_frames = 0, audio_pos = 0, i, produced = 0;
+    size_t n_frames = 0, audio_pos = 0, i, next_frame = 0, produced = 0, chunk;
     float hfov = 60.0f;
+    uint32_t mode = AVSEG_STREAM_AUTO, chosen = 0;
     unsigned char *mask = NULL;
     size_t mask_cap = 0, obj_cap = 0;
     avseg_object *objs = NULL;
 
-    if (argc < 4 || argc > 5) {
-        fprintf(stderr, "usage: %s MODEL_DIR FRAMES_DIR AUDIO.wav [HFOV_DEG]\n", argv[0]);
+    if (argc < 4 || argc > 6) {
+        fprintf(stderr, "usage: %s MODEL_DIR FRAMES_DIR AUDIO.wav [HFOV_DEG [auto|windows|per-frame]]\n", argv[0]);
         return 2;
     }
-    if (argc == 5) hfov = (float)atof(argv[4]);
+    if (argc >= 5) hfov = (float)atof(argv[4]);
+    if (argc == 6) {
+        if (strcmp(argv[5], "windows") == 0) mode = AVSEG_STREAM_WINDOWS;
+        else if (strcmp(argv[5], "per-frame") == 0) mode = AVSEG_STREAM_PER_FRAME;
+        else if (strcmp(argv[5], "auto") != 0) die("mode must be auto, windows or per-frame");
+    }
     if (avseg_abi_version() != AVSEG_ABI_VERSION) die("avseg.h does not match the linked library");
     printf("avseg %s (ABI %u)\n", avseg_version(), avseg_abi_version());
 
@@ -256,34 +273,39 @@ int main(int argc, char **argv) {
     check(avseg_session_options_default(&opts), "avseg_session_options_default");
     opts.threads = 2;
     opts.backend = AVSEG_BACKEND_CPU;
-    check(avseg_session_new(argv[1], &opts, &s), "avseg_session_new");
+    check(avseg_session_new_with_mode(argv[1], &opts, mode, &s), "avseg_session_new_with_mode");
+    check(avseg_session_mode(s, &chosen), "avseg_session_mode");
+    printf("mode %s\n", chosen == AVSEG_STREAM_PER_FRAME ? "per-frame" : "windows");
 
-    for (i = 0; i <= n_frames; i++) {
-        /* The last pass flushes the audio that follows the last frame. */
-        double t = i < n_frames ? (double)i + FRAME_OFFSET_S : 1e300;
+    chunk = (size_t)(AUDIO_CHUNK_S * wav.rate + 0.5) * wav.channels;
+    while (audio_pos < wav.count || next_frame < n_frames) {
+        /* The audio clock: seconds of audio pushed so far. */
+        double now = (double)(audio_pos / wav.channels) / wav.rate;
         size_t new_results = 0;
-        while (audio_pos < wav.count && (double)(audio_pos / wav.channels) / wav.rate < t) {
-            size_t chunk = AUDIO_CHUNK_FRAMES * wav.channels;
-            if (chunk > wav.count - audio_pos) chunk = wav.count - audio_pos;
-            check(avseg_session_push_audio_s16(s, wav.samples + audio_pos, chunk, wav.rate, wav.channels,
-                                               (double)(audio_pos / wav.channels) / wav.rate),
-                  "avseg_session_push_audio_s16");
-            audio_pos += chunk;
-        }
-        if (i < n_frames) {
+        while (next_frame < n_frames && ((double)next_frame + FRAME_OFFSET_S <= now || audio_pos >= wav.count)) {
             unsigned w = 0, h = 0;
-            unsigned char *rgb = read_ppm(frames[i], &w, &h);
-            if (!rgb) die(frames[i]);
-            check(avseg_session_push_frame_rgb8(s, rgb, (size_t)w * h * 3, w, h, 0, t), "avseg_session_push_frame_rgb8");
+            unsigned char *rgb = read_ppm(frames[next_frame], &w, &h);
+            if (!rgb) die(frames[next_frame]);
+            check(avseg_session_push_frame_rgb8(s, rgb, (size_t)w * h * 3, w, h, 0, (double)next_frame + FRAME_OFFSET_S),
+                  "avseg_session_push_frame_rgb8");
             free(rgb);
+            next_frame++;
+        }
+        if (audio_pos < wav.count) {
+            size_t n = chunk < wav.count - audio_pos ? chunk : wav.count - audio_pos;
+            check(avseg_session_push_audio_s16(s, wav.samples + audio_pos, n, wav.rate, wav.channels, now),
+                  "avseg_session_push_audio_s16");
+            audio_pos += n;
+            now = (double)(audio_pos / wav.channels) / wav.rate;
         }
         check(avseg_session_process(s, &new_results), "avseg_session_process");
-        if (new_results > 0) produced += print_results(s, hfov, &mask, &mask_cap, &objs, &obj_cap);
+        if (new_results > 0) produced += print_results(s, hfov, now, &mask, &mask_cap, &objs, &obj_cap);
     }
     {
         size_t new_results = 0;
+        double end = (double)(audio_pos / wav.channels) / wav.rate;
         check(avseg_session_finish(s, &new_results), "avseg_session_finish");
-        if (new_results > 0) produced += print_results(s, hfov, &mask, &mask_cap, &objs, &obj_cap);
+        if (new_results > 0) produced += print_results(s, hfov, end, &mask, &mask_cap, &objs, &obj_cap);
     }
     check(avseg_session_stats(s, &stats), "avseg_session_stats");
     printf("summary frames=%lu results=%lu windows=%llu frames_used=%llu frames_dropped=%llu overwritten=%llu\n",

@@ -34,7 +34,11 @@ pub const AVSEG_VERSION_PATCH: u32 = 0;
 ///
 /// History: 1, the first ABI; 2, an internal invariant failure reports `AVSEG_ERR_PANIC` (the
 /// status for bugs) instead of `AVSEG_ERR_INPUT`. No function, struct or status value changed.
-pub const AVSEG_ABI_VERSION: u32 = 2;
+/// 3, appended: per-frame streams (`avseg_stream_mode`, `avseg_session_new_with_mode`,
+/// `avseg_session_mode`) and result timing (`avseg_result_timing`, `avseg_session_latest_timing`,
+/// `avseg_session_popped_timing`). Every existing function and struct is unchanged:
+/// `avseg_session_new` keeps streaming in windows.
+pub const AVSEG_ABI_VERSION: u32 = 3;
 
 static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::error::{avseg_status, guard, guard_value, Failure};
 use super::registry::{with_locked, Handles};
-use avseg_runtime::{bearing_deg, BackendChoice, Session, SessionOptions, StreamResult};
+use avseg_runtime::{bearing_deg, BackendChoice, Session, SessionOptions, StreamMode, StreamResult};
 
 use avseg_status::*;
 
@@ -27,6 +27,43 @@ pub enum avseg_backend {
     AVSEG_BACKEND_CPU = 1,
     /// The CUDA backend, or AVSEG_ERR_BACKEND saying why it cannot run the model (no fallback).
     AVSEG_BACKEND_CUDA = 2,
+}
+
+/// Values of the `mode` argument of `avseg_session_new_with_mode` (ABI 3).
+#[allow(non_camel_case_types)]
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum avseg_stream_mode {
+    /// Each frame alone when the package's frames are independent and `hop` is 0, else windows
+    /// (the Rust `Session`'s default).
+    AVSEG_STREAM_AUTO = 0,
+    /// Windows of the model's T frames (the official grouping). What `avseg_session_new` does.
+    AVSEG_STREAM_WINDOWS = 1,
+    /// Each sampled frame alone, as soon as its own audio patch is in: one frame of compute per
+    /// result. `AVSEG_ERR_INVALID_ARGUMENT` for a package whose frames are coupled.
+    AVSEG_STREAM_PER_FRAME = 2,
+}
+
+/// When a result could exist and when it did (ABI 3), from `avseg_session_latest_timing` and
+/// `avseg_session_popped_timing`. Set `struct_size` to `sizeof(avseg_result_timing)` before the
+/// call: later versions may append fields and write only the first `struct_size` bytes.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct avseg_result_timing {
+    /// In: the caller's `sizeof(avseg_result_timing)`. Out: the bytes written.
+    pub struct_size: u32,
+    pub _reserved: u32,
+    /// The result's sequence number (as `avseg_result_info.sequence`).
+    pub sequence: u64,
+    /// The timestamp the frame was pushed with, in seconds.
+    pub frame_timestamp: f64,
+    /// The capture time, on the audio clock, at which the frame's own audio patch ends: the
+    /// earliest moment any result for it could exist. Stream lag = the time you have the result
+    /// − this.
+    pub patch_end: f64,
+    /// Wall time from the frame's push to its result, in milliseconds.
+    pub latency_ms: f64,
 }
 
 /// Options for `avseg_session_new`. Fill with `avseg_session_options_default` first, then change
@@ -126,6 +163,8 @@ struct SessionState {
     /// A result popped from the session whose copy-out failed for want of buffer space; the next
     /// `avseg_session_pop_result` hands it out first, so nothing is lost.
     pending: Option<StreamResult>,
+    /// Timing of the result the last successful `avseg_session_pop_result` returned.
+    popped: Option<avseg_result_timing>,
 }
 
 static SESSIONS: Handles<SessionState> = Handles::new();
@@ -299,7 +338,8 @@ pub unsafe extern "C" fn avseg_session_options_default(options: *mut avseg_sessi
 /// Loads the model package in the folder `model_dir` (a NUL-terminated path) and creates a
 /// session. `options` may be NULL for the defaults. On success `*session_out` receives the handle;
 /// free it with `avseg_session_free`. Loading takes a while (graph optimisation): create sessions
-/// at start-up, not per frame.
+/// at start-up, not per frame. The session streams in windows of the model's T frames
+/// (`AVSEG_STREAM_WINDOWS`); `avseg_session_new_with_mode` chooses.
 ///
 /// # Safety
 /// `model_dir` must be NULL or a NUL-terminated string; `options` NULL or valid for reading;
@@ -310,35 +350,73 @@ pub unsafe extern "C" fn avseg_session_new(
     options: *const avseg_session_options,
     session_out: *mut *mut avseg_session,
 ) -> avseg_status {
-    const F: &str = "avseg_session_new";
-    guard(F, || {
+    // Windows, as before ABI 3: an existing function keeps its meaning. Per-frame streams are
+    // opted into with `avseg_session_new_with_mode`.
+    // SAFETY: forwarded contract.
+    unsafe { new_session(model_dir, options, avseg_stream_mode::AVSEG_STREAM_WINDOWS as u32, session_out, "avseg_session_new") }
+}
+
+/// As `avseg_session_new`, with the stream mode (an `avseg_stream_mode` value; ABI 3).
+/// `AVSEG_STREAM_PER_FRAME` on a package whose frames are coupled (official TPAVI) is
+/// `AVSEG_ERR_INVALID_ARGUMENT` with the reason; `avseg_session_mode` says which mode `AUTO` chose.
+///
+/// # Safety
+/// As `avseg_session_new`.
+#[no_mangle]
+pub unsafe extern "C" fn avseg_session_new_with_mode(
+    model_dir: *const c_char,
+    options: *const avseg_session_options,
+    mode: u32,
+    session_out: *mut *mut avseg_session,
+) -> avseg_status {
+    // SAFETY: forwarded contract.
+    unsafe { new_session(model_dir, options, mode, session_out, "avseg_session_new_with_mode") }
+}
+
+/// # Safety
+/// As `avseg_session_new`.
+unsafe fn new_session(
+    model_dir: *const c_char,
+    options: *const avseg_session_options,
+    mode: u32,
+    session_out: *mut *mut avseg_session,
+    function: &'static str,
+) -> avseg_status {
+    guard(function, || {
+        let mode = match mode {
+            0 => StreamMode::Auto,
+            1 => StreamMode::Windows,
+            2 => StreamMode::PerFrame,
+            m => return Err(Failure::invalid(function, format!("mode {m} is not an avseg_stream_mode value"))),
+        };
         if model_dir.is_null() {
-            return Err(Failure::null(F, "model_dir"));
+            return Err(Failure::null(function, "model_dir"));
         }
         if session_out.is_null() {
-            return Err(Failure::null(F, "session_out"));
+            return Err(Failure::null(function, "session_out"));
         }
         // SAFETY: non-NULL; NUL-termination is the caller's contract.
-        let dir = path_from_c(unsafe { CStr::from_ptr(model_dir) }, F)?;
+        let dir = path_from_c(unsafe { CStr::from_ptr(model_dir) }, function)?;
         if dir.as_os_str().is_empty() {
-            return Err(Failure::invalid(F, "`model_dir` is empty"));
+            return Err(Failure::invalid(function, "`model_dir` is empty"));
         }
         let opts = if options.is_null() {
             SessionOptions::default()
         } else {
             if !options.is_aligned() {
-                return Err(Failure::invalid(F, "`options` is not aligned"));
+                return Err(Failure::invalid(function, "`options` is not aligned"));
             }
             // SAFETY: non-NULL and aligned; readability is the caller's contract. Every bit
             // pattern is a valid avseg_session_options (plain integers and a float).
-            to_rust_options(unsafe { &*options }, F)?
+            to_rust_options(unsafe { &*options }, function)?
         };
-        let session = Session::new(&dir, &opts).map_err(|e| Failure::from_error(F, &e))?;
-        let state = SessionState { session, audio_scratch: Vec::new(), frame_scratch: Vec::new(), pending: None };
+        let opts = SessionOptions { mode, ..opts };
+        let session = Session::new(&dir, &opts).map_err(|e| Failure::from_error(function, &e))?;
+        let state = SessionState { session, audio_scratch: Vec::new(), frame_scratch: Vec::new(), pending: None, popped: None };
         let token = SESSIONS.insert(state)?;
         // The registry owns the session now; if the write fails the token is dropped with it.
-        unsafe { write_out(session_out, token as *mut avseg_session, F, "session_out") }.inspect_err(|_| {
-            let _ = SESSIONS.remove(token, F);
+        unsafe { write_out(session_out, token as *mut avseg_session, function, "session_out") }.inspect_err(|_| {
+            let _ = SESSIONS.remove(token, function);
         })
     })
 }
@@ -667,6 +745,96 @@ fn info_of(r: &StreamResult) -> avseg_result_info {
     }
 }
 
+fn timing_of(r: &StreamResult) -> avseg_result_timing {
+    avseg_result_timing {
+        struct_size: std::mem::size_of::<avseg_result_timing>() as u32,
+        _reserved: 0,
+        sequence: r.sequence,
+        frame_timestamp: r.frame_timestamp,
+        patch_end: r.patch_end,
+        latency_ms: r.latency.as_secs_f64() * 1e3,
+    }
+}
+
+/// Checks a caller's versioned timing struct before anything is looked up: non-NULL, aligned, and
+/// a `struct_size` covering at least the fields of ABI 3 (all that is written).
+///
+/// # Safety
+/// `out` must be NULL or valid for reading a `u32`.
+unsafe fn check_timing(out: *mut avseg_result_timing, function: &str) -> Result<(), Failure> {
+    if out.is_null() {
+        return Err(Failure::null(function, "timing"));
+    }
+    if !out.is_aligned() {
+        return Err(Failure::invalid(function, "`timing` is not aligned"));
+    }
+    // SAFETY: non-NULL and aligned; the first field is readable by contract.
+    let size = unsafe { (*out).struct_size } as usize;
+    let ours = std::mem::size_of::<avseg_result_timing>();
+    if size < ours {
+        return Err(Failure::invalid(function, format!("timing.struct_size {size} is less than sizeof(avseg_result_timing) = {ours}; set it before the call")));
+    }
+    Ok(())
+}
+
+/// The timing of the latest result (`AVSEG_ERR_NO_RESULT` before the first). Set
+/// `timing->struct_size` first.
+///
+/// # Safety
+/// `timing` must be NULL or valid for reading and writing `timing->struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn avseg_session_latest_timing(session: *const avseg_session, timing: *mut avseg_result_timing) -> avseg_status {
+    const F: &str = "avseg_session_latest_timing";
+    guard(F, || {
+        // SAFETY: forwarded contract.
+        unsafe { check_timing(timing, F) }?;
+        let value = with_session(session, F, |st| Ok(timing_of(latest(st, F)?)))?;
+        // SAFETY: checked above; the caller's struct holds at least these fields.
+        unsafe { timing.write(value) };
+        Ok(())
+    })
+}
+
+/// The timing of the result the last successful `avseg_session_pop_result` returned
+/// (`AVSEG_ERR_NO_RESULT` before any). Set `timing->struct_size` first.
+///
+/// # Safety
+/// As `avseg_session_latest_timing`.
+#[no_mangle]
+pub unsafe extern "C" fn avseg_session_popped_timing(session: *const avseg_session, timing: *mut avseg_result_timing) -> avseg_status {
+    const F: &str = "avseg_session_popped_timing";
+    guard(F, || {
+        // SAFETY: forwarded contract.
+        unsafe { check_timing(timing, F) }?;
+        let value = with_session(session, F, |st| {
+            st.popped.ok_or_else(|| Failure::new(AVSEG_ERR_NO_RESULT, format!("{F}: no result popped yet")))
+        })?;
+        // SAFETY: checked above; the caller's struct holds at least these fields.
+        unsafe { timing.write(value) };
+        Ok(())
+    })
+}
+
+/// The mode the session runs in: `AVSEG_STREAM_WINDOWS` or `AVSEG_STREAM_PER_FRAME` (what
+/// `AUTO` chose).
+///
+/// # Safety
+/// `mode_out` must be NULL or valid for writing a `uint32_t`.
+#[no_mangle]
+pub unsafe extern "C" fn avseg_session_mode(session: *const avseg_session, mode_out: *mut u32) -> avseg_status {
+    const F: &str = "avseg_session_mode";
+    guard(F, || {
+        if mode_out.is_null() {
+            return Err(Failure::null(F, "mode_out"));
+        }
+        let mode = with_session(session, F, |st| {
+            Ok(if st.session.per_frame() { avseg_stream_mode::AVSEG_STREAM_PER_FRAME } else { avseg_stream_mode::AVSEG_STREAM_WINDOWS })
+        })?;
+        // SAFETY: forwarded contract.
+        unsafe { write_out(mode_out, mode as u32, F, "mode_out") }
+    })
+}
+
 fn fill_objects(out: &mut [avseg_object], r: &StreamResult, hfov_deg: f32) {
     for (dst, o) in out.iter_mut().zip(&r.objects) {
         *dst = avseg_object {
@@ -737,6 +905,7 @@ pub unsafe extern "C" fn avseg_session_pop_result(
                 None => return Err(Failure::new(AVSEG_ERR_NO_RESULT, format!("{F}: no result waiting"))),
             };
             unsafe { write_out(info, info_of(&r), F, "info") }?;
+            st.popped = Some(timing_of(&r));
             let pixels = r.mask.labels.len();
             let n = r.objects.len();
             let mask_short = mask_out.as_ref().is_some_and(|m| m.len() < pixels);

@@ -217,12 +217,52 @@ fn check_stream_output(out: &str) {
     assert_eq!(field(summary, "frames_dropped"), "0", "{summary}");
 }
 
-/// Output without the wall-clock latencies, to compare two runs.
+/// Output without the wall-clock latencies and the C example's timing fields and mode line (the
+/// C++ example prints neither), to compare two runs.
 fn without_latency(out: &str) -> String {
+    let timing = |t: &&str| !(t.starts_with("latency_ms=") || t.starts_with("lag_ms=") || t.starts_with("patch_end="));
     out.lines()
-        .map(|l| l.split_whitespace().filter(|t| !t.starts_with("latency_ms=")).collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.starts_with("mode "))
+        .map(|l| l.split_whitespace().filter(timing).collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The C example on the default model, per frame: each result comes within 50 ms of audio after
+/// the end of its frame's own audio patch (k + 0.975 s, read through `avseg_result_timing`): one
+/// 10 ms chunk plus the 44.1 kHz resampler's delay (25 ms measured). In windows every frame waits
+/// for the window's last frame (4.9375 s).
+#[test]
+fn c_example_prints_the_lag_of_per_frame_results() {
+    let Some(cc) = compiler(Lang::C, "c_example_prints_the_lag_of_per_frame_results") else { return };
+    let dir = work_dir("lag");
+    build(Lang::C, &cc, "examples/c/stream.c", &dir.join("stream_c"), &[]);
+    let args = |cmd: &mut Command, mode: &str| {
+        cmd.arg(repo().join("models/default"))
+            .arg(sample_ppm_frames())
+            .arg(repo().join("models/sample/audio.wav"))
+            .arg("70")
+            .arg(mode);
+    };
+    for (mode, shown) in [("auto", "per-frame"), ("per-frame", "per-frame"), ("windows", "windows")] {
+        let mut cmd = Command::new(dir.join("stream_c"));
+        args(&mut cmd, mode);
+        let (_, out) = run(&mut cmd);
+        check_stream_output(&out);
+        assert!(out.lines().any(|l| l == format!("mode {shown}")), "{out}");
+        for (i, r) in out.lines().filter(|l| l.starts_with("result ")).enumerate() {
+            let patch_end: f64 = field(r, "patch_end").parse().unwrap();
+            let lag: f64 = field(r, "lag_ms").parse().unwrap();
+            if shown == "per-frame" {
+                assert!((patch_end - (i as f64 + 0.975)).abs() < 1e-3, "{r}");
+                assert!((0.0..=50.0).contains(&lag), "{r}");
+            } else {
+                // Window 0: frame i's patch is the 0.975 s from 0.96·i s; all wait for frame 4.
+                assert!((patch_end - (0.96 * i as f64 + 0.975)).abs() < 1e-3, "{r}");
+                assert!(lag >= 4_937.5 - 975.0 - 960.0 * i as f64, "{r}");
+            }
+        }
+    }
 }
 
 /// The C and C++ stream examples on the sample clip; both must print the same results.
