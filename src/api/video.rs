@@ -9,7 +9,7 @@ use image::RgbImage;
 
 use super::session::{Session, SessionStats, StreamResult};
 use crate::error::Error;
-use crate::io::video::{decode_audio_track, probe, SampledFrames, VideoInfo};
+use crate::io::video::{probe, AudioTrackReader, SampledFrames, VideoInfo};
 
 /// One result of a video run, with the frame it belongs to.
 #[derive(Debug)]
@@ -43,18 +43,22 @@ pub struct VideoSummary {
 /// session is finished at the end (the last window is completed as batch mode does).
 ///
 /// Audio is pushed up to one second past each sampled frame: what a live microphone would have
-/// delivered by the time the camera's next sampled frame arrives.
+/// delivered by the time the camera's next sampled frame arrives. Both the audio and the frames
+/// stream out of ffmpeg as they are needed (the audio in pieces of 0.1 s), so memory does not grow
+/// with the video's duration.
 pub fn segment_video(
     session: &mut Session,
     video: &Path,
     mut on_result: impl FnMut(VideoResult<'_>) -> Result<(), Error>,
 ) -> Result<VideoSummary, Error> {
     let info = probe(video)?;
-    let (audio, rate, channels) = decode_audio_track(&info)?;
+    let mut audio = AudioTrackReader::open(&info)?;
+    let (rate, channels) = (audio.rate(), audio.channels());
+    let piece = (rate as usize / 10).max(1);
+    let mut chunk = Vec::with_capacity(piece * channels);
     let mut frames = SampledFrames::open(&info)?;
     // Frames wait here, in capture order, until their result comes back (bounded by the window).
     let mut waiting: VecDeque<(u64, f64, RgbImage)> = VecDeque::new();
-    let mut pushed = 0usize;
     let mut results = 0usize;
 
     let mut drain = |session: &mut Session, waiting: &mut VecDeque<(u64, f64, RgbImage)>| -> Result<(), Error> {
@@ -69,23 +73,27 @@ pub fn segment_video(
         Ok(())
     };
 
-    let samples_until = |t: f64| -> usize { ((t.max(0.0) * rate as f64) as usize * channels).min(audio.len()) };
-    while let Some(frame) = frames.next_frame()? {
-        let end = samples_until(frame.timestamp + 1.0);
-        if end > pushed {
-            let ts = (pushed / channels) as f64 / rate as f64;
-            session.push_audio(&audio[pushed..end], rate, channels, ts)?;
-            pushed = end;
+    // Pushes the track's audio up to sample frame `until` (or its end); false once it has ended.
+    let mut push_until = |session: &mut Session, until: u64| -> Result<bool, Error> {
+        while audio.frames_read() < until {
+            let ts = audio.frames_read() as f64 / rate as f64;
+            chunk.clear();
+            let want = (until - audio.frames_read()).min(piece as u64) as usize;
+            if audio.read(want, &mut chunk)? == 0 {
+                return Ok(false);
+            }
+            session.push_audio(&chunk, rate, channels, ts)?;
         }
+        Ok(true)
+    };
+    while let Some(frame) = frames.next_frame()? {
+        push_until(session, ((frame.timestamp + 1.0).max(0.0) * rate as f64) as u64)?;
         session.push_frame(frame.image.as_raw(), frame.image.width(), frame.image.height(), frame.timestamp)?;
         waiting.push_back((frame.index, frame.timestamp, frame.image));
         session.process()?;
         drain(session, &mut waiting)?;
     }
-    if audio.len() > pushed {
-        let ts = (pushed / channels) as f64 / rate as f64;
-        session.push_audio(&audio[pushed..], rate, channels, ts)?;
-    }
+    while push_until(session, u64::MAX)? {}
     session.finish()?;
     drain(session, &mut waiting)?;
     Ok(VideoSummary { info, audio_rate: rate, audio_channels: channels, results, stats: session.stats().clone() })

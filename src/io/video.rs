@@ -115,29 +115,141 @@ pub fn probe(path: &Path) -> Result<VideoInfo, DecodeError> {
     Ok(VideoInfo { path: path.to_path_buf(), width, height, fps, duration, audio })
 }
 
-/// Decodes the first audio track to interleaved f32 at its own rate and channel count.
+/// Decodes the whole first audio track to interleaved f32 at its own rate and channel count.
+/// Memory grows with the duration; [`AudioTrackReader`] reads it piece by piece instead.
 pub fn decode_audio_track(info: &VideoInfo) -> Result<(Vec<f32>, u32, usize), DecodeError> {
-    let path = &info.path;
-    let track = info.audio.as_ref().ok_or_else(|| DecodeError::NoAudioTrack { path: path.clone() })?;
-    if track.rate == 0 || track.channels == 0 {
-        return Err(err(path, format!("audio track ({}) has no rate or channel count", track.codec)));
+    let mut reader = AudioTrackReader::open(info)?;
+    let mut samples = Vec::new();
+    while reader.read(usize::MAX / 2, &mut samples)? > 0 {}
+    Ok((samples, reader.rate(), reader.channels()))
+}
+
+/// The first audio track streamed out of ffmpeg as interleaved f32 at its own rate and channel
+/// count, a piece at a time: memory stays what the caller asks for, whatever the duration.
+pub struct AudioTrackReader {
+    child: Child,
+    stdout: ChildStdout,
+    path: PathBuf,
+    rate: u32,
+    channels: usize,
+    /// Sample frames (one per channel group) read so far.
+    frames_read: u64,
+    /// Bytes of a sample frame split across two reads.
+    partial: Vec<u8>,
+    bytes: Vec<u8>,
+    done: bool,
+}
+
+impl AudioTrackReader {
+    /// Starts decoding the file's first audio track.
+    pub fn open(info: &VideoInfo) -> Result<Self, DecodeError> {
+        let path = &info.path;
+        let track = info.audio.as_ref().ok_or_else(|| DecodeError::NoAudioTrack { path: path.clone() })?;
+        if track.rate == 0 || track.channels == 0 {
+            return Err(err(path, format!("audio track ({}) has no rate or channel count", track.codec)));
+        }
+        let program = tool("AVSEG_FFMPEG", "ffmpeg");
+        let mut child = Command::new(&program)
+            .args(["-nostdin", "-v", "error", "-i"])
+            .arg(path)
+            .args(["-map", "0:a:0", "-vn", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| spawn_error(path, &program, e))?;
+        let stdout = child.stdout.take().expect("stdout was piped");
+        Ok(Self {
+            child,
+            stdout,
+            path: path.clone(),
+            rate: track.rate,
+            channels: track.channels,
+            frames_read: 0,
+            partial: Vec::with_capacity(4 * track.channels),
+            bytes: Vec::new(),
+            done: false,
+        })
     }
-    let program = tool("AVSEG_FFMPEG", "ffmpeg");
-    let out = Command::new(&program)
-        .args(["-nostdin", "-v", "error", "-i"])
-        .arg(path)
-        .args(["-map", "0:a:0", "-vn", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"])
-        .output()
-        .map_err(|e| spawn_error(path, &program, e))?;
-    if !out.status.success() {
-        return Err(err(path, format!("cannot decode the audio track ({})", last_line(&out.stderr))));
+
+    /// The track's sample rate in Hz.
+    pub fn rate(&self) -> u32 {
+        self.rate
     }
-    let samples: Vec<f32> = out.stdout.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
-        let seconds = (i / track.channels) as f64 / track.rate as f64;
-        return Err(DecodeError::NonFiniteSample { path: path.clone(), value: samples[i], seconds });
+
+    /// The track's channel count.
+    pub fn channels(&self) -> usize {
+        self.channels
     }
-    Ok((samples, track.rate, track.channels))
+
+    /// Sample frames (one per channel group) read so far.
+    pub fn frames_read(&self) -> u64 {
+        self.frames_read
+    }
+
+    /// Appends up to `max_frames` sample frames (whole channel groups) to `out` and returns how
+    /// many; 0 at the end of the track. A NaN or infinite sample is an error naming its time.
+    pub fn read(&mut self, max_frames: usize, out: &mut Vec<f32>) -> Result<usize, DecodeError> {
+        let frame_bytes = 4 * self.channels;
+        let want = max_frames.min(1 << 16).saturating_mul(frame_bytes);
+        if self.done || want == 0 {
+            return Ok(0);
+        }
+        self.bytes.clear();
+        self.bytes.extend_from_slice(&self.partial);
+        self.partial.clear();
+        let mut filled = self.bytes.len();
+        self.bytes.resize(want.max(filled), 0);
+        while filled < want {
+            match self.stdout.read(&mut self.bytes[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(err(&self.path, format!("reading audio from ffmpeg: {e}"))),
+            }
+        }
+        let whole = filled / frame_bytes * frame_bytes;
+        self.partial.extend_from_slice(&self.bytes[whole..filled]);
+        if whole == 0 {
+            return self.finish();
+        }
+        let first = self.frames_read;
+        let start = out.len();
+        out.extend(self.bytes[..whole].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+        if let Some(i) = out[start..].iter().position(|v| !v.is_finite()) {
+            let seconds = (first + (i / self.channels) as u64) as f64 / self.rate as f64;
+            return Err(DecodeError::NonFiniteSample { path: self.path.clone(), value: out[start + i], seconds });
+        }
+        let frames = whole / frame_bytes;
+        self.frames_read += frames as u64;
+        Ok(frames)
+    }
+
+    /// The end of ffmpeg's output: its exit status decides whether the track was read whole.
+    fn finish(&mut self) -> Result<usize, DecodeError> {
+        self.done = true;
+        let status = self.child.wait().map_err(|e| err(&self.path, e.to_string()))?;
+        let mut stderr = Vec::new();
+        if let Some(mut s) = self.child.stderr.take() {
+            let _ = s.read_to_end(&mut stderr);
+        }
+        if !status.success() {
+            return Err(err(&self.path, format!("cannot decode the audio track ({})", last_line(&stderr))));
+        }
+        if !self.partial.is_empty() {
+            return Err(err(&self.path, "ffmpeg's audio ended in the middle of a sample frame"));
+        }
+        Ok(0)
+    }
+}
+
+impl Drop for AudioTrackReader {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
 }
 
 /// Frame indices AVSBench keeps: `int((l + 15/16) · round(fps))` for each whole second `l`.

@@ -182,17 +182,40 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// A progress bar on a terminal (hidden otherwise): sampled frames done of the video's one per
+/// second, rate and ETA.
+fn video_progress(video: &std::path::Path) -> Result<indicatif::ProgressBar, CliError> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return Ok(indicatif::ProgressBar::hidden());
+    }
+    let info = avseg::probe_video(video)?;
+    // One sampled frame per whole second, at l + 15/16 s.
+    let total = (info.duration - 15.0 / 16.0).max(0.0).floor() as u64 + 1;
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} frames, {per_sec}, ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    Ok(bar)
+}
+
 /// `segment --video`: the runtime's video driver, each result written as `frame_{index}`.
 fn video_run(a: &SegmentArgs, video: &std::path::Path, engine: EngineOptions) -> Result<(), CliError> {
     let options = SessionOptions { engine, hop: a.hop, frame_queue: 0, mode: a.stream_mode.into() };
     let mut session = Session::new(&a.model, &options)?;
     let mut writer = FrameWriter::create(&a.out, &session.package().manifest().output, !a.no_overlay)?;
     let source = video.display().to_string();
+    let bar = video_progress(video)?;
     let summary = avseg::segment_video(&mut session, video, |r| {
         let stem = format!("frame_{:06}", r.frame_index);
         let info = FrameInfo { index: r.frame_index as usize, timestamp: r.timestamp, source: &source };
-        Ok(writer.write(&stem, r.image, &r.result.mask, &r.result.objects, info)?)
+        writer.write(&stem, r.image, &r.result.mask, &r.result.objects, info)?;
+        bar.inc(1);
+        Ok(())
     })?;
+    bar.finish_and_clear();
     writer.finish()?;
     eprintln!(
         "{}: {:.2} s at {:.3} fps, audio {} Hz x{}: {} frames sampled, {} results ({} dropped) -> {}",
