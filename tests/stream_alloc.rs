@@ -137,3 +137,48 @@ fn steady_state_push_allocates_nothing() {
     assert_eq!(f_allocs, 0, "push_frame allocated in steady state");
 }
 
+
+/// Allocations per result when each frame is segmented alone (the default model), and, for
+/// comparison, what one call of the graphs allocates by itself (tract's run plus the output
+/// tensor): the rest of `process()` is avseg's own pre- and post-processing (today the frame
+/// resize's filter coefficients and object extraction). Reported, not asserted: the goal of no
+/// allocation in avseg's own part of `process()` is not reached yet.
+#[test]
+fn per_frame_allocations_are_reported() {
+    let model = repo().join("models/default");
+    let mut s = Session::new(&model, &SessionOptions::default()).unwrap();
+    assert!(s.per_frame());
+    let mut src = Source::new();
+    let (mut p_allocs, mut results) = (0u64, 0u64);
+    for i in 0..900 {
+        let (_, a, f) = src.step(&mut s);
+        if i >= 300 {
+            assert_eq!((a, f), (0, 0), "pushes allocate nothing after warm-up");
+        }
+        let before = allocs();
+        let n = s.process().unwrap() as u64;
+        if i >= 300 {
+            p_allocs += allocs() - before;
+            results += n;
+        }
+    }
+    assert!(results >= 15, "{results}");
+
+    let mut engine = avseg::Engine::load(&model, &avseg::EngineOptions::default()).unwrap();
+    let t = engine.package().frames_per_clip();
+    let (w, h) = (engine.package().manifest().vision.width as usize, engine.package().manifest().vision.height as usize);
+    let frames = avseg::Tensor::zeros(vec![t, 3, h, w]);
+    let logmel = avseg::Tensor::zeros(vec![t, 1, 96, 64]);
+    engine.run_graphs(&frames, &logmel).unwrap();
+    let before = allocs();
+    for _ in 0..5 {
+        engine.run_graphs(&frames, &logmel).unwrap();
+    }
+    let graph_allocs = (allocs() - before) as f64 / 5.0;
+    eprintln!(
+        "per frame, after warm-up: process() made {results} results with {p_allocs} allocations ({:.0}/result); \
+         the graphs alone: {graph_allocs:.0} per call of {t} frames ({:.0}/frame)",
+        p_allocs as f64 / results as f64,
+        graph_allocs / t as f64
+    );
+}
