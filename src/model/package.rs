@@ -341,7 +341,7 @@ pub fn validate_manifest(path: &Path, m: &Manifest) -> Result<(), PackageError> 
         if m.family != Family::Tpavi {
             return Err(field_err(path, "tpavi_group", format!("is set, but the family is {:?}", m.family.as_str())));
         }
-        if g == 0 || m.frames_per_clip % g != 0 {
+        if g == 0 || !m.frames_per_clip.is_multiple_of(g) {
             return Err(field_err(
                 path,
                 "tpavi_group",

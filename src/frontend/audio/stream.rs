@@ -125,7 +125,7 @@ impl AudioStream {
         if !timestamp.is_finite() {
             return Err(FrontendError::NonFiniteTimestamp { timestamp });
         }
-        if interleaved.len() % channels != 0 {
+        if !interleaved.len().is_multiple_of(channels) {
             return Err(FrontendError::PartialChannelGroup { samples: interleaved.len(), channels });
         }
         check_finite(interleaved)?;
