@@ -78,7 +78,7 @@ pub use model::{
 };
 // Outputs.
 pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
-pub use post::objects::{bearing_deg, find_objects, SoundingObject};
+pub use post::objects::{bearing_deg, find_objects, ObjectFinder, SoundingObject};
 #[cfg(feature = "image-files")]
 pub use post::write::{write_mask_png, write_overlay_png, FrameWriter};
 pub use post::write::{

@@ -25,6 +25,19 @@ impl Tensor {
         Self { shape, data: vec![0.0; n] }
     }
 
+    /// Gives the tensor `shape` and returns its elements to overwrite (values unspecified), keeping
+    /// the buffers: it allocates only when the tensor grows beyond any size it had before, so a
+    /// stage that writes the same shape every call allocates once.
+    pub fn reshape_for_write(&mut self, shape: &[usize]) -> &mut [f32] {
+        if self.shape != shape {
+            self.shape.clear();
+            self.shape.extend_from_slice(shape);
+        }
+        let n = shape.iter().product();
+        self.data.resize(n, 0.0);
+        &mut self.data
+    }
+
     /// The dimensions, outermost first.
     pub fn shape(&self) -> &[usize] {
         &self.shape

@@ -32,7 +32,7 @@ use crate::io::image::decode_image_with;
 use crate::io::limits::InputLimits;
 use crate::model::{ModelPackage, OutputSpec, PackageError, PackageOptions};
 use crate::post::mask::{FrameMask, MaskBuilder};
-use crate::post::objects::{find_objects, SoundingObject};
+use crate::post::objects::{ObjectFinder, SoundingObject};
 use crate::tensor::Tensor;
 
 pub mod session;
@@ -239,6 +239,8 @@ pub struct Engine {
     options: EngineOptions,
     /// Frames per graph call: the package's T, or 1 for a session of independent frames.
     frames_per_call: usize,
+    /// The audio encoder's output, kept between calls so that a stream reuses its buffer.
+    audio_embedding: Tensor,
 }
 
 impl Engine {
@@ -252,6 +254,20 @@ impl Engine {
     /// a second time; a graph another live engine prepared from the same file is not read at all.
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
         Self::load_for(dir, options, |_| Ok(None))
+    }
+
+    /// As [`Engine::load`], with the graphs prepared for one frame per call, for packages whose
+    /// frames are independent and whose graphs leave the frame axis open
+    /// ([`ModelPackage::single_frame_graphs`]; a package that fails it is an error saying why).
+    /// [`Engine::run_graphs`] then takes `[1, 3, H, W]` and `[1, 1, 96, 64]`: what a per-frame
+    /// [`crate::Session`] runs. Such an engine cannot run clips.
+    pub fn load_per_frame(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
+        Self::load_for(dir, options, |package| {
+            package
+                .single_frame_graphs()
+                .map_err(|why| Error::invalid_option("per frame", format!("cannot segment one frame at a time: {why}")))?;
+            Ok(Some(1))
+        })
     }
 
     /// As [`Engine::load`], with the graphs prepared for the frames per call that `frames_per_call`
@@ -291,7 +307,15 @@ impl Engine {
         }
         let vision = VisionFrontend::new(package.manifest().vision.clone());
         let frames_per_call = frames.unwrap_or(package.frames_per_clip());
-        Ok(Engine { package, runner, audio: AudioFrontend::new(), vision, options: options.clone(), frames_per_call })
+        Ok(Engine {
+            package,
+            runner,
+            audio: AudioFrontend::new(),
+            vision,
+            options: options.clone(),
+            frames_per_call,
+            audio_embedding: Tensor::zeros(Vec::new()),
+        })
     }
 
     /// The loaded model package.
@@ -395,6 +419,13 @@ impl Engine {
         self.infer_window(frames, logmel, &mut StageTimes::default())
     }
 
+    /// [`Engine::run_graphs`] into `logits`, reusing its buffers (and the engine's own for the
+    /// audio embedding): repeated calls of one shape allocate nothing in avseg, only inside the
+    /// backend (tract builds each node's output).
+    pub fn run_graphs_into(&mut self, frames: &Tensor, logmel: &Tensor, logits: &mut Tensor) -> Result<(), Error> {
+        self.infer_window_into(frames, logmel, &mut StageTimes::default(), logits)
+    }
+
     /// Runs the graphs `runs` times on the given inputs (as [`Engine::run_graphs`]) and returns the
     /// time of every node, summed over the runs, slowest first. An error if the backend cannot
     /// profile. Profiling adds a clock read per node, so totals are slightly above unprofiled runs.
@@ -420,13 +451,22 @@ impl Engine {
     /// `[T, K, h, w]`, adding the encoder and segmenter time to `times`. Shared by clips and streams
     /// so both run exactly the same calls.
     pub(crate) fn infer_window(&mut self, frames: &Tensor, patches: &Tensor, times: &mut StageTimes) -> Result<Tensor, Error> {
-        let start = Instant::now();
-        let audio = self.runner.encode_audio(patches)?;
-        times.audio_encoder += start.elapsed();
-        let start = Instant::now();
-        let logits = self.runner.segment(frames, &audio)?;
-        times.segmenter += start.elapsed();
+        let mut logits = Tensor::zeros(Vec::new());
+        self.infer_window_into(frames, patches, times, &mut logits)?;
         Ok(logits)
+    }
+
+    /// [`Engine::infer_window`] into `logits`, reusing its buffers and the engine's own for the
+    /// audio embedding: after the first call of a shape, nothing here allocates (tract's run does).
+    pub(crate) fn infer_window_into(&mut self, frames: &Tensor, patches: &Tensor, times: &mut StageTimes, logits: &mut Tensor) -> Result<(), Error> {
+        let start = Instant::now();
+        let encoded = self.runner.encode_audio_into(patches, &mut self.audio_embedding)?;
+        times.audio_encoder += start.elapsed();
+        let audio = if encoded { &self.audio_embedding } else { patches };
+        let start = Instant::now();
+        self.runner.segment_into(frames, audio, logits)?;
+        times.segmenter += start.elapsed();
+        Ok(())
     }
 
     /// Frames per graph call this engine was prepared for.
@@ -435,17 +475,20 @@ impl Engine {
     }
 
 
-    /// One frame's logits `[K, h, w]` → its mask at `fw`×`fh`, written into `mask` (reusing its
-    /// buffers), and its objects. Shared by clips and streams so the masks are identical.
+    /// One frame's logits `[K, h, w]` → its mask at `fw`×`fh`, written into `mask`, and its objects
+    /// into `objects` (all reusing their buffers, as do `builder` and `finder`: a stream allocates
+    /// nothing here once its frame size and object count were seen). Shared by clips and streams so
+    /// the masks are identical.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn post_frame_into(
         &self,
-        builder: &mut MaskBuilder,
+        (builder, finder): (&mut MaskBuilder, &mut ObjectFinder),
         frame_logits: &[f32],
         (k, h, w): (usize, usize, usize),
         (fw, fh): (u32, u32),
         mask: &mut FrameMask,
-    ) -> Result<Vec<SoundingObject>, Error> {
+        objects: &mut Vec<SoundingObject>,
+    ) -> Result<(), Error> {
         let manifest = self.package.manifest();
         let labels = match &manifest.output {
             OutputSpec::Binary { threshold } => {
@@ -458,17 +501,19 @@ impl Engine {
                 Some(labels.as_slice())
             }
         };
-        Ok(find_objects(mask, labels, self.options.min_object_area))
+        finder.find_into(mask, labels, self.options.min_object_area, objects);
+        Ok(())
     }
 
     /// Logits `[n, K, h, w]` → masks at each source frame's size, and their objects.
     pub fn post_process(&self, clip: &ClipInput, logits: &Tensor) -> Result<Vec<FrameOutput>, Error> {
         let (k, h, w) = (logits.shape()[1], logits.shape()[2], logits.shape()[3]);
-        let mut builder = MaskBuilder::new();
+        let (mut builder, mut finder) = (MaskBuilder::new(), ObjectFinder::new());
         let mut out = Vec::with_capacity(clip.frames.len());
         for (i, frame) in clip.frames.iter().enumerate() {
             let mut mask = FrameMask::background(0, 0);
-            let objects = self.post_frame_into(&mut builder, logits.item(i), (k, h, w), frame.image.dimensions(), &mut mask)?;
+            let mut objects = Vec::new();
+            self.post_frame_into((&mut builder, &mut finder), logits.item(i), (k, h, w), frame.image.dimensions(), &mut mask, &mut objects)?;
             out.push(FrameOutput {
                 index: i,
                 timestamp: i as f64 + FRAME_TIME_OFFSET_S,

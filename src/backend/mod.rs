@@ -57,12 +57,29 @@ pub trait Runner: Send {
     /// Short backend name for logs and reports (`"tract"`, `"cuda"`).
     fn backend_name(&self) -> &'static str;
 
-    /// Log-mel patches `[T, 1, 96, 64]` → embeddings `[T, D]`. Packages without an audio encoder
-    /// feed log-mel straight to the segmenter, and the runner returns its input unchanged.
-    fn encode_audio(&mut self, logmel: &Tensor) -> Result<Tensor, BackendError>;
+    /// Log-mel patches `[T, 1, 96, 64]` → embeddings `[T, D]`, written into `out` (its buffers
+    /// reused, so a stream allocates nothing here after its first call). Returns false and leaves
+    /// `out` alone for packages without an audio encoder: their segmenter takes the log-mel itself.
+    fn encode_audio_into(&mut self, logmel: &Tensor, out: &mut Tensor) -> Result<bool, BackendError>;
 
-    /// Frames `[T, 3, H, W]` and audio (embeddings or log-mel) → mask logits `[T, K, h, w]`.
-    fn segment(&mut self, frames: &Tensor, audio: &Tensor) -> Result<Tensor, BackendError>;
+    /// Frames `[T, 3, H, W]` and audio (embeddings or log-mel) → mask logits `[T, K, h, w]`,
+    /// written into `out` (its buffers reused).
+    fn segment_into(&mut self, frames: &Tensor, audio: &Tensor, out: &mut Tensor) -> Result<(), BackendError>;
+
+    /// [`Runner::encode_audio_into`] into a new tensor; without an audio encoder, the log-mel.
+    #[cfg(test)]
+    fn encode_audio(&mut self, logmel: &Tensor) -> Result<Tensor, BackendError> {
+        let mut out = Tensor::zeros(Vec::new());
+        Ok(if self.encode_audio_into(logmel, &mut out)? { out } else { logmel.clone() })
+    }
+
+    /// [`Runner::segment_into`] into a new tensor.
+    #[cfg(test)]
+    fn segment(&mut self, frames: &Tensor, audio: &Tensor) -> Result<Tensor, BackendError> {
+        let mut out = Tensor::zeros(Vec::new());
+        self.segment_into(frames, audio, &mut out)?;
+        Ok(out)
+    }
 
     /// Starts (or stops) timing every operator of the following calls. Returns false when the
     /// backend cannot profile.

@@ -29,6 +29,10 @@ struct Graph {
     state: TypedSimpleState,
     input_names: Vec<String>,
     input_shapes: Vec<Vec<usize>>,
+    /// One tract tensor per input, made at preparation and refilled by each call: the state takes
+    /// a reference-counted handle and drops it when the call ends, so the buffer is ours again
+    /// (`Arc::get_mut`) and a call allocates nothing for its inputs.
+    input_values: Vec<Option<Arc<Tensor>>>,
     output_name: String,
 }
 
@@ -129,18 +133,50 @@ impl Graph {
     }
 
     fn new(info: &GraphInfo, state: TypedSimpleState, input_shapes: Vec<Vec<usize>>) -> Self {
+        let input_values = input_shapes.iter().map(|s| Tensor::zero::<f32>(s).ok().map(Arc::new)).collect();
         Graph {
             role: info.role,
             state,
             input_names: info.inputs.iter().map(|d| d.name.clone()).collect(),
             input_shapes,
+            input_values,
             output_name: info.outputs[0].name.clone(),
         }
     }
 
+    /// Copies `src` into input `i`'s kept tensor, and returns a handle to it for the state.
+    fn stage_input(&mut self, i: usize, src: &AvTensor) -> TractResult<TValue> {
+        let slot = &mut self.input_values[i];
+        let reusable = slot.as_mut().and_then(Arc::get_mut).is_some_and(|t| t.shape() == src.shape());
+        if !reusable {
+            // Never made, or still shared (a previous call failed before the state let go).
+            *slot = Some(Arc::new(Tensor::zero::<f32>(src.shape())?));
+        }
+        let arc = slot.as_mut().ok_or_else(|| anyhow::anyhow!("input tensor"))?;
+        let t = Arc::get_mut(arc).ok_or_else(|| anyhow::anyhow!("input tensor still shared"))?;
+        t.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?.copy_from_slice(src.data());
+        Ok(TValue::from_const(arc.clone()))
+    }
+
+    /// [`Graph::run_into`] into a new tensor.
+    #[cfg(test)]
     fn run(&mut self, inputs: &[&AvTensor], profile: Option<&mut Vec<OpTime>>) -> Result<AvTensor, BackendError> {
+        let mut out = AvTensor::zeros(Vec::new());
+        self.run_into(inputs, &mut out, profile)?;
+        Ok(out)
+    }
+
+    /// Runs the graph on `inputs` and writes its output into `out`, reusing `out`'s buffers.
+    fn run_into(&mut self, inputs: &[&AvTensor], out_tensor: &mut AvTensor, profile: Option<&mut Vec<OpTime>>) -> Result<(), BackendError> {
+        if inputs.len() != self.input_shapes.len() {
+            return Err(BackendError::Run {
+                graph: self.role,
+                detail: format!("{} inputs given, the graph takes {}", inputs.len(), self.input_shapes.len()),
+            });
+        }
         let mut values: TVec<TValue> = TVec::with_capacity(inputs.len());
-        for ((t, want), name) in inputs.iter().zip(&self.input_shapes).zip(&self.input_names) {
+        for (i, t) in inputs.iter().enumerate() {
+            let (want, name) = (&self.input_shapes[i], &self.input_names[i]);
             if t.shape() != want.as_slice() {
                 return Err(BackendError::InputShape {
                     graph: self.role,
@@ -153,9 +189,8 @@ impl Graph {
             if let Some((index, value)) = t.first_non_finite() {
                 return Err(BackendError::NonFiniteInput { graph: self.role, input: name.clone(), index, value });
             }
-            let v = Tensor::from_shape(t.shape(), t.data())
-                .map_err(|e| BackendError::Run { graph: self.role, detail: format!("{e:#}") })?;
-            values.push(v.into_tvalue());
+            let v = self.stage_input(i, t).map_err(|e| BackendError::Run { graph: self.role, detail: format!("{e:#}") })?;
+            values.push(v);
         }
         let role = self.role;
         let state = &mut self.state;
@@ -181,12 +216,12 @@ impl Graph {
             output: self.output_name.clone(),
             detail: format!("is not f32 ({e:#})"),
         })?;
-        let shape = view.shape().to_vec();
-        let data = match view.as_slice() {
-            Some(s) => s.to_vec(),
-            None => view.iter().copied().collect(),
-        };
-        Ok(AvTensor::new(shape, data))
+        let dst = out_tensor.reshape_for_write(view.shape());
+        match view.as_slice() {
+            Some(s) => dst.copy_from_slice(s),
+            None => dst.iter_mut().zip(view.iter()).for_each(|(d, s)| *d = *s),
+        }
+        Ok(())
     }
 }
 
@@ -257,15 +292,15 @@ impl Runner for TractRunner {
         BACKEND
     }
 
-    fn encode_audio(&mut self, logmel: &AvTensor) -> Result<AvTensor, BackendError> {
+    fn encode_audio_into(&mut self, logmel: &AvTensor, out: &mut AvTensor) -> Result<bool, BackendError> {
         match &mut self.audio_encoder {
-            Some(g) => g.run(&[logmel], self.profile.as_mut()),
-            None => Ok(logmel.clone()),
+            Some(g) => g.run_into(&[logmel], out, self.profile.as_mut()).map(|()| true),
+            None => Ok(false),
         }
     }
 
-    fn segment(&mut self, frames: &AvTensor, audio: &AvTensor) -> Result<AvTensor, BackendError> {
-        let out = self.segmenter.run(&[frames, audio], self.profile.as_mut())?;
+    fn segment_into(&mut self, frames: &AvTensor, audio: &AvTensor, out: &mut AvTensor) -> Result<(), BackendError> {
+        self.segmenter.run_into(&[frames, audio], out, self.profile.as_mut())?;
         if let Some((index, value)) = out.first_non_finite() {
             return Err(BackendError::Output {
                 graph: "segmenter",
@@ -273,7 +308,7 @@ impl Runner for TractRunner {
                 detail: format!("has a non-finite value ({value}) at index {index}"),
             });
         }
-        Ok(out)
+        Ok(())
     }
 
     fn set_profiling(&mut self, on: bool) -> bool {

@@ -61,8 +61,10 @@
 //!   (`frame_queue + 2` buffers of `w·h·3` bytes: 9 MB at 640×480 with the default queue of 10, so
 //!   use a smaller queue for 1080p on small boards) and are resized in `process()`; they and the
 //!   result masks grow only when a larger camera frame than any before arrives. After that,
-//!   `push_audio` and `push_frame` allocate nothing (`tests/stream_alloc.rs` counts). `process()`
-//!   allocates inside the backend (`tract` builds its outputs) and in object extraction.
+//!   `push_audio` and `push_frame` allocate nothing (`tests/stream_alloc.rs` counts), and neither
+//!   does avseg's own part of `process()`: it allocates only inside tract (each node's output) and
+//!   fast_image_resize (filter coefficients per resize), which that test measures alone and holds
+//!   the total to.
 //! * **Results.** A ring of `max(T, frame_queue)` results. [`Session::latest`] borrows the newest;
 //!   [`Session::pop_result`] moves out the oldest not yet taken. When the ring is full the oldest
 //!   untaken result is overwritten (counted in [`SessionStats::results_overwritten`]), so a caller
@@ -93,7 +95,7 @@ use crate::frontend::audio::stream::{AudioStream, PatchSource, RING_HEADROOM};
 use crate::frontend::audio::{PatchPadding, MIN_SAMPLES_16K, PATCH_FRAMES, MEL_BANDS, TARGET_RATE};
 use crate::model::ModelPackage;
 use crate::post::mask::{FrameMask, MaskBuilder};
-use crate::post::objects::SoundingObject;
+use crate::post::objects::{ObjectFinder, SoundingObject};
 use crate::tensor::Tensor;
 
 /// 16 kHz samples between the starts of consecutive patches (0.96 s).
@@ -224,9 +226,12 @@ pub struct Session {
 
     frames_in: Tensor,
     patches_in: Tensor,
-    last_logits: Option<Tensor>,
-    last_logits_first: u64,
+    /// The newest window's logits, kept so each window reuses their buffer, and the sequence of
+    /// its first frame (None while no window has completed, or after a failed one).
+    logits: Tensor,
+    last_logits_first: Option<u64>,
     builder: MaskBuilder,
+    finder: ObjectFinder,
     results: ResultRing,
     windows: u64,
     results_made: u64,
@@ -308,9 +313,10 @@ impl Session {
             raw_capacity: 0,
             frames_in: Tensor::zeros(vec![t, RGB, vh, vw]),
             patches_in: Tensor::zeros(vec![t, 1, PATCH_FRAMES, MEL_BANDS]),
-            last_logits: None,
-            last_logits_first: 0,
+            logits: Tensor::zeros(Vec::new()),
+            last_logits_first: None,
             builder: MaskBuilder::new(),
+            finder: ObjectFinder::new(),
             results: ResultRing::new(queue_cap.max(t)),
             windows: 0,
             results_made: 0,
@@ -359,7 +365,7 @@ impl Session {
     /// Logits `[T, K, h, w]` of the most recent window and the sequence number of its first frame;
     /// for checks against batch mode.
     pub fn last_window_logits(&self) -> Option<(u64, &Tensor)> {
-        self.last_logits.as_ref().map(|l| (self.last_logits_first, l))
+        self.last_logits_first.map(|first| (first, &self.logits))
     }
 
     /// A snapshot of the counters since the session started.
@@ -561,7 +567,9 @@ impl Session {
         }
         self.times.vision_frontend += start.elapsed();
 
-        let logits = self.engine.infer_window(&self.frames_in, &self.patches_in, &mut self.times)?;
+        self.last_logits_first = None;
+        self.engine.infer_window_into(&self.frames_in, &self.patches_in, &mut self.times, &mut self.logits)?;
+        let logits = &self.logits;
         let shape = logits.shape();
         let (k, h, w) = (shape[1], shape[2], shape[3]);
 
@@ -575,7 +583,14 @@ impl Session {
             }
             let Some(info) = self.schedule.slot(self.schedule.slot_of(inst)).copied() else { continue };
             let r = self.results.push_slot();
-            r.objects = self.engine.post_frame_into(&mut self.builder, logits.item(i), (k, h, w), (info.width, info.height), &mut r.mask)?;
+            self.engine.post_frame_into(
+                (&mut self.builder, &mut self.finder),
+                logits.item(i),
+                (k, h, w),
+                (info.width, info.height),
+                &mut r.mask,
+                &mut r.objects,
+            )?;
             r.sequence = inst;
             r.frame_timestamp = info.timestamp;
             r.latency = info.pushed_at.elapsed();
@@ -585,8 +600,7 @@ impl Session {
         self.times.post += start.elapsed();
 
         self.schedule.complete_window(real_end);
-        self.last_logits = Some(logits);
-        self.last_logits_first = base;
+        self.last_logits_first = Some(base);
         self.windows += 1;
         self.results_made += produced as u64;
         Ok(produced)
