@@ -114,7 +114,9 @@ impl Error {
             Error::Backend(_) => ErrorKind::Backend,
             Error::Post(PostError::Write { .. }) => ErrorKind::Io,
             Error::Post(PostError::Invalid { .. }) => ErrorKind::Input,
-            Error::Post(PostError::LogitShape { .. } | PostError::NonFiniteLogit { .. }) => ErrorKind::Backend,
+            Error::Post(PostError::LogitShape { .. } | PostError::NonFiniteLogit { .. } | PostError::TagScores { .. }) => {
+                ErrorKind::Backend
+            }
             Error::InvalidOption { .. } => ErrorKind::InvalidArgument,
             Error::Internal { .. } => ErrorKind::Internal,
         }

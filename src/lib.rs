@@ -79,6 +79,9 @@ pub use model::{
 // Outputs.
 pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
 pub use post::objects::{bearing_deg, find_objects, ObjectFinder, SoundingObject};
+// Two-stage (BAVS-style) matching of candidate objects to audio tags through a label tree.
+pub use model::label_tree::{LabelTree, ParentRule, TreeNode, LABEL_TREE_FORMAT, LABEL_TREE_VERSION};
+pub use post::sound_match::{SoundMatcher, SoundSupport, Verdict};
 #[cfg(feature = "image-files")]
 pub use post::write::{write_mask_png, write_overlay_png, FrameWriter};
 pub use post::write::{

@@ -3,9 +3,11 @@
 //! * [`manifest`]: the versioned, strict manifest schema.
 //! * [`package`]: loading a folder and validating the manifest against the graphs.
 //! * [`onnx_summary`]: the ONNX fields validation reads, decoded without the weights.
+//! * [`label_tree`]: the audio-visual label tree of two-stage (BAVS-style) packages.
 //! * [`integrity`]: the size and checksum of each graph file, recorded and verified.
 
 pub mod integrity;
+pub mod label_tree;
 pub mod manifest;
 pub mod onnx_summary;
 pub mod package;

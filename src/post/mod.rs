@@ -3,10 +3,13 @@
 //! * [`mask`]: per-frame logits at model resolution → a label map at the source frame's size
 //!   (binary: bilinear upsample then σ > threshold; semantic: argmax then nearest upsample).
 //! * [`objects`]: 8-connected regions of a label map → [`objects::SoundingObject`]s.
+//! * [`sound_match`]: two-stage (BAVS-style) packages: which candidate objects a second's audio
+//!   tags keep, through the package's label tree ([`crate::model::label_tree`]).
 //! * [`write`]: mask PNGs (0/255 or indexed), overlays, `.npy` logits and `results.jsonl`.
 
 pub mod mask;
 pub mod objects;
+pub mod sound_match;
 pub mod write;
 
 use std::path::PathBuf;
@@ -38,6 +41,13 @@ pub enum PostError {
         index: usize,
         /// The non-finite value.
         value: f32,
+    },
+    /// The audio tagger's scores for a second do not fit the label tree (count) or are not
+    /// probabilities (NaN, infinite, outside [0, 1]).
+    #[error("audio tag scores: {detail}")]
+    TagScores {
+        /// What is wrong, with the tagger output's index where one is at fault.
+        detail: String,
     },
     /// The data handed to a writer does not fit the request (mask vs frame size, a label with no
     /// palette entry, a shape that does not match the data). Nothing was written.
