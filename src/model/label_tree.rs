@@ -199,13 +199,18 @@ impl LabelTree {
             while let Some(p) = nodes[at].parent {
                 depth += 1;
                 if depth > nodes.len() {
-                    let mut cycle = vec![nodes[i].name.as_str()];
-                    let mut c = nodes[i].parent;
-                    while let Some(j) = c.filter(|&j| j != i && cycle.len() <= nodes.len()) {
-                        cycle.push(&nodes[j].name);
+                    // `at` is now inside the cycle (n steps pass every node before it): walk it once.
+                    let start = at;
+                    let mut names = vec![nodes[start].name.as_str()];
+                    let mut c = nodes[start].parent;
+                    while let Some(j) = c.filter(|&j| j != start) {
+                        names.push(&nodes[j].name);
                         c = nodes[j].parent;
                     }
-                    return Err(field(format!("nodes[{i}].parent"), format!("the parents form a cycle: {} → {}", cycle.join(" → "), nodes[i].name)));
+                    return Err(field(
+                        format!("nodes[{start}].parent"),
+                        format!("the parents form a cycle: {} → {}", names.join(" → "), nodes[start].name),
+                    ));
                 }
                 at = p;
             }
@@ -368,6 +373,11 @@ mod tests {
                 "cycle: dog_bark → meow → siren → dog_bark",
             ),
             (r#"{"name": "meow"}, {"name": "meow"}"#, "nodes[1].name", "also the name of nodes[0]"),
+            (
+                r#"{"name": "wind", "parent": "siren"}, {"name": "siren", "parent": "meow"}, {"name": "meow", "parent": "siren"}"#,
+                "nodes[1].parent",
+                "cycle: siren → meow → siren",
+            ),
             (r#"{"name": "purr", "visual": ["cat"]}"#, "nodes[0].name", "not one of the tagger's 6 labels and has no children"),
             (r#"{"name": "meow", "threshold": 0}"#, "nodes[0].threshold", "lies in (0, 1]"),
             (r#"{"name": "meow", "threshold": 1.5}"#, "nodes[0].threshold", "lies in (0, 1]"),
