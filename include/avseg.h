@@ -70,8 +70,12 @@
  * `avseg_session_mode`) and result timing (`avseg_result_timing`, `avseg_session_latest_timing`,
  * `avseg_session_popped_timing`). Every existing function and struct is unchanged:
  * `avseg_session_new` keeps streaming in windows.
+ * 4, appended: the `avseg_stream_mode` values `AVSEG_STREAM_SLIDING` and
+ * `AVSEG_STREAM_SLIDING_PADDED` (sliding windows for official TPAVI), which
+ * `avseg_session_new_with_mode` accepts and `avseg_session_mode` reports. Nothing else changed:
+ * `AUTO` chooses as before.
  */
-#define AVSEG_ABI_VERSION 3
+#define AVSEG_ABI_VERSION 4
 
 /**
  * The result of every fallible call. `AVSEG_OK` is 0; every other value is a failure, and
@@ -176,6 +180,19 @@ enum avseg_stream_mode
    * result. `AVSEG_ERR_INVALID_ARGUMENT` for a package whose frames are coupled.
    */
   AVSEG_STREAM_PER_FRAME = 2,
+  /**
+   * Official TPAVI (frames coupled in groups of T; ABI 4): each sampled frame's result comes
+   * from the window of the T sampling instants ending at it, as soon as its own audio patch is
+   * in, for one frame of compute. The first T-1 instants of a run (the start, or after a
+   * dropped instant) get no result. `AVSEG_ERR_INVALID_ARGUMENT` for other packages. `AUTO`
+   * never picks it.
+   */
+  AVSEG_STREAM_SLIDING = 3,
+  /**
+   * As `AVSEG_STREAM_SLIDING`, with a result from the first instant on: a window not yet full
+   * repeats the run's first frame (ABI 4).
+   */
+  AVSEG_STREAM_SLIDING_PADDED = 4,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -576,7 +593,7 @@ enum avseg_status avseg_session_popped_timing(const struct avseg_session *sessio
 
 /**
  * The mode the session runs in: `AVSEG_STREAM_WINDOWS` or `AVSEG_STREAM_PER_FRAME` (what
- * `AUTO` chose).
+ * `AUTO` chose), or the sliding mode asked for.
  *
  * # Safety
  * `mode_out` must be NULL or valid for writing a `uint32_t`.

@@ -38,6 +38,35 @@ fn push_audio_chunks(s: &mut Session, pcm: &[f32], rate: u32, ch: usize, chunk_f
     }
 }
 
+/// Streams 16 kHz mono in 10 ms chunks, `frames[i]` pushed when the audio clock reaches its
+/// instant (i + 0.9375 s), with `process()` after each chunk; `on_call(session, results made, audio
+/// clock)` runs after each chunk that ran the model (at most one call per chunk). Stops once every
+/// frame has had its call.
+fn stream_mono_16k(s: &mut Session, mono: &[f32], frames: &[&image::RgbImage], mut on_call: impl FnMut(&Session, usize, f64)) {
+    let n = frames.len();
+    let (mut next_frame, mut pos) = (0usize, 0usize);
+    for chunk in mono.chunks(160) {
+        s.push_audio(chunk, 16_000, 1, pos as f64 / 16e3).unwrap();
+        pos += chunk.len();
+        let now = pos as f64 / 16e3;
+        while next_frame < n && next_frame as f64 + 0.9375 <= now {
+            let img = frames[next_frame];
+            s.push_frame(img.as_raw(), img.width(), img.height(), next_frame as f64 + 0.9375).unwrap();
+            next_frame += 1;
+        }
+        let calls = s.stats().windows;
+        let made = s.process().unwrap();
+        assert!(s.stats().windows - calls <= 1, "10 ms of audio completes at most one frame's patch");
+        if s.stats().windows > calls {
+            on_call(s, made, now);
+        }
+        if next_frame == n && s.stats().windows == n as u64 {
+            return;
+        }
+    }
+    panic!("the audio ended before every frame had its call: {:?}", s.stats());
+}
+
 #[test]
 fn streaming_equals_batch() {
     let clip = sample_clip();
@@ -118,35 +147,18 @@ fn per_frame_stream_equals_the_window_graph_with_the_same_patches() {
     let t = 5usize;
     let mut streamed: Vec<Option<Vec<f32>>> = vec![None; t];
     let mut lags = Vec::new();
-    let (mut next_frame, mut pos) = (0usize, 0usize);
-    for chunk in mono.chunks(160) {
-        s.push_audio(chunk, 16_000, 1, pos as f64 / 16e3).unwrap();
-        pos += chunk.len();
-        let now = pos as f64 / 16e3;
-        while next_frame < t && next_frame as f64 + 0.9375 <= now {
-            let img = &clip.frames[next_frame].image;
-            s.push_frame(img.as_raw(), img.width(), img.height(), next_frame as f64 + 0.9375).unwrap();
-            next_frame += 1;
-        }
-        let before = s.stats().windows;
-        let n = s.process().unwrap();
-        assert!(s.stats().windows - before <= 1, "10 ms of audio completes at most one frame's patch");
-        if n == 1 {
-            let (k, logits) = s.last_window_logits().unwrap();
-            assert_eq!(logits.shape()[0], 1, "one frame per call");
-            let r = s.latest().unwrap();
-            assert_eq!(r.sequence, k);
-            assert!((r.patch_end - (k as f64 + 0.975)).abs() < 1e-9, "patch_end {}", r.patch_end);
-            // Ready in the push that completed the patch: within one 10 ms chunk of its end.
-            lags.push(now - r.patch_end);
-            if (k as usize) < t {
-                streamed[k as usize] = Some(logits.data().to_vec());
-            }
-        }
-        if next_frame == t && streamed.iter().all(Option::is_some) {
-            break;
-        }
-    }
+    let pictures: Vec<&image::RgbImage> = clip.frames[..t].iter().map(|f| &f.image).collect();
+    stream_mono_16k(&mut s, &mono, &pictures, |s, made, now| {
+        assert_eq!(made, 1, "one result per call");
+        let (k, logits) = s.last_window_logits().unwrap();
+        assert_eq!(logits.shape()[0], 1, "one frame per call");
+        let r = s.latest().unwrap();
+        assert_eq!(r.sequence, k);
+        assert!((r.patch_end - (k as f64 + 0.975)).abs() < 1e-9, "patch_end {}", r.patch_end);
+        // Ready in the push that completed the patch: within one 10 ms chunk of its end.
+        lags.push(now - r.patch_end);
+        streamed[k as usize] = Some(logits.data().to_vec());
+    });
     assert!(lags.iter().all(|&l| (0.0..0.0101).contains(&l)), "stream lag per result: {lags:?}");
 
     let mut engine = Engine::load(&default_model, &EngineOptions::default()).unwrap();
@@ -165,6 +177,74 @@ fn per_frame_stream_equals_the_window_graph_with_the_same_patches() {
         let diff = common::max_abs_diff(row, reference.item(i));
         eprintln!("frame {i}: streamed alone vs its row of the window graph: max |diff| {diff:e} (largest logit {largest})");
         assert!(diff <= 1e-5 * largest, "frame {i}: {diff} > 1e-5 x {largest}");
+    }
+}
+
+/// Sliding windows for official TPAVI (the tiny package: attention over groups of 5 frames). Ten
+/// instants, each a different picture (the sample's five, then the same with red and blue swapped),
+/// streamed from 16 kHz mono in 10 ms chunks. Each result must equal row 4 of the 5-frame graph run
+/// on the window ending at it with the same own-second patches, to 1e-5 of the largest logit:
+/// without padding from instant 4 on (none before), with padding from instant 0, the window filled
+/// with its first frame and that frame's patch.
+#[test]
+fn sliding_windows_equal_the_five_frame_graph_on_the_same_window() {
+    use avseg::StreamMode;
+    let clip = sample_clip();
+    let (pcm, _, ch) = sample_wav();
+    let mono: Vec<f32> = pcm.iter().step_by(ch).copied().collect();
+    let n = 10usize;
+    let frames: Vec<avseg::Frame> = (0..n)
+        .map(|i| {
+            let mut f = clip.frames[i % 5].clone();
+            if i >= 5 {
+                f.image.pixels_mut().for_each(|p| p.0.swap(0, 2));
+            }
+            f
+        })
+        .collect();
+
+    let mut reference_engine = Engine::load(model(), &EngineOptions::default()).unwrap();
+    let patch_of = |engine: &mut Engine, i: usize| -> Vec<f32> {
+        let own_second = avseg::Pcm { samples: mono[16_000 * i..].to_vec(), rate: 16_000 };
+        engine.audio_features(&own_second, std::path::Path::new("own second"), 1).unwrap().item(0).to_vec()
+    };
+    let own_patches: Vec<Vec<f32>> = (0..n).map(|i| patch_of(&mut reference_engine, i)).collect();
+
+    for mode in [StreamMode::Sliding, StreamMode::SlidingPadded] {
+        let padded = mode == StreamMode::SlidingPadded;
+        let mut s = Session::new(model(), &SessionOptions { mode, ..SessionOptions::default() }).unwrap();
+        assert_eq!((s.mode(), s.window_frames(), s.per_frame()), (mode, 1, true));
+        let mut streamed: Vec<Option<Vec<f32>>> = vec![None; n];
+        let pictures: Vec<&image::RgbImage> = frames.iter().map(|f| &f.image).collect();
+        stream_mono_16k(&mut s, &mono, &pictures, |s, made, _| {
+            let (k, logits) = s.last_window_logits().unwrap();
+            assert_eq!(logits.shape()[0], 1, "one frame per call");
+            assert_eq!(made, usize::from(padded || k >= 4), "{mode:?}: results at instant {k}");
+            if made == 1 {
+                let r = s.latest().unwrap();
+                assert_eq!(r.sequence, k);
+                assert!((r.patch_end - (k as f64 + 0.975)).abs() < 1e-9, "patch_end {}", r.patch_end);
+                streamed[k as usize] = Some(logits.data().to_vec());
+            }
+        });
+        assert_eq!(s.stats().windows, n as u64);
+
+        for k in 0..n {
+            let Some(row) = &streamed[k] else {
+                assert!(!padded && k < 4, "{mode:?}: no result for instant {k}");
+                continue;
+            };
+            // The window ending at k; padding repeats the run's first frame (instant 0).
+            let window: Vec<usize> = (0..5).map(|i| (k + i).saturating_sub(4)).collect();
+            let picked: Vec<avseg::Frame> = window.iter().map(|&i| frames[i].clone()).collect();
+            let frames_in = reference_engine.frame_features(&picked).unwrap();
+            let patches_in = avseg::Tensor::new(vec![5, 1, 96, 64], window.iter().flat_map(|&i| own_patches[i].clone()).collect());
+            let reference = reference_engine.run_graphs(&frames_in, &patches_in).unwrap();
+            let largest = reference.item(4).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let diff = common::max_abs_diff(row, reference.item(4));
+            eprintln!("{mode:?} instant {k}: window {window:?}: max |diff| {diff:e} (largest logit {largest})");
+            assert!(diff <= 1e-5 * largest, "{mode:?} instant {k}: {diff} > 1e-5 x {largest}");
+        }
     }
 }
 
@@ -347,4 +427,11 @@ fn stream_mode_choice() {
     assert!(!Session::new(&default_model, &opts(StreamMode::Windows, 0)).unwrap().per_frame());
     let e = Session::new(&default_model, &opts(StreamMode::PerFrame, 3)).err().unwrap().to_string();
     assert!(e.contains("hop 3"), "{e}");
+    // Sliding windows: official TPAVI only, and only when asked for.
+    let e = Session::new(&default_model, &opts(StreamMode::Sliding, 0)).err().unwrap().to_string();
+    assert!(e.contains("sliding") && e.contains("independent"), "{e}");
+    let e = Session::new(model(), &opts(StreamMode::SlidingPadded, 2)).err().unwrap().to_string();
+    assert!(e.contains("hop 2"), "{e}");
+    assert_eq!(Session::new(model(), &opts(StreamMode::Auto, 0)).unwrap().mode(), StreamMode::Windows);
+    assert_eq!(Session::new(&default_model, &opts(StreamMode::Auto, 0)).unwrap().mode(), StreamMode::PerFrame);
 }

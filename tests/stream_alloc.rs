@@ -225,3 +225,69 @@ fn per_frame_process_allocates_only_inside_tract_and_the_resizer() {
         "process() allocated more than tract and the resizer do alone: avseg's own code allocates"
     );
 }
+
+/// Sliding windows for official TPAVI (the tiny package, groups of 5): after warm-up, each result
+/// costs one call of the window step, and `process()` allocates exactly what that call and the
+/// resizer allocate alone. The kept `[φ; gs]` terms, the summed K of the older frames and the
+/// step's inputs are all made when the session is.
+#[test]
+fn sliding_process_allocates_only_inside_tract_and_the_resizer() {
+    use avseg::{Engine, StreamMode, Tensor};
+    let model = repo().join("models/tiny-tpavi");
+    let engine_options = avseg::EngineOptions { threshold: Some(1e-20), ..Default::default() };
+    let options = SessionOptions { engine: engine_options.clone(), mode: StreamMode::Sliding, ..Default::default() };
+    let mut s = Session::new(&model, &options).unwrap();
+    let mut src = Source::new();
+    let (mut p_allocs, mut results, mut calls) = (0u64, 0u64, 0u64);
+    for i in 0..1050 {
+        let (_, a, f) = src.step(&mut s);
+        if i >= 450 {
+            assert_eq!((a, f), (0, 0), "pushes allocate nothing after warm-up");
+        }
+        let before = (allocs(), s.stats().windows);
+        let n = s.process().unwrap() as u64;
+        if i >= 450 {
+            p_allocs += allocs() - before.0;
+            results += n;
+            calls += s.stats().windows - before.1;
+        }
+    }
+    assert!(results >= 15 && results == calls, "{results} results in {calls} calls: one call per result once the window is full");
+
+    // The window step alone, on an engine prepared as the session prepares it.
+    let mut engine = Engine::load_sliding(&model, &engine_options).unwrap();
+    let v = engine.package().manifest().vision.clone();
+    let blocks = engine.window_blocks().to_vec();
+    assert_eq!(blocks.len(), 4, "one TPAVI block per encoder stage");
+    let frames = Tensor::zeros(vec![1, 3, v.height as usize, v.width as usize]);
+    let logmel = Tensor::zeros(vec![1, 1, 96, 64]);
+    let weight = Tensor::new(vec![1], vec![1.0]);
+    let rest: Vec<Tensor> = blocks.iter().map(|&cp| Tensor::zeros(vec![cp, cp])).collect();
+    let mut terms: Vec<Tensor> = blocks.iter().map(|&cp| Tensor::zeros(vec![2, cp])).collect();
+    let mut logits = Tensor::zeros(Vec::new());
+    let mut step = || engine.run_window_step_into(&frames, &logmel, &weight, &rest, &mut logits, &mut terms).unwrap();
+    step();
+    step();
+    let before = allocs();
+    for _ in 0..5 {
+        step();
+    }
+    let graph_allocs = (allocs() - before) / 5;
+    let mut vision = avseg::VisionFrontend::new(v);
+    let img = image::RgbImage::from_raw(640, 480, src.rgb.clone()).unwrap();
+    let mut out = vec![0.0f32; vision.frame_len()];
+    vision.preprocess_into(&img, &mut out).unwrap();
+    let before = allocs();
+    vision.preprocess_into(&img, &mut out).unwrap();
+    let resize_allocs = allocs() - before;
+    eprintln!(
+        "sliding, after warm-up: process() made {results} results in {calls} calls with {p_allocs} allocations ({:.1}/result); \
+         alone: tract's run of the window step {graph_allocs}/call, fast_image_resize {resize_allocs}/frame",
+        p_allocs as f64 / results as f64
+    );
+    assert_eq!(
+        p_allocs,
+        calls * (graph_allocs + resize_allocs),
+        "process() allocated more than tract and the resizer do alone: avseg's own code allocates"
+    );
+}

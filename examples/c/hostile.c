@@ -145,6 +145,19 @@ int main(int argc, char **argv) {
     EXPECT(avseg_session_mode(NULL, &mode), AVSEG_ERR_NULL);
     EXPECT(avseg_session_mode(s, &mode), AVSEG_OK);
     TRUTH(mode == AVSEG_STREAM_WINDOWS);
+    /* Sliding windows (ABI 4) suit the tiny TPAVI package; the mode is reported as asked, and a
+     * hop has no meaning in them. */
+    {
+        avseg_session *sliding = NULL;
+        avseg_session_options hopped = opts;
+        hopped.hop = 2;
+        EXPECT(avseg_session_new_with_mode(model, &hopped, AVSEG_STREAM_SLIDING, &sliding), AVSEG_ERR_INVALID_ARGUMENT);
+        TRUTH(sliding == NULL);
+        EXPECT(avseg_session_new_with_mode(model, &opts, AVSEG_STREAM_SLIDING_PADDED, &sliding), AVSEG_OK);
+        EXPECT(avseg_session_mode(sliding, &mode), AVSEG_OK);
+        TRUTH(mode == AVSEG_STREAM_SLIDING_PADDED);
+        EXPECT(avseg_session_free(sliding), AVSEG_OK);
+    }
 
     /* The error message API itself. */
     EXPECT(avseg_session_process(NULL, NULL), AVSEG_ERR_NULL);

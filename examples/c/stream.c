@@ -5,10 +5,12 @@
  * stream lag: the audio clock when the result was taken minus the end of the frame's own audio
  * patch (avseg_result_timing.patch_end).
  *
- *   stream MODEL_DIR FRAMES_DIR AUDIO.wav [HFOV_DEG [auto|windows|per-frame]]
+ *   stream MODEL_DIR FRAMES_DIR AUDIO.wav [HFOV_DEG [auto|windows|per-frame|sliding|sliding-padded]]
  *
  * The mode defaults to auto: each frame alone for a package of independent frames (the default
  * model), lag under one chunk; windows of T frames otherwise, where a frame waits for its window.
+ * For official TPAVI packages, sliding (or sliding-padded) gives each frame its result from the
+ * window of the T instants ending at it, as soon as its own patch is in.
  *
  * FRAMES_DIR holds binary PPM (P6) frames, taken in natural name order (frame_2 before
  * frame_10). AUDIO.wav is 16-bit PCM. Frame i is shown at i + 0.9375 s, the time AVSBench
@@ -249,14 +251,16 @@ int main(int argc, char **argv) {
     avseg_object *objs = NULL;
 
     if (argc < 4 || argc > 6) {
-        fprintf(stderr, "usage: %s MODEL_DIR FRAMES_DIR AUDIO.wav [HFOV_DEG [auto|windows|per-frame]]\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR FRAMES_DIR AUDIO.wav [HFOV_DEG [auto|windows|per-frame|sliding|sliding-padded]]\n", argv[0]);
         return 2;
     }
     if (argc >= 5) hfov = (float)atof(argv[4]);
     if (argc == 6) {
         if (strcmp(argv[5], "windows") == 0) mode = AVSEG_STREAM_WINDOWS;
         else if (strcmp(argv[5], "per-frame") == 0) mode = AVSEG_STREAM_PER_FRAME;
-        else if (strcmp(argv[5], "auto") != 0) die("mode must be auto, windows or per-frame");
+        else if (strcmp(argv[5], "sliding") == 0) mode = AVSEG_STREAM_SLIDING;
+        else if (strcmp(argv[5], "sliding-padded") == 0) mode = AVSEG_STREAM_SLIDING_PADDED;
+        else if (strcmp(argv[5], "auto") != 0) die("mode must be auto, windows, per-frame, sliding or sliding-padded");
     }
     if (avseg_abi_version() != AVSEG_ABI_VERSION) die("avseg.h does not match the linked library");
     printf("avseg %s (ABI %u)\n", avseg_version(), avseg_abi_version());
@@ -275,7 +279,10 @@ int main(int argc, char **argv) {
     opts.backend = AVSEG_BACKEND_CPU;
     check(avseg_session_new_with_mode(argv[1], &opts, mode, &s), "avseg_session_new_with_mode");
     check(avseg_session_mode(s, &chosen), "avseg_session_mode");
-    printf("mode %s\n", chosen == AVSEG_STREAM_PER_FRAME ? "per-frame" : "windows");
+    printf("mode %s\n", chosen == AVSEG_STREAM_PER_FRAME    ? "per-frame"
+                         : chosen == AVSEG_STREAM_SLIDING   ? "sliding"
+                         : chosen == AVSEG_STREAM_SLIDING_PADDED ? "sliding-padded"
+                                                             : "windows");
 
     chunk = (size_t)(AUDIO_CHUNK_S * wav.rate + 0.5) * wav.channels;
     while (audio_pos < wav.count || next_frame < n_frames) {

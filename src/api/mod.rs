@@ -230,6 +230,16 @@ pub struct ClipFeatures {
     pub frames: Tensor,
 }
 
+/// How an engine prepares its graphs (sessions choose; clips take the defaults).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CallShape {
+    /// Frames per call; `None` for the package's T.
+    pub frames_per_call: Option<usize>,
+    /// The segmenter as the newest-frame step of a sliding TPAVI window of this many frames (with
+    /// one frame per call).
+    pub tpavi_window: Option<usize>,
+}
+
 /// A loaded package with its prepared backend and front ends. Not `Sync`: one engine per thread.
 pub struct Engine {
     package: ModelPackage,
@@ -253,7 +263,7 @@ impl Engine {
     /// it was made from a checked ONNX file) as the entry is read, instead of reading the ONNX file
     /// a second time; a graph another live engine prepared from the same file is not read at all.
     pub fn load(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
-        Self::load_for(dir, options, |_| Ok(None))
+        Self::load_for(dir, options, |_| Ok(CallShape::default()))
     }
 
     /// As [`Engine::load`], with the graphs prepared for one frame per call, for packages whose
@@ -266,28 +276,41 @@ impl Engine {
             package
                 .single_frame_graphs()
                 .map_err(|why| Error::invalid_option("per frame", format!("cannot segment one frame at a time: {why}")))?;
-            Ok(Some(1))
+            Ok(CallShape { frames_per_call: Some(1), tpavi_window: None })
         })
     }
 
-    /// As [`Engine::load`], with the graphs prepared for the frames per call that `frames_per_call`
-    /// picks from the loaded package (`None`: its T). For sessions: an engine prepared for another
-    /// count than T cannot run clips.
+    /// As [`Engine::load`], with the segmenter prepared as the newest-frame step of a sliding window
+    /// over the package's T frames ([`Engine::run_window_step_into`]), for official TPAVI packages
+    /// ([`ModelPackage::sliding_windows`]; another package is an error saying why). Such an engine
+    /// cannot run clips.
+    pub fn load_sliding(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
+        Self::load_for(dir, options, |package| {
+            let group = package
+                .sliding_windows()
+                .map_err(|why| Error::invalid_option("sliding", format!("cannot stream in sliding windows: {why}")))?;
+            Ok(CallShape { frames_per_call: Some(1), tpavi_window: Some(group) })
+        })
+    }
+
+    /// As [`Engine::load`], with the graphs prepared as `shape` picks from the loaded package.
+    /// For sessions: an engine prepared for another count than T cannot run clips.
     pub(crate) fn load_for(
         dir: impl AsRef<Path>,
         options: &EngineOptions,
-        frames_per_call: impl FnOnce(&ModelPackage) -> Result<Option<usize>, Error>,
+        shape: impl FnOnce(&ModelPackage) -> Result<CallShape, Error>,
     ) -> Result<Self, Error> {
         let defer_checksums = options.package.verify_checksums;
         let package_options = PackageOptions { defer_checksums, ..options.package.clone() };
         let mut package = ModelPackage::load_with(dir, &package_options)?;
-        let frames = frames_per_call(&package)?;
+        let CallShape { frames_per_call: frames, tpavi_window } = shape(&package)?;
         let backend_options = BackendOptions {
             threads: options.threads.max(1),
             cpu_kernels: options.cpu_kernels,
             graph_cache: None,
             share_plans: true,
             frames_per_call: frames,
+            tpavi_window,
         };
         let kind = match options.backend {
             BackendChoice::Auto => backend::BackendKind::Auto,
@@ -426,6 +449,19 @@ impl Engine {
         self.infer_window_into(frames, logmel, &mut StageTimes::default(), logits)
     }
 
+    /// The newest-frame step of a sliding TPAVI window, on an engine from [`Engine::load_sliding`]
+    /// (what a [`crate::StreamMode::Sliding`] session runs per result): one frame `[1, 3, H, W]`
+    /// and its patch `[1, 1, 96, 64]`; `weight` `[1]`, how many times the frame counts in the
+    /// window's K; `rest`, per TPAVI block ([`Engine::window_blocks`]), the window's other frames'
+    /// summed `φ_tᵀ gs_t` `[C', C']`. Writes the frame's logits `[1, K, h, w]` to `logits` and each
+    /// block's `[φ; gs]` `[2, C']` to `terms`, the frame's share of K in later windows (spec §6.6;
+    /// docs/streaming.md, *Sliding windows*).
+    pub fn run_window_step_into(
+        &mut self, frames: &Tensor, logmel: &Tensor, weight: &Tensor, rest: &[Tensor], logits: &mut Tensor, terms: &mut [Tensor],
+    ) -> Result<(), Error> {
+        self.infer_window_step_into(frames, logmel, weight, rest, &mut StageTimes::default(), logits, terms)
+    }
+
     /// Runs the graphs `runs` times on the given inputs (as [`Engine::run_graphs`]) and returns the
     /// time of every node, summed over the runs, slowest first. An error if the backend cannot
     /// profile. Profiling adds a clock read per node, so totals are slightly above unprofiled runs.
@@ -467,6 +503,31 @@ impl Engine {
         self.runner.segment_into(frames, audio, logits)?;
         times.segmenter += start.elapsed();
         Ok(())
+    }
+
+    /// The newest frame of a sliding TPAVI window: as [`Engine::infer_window_into`] for one frame
+    /// and its patch, with the window's other frames given as their summed K terms per block
+    /// (`rest`) and the newest frame's count in K (`weight`); each block's `[φ; gs]` goes to
+    /// `terms` ([`crate::backend::Runner::segment_window_into`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn infer_window_step_into(
+        &mut self, frames: &Tensor, patch: &Tensor, weight: &Tensor, rest: &[Tensor], times: &mut StageTimes, logits: &mut Tensor,
+        terms: &mut [Tensor],
+    ) -> Result<(), Error> {
+        let start = Instant::now();
+        let encoded = self.runner.encode_audio_into(patch, &mut self.audio_embedding)?;
+        times.audio_encoder += start.elapsed();
+        let audio = if encoded { &self.audio_embedding } else { patch };
+        let start = Instant::now();
+        self.runner.segment_window_into(frames, audio, weight, rest, logits, terms)?;
+        times.segmenter += start.elapsed();
+        Ok(())
+    }
+
+    /// C' of each TPAVI block, in graph order, of an engine from [`Engine::load_sliding`]; empty
+    /// for other engines.
+    pub fn window_blocks(&self) -> &[usize] {
+        self.runner.window_blocks()
     }
 
     /// Frames per graph call this engine was prepared for.

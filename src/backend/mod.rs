@@ -34,6 +34,9 @@ pub struct BackendOptions {
     /// Frames per call the graphs are prepared for: `None` for the package's T; 1 for a stream of
     /// independent frames (only where [`ModelPackage::single_frame_graphs`] allows it).
     pub frames_per_call: Option<usize>,
+    /// Prepare the segmenter as the newest-frame step of a sliding TPAVI window of this many
+    /// frames ([`Runner::segment_window_into`]; with `frames_per_call` 1).
+    pub tpavi_window: Option<usize>,
 }
 
 impl Default for BackendOptions {
@@ -44,6 +47,7 @@ impl Default for BackendOptions {
             graph_cache: None,
             share_plans: true,
             frames_per_call: None,
+            tpavi_window: None,
         }
     }
 }
@@ -65,6 +69,23 @@ pub trait Runner: Send {
     /// Frames `[T, 3, H, W]` and audio (embeddings or log-mel) → mask logits `[T, K, h, w]`,
     /// written into `out` (its buffers reused).
     fn segment_into(&mut self, frames: &Tensor, audio: &Tensor, out: &mut Tensor) -> Result<(), BackendError>;
+
+    /// The TPAVI blocks' C' in graph order when the segmenter was prepared as a sliding window's
+    /// step ([`BackendOptions::tpavi_window`]); empty otherwise.
+    fn window_blocks(&self) -> &[usize] {
+        &[]
+    }
+
+    /// The newest frame of a sliding TPAVI window (spec §6.6): frames `[1, 3, H, W]`, audio
+    /// `[1, D]`, `weight` `[1]` (how many times the newest frame counts in K), and per block the
+    /// older frames' summed `φ_tᵀ gs_t` `[C', C']` in `rest` → the newest frame's logits into `out`
+    /// and each block's `[φ; gs]` `[2, C']` into `terms` (buffers reused).
+    fn segment_window_into(
+        &mut self, frames: &Tensor, audio: &Tensor, weight: &Tensor, rest: &[Tensor], out: &mut Tensor, terms: &mut [Tensor],
+    ) -> Result<(), BackendError> {
+        let _ = (frames, audio, weight, rest, out, terms);
+        Err(BackendError::Run { graph: "segmenter", detail: format!("the {} backend has no sliding TPAVI windows", self.backend_name()) })
+    }
 
     /// [`Runner::encode_audio_into`] into a new tensor; without an audio encoder, the log-mel.
     #[cfg(test)]

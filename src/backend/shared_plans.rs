@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use tract_onnx::prelude::TypedSimplePlan;
 
+use super::cpu::tpavi::WindowBlock;
 use super::cpu::CpuKernels;
 
 /// What makes two preparations of a graph interchangeable.
@@ -31,6 +32,8 @@ pub(crate) struct PlanKey {
     kernels: CpuKernels,
     /// Whether the graph's checksum was checked when the plan was prepared.
     checked: bool,
+    /// Prepared as a sliding TPAVI window's step of this many frames (other inputs and outputs).
+    window: Option<usize>,
 }
 
 impl PlanKey {
@@ -42,6 +45,7 @@ impl PlanKey {
         threads: usize,
         kernels: CpuKernels,
         checked: bool,
+        window: Option<usize>,
     ) -> Option<Self> {
         let path = path.canonicalize().ok()?;
         let meta = std::fs::metadata(&path).ok()?;
@@ -53,30 +57,34 @@ impl PlanKey {
             threads,
             kernels,
             checked,
+            window,
         })
     }
 }
 
-static PLANS: Mutex<Vec<(PlanKey, Weak<TypedSimplePlan>)>> = Mutex::new(Vec::new());
+/// A plan, and the TPAVI blocks of a sliding window's step (empty for any other graph).
+type Entry = (PlanKey, Weak<TypedSimplePlan>, Vec<WindowBlock>);
 
-fn plans() -> std::sync::MutexGuard<'static, Vec<(PlanKey, Weak<TypedSimplePlan>)>> {
+static PLANS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+fn plans() -> std::sync::MutexGuard<'static, Vec<Entry>> {
     // The list holds no invariant a panic could break halfway; a poisoned lock is still usable.
     PLANS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The plan a live engine prepared under `key`, if any.
-pub(crate) fn find(key: &PlanKey) -> Option<Arc<TypedSimplePlan>> {
-    plans().iter().find(|(k, _)| k == key).and_then(|(_, plan)| plan.upgrade())
+pub(crate) fn find(key: &PlanKey) -> Option<(Arc<TypedSimplePlan>, Vec<WindowBlock>)> {
+    plans().iter().find(|(k, _, _)| k == key).and_then(|(_, plan, blocks)| Some((plan.upgrade()?, blocks.clone())))
 }
 
 /// Offers a freshly prepared plan to later engines, and forgets the plans no engine holds anymore.
-pub(crate) fn share(key: PlanKey, plan: &Arc<TypedSimplePlan>) {
+pub(crate) fn share(key: PlanKey, plan: &Arc<TypedSimplePlan>, blocks: &[WindowBlock]) {
     let mut plans = plans();
-    plans.retain(|(k, p)| p.strong_count() > 0 && *k != key);
-    plans.push((key, Arc::downgrade(plan)));
+    plans.retain(|(k, p, _)| p.strong_count() > 0 && *k != key);
+    plans.push((key, Arc::downgrade(plan), blocks.to_vec()));
 }
 
 /// How many shared plans are alive (tests and logs).
 pub(crate) fn live() -> usize {
-    plans().iter().filter(|(_, p)| p.strong_count() > 0).count()
+    plans().iter().filter(|(_, p, _)| p.strong_count() > 0).count()
 }

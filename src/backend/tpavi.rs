@@ -1,5 +1,5 @@
 //! The TPAVI fold (spec §6.6), in one place: avseg's CPU operator ([`super::cpu::tpavi`]) runs it,
-//! the streaming session is to build on it, and the CUDA kernels' CPU reference
+//! the sliding-window form of it that streams run ([`super::cpu::tpavi::AvTpaviWindow`]), and the CUDA kernels' CPU reference
 //! (`cuda::reference::tpavi_folded`, which the device tests hold the kernels to) is held to it by
 //! the tests below.
 //!
@@ -70,33 +70,74 @@ impl TpaviWeights {
 }
 
 /// `S[t][c] = Σ_p V[t][c][p]` for NCHW frames `v` `[T, C, hw]`.
+/// (The naive reference of the tests; operators use the `_into` forms.)
+#[cfg(test)]
 pub fn frame_sums(v: &[f32], t: usize, c: usize, hw: usize) -> Vec<f32> {
     v[..t * c * hw].chunks_exact(hw).map(|plane| plane.iter().sum()).collect()
 }
 
 /// `K = inv_n · Σ_t φ_tᵀ gs_t` over the frames of one group: `phi` and `gs` are `[F, C']`.
+/// (The naive reference of the tests; operators use the `_into` forms.)
+#[cfg(test)]
 pub fn k_matrix(phi: &[f32], gs: &[f32], cp: usize, inv_n: f32) -> Vec<f32> {
     let mut k = vec![0.0f32; cp * cp];
     for (ph, g) in phi.chunks_exact(cp).zip(gs.chunks_exact(cp)) {
-        for (i, &pi) in ph.iter().enumerate() {
-            for (kij, &gj) in k[i * cp..(i + 1) * cp].iter_mut().zip(g) {
-                *kij += pi * gj;
-            }
-        }
+        add_outer(&mut k, ph, g, 1.0);
     }
     k.iter_mut().for_each(|v| *v *= inv_n);
     k
 }
 
+/// `k += scale · φᵀ gs`: one frame's rank-1 term of K (`φ`, `gs` `[C']`, `k` `[C', C']`). A
+/// sliding window keeps each frame's φ and gs and sums the terms of the frames it covers.
+pub fn add_outer(k: &mut [f32], phi: &[f32], gs: &[f32], scale: f32) {
+    let cp = gs.len();
+    for (row, &pi) in k.chunks_exact_mut(cp).zip(phi) {
+        let s = pi * scale;
+        row.iter_mut().zip(gs).for_each(|(kij, &gj)| *kij += s * gj);
+    }
+}
+
+/// `gs = W_g·S + g_b` for one frame's spatial sums `S` `[C]`: `g_w` `[C', C]`, `g_b` `[C']`.
+pub fn g_sums_into(g_w: &[f32], g_b: &[f32], sums: &[f32], gs: &mut [f32]) {
+    let c = sums.len();
+    for ((g, w), b) in gs.iter_mut().zip(g_w.chunks_exact(c)).zip(g_b) {
+        *g = w.iter().zip(sums).map(|(w, x)| w * x).sum::<f32>() + b;
+    }
+}
+
 /// The folded channel mixing of one group: `A = I + Wt·K·Wz` `[C, C]` and `c = bt·K·Wz + bz`.
 /// `wt` is W_θᵀ `[C, C']`, `bt` b_θ `[C']`, `k` `[C', C']`, `wz` W_zᵀ (BN folded) `[C', C]`, `bz`
 /// `[C]`.
+/// (The naive reference of the tests; operators use the `_into` forms.)
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub fn fold(wt: &[f32], bt: &[f32], k: &[f32], wz: &[f32], bz: &[f32], c: usize, cp: usize, threads: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut kwz = vec![0.0f32; cp * c];
-    let mut a = vec![0.0f32; c * c];
+    let mut scratch = FoldScratch::default();
+    fold_into(wt, bt, k, wz, bz, c, cp, threads, &mut scratch);
+    (scratch.a, scratch.cvec)
+}
+
+/// Buffers of [`fold_into`], grown once to the block's size and reused, so that a stream folds
+/// each window without allocating.
+#[derive(Debug, Default)]
+pub struct FoldScratch {
+    /// K·W_z `[C', C]`.
+    kwz: Vec<f32>,
+    /// The result: A `[C, C]` and c `[C]`.
+    pub a: Vec<f32>,
+    pub cvec: Vec<f32>,
+}
+
+/// [`fold`] into `scratch.a` and `scratch.cvec`.
+#[allow(clippy::too_many_arguments)]
+pub fn fold_into(wt: &[f32], bt: &[f32], k: &[f32], wz: &[f32], bz: &[f32], c: usize, cp: usize, threads: usize, scratch: &mut FoldScratch) {
+    let FoldScratch { kwz, a, cvec } = scratch;
+    kwz.resize(cp * c, 0.0);
+    a.resize(c * c, 0.0);
     let m = |ptr: *const f32, rs: usize| Matrix { ptr, rs, cs: 1 };
-    // SAFETY: every matrix is row-major with the stated shape, inside its vector.
+    // SAFETY: every matrix is row-major with the stated shape, inside its vector; gemm_into
+    // overwrites its output (accumulate = false).
     unsafe {
         gemm_into(cp, c, cp, m(k.as_ptr(), cp), m(wz.as_ptr(), c), kwz.as_mut_ptr(), c, 1, threads, false);
         gemm_into(c, c, cp, m(wt.as_ptr(), cp), m(kwz.as_ptr(), c), a.as_mut_ptr(), c, 1, threads, false);
@@ -104,11 +145,11 @@ pub fn fold(wt: &[f32], bt: &[f32], k: &[f32], wz: &[f32], bz: &[f32], c: usize,
     for i in 0..c {
         a[i * c + i] += 1.0;
     }
-    let mut cvec = bz.to_vec();
+    cvec.clear();
+    cvec.extend_from_slice(&bz[..c]);
     for (j, cj) in cvec.iter_mut().enumerate() {
         *cj += (0..cp).map(|q| bt[q] * kwz[q * c + j]).sum::<f32>();
     }
-    (a, cvec)
 }
 
 /// `out = LayerNorm_C(Aᵀ·V + c)·γ + β` for one NCHW frame: `v` and `out` `[C, hw]`. The

@@ -12,6 +12,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::eval as eval_node;
 use tract_onnx::tract_core::runtime::RunOptions;
 
+use super::cpu::tpavi::{open_windows, WindowBlock, WINDOW_WEIGHT_INPUT};
 use super::cpu::{rewrite::rewrite, CpuKernels};
 use super::graph_cache::GraphCache;
 use super::shared_plans::{self, PlanKey};
@@ -33,14 +34,19 @@ struct Graph {
     /// a reference-counted handle and drops it when the call ends, so the buffer is ours again
     /// (`Arc::get_mut`) and a call allocates nothing for its inputs.
     input_values: Vec<Option<Arc<Tensor>>>,
-    output_name: String,
+    output_names: Vec<String>,
+    /// A sliding window's step ([`open_windows`]): its TPAVI blocks, whose inputs and outputs
+    /// follow the graph's own.
+    window: Vec<WindowBlock>,
 }
 
 impl Graph {
     /// Prepares a graph; a panic inside tract (a tract bug, which a malformed file can trigger:
     /// `fuzz/` found one) is an error naming the file instead of a crash.
-    fn prepare(info: &GraphInfo, input_shapes: Vec<Vec<usize>>, options: &BackendOptions) -> Result<Self, BackendError> {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::prepare_inner(info, input_shapes, options)))
+    /// With `window` (the window's frames), the graph becomes a sliding TPAVI window's step
+    /// ([`open_windows`]).
+    fn prepare(info: &GraphInfo, input_shapes: Vec<Vec<usize>>, options: &BackendOptions, window: Option<usize>) -> Result<Self, BackendError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Self::prepare_inner(info, input_shapes, options, window)))
             .unwrap_or_else(|panic| {
                 Err(BackendError::Prepare {
                     backend: BACKEND,
@@ -50,7 +56,7 @@ impl Graph {
             })
     }
 
-    fn prepare_inner(info: &GraphInfo, input_shapes: Vec<Vec<usize>>, options: &BackendOptions) -> Result<Self, BackendError> {
+    fn prepare_inner(info: &GraphInfo, input_shapes: Vec<Vec<usize>>, options: &BackendOptions, window: Option<usize>) -> Result<Self, BackendError> {
         let err = |e: anyhow::Error| BackendError::Prepare {
             backend: BACKEND,
             path: info.path.clone(),
@@ -62,13 +68,13 @@ impl Graph {
         let checked = matches!(info.check, FileCheck::Verified | FileCheck::Deferred);
         let shared_key = options
             .share_plans
-            .then(|| PlanKey::new(&info.path, &input_shapes, options.threads, options.cpu_kernels, checked))
+            .then(|| PlanKey::new(&info.path, &input_shapes, options.threads, options.cpu_kernels, checked, window))
             .flatten();
-        if let Some(plan) = shared_key.as_ref().and_then(shared_plans::find) {
+        if let Some((plan, blocks)) = shared_key.as_ref().and_then(shared_plans::find) {
             let state = TypedSimpleState::new(&plan).map_err(err)?;
             let live = shared_plans::live();
             log::debug!("{}: took the plan of a live engine in {:?} ({live} shared)", info.path.display(), t0.elapsed());
-            return Ok(Graph::new(info, state, input_shapes));
+            return Ok(Graph::new(info, state, input_shapes, blocks));
         }
         // The rewritten, decluttered graph: from the cache when an entry for this file, these
         // shapes and this build exists, else from the ONNX file (and then cached).
@@ -110,15 +116,20 @@ impl Graph {
             }
         };
         let t_graph = t0.elapsed();
-        // Already decluttered (freshly or before caching): tract's code generation only.
+        // Already decluttered (freshly or before caching): tract's code generation only. A
+        // window's step is made from the cached form, which it shares with other sessions.
         let mut optimized = decluttered;
+        let blocks = match window {
+            Some(group) => open_windows(&mut optimized, group).map_err(err)?,
+            None => Vec::new(),
+        };
         optimized.optimize().map_err(err)?;
         let t_opt = t0.elapsed();
         let run_options = RunOptions { executor: Some(executor(options.threads)), ..RunOptions::default() };
         let plan = TypedSimplePlan::new_with_options(optimized, &run_options).map_err(err)?;
         let state = TypedSimpleState::new(&plan).map_err(err)?;
         if let Some(key) = shared_key {
-            shared_plans::share(key, &plan);
+            shared_plans::share(key, &plan, &blocks);
         }
         log::debug!(
             "{}: loaded in {:?} ({} {:?}, optimise {:?}, plan {:?})",
@@ -129,19 +140,23 @@ impl Graph {
             t_opt - t_graph,
             t0.elapsed() - t_opt
         );
-        Ok(Graph::new(info, state, input_shapes))
+        Ok(Graph::new(info, state, input_shapes, blocks))
     }
 
-    fn new(info: &GraphInfo, state: TypedSimpleState, input_shapes: Vec<Vec<usize>>) -> Self {
-        let input_values = input_shapes.iter().map(|s| Tensor::zero::<f32>(s).ok().map(Arc::new)).collect();
-        Graph {
-            role: info.role,
-            state,
-            input_names: info.inputs.iter().map(|d| d.name.clone()).collect(),
-            input_shapes,
-            input_values,
-            output_name: info.outputs[0].name.clone(),
+    fn new(info: &GraphInfo, state: TypedSimpleState, mut input_shapes: Vec<Vec<usize>>, window: Vec<WindowBlock>) -> Self {
+        let mut input_names: Vec<String> = info.inputs.iter().map(|d| d.name.clone()).collect();
+        let mut output_names = vec![info.outputs[0].name.clone()];
+        if !window.is_empty() {
+            input_names.push(WINDOW_WEIGHT_INPUT.into());
+            input_shapes.push(vec![1]);
+            for b in &window {
+                input_names.push(b.rest_input.clone());
+                input_shapes.push(vec![b.cp, b.cp]);
+                output_names.push(b.terms_output.clone());
+            }
         }
+        let input_values = input_shapes.iter().map(|s| Tensor::zero::<f32>(s).ok().map(Arc::new)).collect();
+        Graph { role: info.role, state, input_names, input_shapes, input_values, output_names, window }
     }
 
     /// Copies `src` into input `i`'s kept tensor, and returns a handle to it for the state.
@@ -167,7 +182,12 @@ impl Graph {
     }
 
     /// Runs the graph on `inputs` and writes its output into `out`, reusing `out`'s buffers.
-    fn run_into(&mut self, inputs: &[&AvTensor], out_tensor: &mut AvTensor, profile: Option<&mut Vec<OpTime>>) -> Result<(), BackendError> {
+    fn run_into(&mut self, inputs: &[&AvTensor], out: &mut AvTensor, profile: Option<&mut Vec<OpTime>>) -> Result<(), BackendError> {
+        self.run_outputs_into(inputs, &mut [out], profile)
+    }
+
+    /// Runs the graph on `inputs` and writes its outputs, in order, into `outs` (one per output).
+    fn run_outputs_into(&mut self, inputs: &[&AvTensor], outs: &mut [&mut AvTensor], profile: Option<&mut Vec<OpTime>>) -> Result<(), BackendError> {
         if inputs.len() != self.input_shapes.len() {
             return Err(BackendError::Run {
                 graph: self.role,
@@ -206,20 +226,24 @@ impl Graph {
         }))
         .unwrap_or_else(|panic| Err(anyhow::anyhow!("tract panicked: {}", panic_message(&*panic))))
         .map_err(|e| BackendError::Run { graph: role, detail: format!("{e:#}") })?;
-        let out = outputs.into_iter().next().ok_or_else(|| BackendError::Output {
-            graph: role,
-            output: self.output_name.clone(),
-            detail: "is missing".into(),
-        })?;
-        let view = out.to_plain_array_view::<f32>().map_err(|e| BackendError::Output {
-            graph: role,
-            output: self.output_name.clone(),
-            detail: format!("is not f32 ({e:#})"),
-        })?;
-        let dst = out_tensor.reshape_for_write(view.shape());
-        match view.as_slice() {
-            Some(s) => dst.copy_from_slice(s),
-            None => dst.iter_mut().zip(view.iter()).for_each(|(d, s)| *d = *s),
+        if outputs.len() != outs.len() {
+            return Err(BackendError::Output {
+                graph: role,
+                output: self.output_names[0].clone(),
+                detail: format!("and the graph's other outputs: {} made, {} expected", outputs.len(), outs.len()),
+            });
+        }
+        for ((out, out_tensor), name) in outputs.into_iter().zip(outs.iter_mut()).zip(&self.output_names) {
+            let view = out.to_plain_array_view::<f32>().map_err(|e| BackendError::Output {
+                graph: role,
+                output: name.clone(),
+                detail: format!("is not f32 ({e:#})"),
+            })?;
+            let dst = out_tensor.reshape_for_write(view.shape());
+            match view.as_slice() {
+                Some(s) => dst.copy_from_slice(s),
+                None => dst.iter_mut().zip(view.iter()).for_each(|(d, s)| *d = *s),
+            }
         }
         Ok(())
     }
@@ -262,8 +286,13 @@ fn executor(threads: usize) -> Executor {
 pub struct TractRunner {
     audio_encoder: Option<Graph>,
     segmenter: Graph,
+    /// C' of each TPAVI block of a sliding window's step.
+    window_cp: Vec<usize>,
     profile: Option<Vec<OpTime>>,
 }
+
+/// TPAVI blocks a sliding window's step may have (TPAVI has one per encoder stage: 4).
+const MAX_WINDOW_BLOCKS: usize = 8;
 
 impl TractRunner {
     /// Prepares the package's graphs for `options.frames_per_call` frames per call (default T).
@@ -278,12 +307,33 @@ impl TractRunner {
         // The two graphs are independent: prepared side by side, a package loads in the time of
         // its larger graph (AVSegFormer-R50 from the graph cache: 0.49 s in sequence, 0.35 s).
         let (audio_encoder, segmenter) = std::thread::scope(|s| {
-            let audio = s.spawn(|| package.audio_encoder().map(|info| Graph::prepare(info, vec![patch_shape], options)).transpose());
-            let segmenter = Graph::prepare(package.segmenter(), segmenter_inputs, options);
+            let audio = s.spawn(|| package.audio_encoder().map(|info| Graph::prepare(info, vec![patch_shape], options, None)).transpose());
+            let segmenter = Graph::prepare(package.segmenter(), segmenter_inputs, options, options.tpavi_window);
             let audio = audio.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (audio, segmenter)
         });
-        Ok(TractRunner { audio_encoder: audio_encoder?, segmenter: segmenter?, profile: None })
+        let segmenter = segmenter?;
+        if segmenter.window.len() > MAX_WINDOW_BLOCKS {
+            return Err(BackendError::Prepare {
+                backend: BACKEND,
+                path: package.segmenter().path.clone(),
+                detail: format!("{} TPAVI blocks; a sliding window takes at most {MAX_WINDOW_BLOCKS}", segmenter.window.len()),
+            });
+        }
+        let window_cp = segmenter.window.iter().map(|b| b.cp).collect();
+        Ok(TractRunner { audio_encoder: audio_encoder?, segmenter, window_cp, profile: None })
+    }
+
+    /// Logits with a NaN or infinity are the graph's failure, not masks.
+    fn check_logits(&self, out: &AvTensor) -> Result<(), BackendError> {
+        match out.first_non_finite() {
+            Some((index, value)) => Err(BackendError::Output {
+                graph: "segmenter",
+                output: self.segmenter.output_names[0].clone(),
+                detail: format!("has a non-finite value ({value}) at index {index}"),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -301,14 +351,43 @@ impl Runner for TractRunner {
 
     fn segment_into(&mut self, frames: &AvTensor, audio: &AvTensor, out: &mut AvTensor) -> Result<(), BackendError> {
         self.segmenter.run_into(&[frames, audio], out, self.profile.as_mut())?;
-        if let Some((index, value)) = out.first_non_finite() {
-            return Err(BackendError::Output {
+        self.check_logits(out)
+    }
+
+    fn window_blocks(&self) -> &[usize] {
+        &self.window_cp
+    }
+
+    fn segment_window_into(
+        &mut self, frames: &AvTensor, audio: &AvTensor, weight: &AvTensor, rest: &[AvTensor], out: &mut AvTensor, terms: &mut [AvTensor],
+    ) -> Result<(), BackendError> {
+        let blocks = self.segmenter.window.len();
+        if blocks == 0 || rest.len() != blocks || terms.len() != blocks {
+            return Err(BackendError::Run {
                 graph: "segmenter",
-                output: self.segmenter.output_name.clone(),
-                detail: format!("has a non-finite value ({value}) at index {index}"),
+                detail: format!(
+                    "sliding window: the graph has {blocks} TPAVI window blocks; {} rest and {} terms tensors were given",
+                    rest.len(),
+                    terms.len()
+                ),
             });
         }
-        Ok(())
+        // Fixed capacity: a TPAVI network has four blocks (one per encoder stage).
+        let mut inputs: heapless::Vec<&AvTensor, { 3 + MAX_WINDOW_BLOCKS }> = heapless::Vec::new();
+        let mut outs: heapless::Vec<&mut AvTensor, { 1 + MAX_WINDOW_BLOCKS }> = heapless::Vec::new();
+        // Checked at preparation; kept as an error rather than a panic all the same.
+        let too_many = || BackendError::Run { graph: "segmenter", detail: format!("more than {MAX_WINDOW_BLOCKS} TPAVI blocks") };
+        inputs.extend_from_slice(&[frames, audio, weight]).map_err(|_| too_many())?;
+        for r in rest {
+            inputs.push(r).map_err(|_| too_many())?;
+        }
+        outs.push(out).map_err(|_| too_many())?;
+        for t in terms.iter_mut() {
+            outs.push(t).map_err(|_| too_many())?;
+        }
+        self.segmenter.run_outputs_into(&inputs, &mut outs, self.profile.as_mut())?;
+        let out = outs.swap_remove(0);
+        self.check_logits(out)
     }
 
     fn set_profiling(&mut self, on: bool) -> bool {
@@ -372,7 +451,7 @@ mod tests {
         let options = BackendOptions { threads: 1, cpu_kernels: CpuKernels::Avseg, ..BackendOptions::default() };
         let quiet = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
-        let result = Graph::prepare(&info, vec![vec![5, 3, 224, 224], vec![5, 128]], &options);
+        let result = Graph::prepare(&info, vec![vec![5, 3, 224, 224], vec![5, 128]], &options, None);
         std::panic::set_hook(quiet);
         let e = result.err().expect("the malformed graph must not prepare").to_string();
         assert!(e.contains("package_onnx_orphan_output.onnx") && e.contains("tract"), "{e}");
@@ -407,8 +486,8 @@ mod shared_plan_tests {
         let info = pkg.audio_encoder().unwrap();
         let shapes = || vec![vec![t, 1, 96, 64]];
         let prepare = |threads, share_plans| {
-            let options = BackendOptions { threads, cpu_kernels: CpuKernels::Avseg, graph_cache: None, share_plans, frames_per_call: None };
-            Graph::prepare(info, shapes(), &options).unwrap()
+            let options = BackendOptions { threads, cpu_kernels: CpuKernels::Avseg, graph_cache: None, share_plans, frames_per_call: None, tpavi_window: None };
+            Graph::prepare(info, shapes(), &options, None).unwrap()
         };
         let mut first = prepare(1, true);
         let mut second = prepare(1, true);
@@ -426,7 +505,7 @@ mod shared_plan_tests {
         assert_eq!(first.run(&[&b], None).unwrap().data(), want_b.data());
 
         // Only weak references are kept: the plan goes with its last engine.
-        let key = PlanKey::new(&info.path, &shapes(), 1, CpuKernels::Avseg, true).unwrap();
+        let key = PlanKey::new(&info.path, &shapes(), 1, CpuKernels::Avseg, true, None).unwrap();
         drop(first);
         assert!(shared_plans::find(&key).is_some(), "the second engine still holds the plan");
         drop(second);
@@ -441,10 +520,10 @@ mod shared_plan_tests {
         let t = pkg.frames_per_clip();
         let info = pkg.audio_encoder().unwrap();
         let options = BackendOptions::default();
-        let old = Graph::prepare(info, vec![vec![t, 1, 96, 64]], &options).unwrap();
+        let old = Graph::prepare(info, vec![vec![t, 1, 96, 64]], &options, None).unwrap();
         let file = std::fs::OpenOptions::new().write(true).open(dir.path().join("audio_encoder.onnx")).unwrap();
         file.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
-        let new = Graph::prepare(info, vec![vec![t, 1, 96, 64]], &options).unwrap();
+        let new = Graph::prepare(info, vec![vec![t, 1, 96, 64]], &options, None).unwrap();
         assert!(!Arc::ptr_eq(old.state.plan(), new.state.plan()));
     }
 }

@@ -244,6 +244,28 @@ impl ModelPackage {
         Ok(())
     }
 
+    /// Whether a stream can run the package in sliding windows (spec §6.6): official TPAVI, whose
+    /// frames meet only in the attention of groups of T frames (`tpavi_group` T, or absent, which
+    /// means T). Returns T. The graphs themselves are checked when the window step is prepared
+    /// (avseg's fold must recognise every TPAVI block, each averaging K over T frames). `Err` says
+    /// why not.
+    pub fn sliding_windows(&self) -> Result<usize, String> {
+        let m = &self.manifest;
+        let t = m.frames_per_clip;
+        match m.family {
+            Family::Tpavi if m.frames_independent() => {
+                Err("its frames are independent (tpavi_group 1): stream it one frame at a time (per-frame mode)".into())
+            }
+            Family::Tpavi if m.coupled_frames() != t => Err(format!(
+                "its attention groups of {} frames are fixed within a clip of {t}, not a window that slides",
+                m.coupled_frames()
+            )),
+            Family::Tpavi if t < 2 => Err(format!("a window of {t} frame is one frame: use per-frame mode")),
+            Family::Tpavi => Ok(t),
+            _ => Err(format!("family {} has no TPAVI attention to slide", m.family.as_str())),
+        }
+    }
+
     /// Shape of the segmenter's frame input for one call: `[T, 3, H, W]`.
     pub fn frames_shape(&self) -> Vec<usize> {
         let v = &self.manifest.vision;

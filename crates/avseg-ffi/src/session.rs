@@ -42,6 +42,15 @@ pub enum avseg_stream_mode {
     /// Each sampled frame alone, as soon as its own audio patch is in: one frame of compute per
     /// result. `AVSEG_ERR_INVALID_ARGUMENT` for a package whose frames are coupled.
     AVSEG_STREAM_PER_FRAME = 2,
+    /// Official TPAVI (frames coupled in groups of T; ABI 4): each sampled frame's result comes
+    /// from the window of the T sampling instants ending at it, as soon as its own audio patch is
+    /// in, for one frame of compute. The first T-1 instants of a run (the start, or after a
+    /// dropped instant) get no result. `AVSEG_ERR_INVALID_ARGUMENT` for other packages. `AUTO`
+    /// never picks it.
+    AVSEG_STREAM_SLIDING = 3,
+    /// As `AVSEG_STREAM_SLIDING`, with a result from the first instant on: a window not yet full
+    /// repeats the run's first frame (ABI 4).
+    AVSEG_STREAM_SLIDING_PADDED = 4,
 }
 
 /// When a result could exist and when it did (ABI 3), from `avseg_session_latest_timing` and
@@ -387,6 +396,8 @@ unsafe fn new_session(
             0 => StreamMode::Auto,
             1 => StreamMode::Windows,
             2 => StreamMode::PerFrame,
+            3 => StreamMode::Sliding,
+            4 => StreamMode::SlidingPadded,
             m => return Err(Failure::invalid(function, format!("mode {m} is not an avseg_stream_mode value"))),
         };
         if model_dir.is_null() {
@@ -816,7 +827,7 @@ pub unsafe extern "C" fn avseg_session_popped_timing(session: *const avseg_sessi
 }
 
 /// The mode the session runs in: `AVSEG_STREAM_WINDOWS` or `AVSEG_STREAM_PER_FRAME` (what
-/// `AUTO` chose).
+/// `AUTO` chose), or the sliding mode asked for.
 ///
 /// # Safety
 /// `mode_out` must be NULL or valid for writing a `uint32_t`.
@@ -828,7 +839,12 @@ pub unsafe extern "C" fn avseg_session_mode(session: *const avseg_session, mode_
             return Err(Failure::null(F, "mode_out"));
         }
         let mode = with_session(session, F, |st| {
-            Ok(if st.session.per_frame() { avseg_stream_mode::AVSEG_STREAM_PER_FRAME } else { avseg_stream_mode::AVSEG_STREAM_WINDOWS })
+            Ok(match st.session.mode() {
+                StreamMode::PerFrame => avseg_stream_mode::AVSEG_STREAM_PER_FRAME,
+                StreamMode::Sliding => avseg_stream_mode::AVSEG_STREAM_SLIDING,
+                StreamMode::SlidingPadded => avseg_stream_mode::AVSEG_STREAM_SLIDING_PADDED,
+                _ => avseg_stream_mode::AVSEG_STREAM_WINDOWS,
+            })
         })?;
         // SAFETY: forwarded contract.
         unsafe { write_out(mode_out, mode as u32, F, "mode_out") }

@@ -263,6 +263,24 @@ fn c_example_prints_the_lag_of_per_frame_results() {
             }
         }
     }
+    // Official TPAVI (the tiny package) in sliding windows: each result as soon as its own patch
+    // is in, as per frame; padded from the first frame, unpadded only once 5 frames are in.
+    for (mode, first) in [("sliding-padded", 0u64), ("sliding", 4)] {
+        let mut cmd = Command::new(dir.join("stream_c"));
+        cmd.arg(repo().join("models/tiny-tpavi")).arg(sample_ppm_frames()).arg(repo().join("models/sample/audio.wav")).arg("70").arg(mode);
+        let (_, out) = run(&mut cmd);
+        assert!(out.lines().any(|l| l == format!("mode {mode}")), "{out}");
+        let results: Vec<&str> = out.lines().filter(|l| l.starts_with("result ")).collect();
+        assert_eq!(results.len() as u64, 5 - first, "{out}");
+        for r in results {
+            let seq: u64 = field(r, "seq").parse().unwrap();
+            assert!(seq >= first, "{r}");
+            let patch_end: f64 = field(r, "patch_end").parse().unwrap();
+            let lag: f64 = field(r, "lag_ms").parse().unwrap();
+            assert!((patch_end - (seq as f64 + 0.975)).abs() < 1e-3, "{r}");
+            assert!((0.0..=50.0).contains(&lag), "{r}");
+        }
+    }
 }
 
 /// The C and C++ stream examples on the sample clip; both must print the same results.

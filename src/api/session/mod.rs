@@ -48,6 +48,12 @@
 //!   instant k is segmented alone with the patch `[k, k + 0.975)` s as soon as that audio is in. A
 //!   batch clip spaces its patches 0.96 s apart instead (0.16 s earlier at t = 4);
 //!   `tests/stream.rs` checks each streamed frame against the T-frame graph given the same patches.
+//! * **Sliding windows** ([`StreamMode::Sliding`], official TPAVI only, never chosen by `Auto`):
+//!   the same grid of one frame per call and own-second patches, with the segmenter prepared as a
+//!   window step (`crate::backend::cpu::tpavi::AvTpaviWindow`) and `sliding.rs` keeping each of
+//!   the last T − 1 frames' share of the attention. Instant k's result is the T-frame graph's on
+//!   instants k−T+1..k with their own patches; the first T − 1 instants of a run get none unless
+//!   padded ([`StreamMode::SlidingPadded`]).
 //! * **Back-pressure.** The instants waiting for a window (from the oldest one the next window needs
 //!   up to the newest assigned) live in `frame_queue` pre-processed slots. When a new instant does
 //!   not fit, the oldest window is abandoned: its instants that never got a result are counted in
@@ -80,6 +86,7 @@
 
 mod results;
 mod schedule;
+mod sliding;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -88,7 +95,8 @@ use image::RgbImage;
 
 use self::results::ResultRing;
 use self::schedule::{Assignments, Scheduler, MAX_FRAME_QUEUE};
-use super::{Engine, EngineOptions, StageTimes, FRAME_TIME_OFFSET_S};
+use self::sliding::SlidingWindow;
+use super::{CallShape, Engine, EngineOptions, StageTimes, FRAME_TIME_OFFSET_S};
 use crate::error::Error;
 use crate::frontend::audio::patches::PATCH_LEN;
 use crate::frontend::audio::stream::{AudioStream, PatchSource, RING_HEADROOM};
@@ -117,6 +125,18 @@ pub enum StreamMode {
     /// Each sampled frame is segmented alone, as soon as its own audio patch is in: one frame of
     /// compute per result. An error for a package whose frames are coupled (official TPAVI).
     PerFrame,
+    /// Official TPAVI (frames coupled in groups of T): each sampled frame's result comes from the
+    /// window of the T instants ending at it, as soon as its own audio patch is in, for one frame
+    /// of compute (each frame's part of the attention is kept; spec §6.6). Instant k pairs with the
+    /// patch `[k, k + 0.975)` s, as per frame. The first T − 1 instants of a run (the stream's
+    /// start, or after a dropped instant) get no result: TPAVI was never trained on fewer frames.
+    /// An error for other packages. `Auto` never picks it: it changes which frames share
+    /// attention from the official grouping.
+    Sliding,
+    /// As [`StreamMode::Sliding`], with results from the first instant on: a window not yet full
+    /// repeats the run's first frame in the missing places (as batch mode repeats a short clip's
+    /// last frame).
+    SlidingPadded,
 }
 
 /// How a session runs. `0` in `hop` or `frame_queue` means the model's default.
@@ -203,6 +223,10 @@ pub struct Session {
     /// Prepared for T frames per call, or 1 in per-frame mode.
     engine: Engine,
     per_frame: bool,
+    /// The mode in use (never `Auto`).
+    mode: StreamMode,
+    /// Sliding TPAVI windows: the older frames' share of the attention.
+    window: Option<SlidingWindow>,
     /// Frames per model call: the model's T, or 1 in per-frame mode.
     t: usize,
     hop: usize,
@@ -252,10 +276,20 @@ impl Session {
     /// be loaded, `hop`/`frame_queue` are out of range for the model's T, or per-frame mode is
     /// asked of a package whose frames are coupled.
     pub fn new(model_dir: impl AsRef<Path>, options: &SessionOptions) -> Result<Session, Error> {
+        let sliding = matches!(options.mode, StreamMode::Sliding | StreamMode::SlidingPadded);
         let engine = Engine::load_for(model_dir, &options.engine, |package| {
             let single = package.single_frame_graphs();
+            if sliding {
+                if options.hop > 1 {
+                    return Err(Error::invalid_option("hop", format!("hop {} has no meaning in sliding windows; leave it 0", options.hop)));
+                }
+                let group = package
+                    .sliding_windows()
+                    .map_err(|why| Error::invalid_option("mode", format!("cannot stream in sliding windows: {why}")))?;
+                return Ok(CallShape { frames_per_call: Some(1), tpavi_window: Some(group) });
+            }
             let per_frame = match options.mode {
-                StreamMode::Windows => false,
+                StreamMode::Windows | StreamMode::Sliding | StreamMode::SlidingPadded => false,
                 StreamMode::PerFrame if options.hop > 1 => {
                     return Err(Error::invalid_option("hop", format!("hop {} has no meaning per frame; leave it 0", options.hop)))
                 }
@@ -273,11 +307,20 @@ impl Session {
                     }
                 },
             };
-            Ok(per_frame.then_some(1))
+            Ok(CallShape { frames_per_call: per_frame.then_some(1), tpavi_window: None })
         })?;
         let model_t = engine.package.frames_per_clip();
         let t = engine.frames_per_call();
         let per_frame = t < model_t;
+        let window = match sliding {
+            true => Some(SlidingWindow::new(model_t, engine.window_blocks(), options.mode == StreamMode::SlidingPadded)),
+            false => None,
+        };
+        let mode = match (sliding, per_frame) {
+            (true, _) => options.mode,
+            (false, true) => StreamMode::PerFrame,
+            (false, false) => StreamMode::Windows,
+        };
         let hop = if options.hop == 0 { t } else { options.hop };
         if hop > t {
             return Err(Error::invalid_option("hop", format!("session hop {hop} must be between 1 and the model's T = {t} frames")));
@@ -297,6 +340,8 @@ impl Session {
         let ring_cap = window_span + (queue_cap + hop + 4) * SECOND_16K as usize + RING_HEADROOM;
         Ok(Session {
             per_frame,
+            mode,
+            window,
             t,
             hop,
             queue_cap,
@@ -336,10 +381,15 @@ impl Session {
         self.t
     }
 
-    /// True when each sampled frame is segmented alone ([`StreamMode::PerFrame`], or `Auto` on a
-    /// package of independent frames).
+    /// True when each model call segments one sampled frame ([`StreamMode::PerFrame`], `Auto` on
+    /// a package of independent frames, or sliding windows).
     pub fn per_frame(&self) -> bool {
         self.per_frame
+    }
+
+    /// The mode the session runs in: what was asked, or what `Auto` chose (never `Auto`).
+    pub fn mode(&self) -> StreamMode {
+        self.mode
     }
 
     /// Window advance in frames.
@@ -568,7 +618,24 @@ impl Session {
         self.times.vision_frontend += start.elapsed();
 
         self.last_logits_first = None;
-        self.engine.infer_window_into(&self.frames_in, &self.patches_in, &mut self.times, &mut self.logits)?;
+        let emit = match &mut self.window {
+            None => {
+                self.engine.infer_window_into(&self.frames_in, &self.patches_in, &mut self.times, &mut self.logits)?;
+                true
+            }
+            Some(window) => {
+                let emit = window.prepare(base);
+                let (weight, rest, newest) = window.io();
+                let run =
+                    self.engine.infer_window_step_into(&self.frames_in, &self.patches_in, weight, rest, &mut self.times, &mut self.logits, newest);
+                if let Err(e) = run {
+                    window.reset();
+                    return Err(e);
+                }
+                window.commit(base);
+                emit
+            }
+        };
         let logits = &self.logits;
         let shape = logits.shape();
         let (k, h, w) = (shape[1], shape[2], shape[3]);
@@ -578,7 +645,7 @@ impl Session {
         let origin = self.audio.origin().unwrap_or(0.0);
         for i in 0..t {
             let inst = base + i as u64;
-            if inst < self.schedule.emitted_upto() || inst >= real_end {
+            if !emit || inst < self.schedule.emitted_upto() || inst >= real_end {
                 continue;
             }
             let Some(info) = self.schedule.slot(self.schedule.slot_of(inst)).copied() else { continue };

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use avseg::{find_clip, CpuKernels, write_npy, ClipInput, Engine, EngineOptions, Session, SessionOptions};
+use avseg::{find_clip, CpuKernels, write_npy, ClipInput, Engine, EngineOptions, Session, SessionOptions, StreamMode};
 
 use super::segment::CpuKernelsArg;
 use crate::{python as pytools, CliError};
@@ -310,7 +310,12 @@ fn stream(a: &BenchArgs) -> Result<(), CliError> {
     println!(
         "stream soak: model {} ({}, frames per call {}, hop {}, frame queue {}), {} frames at {} fps ({:.0} s of stream), audio {} Hz stereo in 10 ms chunks, slow {} ms/window, threads {}",
         a.model.display(),
-        if s.per_frame() { "each frame alone" } else { "windows" },
+        match s.mode() {
+            StreamMode::PerFrame => "each frame alone",
+            StreamMode::Sliding => "sliding windows, one frame per result",
+            StreamMode::SlidingPadded => "sliding windows, padded start",
+            _ => "windows",
+        },
         s.window_frames(),
         s.hop(),
         s.frame_queue(),

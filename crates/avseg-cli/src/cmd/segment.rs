@@ -58,6 +58,11 @@ pub(crate) enum StreamModeArg {
     Windows,
     /// Each sampled frame alone, as soon as its audio patch is in (independent frames only).
     PerFrame,
+    /// Official TPAVI: each sampled frame's result from the window of the T instants ending at it,
+    /// for one frame of work; no result for the first T-1 instants of a run.
+    Sliding,
+    /// As sliding, with results from the first instant: a short window repeats its first frame.
+    SlidingPadded,
 }
 
 impl From<StreamModeArg> for StreamMode {
@@ -66,6 +71,8 @@ impl From<StreamModeArg> for StreamMode {
             StreamModeArg::Auto => StreamMode::Auto,
             StreamModeArg::Windows => StreamMode::Windows,
             StreamModeArg::PerFrame => StreamMode::PerFrame,
+            StreamModeArg::Sliding => StreamMode::Sliding,
+            StreamModeArg::SlidingPadded => StreamMode::SlidingPadded,
         }
     }
 }
@@ -121,8 +128,9 @@ pub(crate) struct SegmentArgs {
     /// With --video: window advance in sampled frames (1..=T; default T, non-overlapping windows).
     #[arg(long, default_value_t = 0)]
     pub hop: usize,
-    /// With --video: windows of T frames, or each sampled frame alone (auto: alone when the
-    /// package's frames are independent and --hop is not given).
+    /// With --video: windows of T frames, each sampled frame alone, or (official TPAVI) sliding
+    /// windows at one frame of work per result (auto: alone when the package's frames are
+    /// independent and --hop is not given, else windows).
     #[arg(long, value_enum, default_value_t = StreamModeArg::Auto)]
     pub stream_mode: StreamModeArg,
     #[command(flatten)]
