@@ -73,12 +73,12 @@ pub use frontend::audio::{mel_matrix, AudioFrontend, PatchPadding, MEL_BANDS, MI
 pub use frontend::vision::{ResizeFilter, VisionConfig, VisionFrontend};
 // Model packages.
 pub use model::{
-    AudioFrontendKind, AudioSpec, Dim, Family, FileCheck, GraphInfo, GraphSpec, Graphs, Manifest, ModelPackage,
-    OutputSpec, PackageOptions, Provenance, TensorDecl, SCHEMA_VERSION,
+    AudioFrontendKind, AudioSpec, Dim, Family, FileCheck, GraphInfo, GraphSpec, Graphs, LabelTreeSpec, Manifest, ModelPackage,
+    OutputSpec, PackageOptions, Provenance, TensorDecl, TwoStage, SCHEMA_VERSION,
 };
 // Outputs.
 pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
-pub use post::objects::{bearing_deg, find_objects, ObjectFinder, SoundingObject};
+pub use post::objects::{bearing_deg, find_objects, ObjectFinder, ObjectSound, SoundingObject};
 // Two-stage (BAVS-style) matching of candidate objects to audio tags through a label tree.
 pub use model::label_tree::{LabelTree, ParentRule, TreeNode, LABEL_TREE_FORMAT, LABEL_TREE_VERSION};
 pub use post::sound_match::{SoundMatcher, SoundSupport, Verdict};

@@ -32,7 +32,8 @@ use crate::io::image::decode_image_with;
 use crate::io::limits::InputLimits;
 use crate::model::{ModelPackage, OutputSpec, PackageError, PackageOptions};
 use crate::post::mask::{FrameMask, MaskBuilder};
-use crate::post::objects::{ObjectFinder, SoundingObject};
+use crate::post::objects::{ObjectFinder, ObjectSound, SoundingObject};
+use crate::post::sound_match::{SoundMatcher, Verdict};
 use crate::tensor::Tensor;
 
 pub mod session;
@@ -208,6 +209,9 @@ pub struct FrameOutput {
     pub mask: FrameMask,
     /// The sounding objects found in the mask (regions of at least `min_object_area` pixels).
     pub objects: Vec<SoundingObject>,
+    /// Two-stage packages: the objects the segmenter found but no heard sound supports, dropped
+    /// from `objects` and the mask (for debugging; empty for other packages).
+    pub silent_objects: Vec<SoundingObject>,
 }
 
 /// The result of [`Engine::run_clip`]: one output per input frame, the raw logits and timings.
@@ -217,6 +221,9 @@ pub struct ClipOutput {
     pub frames: Vec<FrameOutput>,
     /// Raw logits `[frames, K, h, w]` at model resolution.
     pub logits: Tensor,
+    /// Two-stage packages: each frame's tag probabilities `[frames, A]` (the tagger's labels in
+    /// [`crate::model::TwoStage::audio_labels`]); `None` for other packages.
+    pub tags: Option<Tensor>,
     /// Wall time spent per stage.
     pub times: StageTimes,
 }
@@ -228,6 +235,16 @@ pub struct ClipFeatures {
     pub logmel: Tensor,
     /// `[frames, 3, H, W]`: one normalised tensor per real frame.
     pub frames: Tensor,
+}
+
+/// Buffers of per-frame post-processing, kept between frames so that a stream reuses them.
+#[derive(Default)]
+pub(crate) struct FramePost {
+    pub builder: MaskBuilder,
+    pub finder: ObjectFinder,
+    /// Two-stage packages: the sounds heard in the frame's second, and which classes they keep.
+    matcher: Option<SoundMatcher>,
+    sounding: Vec<bool>,
 }
 
 /// How an engine prepares its graphs (sessions choose; clips take the defaults).
@@ -405,6 +422,7 @@ impl Engine {
         let frame_len = frames.item_len();
         let patch_len = logmel.item_len();
         let mut logits_data = Vec::new();
+        let mut tags_data = Vec::new();
         let mut logit_dims: Option<[usize; 3]> = None;
         for w in 0..windows {
             let mut window_frames = Vec::with_capacity(t * frame_len);
@@ -420,6 +438,10 @@ impl Engine {
             let patches = Tensor::new(patch_shape, logmel.data()[w * t * patch_len..(w + 1) * t * patch_len].to_vec());
 
             let logits = self.infer_window(&window_frames, &patches, &mut times)?;
+            if self.package.two_stage().is_some() {
+                let keep = t.min(n - w * t);
+                tags_data.extend_from_slice(&self.audio_embedding.data()[..keep * self.audio_embedding.item_len()]);
+            }
 
             let dims = [logits.shape()[1], logits.shape()[2], logits.shape()[3]];
             logit_dims.get_or_insert(dims);
@@ -429,10 +451,12 @@ impl Engine {
         let [k, h, w] = logit_dims.expect("at least one window");
         let logits = Tensor::new(vec![n, k, h, w], logits_data);
 
+        let tags = self.package.two_stage().map(|two| Tensor::new(vec![n, two.audio_labels.len()], tags_data));
+
         let start = Instant::now();
-        let frames_out = self.post_process(clip, &logits)?;
+        let frames_out = self.post_process_tagged(clip, &logits, tags.as_ref())?;
         times.post = start.elapsed();
-        Ok(ClipOutput { frames: frames_out, logits, times })
+        Ok(ClipOutput { frames: frames_out, logits, tags, times })
     }
 
     /// Runs the package's graphs on model inputs prepared elsewhere (for example by your own
@@ -537,50 +561,111 @@ impl Engine {
 
 
     /// One frame's logits `[K, h, w]` → its mask at `fw`×`fh`, written into `mask`, and its objects
-    /// into `objects` (all reusing their buffers, as do `builder` and `finder`: a stream allocates
-    /// nothing here once its frame size and object count were seen). Shared by clips and streams so
-    /// the masks are identical.
+    /// into `objects` (all reusing their buffers, as does `post`: a stream allocates nothing here
+    /// once its frame size and object count were seen). Shared by clips and streams so the masks
+    /// are identical.
+    ///
+    /// Two-stage packages also take the frame's second of tag probabilities (`tags`): each object
+    /// is kept when a heard sound of the label tree supports its class, carrying that sound; the
+    /// others go to `silent`, and their classes' pixels become background in the mask.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn post_frame_into(
         &self,
-        (builder, finder): (&mut MaskBuilder, &mut ObjectFinder),
+        post: &mut FramePost,
         frame_logits: &[f32],
         (k, h, w): (usize, usize, usize),
         (fw, fh): (u32, u32),
+        tags: Option<&[f32]>,
         mask: &mut FrameMask,
         objects: &mut Vec<SoundingObject>,
+        silent: &mut Vec<SoundingObject>,
     ) -> Result<(), Error> {
         let manifest = self.package.manifest();
         let labels = match &manifest.output {
             OutputSpec::Binary { threshold } => {
                 let th = self.options.threshold.unwrap_or(*threshold);
-                builder.binary_into(frame_logits, h, w, fw, fh, th, mask)?;
+                post.builder.binary_into(frame_logits, h, w, fw, fh, th, mask)?;
                 None
             }
             OutputSpec::Semantic { labels, .. } => {
-                builder.semantic_into(frame_logits, k, h, w, fw, fh, mask)?;
+                post.builder.semantic_into(frame_logits, k, h, w, fw, fh, mask)?;
                 Some(labels.as_slice())
             }
         };
-        finder.find_into(mask, labels, self.options.min_object_area, objects);
+        post.finder.find_into(mask, labels, self.options.min_object_area, objects);
+        silent.clear();
+        let Some(two) = self.package.two_stage() else { return Ok(()) };
+        let tags = tags.ok_or_else(|| Error::internal("a two-stage package's frame was post-processed without its tags"))?;
+        let tree = &two.tree;
+        let matcher = post.matcher.get_or_insert_with(|| SoundMatcher::new(tree));
+        matcher.hear(tree, tags)?;
+        // The verdict depends on the class alone: one per class, for the objects and the pixels.
+        post.sounding.clear();
+        post.sounding.extend((0..k).map(|c| c > 0 && matches!(matcher.judge(tree, c), Verdict::Sounding(_))));
+        let mut kept = 0;
+        for j in 0..objects.len() {
+            if let Verdict::Sounding(support) = matcher.judge(tree, objects[j].class as usize) {
+                let tag = &tree.nodes()[support.node].name;
+                match &mut objects[j].sound {
+                    Some(sound) => {
+                        sound.tag.clone_from(tag);
+                        sound.score = support.score;
+                    }
+                    none => *none = Some(ObjectSound { tag: tag.clone(), score: support.score }),
+                }
+                objects.swap(kept, j);
+                kept += 1;
+            }
+        }
+        silent.extend(objects.drain(kept..).map(|o| SoundingObject { sound: None, ..o }));
+        for (i, o) in objects.iter_mut().enumerate() {
+            o.id = i as u32 + 1;
+        }
+        for (i, o) in silent.iter_mut().enumerate() {
+            o.id = i as u32 + 1;
+        }
+        // Silent classes' pixels are background now; their confidence becomes the probability
+        // of not being the dropped class.
+        for (label, conf) in mask.labels.iter_mut().zip(mask.confidence.iter_mut()) {
+            if *label != 0 && !post.sounding.get(*label as usize).copied().unwrap_or(false) {
+                *label = 0;
+                *conf = 1.0 - *conf;
+            }
+        }
         Ok(())
     }
 
-    /// Logits `[n, K, h, w]` → masks at each source frame's size, and their objects.
+    /// Logits `[n, K, h, w]` → masks at each source frame's size, and their objects. A two-stage
+    /// package also needs each frame's tag probabilities: use [`Engine::post_process_tagged`].
     pub fn post_process(&self, clip: &ClipInput, logits: &Tensor) -> Result<Vec<FrameOutput>, Error> {
+        self.post_process_tagged(clip, logits, None)
+    }
+
+    /// [`Engine::post_process`] with `tags` `[n, A]`, each frame's tag probabilities, which a
+    /// two-stage package needs ([`ClipOutput::tags`]) and other packages ignore.
+    pub fn post_process_tagged(&self, clip: &ClipInput, logits: &Tensor, tags: Option<&Tensor>) -> Result<Vec<FrameOutput>, Error> {
         let (k, h, w) = (logits.shape()[1], logits.shape()[2], logits.shape()[3]);
-        let (mut builder, mut finder) = (MaskBuilder::new(), ObjectFinder::new());
+        let two_stage = self.package.two_stage().is_some();
+        if two_stage && tags.is_none_or(|t| t.shape().first() != Some(&clip.frames.len())) {
+            return Err(Error::invalid_option(
+                "tags",
+                format!("a two-stage package needs one row of tag probabilities per frame ({} frames)", clip.frames.len()),
+            ));
+        }
+        let mut post = FramePost::default();
         let mut out = Vec::with_capacity(clip.frames.len());
         for (i, frame) in clip.frames.iter().enumerate() {
             let mut mask = FrameMask::background(0, 0);
-            let mut objects = Vec::new();
-            self.post_frame_into((&mut builder, &mut finder), logits.item(i), (k, h, w), frame.image.dimensions(), &mut mask, &mut objects)?;
+            let (mut objects, mut silent_objects) = (Vec::new(), Vec::new());
+            let frame_tags = tags.filter(|_| two_stage).map(|t| t.item(i));
+            self.post_frame_into(&mut post, logits.item(i), (k, h, w), frame.image.dimensions(), frame_tags, &mut mask, &mut objects, &mut silent_objects)?;
             out.push(FrameOutput {
                 index: i,
                 timestamp: i as f64 + FRAME_TIME_OFFSET_S,
                 source: frame.source.clone(),
                 mask,
                 objects,
+                silent_objects,
             });
         }
         Ok(out)

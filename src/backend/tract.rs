@@ -299,15 +299,11 @@ impl TractRunner {
     pub fn prepare(package: &ModelPackage, options: &BackendOptions) -> Result<Self, BackendError> {
         let t = options.frames_per_call.unwrap_or(package.frames_per_clip());
         let patch_shape = vec![t, 1, crate::frontend::audio::PATCH_FRAMES, crate::frontend::audio::MEL_BANDS];
-        let with_frames = |mut shape: Vec<usize>| {
-            shape[0] = t;
-            shape
-        };
-        let segmenter_inputs = vec![with_frames(package.frames_shape()), with_frames(package.segmenter_audio_shape())];
+        let segmenter_inputs = package.segmenter_inputs(t);
         // The two graphs are independent: prepared side by side, a package loads in the time of
         // its larger graph (AVSegFormer-R50 from the graph cache: 0.49 s in sequence, 0.35 s).
         let (audio_encoder, segmenter) = std::thread::scope(|s| {
-            let audio = s.spawn(|| package.audio_encoder().map(|info| Graph::prepare(info, vec![patch_shape], options, None)).transpose());
+            let audio = s.spawn(|| package.audio_graph().map(|info| Graph::prepare(info, vec![patch_shape], options, None)).transpose());
             let segmenter = Graph::prepare(package.segmenter(), segmenter_inputs, options, options.tpavi_window);
             let audio = audio.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (audio, segmenter)
@@ -350,7 +346,9 @@ impl Runner for TractRunner {
     }
 
     fn segment_into(&mut self, frames: &AvTensor, audio: &AvTensor, out: &mut AvTensor) -> Result<(), BackendError> {
-        self.segmenter.run_into(&[frames, audio], out, self.profile.as_mut())?;
+        // A two-stage package's segmenter sees the frames alone.
+        let inputs: &[&AvTensor] = if self.segmenter.input_shapes.len() == 1 { &[frames] } else { &[frames, audio] };
+        self.segmenter.run_into(inputs, out, self.profile.as_mut())?;
         self.check_logits(out)
     }
 

@@ -47,6 +47,20 @@ pub struct Manifest {
     pub graphs: Graphs,
     /// Where the weights came from, their licence and evaluation results.
     pub provenance: Provenance,
+    /// Two-stage (`bavs`) packages only: the audio tagger's labels and the audio-visual label tree
+    /// that links them to the segmenter's classes (optional field; required by that family).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_tree: Option<LabelTreeSpec>,
+}
+
+/// The manifest's `label_tree` section (two-stage packages): files inside the package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelTreeSpec {
+    /// The tree, in the `avseg-label-tree` format ([`crate::LabelTree`]).
+    pub file: String,
+    /// The tagger's labels, one per line, in the order of its output scores.
+    pub audio_labels: String,
 }
 
 impl Manifest {
@@ -54,7 +68,7 @@ impl Manifest {
     /// attention group of 1.
     pub fn frames_independent(&self) -> bool {
         match self.family {
-            Family::Avsegformer => true,
+            Family::Avsegformer | Family::Bavs => true,
             Family::Tpavi => self.tpavi_group == Some(1),
         }
     }
@@ -62,7 +76,7 @@ impl Manifest {
     /// Frames whose results depend on each other: T for official TPAVI, 1 for independent frames.
     pub fn coupled_frames(&self) -> usize {
         match self.family {
-            Family::Avsegformer => 1,
+            Family::Avsegformer | Family::Bavs => 1,
             Family::Tpavi => self.tpavi_group.unwrap_or(self.frames_per_clip),
         }
     }
@@ -77,6 +91,10 @@ pub enum Family {
     Tpavi,
     /// AVSegFormer: frames are independent; each uses its own audio patch.
     Avsegformer,
+    /// Two-stage (BAVS-style): an audio-agnostic semantic segmenter finds every object that could
+    /// sound, an audio tagger scores each second's sounds, and the label tree keeps the objects a
+    /// heard sound can come from. Frames are independent.
+    Bavs,
 }
 
 impl Family {
@@ -85,6 +103,7 @@ impl Family {
         match self {
             Family::Tpavi => "tpavi",
             Family::Avsegformer => "avsegformer",
+            Family::Bavs => "bavs",
         }
     }
 }
@@ -97,7 +116,8 @@ pub struct AudioSpec {
     pub frontend: AudioFrontendKind,
     /// How a clip with fewer than T audio patches is completed.
     pub patch_padding: PatchPadding,
-    /// Width of one audio embedding (128 for VGGish).
+    /// Width of one audio embedding (128 for VGGish); for a two-stage package, the tagger's
+    /// scores per second (its label count).
     pub embedding_dim: usize,
 }
 
@@ -146,7 +166,12 @@ pub struct Graphs {
     /// Log-mel patches → embeddings. Absent when the segmenter takes log-mel itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_encoder: Option<GraphSpec>,
-    /// Frames + audio (embeddings, or log-mel without an encoder) → mask logits.
+    /// Two-stage packages: log-mel patches `[T, 1, 96, 64]` → each second's tag probabilities
+    /// `[T, A]` (optional field; required by, and only allowed in, the `bavs` family).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_tagger: Option<GraphSpec>,
+    /// Frames + audio (embeddings, or log-mel without an encoder) → mask logits; two-stage
+    /// packages: frames alone → per-class logits.
     pub segmenter: GraphSpec,
 }
 

@@ -14,9 +14,9 @@ pub mod package;
 
 use std::path::PathBuf;
 
-pub use manifest::{AudioFrontendKind, AudioSpec, Family, GraphSpec, Graphs, Manifest, OutputSpec, Provenance, SCHEMA_VERSION};
+pub use manifest::{AudioFrontendKind, AudioSpec, Family, GraphSpec, Graphs, LabelTreeSpec, Manifest, OutputSpec, Provenance, SCHEMA_VERSION};
 pub use integrity::FileCheck;
-pub use package::{Dim, GraphInfo, ModelPackage, PackageOptions, TensorDecl};
+pub use package::{Dim, GraphInfo, ModelPackage, PackageOptions, TensorDecl, TwoStage};
 
 /// A model package is unusable. Every variant names the file and, where it applies, the field.
 #[derive(Debug, thiserror::Error)]

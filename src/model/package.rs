@@ -11,7 +11,8 @@ use tract_onnx::pb;
 use super::integrity::{self, FileCheck};
 use super::onnx_summary;
 
-use super::manifest::{Family, GraphSpec, Manifest, OutputSpec, FORMAT, MANIFEST_FILE, SCHEMA_VERSION};
+use super::label_tree::LabelTree;
+use super::manifest::{Family, GraphSpec, LabelTreeSpec, Manifest, OutputSpec, FORMAT, MANIFEST_FILE, SCHEMA_VERSION};
 use super::PackageError;
 use crate::frontend::audio::{MEL_BANDS, PATCH_FRAMES};
 
@@ -21,12 +22,28 @@ pub struct ModelPackage {
     dir: PathBuf,
     manifest: Manifest,
     graphs: Vec<GraphInfo>,
+    /// Two-stage packages: the tagger's labels and the checked label tree.
+    two_stage: Option<TwoStage>,
+}
+
+/// What a two-stage (`bavs`) package adds to the graphs: the tagger's labels, in the order of its
+/// scores, and the label tree, checked against them and the segmenter's classes.
+#[derive(Clone, Debug)]
+pub struct TwoStage {
+    /// The tagger's labels, in the order of its scores.
+    pub audio_labels: Vec<String>,
+    /// The checked label tree.
+    pub tree: LabelTree,
+    /// The tree file.
+    pub tree_path: PathBuf,
+    /// The label file.
+    pub audio_labels_path: PathBuf,
 }
 
 /// Declared signature of one ONNX graph.
 #[derive(Clone, Debug)]
 pub struct GraphInfo {
-    /// `audio_encoder` or `segmenter`.
+    /// `audio_encoder`, `audio_tagger` or `segmenter`.
     pub role: &'static str,
     /// The ONNX file.
     pub path: PathBuf,
@@ -129,8 +146,16 @@ impl ModelPackage {
         if let Some(spec) = &manifest.graphs.audio_encoder {
             graphs.push(read_graph(&dir, "audio_encoder", spec, options)?);
         }
+        if let Some(spec) = &manifest.graphs.audio_tagger {
+            graphs.push(read_graph(&dir, "audio_tagger", spec, options)?);
+        }
         graphs.push(read_graph(&dir, "segmenter", &manifest.graphs.segmenter, options)?);
-        let package = ModelPackage { dir, manifest, graphs };
+        let two_stage = match (&manifest.label_tree, &manifest.output) {
+            (Some(spec), OutputSpec::Semantic { labels, .. }) => Some(read_two_stage(&dir, spec, labels)?),
+            // validate_manifest allows a tree only with semantic output.
+            _ => None,
+        };
+        let package = ModelPackage { dir, manifest, graphs, two_stage };
         package.check_signatures()?;
         Ok(package)
     }
@@ -144,7 +169,11 @@ impl ModelPackage {
             return Err(PackageError::NotAPackage { path: dir.to_path_buf() });
         }
         let manifest = read_manifest(dir)?;
-        let specs = [("audio_encoder", manifest.graphs.audio_encoder.as_ref()), ("segmenter", Some(&manifest.graphs.segmenter))];
+        let specs = [
+            ("audio_encoder", manifest.graphs.audio_encoder.as_ref()),
+            ("audio_tagger", manifest.graphs.audio_tagger.as_ref()),
+            ("segmenter", Some(&manifest.graphs.segmenter)),
+        ];
         let mut out = Vec::new();
         for (role, spec) in specs {
             let Some(spec) = spec else { continue };
@@ -188,6 +217,22 @@ impl ModelPackage {
         self.graphs.iter().find(|g| g.role == "audio_encoder")
     }
 
+    /// The audio tagger graph of a two-stage package.
+    pub fn audio_tagger(&self) -> Option<&GraphInfo> {
+        self.graphs.iter().find(|g| g.role == "audio_tagger")
+    }
+
+    /// The graph that turns log-mel patches into what the rest of the model takes: the audio
+    /// encoder (embeddings) or a two-stage package's tagger (tag probabilities).
+    pub fn audio_graph(&self) -> Option<&GraphInfo> {
+        self.audio_encoder().or(self.audio_tagger())
+    }
+
+    /// A two-stage package's tagger labels and label tree.
+    pub fn two_stage(&self) -> Option<&TwoStage> {
+        self.two_stage.as_ref()
+    }
+
     /// The segmenter graph.
     pub fn segmenter(&self) -> &GraphInfo {
         self.graphs.iter().find(|g| g.role == "segmenter").expect("validated at load")
@@ -204,7 +249,8 @@ impl ModelPackage {
     }
 
     /// Shape of the segmenter's audio input for one call: embeddings `[T, D]`, or log-mel
-    /// `[T, 1, 96, 64]` when the package has no separate audio encoder.
+    /// `[T, 1, 96, 64]` when the package has no separate audio encoder. (A two-stage package's
+    /// segmenter takes no audio: see [`ModelPackage::segmenter_inputs`].)
     pub fn segmenter_audio_shape(&self) -> Vec<usize> {
         let t = self.manifest.frames_per_clip;
         if self.manifest.graphs.audio_encoder.is_some() {
@@ -227,7 +273,7 @@ impl ModelPackage {
                 m.coupled_frames()
             ));
         }
-        for g in self.audio_encoder().into_iter().chain([self.segmenter()]) {
+        for g in self.audio_graph().into_iter().chain([self.segmenter()]) {
             for d in &g.inputs {
                 if let Some(Dim::Fixed(n)) = d.dims.first() {
                     if *n != 1 {
@@ -266,6 +312,19 @@ impl ModelPackage {
         }
     }
 
+    /// The shapes of the segmenter's inputs for one call of `t` frames: frames, then the audio
+    /// unless the package is two-stage.
+    pub fn segmenter_inputs(&self, t: usize) -> Vec<Vec<usize>> {
+        let mut shapes = vec![self.frames_shape()];
+        if self.manifest.family != Family::Bavs {
+            shapes.push(self.segmenter_audio_shape());
+        }
+        for s in &mut shapes {
+            s[0] = t;
+        }
+        shapes
+    }
+
     /// Shape of the segmenter's frame input for one call: `[T, 3, H, W]`.
     pub fn frames_shape(&self) -> Vec<usize> {
         let v = &self.manifest.vision;
@@ -282,12 +341,24 @@ impl ModelPackage {
             let emb = vec![Expect::Batch(t), Expect::Is(m.audio.embedding_dim)];
             expect_decl(enc, "graphs.audio_encoder.outputs[0]", &enc.outputs[0], &emb)?;
         }
+        if let (Some(tagger), Some(two)) = (self.audio_tagger(), &self.two_stage) {
+            expect_decl(tagger, "graphs.audio_tagger.inputs[0]", &tagger.inputs[0], &logmel)?;
+            // One score per audio label: a label no output covers, or an output with no label, is
+            // an error here rather than a misread tag later.
+            let tags = vec![Expect::Batch(t), Expect::Is(two.audio_labels.len())];
+            expect_decl(tagger, "graphs.audio_tagger.outputs[0]", &tagger.outputs[0], &tags)?;
+        }
         let seg = self.segmenter();
-        if seg.inputs.len() != 2 {
+        let inputs = if m.family == Family::Bavs { 1 } else { 2 };
+        if seg.inputs.len() != inputs {
             return Err(PackageError::Graph {
                 path: seg.path.clone(),
                 field: "graphs.segmenter.inputs".into(),
-                detail: format!("segmenter must take 2 inputs (frames, audio); manifest lists {}", seg.inputs.len()),
+                detail: format!(
+                    "segmenter must take {inputs} input(s) ({}); manifest lists {}",
+                    if inputs == 1 { "frames" } else { "frames, audio" },
+                    seg.inputs.len()
+                ),
             });
         }
         let (h, w) = (m.vision.height as usize, m.vision.width as usize);
@@ -295,14 +366,43 @@ impl ModelPackage {
         // frame per call (`single_frame_graphs`).
         let frames = vec![Expect::Batch(t), Expect::Is(3), Expect::Is(h), Expect::Is(w)];
         expect_decl(seg, "graphs.segmenter.inputs[0]", &seg.inputs[0], &frames)?;
-        let mut audio: Vec<Expect> = self.segmenter_audio_shape().into_iter().map(Expect::Is).collect();
-        audio[0] = Expect::Batch(t);
-        expect_decl(seg, "graphs.segmenter.inputs[1]", &seg.inputs[1], &audio)?;
+        if inputs == 2 {
+            let mut audio: Vec<Expect> = self.segmenter_audio_shape().into_iter().map(Expect::Is).collect();
+            audio[0] = Expect::Batch(t);
+            expect_decl(seg, "graphs.segmenter.inputs[1]", &seg.inputs[1], &audio)?;
+        }
         let k = m.output.channels();
         let logits = vec![Expect::Batch(t), Expect::Is(k), Expect::Any, Expect::Any];
         expect_decl(seg, "graphs.segmenter.outputs[0]", &seg.outputs[0], &logits)?;
         Ok(())
     }
+}
+
+/// Reads a two-stage package's label file and tree (`spec`, paths inside `dir`) and checks the
+/// tree against them and the segmenter's `visual` labels. Every error names the file, and the line
+/// or field.
+fn read_two_stage(dir: &Path, spec: &LabelTreeSpec, visual: &[String]) -> Result<TwoStage, PackageError> {
+    let audio_labels_path = dir.join(&spec.audio_labels);
+    let text = std::fs::read_to_string(&audio_labels_path)
+        .map_err(|e| PackageError::Read { path: audio_labels_path.clone(), detail: e.to_string() })?;
+    let mut audio_labels: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let label = line.trim();
+        let err = |detail: String| PackageError::Field { path: audio_labels_path.clone(), field: format!("line {}", i + 1), detail };
+        if label.is_empty() {
+            return Err(err("is empty; one label per line, no blank lines".into()));
+        }
+        if let Some(j) = audio_labels.iter().position(|l| l == label) {
+            return Err(err(format!("repeats {label:?} of line {}", j + 1)));
+        }
+        audio_labels.push(label.to_string());
+    }
+    if audio_labels.is_empty() {
+        return Err(PackageError::Field { path: audio_labels_path, field: "(file)".into(), detail: "lists no labels".into() });
+    }
+    let tree_path = dir.join(&spec.file);
+    let tree = LabelTree::load(&tree_path, &audio_labels, visual)?;
+    Ok(TwoStage { audio_labels, tree, tree_path, audio_labels_path })
 }
 
 impl Manifest {
@@ -410,17 +510,50 @@ pub fn validate_manifest(path: &Path, m: &Manifest) -> Result<(), PackageError> 
     if let Some(enc) = &m.graphs.audio_encoder {
         check_graph_spec(path, "graphs.audio_encoder", enc, 1)?;
     }
-    check_graph_spec(path, "graphs.segmenter", &m.graphs.segmenter, 2)?;
+    let two_stage = m.family == Family::Bavs;
+    if two_stage {
+        // The segmenter never hears the audio; the tagger and the tree decide what sounds.
+        if m.graphs.audio_encoder.is_some() {
+            return Err(field_err(path, "graphs.audio_encoder", "is set; a bavs package's audio goes to graphs.audio_tagger"));
+        }
+        let Some(tagger) = &m.graphs.audio_tagger else {
+            return Err(field_err(path, "graphs.audio_tagger", "is missing; a bavs package needs an audio tagger"));
+        };
+        check_graph_spec(path, "graphs.audio_tagger", tagger, 1)?;
+        let Some(tree) = &m.label_tree else {
+            return Err(field_err(path, "label_tree", "is missing; a bavs package needs a label tree"));
+        };
+        for (field, file) in [("label_tree.file", &tree.file), ("label_tree.audio_labels", &tree.audio_labels)] {
+            check_inside(path, field, file)?;
+        }
+        if !matches!(m.output, OutputSpec::Semantic { .. }) {
+            return Err(field_err(path, "output.kind", "is binary; a bavs segmenter has per-class logits (semantic), whose classes the label tree names"));
+        }
+    } else {
+        if m.graphs.audio_tagger.is_some() {
+            return Err(field_err(path, "graphs.audio_tagger", format!("is set, but the family is {:?} (only bavs has a tagger)", m.family.as_str())));
+        }
+        if m.label_tree.is_some() {
+            return Err(field_err(path, "label_tree", format!("is set, but the family is {:?} (only bavs has a label tree)", m.family.as_str())));
+        }
+    }
+    check_graph_spec(path, "graphs.segmenter", &m.graphs.segmenter, if two_stage { 1 } else { 2 })?;
+    Ok(())
+}
+
+/// A file named by the manifest must live inside the package folder: packages are copied between
+/// machines.
+fn check_inside(path: &Path, field: &str, file: &str) -> Result<(), PackageError> {
+    let rel = Path::new(file);
+    let escapes = rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir));
+    if file.is_empty() || escapes {
+        return Err(field_err(path, field, format!("{file:?} must be a path inside the package")));
+    }
     Ok(())
 }
 
 fn check_graph_spec(path: &Path, field: &str, g: &GraphSpec, inputs: usize) -> Result<(), PackageError> {
-    let rel = Path::new(&g.file);
-    // Packages are copied between machines; a graph must live inside its own folder.
-    let escapes = rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir));
-    if g.file.is_empty() || escapes {
-        return Err(field_err(path, &format!("{field}.file"), format!("{:?} must be a path inside the package", g.file)));
-    }
+    check_inside(path, &format!("{field}.file"), &g.file)?;
     if g.inputs.len() != inputs {
         return Err(field_err(
             path,

@@ -19,6 +19,19 @@ pub struct SoundingObject {
     pub centroid: [f32; 2],
     /// Mean per-pixel confidence over the region.
     pub confidence: f32,
+    /// Two-stage (`bavs`) packages: the heard sound that keeps the object (`None` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sound: Option<ObjectSound>,
+}
+
+/// The sound that keeps an object in a two-stage package's output: a node of the label tree (a
+/// tagger label, or a category above some) heard in the frame's second.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectSound {
+    /// The node's name, e.g. `"dog_bark"` or `"animal"`.
+    pub tag: String,
+    /// The tagger's probability for it, in [0, 1].
+    pub score: f32,
 }
 
 /// The bearing, in degrees and positive to the right, of image column `x` (pixel centres at +0.5)
@@ -206,6 +219,7 @@ impl ObjectFinder {
                 area: s.area,
                 centroid: [(s.sum_x / s.area as f64) as f32, (s.sum_y / s.area as f64) as f32],
                 confidence: (s.sum_conf / s.area as f64) as f32,
+                sound: None,
             };
             match out.get_mut(i) {
                 Some(o) => {
@@ -306,6 +320,7 @@ mod tests {
                 area: s.area,
                 centroid: [(s.sum_x / s.area as f64) as f32, (s.sum_y / s.area as f64) as f32],
                 confidence: (s.sum_conf / s.area as f64) as f32,
+                sound: None,
             })
             .collect()
     }

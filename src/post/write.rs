@@ -206,6 +206,10 @@ pub struct FrameRecord {
     pub foreground_fraction: f64,
     /// The sounding objects found in the frame.
     pub objects: Vec<SoundingObject>,
+    /// Two-stage packages: objects found but supported by no heard sound, dropped from `objects`
+    /// and the mask (written only when there are any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silent_objects: Vec<SoundingObject>,
 }
 
 impl FrameRecord {
@@ -226,6 +230,7 @@ impl FrameRecord {
             empty: mask.is_empty(),
             foreground_fraction: mask.foreground_fraction(),
             objects,
+            silent_objects: Vec::new(),
         }
     }
 }
@@ -316,11 +321,26 @@ impl FrameWriter {
         objects: &[SoundingObject],
         info: FrameInfo<'_>,
     ) -> Result<(), PostError> {
+        self.write_with_silent(stem, image, mask, objects, &[], info)
+    }
+
+    /// [`FrameWriter::write`], with a two-stage package's silent objects in the results line.
+    pub fn write_with_silent(
+        &mut self,
+        stem: &str,
+        image: &RgbImage,
+        mask: &FrameMask,
+        objects: &[SoundingObject],
+        silent_objects: &[SoundingObject],
+        info: FrameInfo<'_>,
+    ) -> Result<(), PostError> {
         write_mask_png(&self.masks_dir.join(format!("{stem}.png")), mask, self.palette.as_deref())?;
         if let Some(d) = &self.overlays_dir {
             write_overlay_png(&d.join(format!("{stem}.png")), image, mask, &self.colours)?;
         }
-        self.jsonl.write(&FrameRecord::from_mask(info.index, info.timestamp, info.source, mask, objects.to_vec()))
+        let mut record = FrameRecord::from_mask(info.index, info.timestamp, info.source, mask, objects.to_vec());
+        record.silent_objects = silent_objects.to_vec();
+        self.jsonl.write(&record)
     }
 
     /// Flushes `results.jsonl` and reports a final write error.

@@ -20,7 +20,7 @@ def test_known_value():
 
 
 def test_bundled_manifests_record_their_files():
-    for pkg in ("models/default", "models/tiny-tpavi"):
+    for pkg in ("models/default", "models/tiny-tpavi", "models/tiny-bavs"):
         d = REPO / pkg
         m = json.loads((d / "avseg.json").read_text())
         for role, spec in m["graphs"].items():
@@ -40,3 +40,19 @@ def test_write_package_records_size_and_checksum(tmp_path):
         data = (tmp_path / name).read_bytes()
         assert written["graphs"][role] == {"file": name, "size": len(data), "checksum": checksum(data)}
     assert isinstance(onnx.load(tmp_path / "s.onnx"), onnx.ModelProto)
+
+
+def test_tiny_bavs_regenerates_to_the_same_bytes(tmp_path, capsys):
+    """`models/tiny-bavs` is exactly what its generator writes (weights set by hand, no randomness)."""
+    import sys
+
+    from avseg_tools import make_tiny_bavs
+
+    argv = sys.argv
+    sys.argv = ["avseg-make-tiny-bavs", "--out", str(tmp_path)]
+    try:
+        make_tiny_bavs.main()
+    finally:
+        sys.argv = argv
+    for f in sorted((REPO / "models/tiny-bavs").iterdir()):
+        assert (tmp_path / f.name).read_bytes() == f.read_bytes(), f.name

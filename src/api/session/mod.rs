@@ -96,14 +96,14 @@ use image::RgbImage;
 use self::results::ResultRing;
 use self::schedule::{Assignments, Scheduler, MAX_FRAME_QUEUE};
 use self::sliding::SlidingWindow;
-use super::{CallShape, Engine, EngineOptions, StageTimes, FRAME_TIME_OFFSET_S};
+use super::{CallShape, Engine, EngineOptions, FramePost, StageTimes, FRAME_TIME_OFFSET_S};
 use crate::error::Error;
 use crate::frontend::audio::patches::PATCH_LEN;
 use crate::frontend::audio::stream::{AudioStream, PatchSource, RING_HEADROOM};
 use crate::frontend::audio::{PatchPadding, MIN_SAMPLES_16K, PATCH_FRAMES, MEL_BANDS, TARGET_RATE};
 use crate::model::ModelPackage;
-use crate::post::mask::{FrameMask, MaskBuilder};
-use crate::post::objects::{ObjectFinder, SoundingObject};
+use crate::post::mask::FrameMask;
+use crate::post::objects::SoundingObject;
 use crate::tensor::Tensor;
 
 /// 16 kHz samples between the starts of consecutive patches (0.96 s).
@@ -171,6 +171,9 @@ pub struct StreamResult {
     pub mask: FrameMask,
     /// The sounding objects found in the mask.
     pub objects: Vec<SoundingObject>,
+    /// Two-stage packages: objects found but supported by no heard sound, dropped from `objects`
+    /// and the mask (for debugging; empty for other packages).
+    pub silent_objects: Vec<SoundingObject>,
     /// From the `push_frame` call of this frame to the result.
     pub latency: Duration,
     /// Capture time (s, the audio clock) at which this frame's own audio patch ends: the earliest
@@ -185,6 +188,7 @@ impl StreamResult {
             frame_timestamp: 0.0,
             mask: FrameMask::background(0, 0),
             objects: Vec::new(),
+            silent_objects: Vec::new(),
             latency: Duration::ZERO,
             patch_end: 0.0,
         }
@@ -254,8 +258,7 @@ pub struct Session {
     /// its first frame (None while no window has completed, or after a failed one).
     logits: Tensor,
     last_logits_first: Option<u64>,
-    builder: MaskBuilder,
-    finder: ObjectFinder,
+    post: FramePost,
     results: ResultRing,
     windows: u64,
     results_made: u64,
@@ -360,8 +363,7 @@ impl Session {
             patches_in: Tensor::zeros(vec![t, 1, PATCH_FRAMES, MEL_BANDS]),
             logits: Tensor::zeros(Vec::new()),
             last_logits_first: None,
-            builder: MaskBuilder::new(),
-            finder: ObjectFinder::new(),
+            post: FramePost::default(),
             results: ResultRing::new(queue_cap.max(t)),
             windows: 0,
             results_made: 0,
@@ -650,13 +652,17 @@ impl Session {
             }
             let Some(info) = self.schedule.slot(self.schedule.slot_of(inst)).copied() else { continue };
             let r = self.results.push_slot();
+            // A two-stage package's tags for this frame: the audio graph's row i.
+            let tags = self.engine.package.two_stage().map(|_| self.engine.audio_embedding.item(i));
             self.engine.post_frame_into(
-                (&mut self.builder, &mut self.finder),
+                &mut self.post,
                 logits.item(i),
                 (k, h, w),
                 (info.width, info.height),
+                tags,
                 &mut r.mask,
                 &mut r.objects,
+                &mut r.silent_objects,
             )?;
             r.sequence = inst;
             r.frame_timestamp = info.timestamp;

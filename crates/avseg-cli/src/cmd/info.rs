@@ -68,6 +68,21 @@ pub(crate) fn run(a: InfoArgs) -> Result<(), CliError> {
             println!("  output    {} {}", o.name, o.shape_string());
         }
     }
+    if let (Some(two), OutputSpec::Semantic { labels, .. }) = (p.two_stage(), &m.output) {
+        println!(
+            "label tree  {} ({} tagger labels in {}; {} parent rule)",
+            two.tree_path.display(),
+            two.audio_labels.len(),
+            two.audio_labels_path.display(),
+            match two.tree.parent_rule() {
+                avseg::ParentRule::NeedsParent => "needs_parent",
+                _ => "independent",
+            }
+        );
+        for line in two.tree.describe(labels).lines() {
+            println!("  {line}");
+        }
+    }
     println!("parameters  {}", p.parameters());
     let pv = &m.provenance;
     println!("provenance  {} ({}), trained: {}", pv.source, pv.licence, pv.trained);

@@ -168,7 +168,7 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
         let stem = frame.source.file_stem().and_then(|s| s.to_str()).unwrap_or("frame");
         let source = frame.source.display().to_string();
         let info = FrameInfo { index: f.index, timestamp: f.timestamp, source: &source };
-        writer.write(stem, &frame.image, &f.mask, &f.objects, info)?;
+        writer.write_with_silent(stem, &frame.image, &f.mask, &f.objects, &f.silent_objects, info)?;
     }
     writer.finish()?;
     if a.save_logits {
@@ -219,7 +219,7 @@ fn video_run(a: &SegmentArgs, video: &std::path::Path, engine: EngineOptions) ->
     let summary = avseg::segment_video(&mut session, video, |r| {
         let stem = format!("frame_{:06}", r.frame_index);
         let info = FrameInfo { index: r.frame_index as usize, timestamp: r.timestamp, source: &source };
-        writer.write(&stem, r.image, &r.result.mask, &r.result.objects, info)?;
+        writer.write_with_silent(&stem, r.image, &r.result.mask, &r.result.objects, &r.result.silent_objects, info)?;
         bar.inc(1);
         Ok(())
     })?;
