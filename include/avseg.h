@@ -72,8 +72,9 @@
  * `avseg_session_new` keeps streaming in windows.
  * 4, appended: the `avseg_stream_mode` values `AVSEG_STREAM_SLIDING` and
  * `AVSEG_STREAM_SLIDING_PADDED` (sliding windows for official TPAVI), which
- * `avseg_session_new_with_mode` accepts and `avseg_session_mode` reports. Nothing else changed:
- * `AUTO` chooses as before.
+ * `avseg_session_new_with_mode` accepts and `avseg_session_mode` reports; and for two-stage
+ * packages `avseg_session_label`, `avseg_session_latest_object_sound` and
+ * `avseg_session_latest_silent_objects`. Nothing else changed: `AUTO` chooses as before.
  */
 #define AVSEG_ABI_VERSION 4
 
@@ -570,6 +571,55 @@ enum avseg_status avseg_session_latest_objects(const struct avseg_session *sessi
                                                struct avseg_object *objects,
                                                size_t capacity,
                                                size_t *count);
+
+/**
+ * Two-stage (`bavs`) packages (ABI 4): copies the latest result's *silent* objects, those the
+ * segmenter found but no heard sound supports (dropped from the mask and from
+ * `avseg_session_latest_objects`), for debugging. Same rules as `avseg_session_latest_objects`;
+ * other packages have none (`*count` = 0).
+ *
+ * # Safety
+ * As `avseg_session_latest_objects`.
+ */
+enum avseg_status avseg_session_latest_silent_objects(const struct avseg_session *session,
+                                                      float hfov_deg,
+                                                      struct avseg_object *objects,
+                                                      size_t capacity,
+                                                      size_t *count);
+
+/**
+ * The name of mask label `class_id` of the session's package (ABI 4): the manifest's label of a
+ * semantic package (0 is background), `"background"` or `"foreground"` for a binary one.
+ * Copied as by `avseg_last_error_copy`'s rules, but strict: a buffer shorter than the name and its
+ * NUL gives `AVSEG_ERR_BUFFER_TOO_SMALL`, with `*length` (may be NULL) set to the name's length.
+ * A class the package does not have is `AVSEG_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `buffer` must be NULL or point to `capacity` writable bytes; `length` NULL or writable.
+ */
+enum avseg_status avseg_session_label(const struct avseg_session *session,
+                                      uint32_t class_id,
+                                      char *buffer,
+                                      size_t capacity,
+                                      size_t *length);
+
+/**
+ * The sound that keeps object `index` (0-based, in the order of `avseg_session_latest_objects`)
+ * of the latest result, for two-stage (`bavs`) packages (ABI 4): the label tree node's name (a
+ * tagger label such as `"dog_bark"`, or a category such as `"animal"`) into `tag`, by the rules
+ * of `avseg_session_label`, and the tagger's probability for it into `*score` (may be NULL).
+ * Objects of other packages have no sound: an empty name and a score of NaN. An index past the
+ * objects is `AVSEG_ERR_INVALID_ARGUMENT`.
+ *
+ * # Safety
+ * `tag` must be NULL or point to `capacity` writable bytes; `length` and `score` NULL or writable.
+ */
+enum avseg_status avseg_session_latest_object_sound(const struct avseg_session *session,
+                                                    size_t index,
+                                                    char *tag,
+                                                    size_t capacity,
+                                                    size_t *length,
+                                                    float *score);
 
 /**
  * The timing of the latest result (`AVSEG_ERR_NO_RESULT` before the first). Set

@@ -175,6 +175,9 @@ int main(int argc, char **argv) {
     EXPECT(avseg_session_latest_mask(NULL, mask, sizeof mask, &needed), AVSEG_ERR_NULL);
     EXPECT(avseg_session_latest_confidence(NULL, conf, W * H, &needed), AVSEG_ERR_NULL);
     EXPECT(avseg_session_latest_objects(NULL, 60.0f, objs, 256, &count), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_latest_silent_objects(NULL, 60.0f, objs, 256, &count), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_label(NULL, 1, NULL, 0, NULL), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_latest_object_sound(NULL, 0, NULL, 0, NULL, NULL), AVSEG_ERR_NULL);
     EXPECT(avseg_session_stats(NULL, &stats), AVSEG_ERR_NULL);
     EXPECT(avseg_session_free(NULL), AVSEG_OK);
 
@@ -213,6 +216,21 @@ int main(int argc, char **argv) {
     EXPECT(avseg_session_latest_objects(s, 180.0f, objs, 256, &count), AVSEG_ERR_INVALID_ARGUMENT);
     EXPECT(avseg_session_latest_objects(s, (float)NAN, objs, 256, &count), AVSEG_ERR_INVALID_ARGUMENT);
     EXPECT(avseg_session_latest_objects(s, 60.0f, NULL, 4, &count), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_latest_silent_objects(s, 60.0f, objs, 256, &count), AVSEG_ERR_NO_RESULT);
+    EXPECT(avseg_session_latest_silent_objects(s, 60.0f, objs, 256, NULL), AVSEG_ERR_NULL);
+    EXPECT(avseg_session_latest_object_sound(s, 0, NULL, 0, NULL, NULL), AVSEG_ERR_NO_RESULT);
+    /* Labels (ABI 4): the tiny package is binary, so 0 and 1 only; a short buffer is refused with
+     * the length needed. */
+    {
+        char name[16];
+        size_t len = 0;
+        EXPECT(avseg_session_label(s, 1, name, sizeof name, &len), AVSEG_OK);
+        TRUTH(strcmp(name, "foreground") == 0 && len == 10);
+        EXPECT(avseg_session_label(s, 1, name, 4, &len), AVSEG_ERR_BUFFER_TOO_SMALL);
+        TRUTH(len == 10);
+        EXPECT(avseg_session_label(s, 1, NULL, 4, &len), AVSEG_ERR_NULL);
+        EXPECT(avseg_session_label(s, 2, name, sizeof name, &len), AVSEG_ERR_INVALID_ARGUMENT);
+    }
     EXPECT(avseg_session_pop_result(s, 60.0f, &info, NULL, 0, NULL, 0), AVSEG_ERR_NO_RESULT);
     memset(&timing, 0, sizeof timing);
     timing.struct_size = (uint32_t)sizeof timing;

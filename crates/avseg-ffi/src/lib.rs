@@ -40,8 +40,9 @@ pub const AVSEG_VERSION_PATCH: u32 = 0;
 /// `avseg_session_new` keeps streaming in windows.
 /// 4, appended: the `avseg_stream_mode` values `AVSEG_STREAM_SLIDING` and
 /// `AVSEG_STREAM_SLIDING_PADDED` (sliding windows for official TPAVI), which
-/// `avseg_session_new_with_mode` accepts and `avseg_session_mode` reports. Nothing else changed:
-/// `AUTO` chooses as before.
+/// `avseg_session_new_with_mode` accepts and `avseg_session_mode` reports; and for two-stage
+/// packages `avseg_session_label`, `avseg_session_latest_object_sound` and
+/// `avseg_session_latest_silent_objects`. Nothing else changed: `AUTO` chooses as before.
 pub const AVSEG_ABI_VERSION: u32 = 4;
 
 static VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");

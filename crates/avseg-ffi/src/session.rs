@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::error::{avseg_status, guard, guard_value, Failure};
 use super::registry::{with_locked, Handles};
-use avseg_runtime::{bearing_deg, BackendChoice, Session, SessionOptions, StreamMode, StreamResult};
+use avseg_runtime::{bearing_deg, BackendChoice, OutputSpec, Session, SessionOptions, SoundingObject, StreamMode, StreamResult};
 
 use avseg_status::*;
 
@@ -716,30 +716,152 @@ pub unsafe extern "C" fn avseg_session_latest_objects(
     capacity: usize,
     count: *mut usize,
 ) -> avseg_status {
-    const F: &str = "avseg_session_latest_objects";
-    guard(F, || {
+    // SAFETY: forwarded contract.
+    unsafe { copy_objects(session, hfov_deg, objects, capacity, count, "avseg_session_latest_objects", |r| &r.objects) }
+}
+
+/// Two-stage (`bavs`) packages (ABI 4): copies the latest result's *silent* objects, those the
+/// segmenter found but no heard sound supports (dropped from the mask and from
+/// `avseg_session_latest_objects`), for debugging. Same rules as `avseg_session_latest_objects`;
+/// other packages have none (`*count` = 0).
+///
+/// # Safety
+/// As `avseg_session_latest_objects`.
+#[no_mangle]
+pub unsafe extern "C" fn avseg_session_latest_silent_objects(
+    session: *const avseg_session,
+    hfov_deg: f32,
+    objects: *mut avseg_object,
+    capacity: usize,
+    count: *mut usize,
+) -> avseg_status {
+    // SAFETY: forwarded contract.
+    unsafe { copy_objects(session, hfov_deg, objects, capacity, count, "avseg_session_latest_silent_objects", |r| &r.silent_objects) }
+}
+
+/// # Safety
+/// As `avseg_session_latest_objects`.
+unsafe fn copy_objects(
+    session: *const avseg_session,
+    hfov_deg: f32,
+    objects: *mut avseg_object,
+    capacity: usize,
+    count: *mut usize,
+    function: &'static str,
+    pick: impl Fn(&StreamResult) -> &[SoundingObject],
+) -> avseg_status {
+    let f = function;
+    guard(f, || {
         if count.is_null() {
-            return Err(Failure::null(F, "count"));
+            return Err(Failure::null(f, "count"));
         }
-        check_hfov(hfov_deg, F)?;
+        check_hfov(hfov_deg, f)?;
         // SAFETY: forwarded contract.
-        let out = unsafe { output_slice(objects, capacity, F, "objects") }?;
-        with_session(session, F, |st| {
-            let r = latest(st, F)?;
-            let n = r.objects.len();
-            unsafe { write_out(count, n, F, "count") }?;
+        let out = unsafe { output_slice(objects, capacity, f, "objects") }?;
+        with_session(session, f, |st| {
+            let r = latest(st, f)?;
+            let src = pick(r);
+            let n = src.len();
+            unsafe { write_out(count, n, f, "count") }?;
             let out = match out {
                 Some(out) if out.len() >= n => out,
                 _ if n == 0 => return Ok(()),
                 _ => {
                     return Err(Failure::new(
                         AVSEG_ERR_BUFFER_TOO_SMALL,
-                        format!("{F}: capacity {capacity} is less than the {n} objects of this result"),
+                        format!("{f}: capacity {capacity} is less than the {n} objects of this result"),
                     ))
                 }
             };
-            fill_objects(out, r, hfov_deg);
+            fill_objects(out, src, r.mask.width, hfov_deg);
             Ok(())
+        })
+    })
+}
+
+/// Copies `text` NUL-terminated into `buffer` (capacity `capacity` bytes) and its length in bytes,
+/// without the NUL, into `*length` (may be NULL). Too small a buffer is
+/// `AVSEG_ERR_BUFFER_TOO_SMALL`, with `*length` set; `buffer` may be NULL only with `capacity` 0,
+/// to ask for the length.
+///
+/// # Safety
+/// `buffer` must be NULL or point to `capacity` writable bytes; `length` NULL or writable.
+unsafe fn copy_text(text: &str, buffer: *mut c_char, capacity: usize, length: *mut usize, function: &str) -> Result<(), Failure> {
+    // SAFETY: forwarded contract.
+    let out = unsafe { output_slice(buffer.cast::<u8>(), capacity, function, "buffer") }?;
+    unsafe { write_optional(length, text.len(), function, "length") }?;
+    match out {
+        Some(out) if out.len() > text.len() => {
+            out[..text.len()].copy_from_slice(text.as_bytes());
+            out[text.len()] = 0;
+            Ok(())
+        }
+        _ => Err(Failure::new(
+            AVSEG_ERR_BUFFER_TOO_SMALL,
+            format!("{function}: capacity {capacity} is less than the {} bytes needed (text and NUL)", text.len() + 1),
+        )),
+    }
+}
+
+/// The name of mask label `class_id` of the session's package (ABI 4): the manifest's label of a
+/// semantic package (0 is background), `"background"` or `"foreground"` for a binary one.
+/// Copied as by `avseg_last_error_copy`'s rules, but strict: a buffer shorter than the name and its
+/// NUL gives `AVSEG_ERR_BUFFER_TOO_SMALL`, with `*length` (may be NULL) set to the name's length.
+/// A class the package does not have is `AVSEG_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `buffer` must be NULL or point to `capacity` writable bytes; `length` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn avseg_session_label(
+    session: *const avseg_session,
+    class_id: u32,
+    buffer: *mut c_char,
+    capacity: usize,
+    length: *mut usize,
+) -> avseg_status {
+    const F: &str = "avseg_session_label";
+    guard(F, || {
+        with_session(session, F, |st| {
+            let name = match &st.session.package().manifest().output {
+                OutputSpec::Semantic { labels, .. } => labels.get(class_id as usize).map(String::as_str),
+                _ => ["background", "foreground"].get(class_id as usize).copied(),
+            };
+            let name = name.ok_or_else(|| Failure::invalid(F, format!("class {class_id} is not a label of this model")))?;
+            // SAFETY: forwarded contract.
+            unsafe { copy_text(name, buffer, capacity, length, F) }
+        })
+    })
+}
+
+/// The sound that keeps object `index` (0-based, in the order of `avseg_session_latest_objects`)
+/// of the latest result, for two-stage (`bavs`) packages (ABI 4): the label tree node's name (a
+/// tagger label such as `"dog_bark"`, or a category such as `"animal"`) into `tag`, by the rules
+/// of `avseg_session_label`, and the tagger's probability for it into `*score` (may be NULL).
+/// Objects of other packages have no sound: an empty name and a score of NaN. An index past the
+/// objects is `AVSEG_ERR_INVALID_ARGUMENT`.
+///
+/// # Safety
+/// `tag` must be NULL or point to `capacity` writable bytes; `length` and `score` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn avseg_session_latest_object_sound(
+    session: *const avseg_session,
+    index: usize,
+    tag: *mut c_char,
+    capacity: usize,
+    length: *mut usize,
+    score: *mut f32,
+) -> avseg_status {
+    const F: &str = "avseg_session_latest_object_sound";
+    guard(F, || {
+        with_session(session, F, |st| {
+            let r = latest(st, F)?;
+            let o = r.objects.get(index).ok_or_else(|| {
+                Failure::invalid(F, format!("index {index} is past the {} objects of the latest result", r.objects.len()))
+            })?;
+            let (name, value) = o.sound.as_ref().map_or(("", f32::NAN), |s| (s.tag.as_str(), s.score));
+            unsafe { write_optional(score, value, F, "score") }?;
+            // SAFETY: forwarded contract.
+            unsafe { copy_text(name, tag, capacity, length, F) }
         })
     })
 }
@@ -851,8 +973,8 @@ pub unsafe extern "C" fn avseg_session_mode(session: *const avseg_session, mode_
     })
 }
 
-fn fill_objects(out: &mut [avseg_object], r: &StreamResult, hfov_deg: f32) {
-    for (dst, o) in out.iter_mut().zip(&r.objects) {
+fn fill_objects(out: &mut [avseg_object], objects: &[SoundingObject], width: u32, hfov_deg: f32) {
+    for (dst, o) in out.iter_mut().zip(objects) {
         *dst = avseg_object {
             id: o.id,
             class_id: o.class,
@@ -864,7 +986,7 @@ fn fill_objects(out: &mut [avseg_object], r: &StreamResult, hfov_deg: f32) {
             centroid_x: o.centroid[0],
             centroid_y: o.centroid[1],
             confidence: o.confidence,
-            bearing_deg: o.bearing_deg(r.mask.width, hfov_deg),
+            bearing_deg: o.bearing_deg(width, hfov_deg),
         };
     }
 }
@@ -939,7 +1061,7 @@ pub unsafe extern "C" fn avseg_session_pop_result(
                 m[..pixels].copy_from_slice(&r.mask.labels);
             }
             if let Some(o) = objects_out {
-                fill_objects(o, &r, hfov_deg);
+                fill_objects(o, &r.objects, r.mask.width, hfov_deg);
             }
             Ok(())
         })
@@ -1014,6 +1136,64 @@ mod tests {
             assert_eq!(avseg_session_process(fake, std::ptr::null_mut()), AVSEG_ERR_INVALID_HANDLE);
             assert_eq!(avseg_session_free(fake), AVSEG_ERR_INVALID_HANDLE);
             assert_eq!(avseg_session_free(std::ptr::null_mut()), AVSEG_OK);
+        }
+    }
+
+    /// A two-stage package through the C ABI: a dog (red) and a cat (blue) with a bark (a
+    /// 500 Hz tone) on `models/tiny-bavs`. The dog is kept, with its label and its sound readable;
+    /// the cat is silent, readable too.
+    #[test]
+    fn labels_and_sounds_of_a_two_stage_package() {
+        let dir = std::ffi::CString::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/tiny-bavs")).unwrap();
+        unsafe {
+            let mut s: *mut avseg_session = std::ptr::null_mut();
+            assert_eq!(avseg_session_new_with_mode(dir.as_ptr(), std::ptr::null(), 0, &mut s), AVSEG_OK);
+            let (w, h) = (96u32, 64u32);
+            let mut rgb = vec![128u8; (w * h * 3) as usize];
+            for y in 20..44 {
+                for x in 0..96 {
+                    let colour = match x {
+                        8..28 => [255, 0, 0],
+                        60..80 => [0, 0, 255],
+                        _ => continue,
+                    };
+                    let i = ((y * w + x) * 3) as usize;
+                    rgb[i..i + 3].copy_from_slice(&colour);
+                }
+            }
+            let tone: Vec<f32> = (0..16_000 * 3).map(|i| 0.3 * (2.0 * std::f32::consts::PI * 500.0 * i as f32 / 16_000.0).sin()).collect();
+            assert_eq!(avseg_session_push_audio_f32(s, tone.as_ptr(), tone.len(), 16_000, 1, 0.0), AVSEG_OK);
+            assert_eq!(avseg_session_push_frame_rgb8(s, rgb.as_ptr(), rgb.len(), w, h, 0, 0.9375), AVSEG_OK);
+            assert_eq!(avseg_session_push_frame_rgb8(s, rgb.as_ptr(), rgb.len(), w, h, 0, 1.9375), AVSEG_OK);
+            let mut made = 0usize;
+            assert_eq!(avseg_session_process(s, &mut made), AVSEG_OK);
+            assert!(made >= 1);
+
+            let mut objects = [avseg_object::default(); 4];
+            let mut count = 0usize;
+            assert_eq!(avseg_session_latest_objects(s, 60.0, objects.as_mut_ptr(), 4, &mut count), AVSEG_OK);
+            assert_eq!(count, 1);
+            let mut name = [0 as c_char; 32];
+            let mut len = 0usize;
+            assert_eq!(avseg_session_label(s, objects[0].class_id, name.as_mut_ptr(), name.len(), &mut len), AVSEG_OK);
+            assert_eq!(CStr::from_ptr(name.as_ptr()).to_str().unwrap(), "dog");
+            let mut score = 0.0f32;
+            assert_eq!(avseg_session_latest_object_sound(s, 0, name.as_mut_ptr(), name.len(), &mut len, &mut score), AVSEG_OK);
+            assert_eq!((CStr::from_ptr(name.as_ptr()).to_str().unwrap(), len), ("bark", 4));
+            assert!(score > 0.9, "{score}");
+            // Too small a buffer says how much is needed; a missing object is refused.
+            assert_eq!(avseg_session_latest_object_sound(s, 0, name.as_mut_ptr(), 4, &mut len, &mut score), AVSEG_ERR_BUFFER_TOO_SMALL);
+            assert_eq!(len, 4);
+            assert_eq!(avseg_session_latest_object_sound(s, 1, name.as_mut_ptr(), name.len(), &mut len, &mut score), AVSEG_ERR_INVALID_ARGUMENT);
+            assert_eq!(avseg_session_label(s, 9, name.as_mut_ptr(), name.len(), &mut len), AVSEG_ERR_INVALID_ARGUMENT);
+            assert_eq!(avseg_session_label(s, 2, std::ptr::null_mut(), 0, &mut len), AVSEG_ERR_BUFFER_TOO_SMALL);
+            assert_eq!(len, 3, "\"cat\"");
+
+            assert_eq!(avseg_session_latest_silent_objects(s, 60.0, objects.as_mut_ptr(), 4, &mut count), AVSEG_OK);
+            assert_eq!(count, 1);
+            assert_eq!(avseg_session_label(s, objects[0].class_id, name.as_mut_ptr(), name.len(), &mut len), AVSEG_OK);
+            assert_eq!(CStr::from_ptr(name.as_ptr()).to_str().unwrap(), "cat");
+            assert_eq!(avseg_session_free(s), AVSEG_OK);
         }
     }
 }
