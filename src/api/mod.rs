@@ -635,6 +635,53 @@ impl Engine {
         Ok(())
     }
 
+    /// A two-stage package's clip as one binary score per pixel, at model resolution: what
+    /// `avseg eval` scores on the binary (S4/MS3-style) subsets. From the per-class `logits`
+    /// `[n, K, h, w]` and `tags` `[n, A]` of [`Engine::run_clip`]: a pixel whose arg-max class a
+    /// heard sound supports scores `(1 + p) / 2`, p its softmax probability; every other pixel
+    /// scores 0. The score is above 0.5 exactly on the mask the clip's output shows, so J is the
+    /// mask's, and it ranks the kept pixels by the segmenter's probability for F. Returned as
+    /// logits `[n, 1, h, w]` (`ln(s / (1 − s))`, s clamped below 1; −100 for a score of 0).
+    pub fn two_stage_logits(&self, logits: &Tensor, tags: &Tensor) -> Result<Tensor, Error> {
+        let two = self
+            .package
+            .two_stage()
+            .ok_or_else(|| Error::invalid_option("two stage", "the package is not a two-stage (bavs) package"))?;
+        let shape = logits.shape();
+        if shape.len() != 4 || tags.shape().first() != Some(&shape[0]) {
+            return Err(Error::invalid_option(
+                "tags",
+                format!("logits {shape:?} and tags {:?} must hold the same frames", tags.shape()),
+            ));
+        }
+        let (n, k, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        let hw = h * w;
+        let mut matcher = SoundMatcher::new(&two.tree);
+        let mut out = Tensor::zeros(vec![n, 1, h, w]);
+        for i in 0..n {
+            matcher.hear(&two.tree, tags.item(i))?;
+            let sounding: Vec<bool> = (0..k).map(|c| c > 0 && matches!(matcher.judge(&two.tree, c), Verdict::Sounding(_))).collect();
+            let frame = logits.item(i);
+            for (p, dst) in out.data_mut()[i * hw..(i + 1) * hw].iter_mut().enumerate() {
+                let (mut best, mut best_v) = (0, f32::NEG_INFINITY);
+                for c in 0..k {
+                    let v = frame[c * hw + p];
+                    if v > best_v {
+                        (best, best_v) = (c, v);
+                    }
+                }
+                *dst = if sounding[best] {
+                    let z: f32 = (0..k).map(|c| (frame[c * hw + p] - best_v).exp()).sum();
+                    let s = ((1.0 + 1.0 / z) / 2.0).min(1.0 - 1e-7);
+                    (s / (1.0 - s)).ln()
+                } else {
+                    -100.0
+                };
+            }
+        }
+        Ok(out)
+    }
+
     /// Logits `[n, K, h, w]` → masks at each source frame's size, and their objects. A two-stage
     /// package also needs each frame's tag probabilities: use [`Engine::post_process_tagged`].
     pub fn post_process(&self, clip: &ClipInput, logits: &Tensor) -> Result<Vec<FrameOutput>, Error> {

@@ -370,3 +370,49 @@ fn avss_perfect_logits_and_padding() {
     let sheet = image::open(out.join("worst_frames.png")).unwrap();
     assert_eq!((sheet.width(), sheet.height()), (96, 15 * 32));
 }
+
+/// A two-stage package (`models/tiny-bavs`: red = dog, blue = cat, 500 Hz = bark, 1.5 kHz = meow,
+/// 4 kHz = engine) on an S4-layout set made here: a dog beside a cat in every frame, the ground
+/// truth the sounding one. Heard and seen, the sounding animal scores high; an engine with no car
+/// in sight keeps nothing, so J is 0 there.
+#[test]
+fn a_two_stage_package_is_scored_on_what_it_keeps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ss = tmp.path().join("Single-source");
+    let d = ss.join("s4_data");
+    let mut img = image::RgbImage::from_pixel(224, 224, image::Rgb([128, 128, 128]));
+    for y in 56..112 {
+        for x in 28..84 {
+            img.put_pixel(x, y, image::Rgb([255, 0, 0]));
+            img.put_pixel(x + 112, y, image::Rgb([0, 0, 255]));
+        }
+    }
+    let mut csv = String::from("name,start_time,category,split\n");
+    // (video, tone, x of the sounding animal's square)
+    let videos = [("barkv", 500.0, 28), ("meowv", 1500.0, 140), ("enginev", 4000.0, 28)];
+    for (name, hz, x0) in videos {
+        csv.push_str(&format!("{name},0,animal,test\n"));
+        for i in 1..=5usize {
+            save_frame(&d.join(format!("visual_frames/test/animal/{name}/{name}_{i}.png")), &img);
+            write_mask(&d.join(format!("gt_masks/test/animal/{name}/{name}_{i}.png")), x0, 56, 56);
+        }
+        write_wav(&d.join(format!("audio_wav/test/animal/{name}.wav")), 5.0, hz);
+    }
+    std::fs::write(ss.join("s4_meta_data.csv"), csv).unwrap();
+    let out = tmp.path().join("o");
+    ok(&[
+        "eval", "--model", p(&repo().join("models/tiny-bavs")), "--dataset", p(tmp.path()), "--subset", "s4", "--out",
+        p(&out), "--batch-videos", "1",
+    ]);
+    let csv = std::fs::read_to_string(out.join("per_video.csv")).unwrap();
+    let miou = |name: &str| -> f64 {
+        let line = csv.lines().find(|l| l.starts_with(&format!("{name},"))).unwrap_or_else(|| panic!("{csv}"));
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let col = header.iter().position(|h| *h == "miou").unwrap();
+        line.split(',').nth(col).unwrap().parse().unwrap()
+    };
+    eprintln!("{csv}");
+    assert!(miou("barkv") > 0.99, "{csv}");
+    assert!(miou("meowv") > 0.99, "{csv}");
+    assert_eq!(miou("enginev"), 0.0, "{csv}");
+}

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use avseg::{Engine, EngineOptions};
 use avseg::ClipFiles;
-use avseg::OutputSpec;
+use avseg::{Family, OutputSpec};
 use avseg::write_npy;
 use avseg::Tensor;
 
@@ -229,6 +229,8 @@ pub fn evaluate(mut dataset: Dataset, source: Source, opts: &EvalOptions) -> Res
             let m = engine.package().manifest();
             match (&m.output, subset.is_binary()) {
                 (OutputSpec::Binary { .. }, true) => {}
+                // A two-stage package's kept objects make the binary prediction (two_stage_logits).
+                (OutputSpec::Semantic { .. }, true) if m.family == Family::Bavs => {}
                 (OutputSpec::Semantic { .. }, false) if m.output.channels() == AVSS_CLASSES => {}
                 _ => {
                     return Err(EvalError::Input(format!(
@@ -283,7 +285,12 @@ pub fn evaluate(mut dataset: Dataset, source: Source, opts: &EvalOptions) -> Res
             (Some(engine), _) => {
                 let files = ClipFiles { frames: video.frames.clone(), audio: video.audio.clone() };
                 let clip = engine.load_clip(&files)?;
-                (engine.run_clip(&clip)?.logits, video.audio.clone())
+                let out = engine.run_clip(&clip)?;
+                let logits = match &out.tags {
+                    Some(tags) => engine.two_stage_logits(&out.logits, tags)?,
+                    None => out.logits,
+                };
+                (logits, video.audio.clone())
             }
             (None, Source::Logits(dir)) => {
                 let p = dir.join(format!("{}.npy", video.name));
