@@ -61,3 +61,30 @@ fn audioset_coco_tree_loads_and_judges_everyday_seconds() {
     assert_eq!(by(&m, "car"), None);
     println!("{}", tree.describe(&visual));
 }
+
+/// The AVS-Reg tree (`python -m avsreg.label_tree`): one class and one sound per stamp, categories
+/// from the stamp folders. A stamp's sound keeps that stamp only, even beside a stamp of its own
+/// folder; silence keeps nothing.
+#[test]
+fn avs_reg_tree_loads_and_keeps_only_the_sounding_stamp() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/label-trees/avs-reg");
+    let audio = lines(&dir.join("audio_labels.txt"));
+    let visual = lines(&dir.join("visual_labels.txt"));
+    assert_eq!((audio.len(), visual.len()), (101, 101), "100 stamps, plus silence / background");
+    assert_eq!(audio.last().map(String::as_str), Some("silence"));
+    assert_eq!(audio[..100], visual[1..]);
+    let tree = LabelTree::load(&dir.join("tree.json"), &audio, &visual).unwrap();
+    let class = |name: &str| visual.iter().position(|v| v == name).unwrap();
+    let mut tags = vec![0.0f32; audio.len()];
+    tags[audio.iter().position(|a| a == "dog").unwrap()] = 0.9;
+    let mut m = SoundMatcher::new(&tree);
+    m.hear(&tree, &tags).unwrap();
+    assert!(matches!(m.judge(&tree, class("dog")), Verdict::Sounding(_)));
+    assert_eq!(m.judge(&tree, class("fox")), Verdict::Silent, "a dog's bark does not keep a fox");
+    let dogs = tree.nodes().iter().find(|n| n.name == "animals/mammals/dogs").unwrap();
+    assert_eq!(dogs.support, vec![class("dog"), class("fox")]);
+    tags.fill(0.0);
+    tags[100] = 1.0;
+    m.hear(&tree, &tags).unwrap();
+    assert!((1..visual.len()).all(|c| m.judge(&tree, c) == Verdict::Silent), "silence keeps nothing");
+}

@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-GEN_VERSION = "1"
+from avsreg import label_tree
+
+GEN_VERSION = "2"
 HERE = Path(__file__).resolve().parent
 LOCK = HERE / "sources.lock.json"
 STAMPS = Path("/usr/share/tuxpaint/stamps")
@@ -696,7 +698,8 @@ def render_frames(pool, rec):
         bgimg = bgimg[:, ::-1]
     aug = rec["background"].get("augment")
     blend = blend_layer(pool, aug) if aug else None
-    frames, masks = [], []
+    frames, masks, class_maps = [], [], []
+    classes = label_tree.class_index([s["path"] for s in pool.sorted_stamps])
     for t in range(5):
         x, y, w, h = rec["background"]["crops"][t]
         frame = resize_int(bgimg[y:y + h, x:x + w].astype(np.int64), SIZE, SIZE)
@@ -704,6 +707,8 @@ def render_frames(pool, rec):
         if aug:
             frame = augment_background(frame, aug, blend)
         mask = np.zeros((SIZE, SIZE), bool)
+        # Every visible object's class, sounding or not; later stamps cover earlier ones, as drawn.
+        cls = np.zeros((SIZE, SIZE), np.uint8)
         for o in rec["objects"]:
             st = pool.image("stamp", o["stamp"])
             if o["flip"]:
@@ -715,9 +720,11 @@ def render_frames(pool, rec):
                 (pm + (255 - al[:, :, None]) * region + 127) // 255, 0, 255)
             if o["active"][t]:
                 mask[by:by + bh, bx:bx + bw] |= al > 127
+            cls[by:by + bh, bx:bx + bw][al > 127] = classes[o["stamp"]]
         frames.append(frame.astype(np.uint8))
         masks.append(np.where(mask, 255, 0).astype(np.uint8))
-    return frames, masks
+        class_maps.append(cls)
+    return frames, masks, class_maps
 
 
 def sec_rms(y, t):
@@ -842,7 +849,7 @@ def build_clip(pool, seed, kind, split, index, bg_augment=0.0):
         rec["negative"] = "silence" if sub.endswith("silence") else ("offscreen" if off else None)
         rec["category"] = "negative" if sub.startswith("s4neg") else None
     rec["objects"] = objs
-    frames, masks = render_frames(pool, rec)
+    frames, masks, class_maps = render_frames(pool, rec)
     if kind.endswith("silence"):
         pcm = np.zeros(NSAMP, "<i2")
     else:
@@ -850,7 +857,7 @@ def build_clip(pool, seed, kind, split, index, bg_augment=0.0):
     rec["sounding_per_second"] = [[o["stamp"] for o in objs if o["active"][t]] for t in range(5)]
     for o in objs:
         o.pop("dims", None)
-    return rec, frames, masks, pcm
+    return rec, frames, masks, class_maps, pcm
 
 
 def split_counts(total, splits):
@@ -909,7 +916,7 @@ def generate(args):
     try:
         for n_done, (kind, split, index) in enumerate(jobs):
             name = clip_name(kind, split, index)
-            rec, frames, masks, pcm = build_clip(pool, args.seed, kind, split, index, args.bg_augment)
+            rec, frames, masks, class_maps, pcm = build_clip(pool, args.seed, kind, split, index, args.bg_augment)
             rec["name"] = name
             layout = "s4" if kind.startswith("s4") else "ms3"
             rec["layout"] = layout
@@ -921,6 +928,8 @@ def generate(args):
                         png_bytes(frames[t]), frames[t].tobytes())
                     put(f"s4_data/gt_masks/{split}/{cat}/{name}/{name}_{t + 1}.png",
                         png_bytes(masks[t]), masks[t].tobytes())
+                    put(f"s4_data/class_maps/{split}/{cat}/{name}/{name}_{t + 1}.png",
+                        png_bytes(class_maps[t]), class_maps[t].tobytes())
                 s4_rows.append((name, 0, cat, split))
             else:
                 put(f"ms3_data/audio_wav/{split}/{name}.wav", wav_bytes(pcm), pcm.tobytes())
@@ -929,6 +938,8 @@ def generate(args):
                         png_bytes(frames[t]), frames[t].tobytes())
                     put(f"ms3_data/gt_masks/{split}/{name}/{name}_{t + 1}.png",
                         png_bytes(masks[t]), masks[t].tobytes())
+                    put(f"ms3_data/class_maps/{split}/{name}/{name}_{t + 1}.png",
+                        png_bytes(class_maps[t]), class_maps[t].tobytes())
                 ms3_rows.append((name, split))
             rj = (json.dumps(rec, indent=1, sort_keys=True) + "\n").encode()
             put(f"clips/{name}.json", rj, rj)
@@ -946,6 +957,9 @@ def generate(args):
         put("s4_meta_data.csv", b, b)
         b = csv_bytes(["name", "split"], ms3_rows)
         put("ms3_meta_data.csv", b, b)
+        # The class maps' values: line i names class i (avsreg.label_tree).
+        b = "".join(f"{c}\n" for c in label_tree.visual_labels([s["path"] for s in pool.sorted_stamps])).encode()
+        put("classes.txt", b, b)
         lock = pool.lock
         manifest = {
             "format": "avsreg-manifest", "generator_version": GEN_VERSION,

@@ -31,6 +31,7 @@ import pytest
 from PIL import Image
 
 from avsreg import generate as G
+from avsreg import label_tree
 
 COUNTS = ["--s4", "6", "--ms3", "4", "--negatives", "4"]
 
@@ -90,6 +91,23 @@ def expected_masks(pool, rec):
     return masks
 
 
+def expected_class_maps(pool, rec, classes):
+    """Independent re-derivation of the class maps: each placed stamp's class where its alpha
+    passes, in drawing order."""
+    maps = []
+    for t in range(5):
+        c = np.zeros((224, 224), np.uint8)
+        for o in rec["objects"]:
+            st = pool.image("stamp", o["stamp"])
+            if o["flip"]:
+                st = st[:, ::-1]
+            x, y, w, h = o["boxes"][t]
+            _, al = G.resize_premult(st, h, w)
+            c[y:y + h, x:x + w][al > 127] = classes.index(label_tree.class_name(o["stamp"]))
+        maps.append(c)
+    return maps
+
+
 def check_set(d):
     pool = G.Pool()
     man = json.loads((d / "manifest.json").read_text())
@@ -98,6 +116,8 @@ def check_set(d):
         assert files[rel] == h["sha256"], rel
     assert set(files) - set(man["files"]) == {"manifest.json"}
     bg_split = {b: sp for sp, bs in man["split_rule"]["backgrounds"].items() for b in bs}
+    classes = (d / "classes.txt").read_text().splitlines()
+    assert classes == label_tree.visual_labels(label_tree.stamp_paths()), "classes.txt"
     assert len(bg_split) == len(pool.backgrounds)
     kinds = {}
     for cj in sorted((d / "clips").glob("*.json")):
@@ -116,12 +136,19 @@ def check_set(d):
             frames = [read_png(base / "visual_frames" / split / cat / name / f"{name}_{t}.png", "RGB")
                       for t in range(1, 6)]
             masks = [read_png(base / "gt_masks" / split / cat / name / f"{name}_{t}.png", "L") for t in range(1, 6)]
+            class_maps = [read_png(base / "class_maps" / split / cat / name / f"{name}_{t}.png", "L") for t in range(1, 6)]
         else:
             base = d / "ms3_data"
             wav = read_wav(base / "audio_wav" / split / f"{name}.wav")
             frames = [read_png(base / "visual_frames" / name / f"{name}.mp4_{t}.png", "RGB") for t in range(1, 6)]
             masks = [read_png(base / "gt_masks" / split / name / f"{name}_{t}.png", "L") for t in range(1, 6)]
+            class_maps = [read_png(base / "class_maps" / split / name / f"{name}_{t}.png", "L") for t in range(1, 6)]
         assert all(f.shape == (224, 224, 3) for f in frames)
+        # Class maps: every visible object, sounding or not, by its stamp's class, the later drawn
+        # in front; the sounding objects' masks lie on objects.
+        for t, (c, e) in enumerate(zip(class_maps, expected_class_maps(pool, rec, classes))):
+            assert np.array_equal(c, e), (name, t, "class map != the placed stamps' classes")
+            assert not ((masks[t] > 127) & (c == 0)).any(), (name, t, "sounding pixel without a class")
         for m in masks:
             assert set(np.unique(m)) <= {0, 255}, name
         fg = [int((m > 127).sum()) for m in masks]
