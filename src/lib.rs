@@ -92,6 +92,7 @@ pub use backend::cuda::build::{
     build_kernels, default_cache_dir, kernel_counts, KernelBuild, KernelBuildOptions, KernelBuildReport,
 };
 pub use backend::cuda::Arch;
+pub use backend::cuda::plan::{plan_package, Kernel as DeviceKernel, Plan as DevicePlan, Precision};
 // Errors and tensors.
 pub use backend::cuda::CudaError;
 pub use backend::cpu::CpuKernels;

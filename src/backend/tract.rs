@@ -95,20 +95,7 @@ impl Graph {
                 if let (FileCheck::Deferred, Some(recorded)) = (&info.check, &info.checksum) {
                     verify_onnx(info, recorded)?;
                 }
-                let mut model = tract_onnx::onnx().model_for_path(&info.path).map_err(err)?;
-                // Pin every input to a concrete shape before optimisation: only fixed shapes get
-                // tract's best kernels, and the graph's symbolic batch axes are resolved here once.
-                for (i, shape) in input_shapes.iter().enumerate() {
-                    model.set_input_fact(i, InferenceFact::dt_shape(f32::datum_type(), shape.as_slice())).map_err(err)?;
-                }
-                let mut typed = model.into_typed().map_err(err)?;
-                if options.cpu_kernels == CpuKernels::Avseg {
-                    // Constants first, so that weights behind a Cast are visible to the rewrite.
-                    typed.prop_consts().map_err(err)?;
-                    let report = rewrite(&mut typed).map_err(err)?;
-                    log::debug!("{}: avseg CPU kernels: {report:?}", info.path.display());
-                }
-                let decluttered = typed.into_decluttered().map_err(err)?;
+                let decluttered = decluttered_model(&info.path, &input_shapes, options.cpu_kernels).map_err(err)?;
                 if let (Some(c), Some(e)) = (&cache, &entry) {
                     c.store(e, &decluttered, source);
                 }
@@ -247,6 +234,25 @@ impl Graph {
         }
         Ok(())
     }
+}
+
+/// An ONNX graph as the CPU backend prepares it before tract's code generation: every input pinned
+/// to its shape (only fixed shapes get tract's best kernels, and symbolic batch axes are resolved
+/// once), avseg's rewrite applied with its kernels, then tract's declutter. What the graph cache
+/// stores, and what the CUDA planner ([`super::cuda::plan`]) reads.
+pub fn decluttered_model(path: &std::path::Path, input_shapes: &[Vec<usize>], kernels: CpuKernels) -> TractResult<TypedModel> {
+    let mut model = tract_onnx::onnx().model_for_path(path)?;
+    for (i, shape) in input_shapes.iter().enumerate() {
+        model.set_input_fact(i, InferenceFact::dt_shape(f32::datum_type(), shape.as_slice()))?;
+    }
+    let mut typed = model.into_typed()?;
+    if kernels == CpuKernels::Avseg {
+        // Constants first, so that weights behind a Cast are visible to the rewrite.
+        typed.prop_consts()?;
+        let report = rewrite(&mut typed)?;
+        log::debug!("{}: avseg CPU kernels: {report:?}", path.display());
+    }
+    typed.into_decluttered()
 }
 
 /// Compares the ONNX file about to be parsed with the checksum its manifest records.

@@ -46,3 +46,21 @@ fn kernels_subcommand_reports_clearly() {
         assert!(err.contains("--arch") || err.contains("libnvrtc"), "{err}");
     }
 }
+
+/// `avseg kernels --plan`: the CUDA runner's plan for a package, with no GPU.
+#[test]
+fn plan_prints_kernels_flops_and_memory() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/tiny-tpavi");
+    let out = avseg_bin(&["kernels", "--plan", "--model", model], &[]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    for want in ["audio_encoder:", "segmenter:", "tpavi fold (1 group)", "implicit-gemm 3x3 conv", "activation arena"] {
+        assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
+    assert!(!stdout.contains("no device kernel"), "{stdout}");
+    let half = avseg_bin(&["kernels", "--plan", "--model", model, "--precision", "fp16"], &[]);
+    assert!(String::from_utf8_lossy(&half.stdout).contains("fp16 storage"));
+    let missing = avseg_bin(&["kernels", "--plan"], &[]);
+    assert_eq!(missing.status.code(), Some(2), "clap usage error");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--model"));
+}

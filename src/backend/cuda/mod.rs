@@ -8,7 +8,9 @@
 //! * [`cache`]: the on-disk CUBIN cache (`avseg kernels --precompile` fills it);
 //! * [`device`]: the gated device probe and an open [`device::Gpu`] (context, stream, modules);
 //! * [`ops`]: typed, shape-checked launch wrappers, one per kernel;
-//! * [`reference`]: the CPU reference of every kernel's math, which the tests hold the kernels to.
+//! * [`reference`]: the CPU reference of every kernel's math, which the tests hold the kernels to;
+//! * [`plan`]: the runner's plan for a graph (kernel per node, FLOPs, one arena with an offset per
+//!   activation), made and tested on the CPU.
 //!
 //! Everything that loads a CUDA library is gated on the library being present, and every driver
 //! call runs under `catch_unwind`, so a machine without CUDA gets an error value, never a crash.
@@ -20,6 +22,7 @@
 
 pub mod build;
 pub mod kernels;
+pub mod plan;
 // The CPU references, the launch wrappers and the device's module loading wait for the CUDA model
 // runner (issue 17); until it lands only the tests call them.
 #[allow(dead_code)]
