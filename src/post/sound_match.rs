@@ -47,13 +47,16 @@ pub struct SoundMatcher {
     /// Under `needs_parent`: whether a node lets its children count (a scored node when heard,
     /// a category when its own parent lets it).
     gate: Vec<bool>,
+    /// Whether some child of the node is heard (so [`SoundMatcher::unmatched`] leaves the node to
+    /// it), found in one pass per second.
+    child_heard: Vec<bool>,
 }
 
 impl SoundMatcher {
     /// A matcher for `tree`, having heard nothing.
     pub fn new(tree: &LabelTree) -> Self {
         let n = tree.nodes().len();
-        Self { scores: vec![0.0; n], heard: vec![false; n], gate: vec![true; n] }
+        Self { scores: vec![0.0; n], heard: vec![false; n], gate: vec![true; n], child_heard: vec![false; n] }
     }
 
     /// Hears one second: `tags` holds the tagger's probability for each of its labels. Fails,
@@ -63,6 +66,7 @@ impl SoundMatcher {
         self.scores.fill(0.0);
         self.heard.fill(false);
         self.gate.fill(true);
+        self.child_heard.fill(false);
         if tags.len() != tree.audio_labels() {
             return Err(PostError::TagScores {
                 detail: format!("{} scores for a tagger of {} labels", tags.len(), tree.audio_labels()),
@@ -82,6 +86,11 @@ impl SoundMatcher {
                 let open = nodes[i].parent.is_none_or(|p| self.gate[p]);
                 self.heard[i] &= open;
                 self.gate[i] = if nodes[i].audio.is_some() { self.heard[i] } else { open };
+            }
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            if let (true, Some(p)) = (self.heard[i], n.parent) {
+                self.child_heard[p] = true;
             }
         }
         Ok(())
@@ -124,7 +133,7 @@ impl SoundMatcher {
         (0..nodes.len()).filter(move |&i| {
             self.heard[i]
                 && !nodes[i].support.iter().any(|c| visible.contains(c))
-                && !(0..nodes.len()).any(|j| nodes[j].parent == Some(i) && self.heard[j])
+                && !self.child_heard[i]
         })
     }
 }
