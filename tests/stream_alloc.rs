@@ -257,7 +257,7 @@ fn sliding_process_allocates_only_inside_tract_and_the_resizer() {
     // The window step alone, on an engine prepared as the session prepares it.
     let mut engine = Engine::load_sliding(&model, &engine_options).unwrap();
     let v = engine.package().manifest().vision.clone();
-    let blocks = engine.window_blocks().to_vec();
+    let blocks = engine.window_blocks();
     assert_eq!(blocks.len(), 4, "one TPAVI block per encoder stage");
     let frames = Tensor::zeros(vec![1, 3, v.height as usize, v.width as usize]);
     let logmel = Tensor::zeros(vec![1, 1, 96, 64]);

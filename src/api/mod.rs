@@ -237,14 +237,34 @@ pub struct ClipFeatures {
     pub frames: Tensor,
 }
 
+impl CallShape {
+    /// One frame per call, for a package of independent frames; else an error on `option` saying
+    /// why not.
+    pub(crate) fn per_frame(package: &ModelPackage, option: &'static str) -> Result<Self, Error> {
+        package
+            .single_frame_graphs()
+            .map_err(|why| Error::invalid_option(option, format!("cannot segment one frame at a time: {why}")))?;
+        Ok(CallShape { frames_per_call: Some(1), tpavi_window: None })
+    }
+
+    /// The newest-frame step of a sliding window, for official TPAVI; else an error on `option`
+    /// saying why not.
+    pub(crate) fn sliding(package: &ModelPackage, option: &'static str) -> Result<Self, Error> {
+        let group = package
+            .sliding_windows()
+            .map_err(|why| Error::invalid_option(option, format!("cannot stream in sliding windows: {why}")))?;
+        Ok(CallShape { frames_per_call: Some(1), tpavi_window: Some(group) })
+    }
+}
+
 /// Buffers of per-frame post-processing, kept between frames so that a stream reuses them.
 #[derive(Default)]
 pub(crate) struct FramePost {
     pub builder: MaskBuilder,
     pub finder: ObjectFinder,
-    /// Two-stage packages: the sounds heard in the frame's second, and which classes they keep.
+    /// Two-stage packages: the sounds heard in the frame's second, and the verdict per class.
     matcher: Option<SoundMatcher>,
-    sounding: Vec<bool>,
+    verdicts: Vec<Verdict>,
 }
 
 /// How an engine prepares its graphs (sessions choose; clips take the defaults).
@@ -290,10 +310,7 @@ impl Engine {
     /// [`crate::Session`] runs. Such an engine cannot run clips.
     pub fn load_per_frame(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
         Self::load_for(dir, options, |package| {
-            package
-                .single_frame_graphs()
-                .map_err(|why| Error::invalid_option("per frame", format!("cannot segment one frame at a time: {why}")))?;
-            Ok(CallShape { frames_per_call: Some(1), tpavi_window: None })
+            CallShape::per_frame(package, "per frame")
         })
     }
 
@@ -303,10 +320,7 @@ impl Engine {
     /// cannot run clips.
     pub fn load_sliding(dir: impl AsRef<Path>, options: &EngineOptions) -> Result<Self, Error> {
         Self::load_for(dir, options, |package| {
-            let group = package
-                .sliding_windows()
-                .map_err(|why| Error::invalid_option("sliding", format!("cannot stream in sliding windows: {why}")))?;
-            Ok(CallShape { frames_per_call: Some(1), tpavi_window: Some(group) })
+            CallShape::sliding(package, "sliding")
         })
     }
 
@@ -550,7 +564,7 @@ impl Engine {
 
     /// C' of each TPAVI block, in graph order, of an engine from [`Engine::load_sliding`]; empty
     /// for other engines.
-    pub fn window_blocks(&self) -> &[usize] {
+    pub fn window_blocks(&self) -> Vec<usize> {
         self.runner.window_blocks()
     }
 
@@ -600,11 +614,10 @@ impl Engine {
         let matcher = post.matcher.get_or_insert_with(|| SoundMatcher::new(tree));
         matcher.hear(tree, tags)?;
         // The verdict depends on the class alone: one per class, for the objects and the pixels.
-        post.sounding.clear();
-        post.sounding.extend((0..k).map(|c| c > 0 && matches!(matcher.judge(tree, c), Verdict::Sounding(_))));
+        matcher.judge_classes(tree, k, &mut post.verdicts);
         let mut kept = 0;
         for j in 0..objects.len() {
-            if let Verdict::Sounding(support) = matcher.judge(tree, objects[j].class as usize) {
+            if let Some(Verdict::Sounding(support)) = post.verdicts.get(objects[j].class as usize) {
                 let tag = &tree.nodes()[support.node].name;
                 match &mut objects[j].sound {
                     Some(sound) => {
@@ -627,7 +640,7 @@ impl Engine {
         // Silent classes' pixels are background now; their confidence becomes the probability
         // of not being the dropped class.
         for (label, conf) in mask.labels.iter_mut().zip(mask.confidence.iter_mut()) {
-            if *label != 0 && !post.sounding.get(*label as usize).copied().unwrap_or(false) {
+            if *label != 0 && !matches!(post.verdicts.get(*label as usize), Some(Verdict::Sounding(_))) {
                 *label = 0;
                 *conf = 1.0 - *conf;
             }
@@ -657,10 +670,11 @@ impl Engine {
         let (n, k, h, w) = (shape[0], shape[1], shape[2], shape[3]);
         let hw = h * w;
         let mut matcher = SoundMatcher::new(&two.tree);
+        let mut verdicts = Vec::with_capacity(k);
         let mut out = Tensor::zeros(vec![n, 1, h, w]);
         for i in 0..n {
             matcher.hear(&two.tree, tags.item(i))?;
-            let sounding: Vec<bool> = (0..k).map(|c| c > 0 && matches!(matcher.judge(&two.tree, c), Verdict::Sounding(_))).collect();
+            matcher.judge_classes(&two.tree, k, &mut verdicts);
             let frame = logits.item(i);
             for (p, dst) in out.data_mut()[i * hw..(i + 1) * hw].iter_mut().enumerate() {
                 let (mut best, mut best_v) = (0, f32::NEG_INFINITY);
@@ -670,7 +684,7 @@ impl Engine {
                         (best, best_v) = (c, v);
                     }
                 }
-                *dst = if sounding[best] {
+                *dst = if matches!(verdicts[best], Verdict::Sounding(_)) {
                     let z: f32 = (0..k).map(|c| (frame[c * hw + p] - best_v).exp()).sum();
                     let s = ((1.0 + 1.0 / z) / 2.0).min(1.0 - 1e-7);
                     (s / (1.0 - s)).ln()

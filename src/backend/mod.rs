@@ -72,8 +72,8 @@ pub trait Runner: Send {
 
     /// The TPAVI blocks' C' in graph order when the segmenter was prepared as a sliding window's
     /// step ([`BackendOptions::tpavi_window`]); empty otherwise.
-    fn window_blocks(&self) -> &[usize] {
-        &[]
+    fn window_blocks(&self) -> Vec<usize> {
+        Vec::new()
     }
 
     /// The newest frame of a sliding TPAVI window (spec §6.6): frames `[1, 3, H, W]`, audio

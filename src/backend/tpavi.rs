@@ -70,10 +70,17 @@ impl TpaviWeights {
 }
 
 /// `S[t][c] = Σ_p V[t][c][p]` for NCHW frames `v` `[T, C, hw]`.
-/// (The naive reference of the tests; operators use the `_into` forms.)
 #[cfg(test)]
 pub fn frame_sums(v: &[f32], t: usize, c: usize, hw: usize) -> Vec<f32> {
-    v[..t * c * hw].chunks_exact(hw).map(|plane| plane.iter().sum()).collect()
+    let mut out = Vec::new();
+    frame_sums_into(&v[..t * c * hw], hw, &mut out);
+    out
+}
+
+/// [`frame_sums`] of every `hw`-plane of `v` into `out` (its buffer reused).
+pub fn frame_sums_into(v: &[f32], hw: usize, out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(v.chunks_exact(hw).map(|plane| plane.iter().sum::<f32>()));
 }
 
 /// `K = inv_n · Σ_t φ_tᵀ gs_t` over the frames of one group: `phi` and `gs` are `[F, C']`.

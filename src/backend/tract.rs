@@ -292,8 +292,6 @@ fn executor(threads: usize) -> Executor {
 pub struct TractRunner {
     audio_encoder: Option<Graph>,
     segmenter: Graph,
-    /// C' of each TPAVI block of a sliding window's step.
-    window_cp: Vec<usize>,
     profile: Option<Vec<OpTime>>,
 }
 
@@ -322,8 +320,7 @@ impl TractRunner {
                 detail: format!("{} TPAVI blocks; a sliding window takes at most {MAX_WINDOW_BLOCKS}", segmenter.window.len()),
             });
         }
-        let window_cp = segmenter.window.iter().map(|b| b.cp).collect();
-        Ok(TractRunner { audio_encoder: audio_encoder?, segmenter, window_cp, profile: None })
+        Ok(TractRunner { audio_encoder: audio_encoder?, segmenter, profile: None })
     }
 
     /// Logits with a NaN or infinity are the graph's failure, not masks.
@@ -358,8 +355,8 @@ impl Runner for TractRunner {
         self.check_logits(out)
     }
 
-    fn window_blocks(&self) -> &[usize] {
-        &self.window_cp
+    fn window_blocks(&self) -> Vec<usize> {
+        self.segmenter.window.iter().map(|b| b.cp).collect()
     }
 
     fn segment_window_into(

@@ -125,6 +125,13 @@ impl SoundMatcher {
         }
     }
 
+    /// The verdict for every visual class `0..classes` into `out` (its buffer reused), class 0
+    /// (background) always silent: what a frame's objects and pixels are judged by.
+    pub fn judge_classes(&self, tree: &LabelTree, classes: usize, out: &mut Vec<Verdict>) {
+        out.clear();
+        out.extend((0..classes).map(|c| if c == 0 { Verdict::Silent } else { self.judge(tree, c) }));
+    }
+
     /// Heard nodes that support none of the `visible` classes: sounds with no visible source this
     /// second (off-screen, or background). A node heard together with one of its children is left
     /// to the child, the more specific report.

@@ -226,7 +226,6 @@ pub struct SessionStats {
 pub struct Session {
     /// Prepared for T frames per call, or 1 in per-frame mode.
     engine: Engine,
-    per_frame: bool,
     /// The mode in use (never `Auto`).
     mode: StreamMode,
     /// Sliding TPAVI windows: the older frames' share of the attention.
@@ -281,28 +280,15 @@ impl Session {
     pub fn new(model_dir: impl AsRef<Path>, options: &SessionOptions) -> Result<Session, Error> {
         let sliding = matches!(options.mode, StreamMode::Sliding | StreamMode::SlidingPadded);
         let engine = Engine::load_for(model_dir, &options.engine, |package| {
-            let single = package.single_frame_graphs();
-            if sliding {
-                if options.hop > 1 {
-                    return Err(Error::invalid_option("hop", format!("hop {} has no meaning in sliding windows; leave it 0", options.hop)));
-                }
-                let group = package
-                    .sliding_windows()
-                    .map_err(|why| Error::invalid_option("mode", format!("cannot stream in sliding windows: {why}")))?;
-                return Ok(CallShape { frames_per_call: Some(1), tpavi_window: Some(group) });
-            }
+            let no_hop = |mode: &str| Err(Error::invalid_option("hop", format!("hop {} has no meaning {mode}; leave it 0", options.hop)));
             let per_frame = match options.mode {
-                StreamMode::Windows | StreamMode::Sliding | StreamMode::SlidingPadded => false,
-                StreamMode::PerFrame if options.hop > 1 => {
-                    return Err(Error::invalid_option("hop", format!("hop {} has no meaning per frame; leave it 0", options.hop)))
-                }
-                StreamMode::PerFrame => {
-                    let why = |why| Error::invalid_option("mode", format!("cannot segment one frame at a time: {why}"));
-                    single.map_err(why)?;
-                    true
-                }
+                StreamMode::Sliding | StreamMode::SlidingPadded if options.hop > 1 => return no_hop("in sliding windows"),
+                StreamMode::Sliding | StreamMode::SlidingPadded => return CallShape::sliding(package, "mode"),
+                StreamMode::PerFrame if options.hop > 1 => return no_hop("per frame"),
+                StreamMode::PerFrame => return CallShape::per_frame(package, "mode"),
+                StreamMode::Windows => false,
                 StreamMode::Auto if options.hop != 0 => false,
-                StreamMode::Auto => match single {
+                StreamMode::Auto => match package.single_frame_graphs() {
                     Ok(()) => true,
                     Err(why) => {
                         log::debug!("stream in windows of {} frames: {why}", package.frames_per_clip());
@@ -314,12 +300,11 @@ impl Session {
         })?;
         let model_t = engine.package.frames_per_clip();
         let t = engine.frames_per_call();
-        let per_frame = t < model_t;
         let window = match sliding {
-            true => Some(SlidingWindow::new(model_t, engine.window_blocks(), options.mode == StreamMode::SlidingPadded)),
+            true => Some(SlidingWindow::new(model_t, &engine.window_blocks(), options.mode == StreamMode::SlidingPadded)),
             false => None,
         };
-        let mode = match (sliding, per_frame) {
+        let mode = match (sliding, t < model_t) {
             (true, _) => options.mode,
             (false, true) => StreamMode::PerFrame,
             (false, false) => StreamMode::Windows,
@@ -342,7 +327,6 @@ impl Session {
         let window_span = PATCH_HOP_16K as usize * (t - 1) + MIN_SAMPLES_16K;
         let ring_cap = window_span + (queue_cap + hop + 4) * SECOND_16K as usize + RING_HEADROOM;
         Ok(Session {
-            per_frame,
             mode,
             window,
             t,
@@ -386,7 +370,7 @@ impl Session {
     /// True when each model call segments one sampled frame ([`StreamMode::PerFrame`], `Auto` on
     /// a package of independent frames, or sliding windows).
     pub fn per_frame(&self) -> bool {
-        self.per_frame
+        self.mode != StreamMode::Windows
     }
 
     /// The mode the session runs in: what was asked, or what `Auto` chose (never `Auto`).

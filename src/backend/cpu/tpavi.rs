@@ -13,7 +13,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::output;
-use crate::backend::tpavi::{add_outer, apply_nchw, fold_into, g_sums_into, FoldScratch};
+use crate::backend::tpavi::{add_outer, apply_nchw, fold_into, frame_sums_into, g_sums_into, FoldScratch};
 
 /// The operator: inputs V `[T, C, h, w]` and φ `[T, C']`, output `[T, C, h, w]`.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,8 +90,7 @@ impl AvTpavi {
         let per = self.t / self.groups;
         SCRATCH.with_borrow_mut(|s| {
             s.stats.resize(2 * hw, 0.0);
-            s.sums.clear();
-            s.sums.extend(v[..self.t * c * hw].chunks_exact(hw).map(|plane| plane.iter().sum::<f32>()));
+            frame_sums_into(&v[..self.t * c * hw], hw, &mut s.sums);
             s.gs.resize(self.t * cp, 0.0);
             for (sum, gs) in s.sums.chunks_exact(c).zip(s.gs.chunks_exact_mut(cp)) {
                 g_sums_into(&self.g_w, &self.g_b, sum, gs);
@@ -185,8 +184,7 @@ impl AvTpaviWindow {
         let (c, cp, hw) = (b.c, b.cp, b.h * b.w);
         SCRATCH.with_borrow_mut(|s| {
             s.stats.resize(2 * hw, 0.0);
-            s.sums.clear();
-            s.sums.extend(v[..c * hw].chunks_exact(hw).map(|plane| plane.iter().sum::<f32>()));
+            frame_sums_into(&v[..c * hw], hw, &mut s.sums);
             let (phi_out, gs) = terms.split_at_mut(cp);
             phi_out.copy_from_slice(&phi[..cp]);
             g_sums_into(&b.g_w, &b.g_b, &s.sums, gs);
