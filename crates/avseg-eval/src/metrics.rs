@@ -76,6 +76,39 @@ pub fn mask_iou(logits: &[f32], gt: &[u8]) -> f64 {
     (num as f32 / (den as f32 + IOU_EPS)) as f64
 }
 
+/// Intersection over union of a shown mask (any non-zero label is foreground) and a 0/1 ground
+/// truth of the same size: |P∧G| / |P∨G|, and 1 when both are empty. Unlike [`mask_iou`], an empty
+/// ground truth scores 0 for any foreground shown: this is the figure a user reads off one mask
+/// (`avseg segment --gt`), not the official metric.
+pub fn shown_mask_iou(labels: &[u8], gt: &[u8]) -> f64 {
+    assert_eq!(labels.len(), gt.len(), "mask and GT sizes differ");
+    let (mut inter, mut union) = (0u64, 0u64);
+    for (&l, &g) in labels.iter().zip(gt) {
+        let (p, g) = (l != 0, g != 0);
+        inter += (p && g) as u64;
+        union += (p || g) as u64;
+    }
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+/// The share of a region's pixels (`region` non-zero) that a shown mask covers, or `None` for an
+/// empty region: how much of a silent object a mask wrongly takes.
+pub fn coverage(labels: &[u8], region: &[u8]) -> Option<f64> {
+    assert_eq!(labels.len(), region.len(), "mask and region sizes differ");
+    let (mut covered, mut area) = (0u64, 0u64);
+    for (&l, &r) in labels.iter().zip(region) {
+        if r != 0 {
+            area += 1;
+            covered += (l != 0) as u64;
+        }
+    }
+    (area > 0).then(|| covered as f64 / area as f64)
+}
+
 /// The F-measure curve of one frame over the 255 thresholds, or `None` for an empty GT (the
 /// official code skips such frames entirely).
 ///
@@ -426,6 +459,19 @@ mod tests {
         assert!((iou - 1.0).abs() < 1e-6);
         // Empty GT frames are skipped by the F-measure.
         assert!(f_curve(&[-1.0; 4], &[0; 4], &f_thresholds()).is_none());
+    }
+
+    #[test]
+    fn shown_mask_iou_and_coverage_count_pixels() {
+        // P = {0, 1, 2}, G = {1, 2, 3}: 2 of 4.
+        assert_eq!(shown_mask_iou(&[1, 1, 1, 0, 0], &[0, 1, 1, 1, 0]), 0.5);
+        // Labels of any class count as foreground; both empty is a perfect answer.
+        assert_eq!(shown_mask_iou(&[3, 0], &[1, 0]), 1.0);
+        assert_eq!(shown_mask_iou(&[0, 0], &[0, 0]), 1.0);
+        // Foreground on an empty GT scores 0 (mask_iou would give the background ratio).
+        assert_eq!(shown_mask_iou(&[1, 0, 0, 0], &[0; 4]), 0.0);
+        assert_eq!(coverage(&[1, 1, 0, 0], &[0, 1, 1, 0]), Some(0.5));
+        assert_eq!(coverage(&[1, 1], &[0, 0]), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub(crate) mod bench;
 pub(crate) mod convert;
 pub(crate) mod eval;
 pub(crate) mod features;
+pub(crate) mod gt;
 pub(crate) mod info;
 pub(crate) mod kernels;
 pub(crate) mod segment;

@@ -10,6 +10,7 @@ use avseg::{
     Session, SessionOptions, StreamMode,
 };
 
+use super::gt::GtCheck;
 use crate::CliError;
 
 #[derive(Args)]
@@ -111,6 +112,14 @@ pub(crate) struct SegmentArgs {
     /// Skip the overlay images.
     #[arg(long)]
     pub no_overlay: bool,
+    /// Score the masks against ground truth: a folder of 0/255 masks named like the frames. Prints
+    /// each frame's J (IoU) and writes scores.json (try it on models/sample/gt_masks).
+    #[arg(long, value_name = "DIR", conflicts_with = "video")]
+    pub gt: Option<PathBuf>,
+    /// Masks of objects that are visible but silent, named like the frames: prints the share of
+    /// their area the masks cover (try models/sample/distractor_masks).
+    #[arg(long, value_name = "DIR", conflicts_with = "video")]
+    pub gt_silent: Option<PathBuf>,
     /// Foreground threshold on sigmoid(logit) for binary models (default: the manifest's).
     #[arg(long)]
     pub threshold: Option<f32>,
@@ -160,17 +169,28 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
     // Validate the model before decoding media: a bad package is the cheaper error to report.
     let mut engine = Engine::load(&a.model, &options)?;
     let files = a.clip.files()?;
+    let stem = |p: &std::path::Path| p.file_stem().and_then(|s| s.to_str()).unwrap_or("frame").to_string();
     let clip = engine.load_clip(&files)?;
+    // Ground truth is checked before the model runs.
+    let sizes: Vec<(String, u32, u32)> =
+        clip.frames.iter().map(|f| (stem(&f.source), f.image.width(), f.image.height())).collect();
+    let mut check = GtCheck::load(a.gt.as_deref(), a.gt_silent.as_deref(), &sizes)?;
     let out = engine.run_clip(&clip)?;
 
     let mut writer = FrameWriter::create(&a.out, &engine.package().manifest().output, !a.no_overlay)?;
     for (f, frame) in out.frames.iter().zip(&clip.frames) {
-        let stem = frame.source.file_stem().and_then(|s| s.to_str()).unwrap_or("frame");
+        let stem = stem(&frame.source);
         let source = frame.source.display().to_string();
         let info = FrameInfo { index: f.index, timestamp: f.timestamp, source: &source };
-        writer.write_with_silent(stem, &frame.image, &f.mask, &f.objects, &f.silent_objects, info)?;
+        writer.write_with_silent(&stem, &frame.image, &f.mask, &f.objects, &f.silent_objects, info)?;
+        if let Some(check) = &mut check {
+            check.score(f.index, &f.mask);
+        }
     }
     writer.finish()?;
+    if let Some(check) = &check {
+        check.report(&a.out)?;
+    }
     if a.save_logits {
         write_npy(&a.out.join("logits.npy"), out.logits.shape(), out.logits.data())?;
     }
