@@ -10,7 +10,9 @@ Sources (installed by tools/avsreg/install_sources.sh, pinned in tools/avsreg/so
 
 Usage:
   generate.py --seed 0 --out DIR [--s4 N] [--ms3 N] [--negatives N] [--splits train,val,test]
+  generate.py --variety --seed 0 --out DIR ...   # issue 15 recipe (version 3; tools/avsreg/unseen_split.md)
   generate.py --repin            # rewrite sources.lock.json from the installed sources (explicit)
+  generate.py --repin-variety    # rewrite only its variety_backgrounds pins
 
 Determinism (see tools/avsreg/README.md): PCG32 seeded by SplitMix64, sorted pinned source lists,
 integer resizing and compositing, own PNG/WAV writers (no time/text chunks, canonical 44-byte WAV
