@@ -10,7 +10,9 @@ Sources (installed by tools/avsreg/install_sources.sh, pinned in tools/avsreg/so
 
 Usage:
   generate.py --seed 0 --out DIR [--s4 N] [--ms3 N] [--negatives N] [--splits train,val,test]
+  generate.py --variety --seed 0 --out DIR ...   # issue 15 recipe (version 3; tools/avsreg/unseen_split.md)
   generate.py --repin            # rewrite sources.lock.json from the installed sources (explicit)
+  generate.py --repin-variety    # rewrite only its variety_backgrounds pins
 
 Determinism (see tools/avsreg/README.md): PCG32 seeded by SplitMix64, sorted pinned source lists,
 integer resizing and compositing, own PNG/WAV writers (no time/text chunks, canonical 44-byte WAV
@@ -163,6 +165,58 @@ BACKGROUNDS = [
     ("pypi/sklearn/china.jpg", "CC-BY-2.0 (sklearn/datasets/images/README.txt; attribution required)"),
     ("pypi/sklearn/flower.jpg", "CC-BY-2.0 (sklearn/datasets/images/README.txt; attribution required)"),
 ]
+# --variety (issue 15): background sources, each assigned to exactly one split.  The test split
+# ("unseen") uses photo sources that neither train nor val saw; see tools/avsreg/unseen_split.md.
+# Reserved for independent evaluation and never used here: Debian plasma-workspace-wallpapers and
+# mate-backgrounds.
+VARIETY_GEN_VERSION = "3"
+VARIETY_SOURCE_SPLIT = {
+    "deb:tuxpaint-data": "train",            # 19 photos (Tux Paint templates)
+    "deb:ukui-wallpapers": "train",          # 12 artwork wallpapers
+    "pypi:scikit-image": "train",            # 12 photos
+    "pypi:scikit-learn": "train",            # 2 photos
+    "proc:fbm": "train", "proc:gradient": "train", "proc:stripes": "train", "proc:blotches": "train",
+    "deb:lomiri-wallpapers": "val",          # 1 artwork
+    "deb:lomiri-wallpapers-20.04": "val",    # 4 photos / artwork
+    "proc:marble": "val",
+    "deb:lomiri-wallpapers-16.04": "test",   # 15 photos
+}
+_TUX = "GPL-2+ (tuxpaint-data Debian copyright, Files: *)"
+_UKUI = "CC-BY-SA-3.0 (ukui-wallpapers Debian copyright, Files: *)"
+_LOM = "{} (lomiri-wallpapers Debian copyright, Files: {})"
+VARIETY_PHOTOS = (
+    [(p, "pypi:scikit-image" if "/skimage/" in p else "pypi:scikit-learn", lic) for p, lic in BACKGROUNDS]
+    + [("pypi/skimage/astronaut.png", "pypi:scikit-image", "public domain (NASA; skimage.data.astronaut docstring)"),
+       ("pypi/skimage/camera.png", "pypi:scikit-image", "CC0 (Lav Varshney; skimage.data.camera docstring)"),
+       ("pypi/skimage/ihc.png", "pypi:scikit-image",
+        "no known copyright restrictions (skimage.data.immunohistochemistry docstring)"),
+       ("pypi/skimage/retina.jpg", "pypi:scikit-image", "CC0-1.0 (skimage.data.retina docstring)")]
+    + [(f"deb/tuxpaint-data/{n}.jpg", "deb:tuxpaint-data", _TUX) for n in (
+        "burnt_bark", "cliff", "corn_maze", "jellyfish", "lighthouse", "mossy_bark", "mossy_log", "mudstone",
+        "ocean_splash", "ocean_waves", "redwoods_above", "rocks", "sheep", "spiders_web", "sun_behind_clouds",
+        "sun_behind_leaves", "trees_above", "trees_at_dusk", "wool_mill_machine")]
+    + [(f"deb/ukui-wallpapers/{n}", "deb:ukui-wallpapers", _UKUI) for n in (
+        "2004default.jpg", "calla.png", "city.png", "desert.png", "firstgeneration.jpg", "fluent-color.png",
+        "focal-ubuntukylin.png", "goldfish.png", "rhythm.jpg", "rollpaper.png", "string.jpg", "the-mouse.jpg")]
+    + [("deb/lomiri-wallpapers/warty-final-ubuntu.png", "deb:lomiri-wallpapers",
+        _LOM.format("CC-BY-SA-3.0", "warty-final-ubuntu.png"))]
+    + [(f"deb/lomiri-wallpapers-20.04/{n}.jpg", "deb:lomiri-wallpapers-20.04",
+        _LOM.format("CC-BY-SA-3.0", f"20.04/{n}.jpg")) for n in (
+        "Fossa_by_Jasper_Roks", "Infinite-Sea_by_Aury88", "Kleiber_by_Lukas_Baubkus",
+        "Painting-Colors_by__herobrine7gamer")]
+    + [(f"deb/lomiri-wallpapers-16.04/{n}.jpg", "deb:lomiri-wallpapers-16.04",
+        _LOM.format(lic, f"16.04/{n}.jpg")) for n, lic in (
+        ("Bridge_by_Sander_Klootwijk", "CC-BY-SA-4.0"), ("Dragonfly_by_Bolly", "CC-BY-SA-4.0"),
+        ("Picture_0B_by_freespace", "CC-BY-4.0"), ("Picture_1A_by_freespace", "CC-BY-4.0"),
+        ("Wine_by_Jakkub_Mede", "CC-BY-4.0"), ("aitzgorri_by_Aitzol_Berasategi", "CC-BY-4.0"),
+        ("analogpattern_by_Peter_Nerlich", "CC-BY-SA-4.0"), ("free_by_Peter_Nerlich", "CC-BY-SA-4.0"),
+        ("friends_by_Aitzol_Berasategi", "CC-BY-4.0"), ("greentock_by_Peter_Nerlich", "CC-BY-SA-4.0"),
+        ("life_by_Aitzol_Berasategi", "CC-BY-4.0"), ("picosdeeuropa_by_Aitzol_Berasategi", "CC-BY-4.0"),
+        ("seeding_by_Clements_Engelhardt", "CC0-1.0"), ("sunset_by_Aitzol_Berasategi", "CC-BY-4.0"),
+        ("umang_by_Abhishek_Mudgal", "CC-BY-4.0"))]
+)
+VARIETY_WORK_LONG = 1024     # photos are box-downscaled once at load by an integer factor to <= ~2x this
+PROC_SIZE = 320              # procedural backgrounds are made at PROC_SIZE^2, then cropped like photos
 # Image-only cut-outs given synthetic sounds.
 SPEECH_STAMPS = ["people/fireman200b.png", "people/fireman240a.png"]
 SPEECH_VOICES = ["en-gb", "en-us"]
@@ -354,11 +408,37 @@ def repin():
                         "size": [int(rgb.shape[1]), int(rgb.shape[0])], "licence": lic})
         lock = {"format": "avsreg-sources-lock", "version": 1,
                 "tools": tool_versions(),
-                "stamps": stamps, "sounds": [sounds[k] for k in sorted(sounds)], "backgrounds": bgs}
+                "stamps": stamps, "sounds": [sounds[k] for k in sorted(sounds)], "backgrounds": bgs,
+                "variety_backgrounds": variety_pins()}
         LOCK.write_text(json.dumps(lock, indent=1, sort_keys=True) + "\n")
         print(f"wrote {LOCK}: {len(stamps)} stamps, {len(sounds)} sounds, {len(bgs)} backgrounds")
     finally:
         shutil.rmtree(tmp)
+
+
+def variety_pins():
+    """Pins of the --variety photos (file + decoded pixels), with source, split and licence."""
+    root = sources_root()
+    out = []
+    for rel, src, lic in sorted(VARIETY_PHOTOS, key=lambda t: t[0].encode()):
+        p = root / rel
+        rgb = load_rgb(p)
+        pkg = src.split(":", 1)[1]
+        ver = (root / "deb" / pkg / "VERSION").read_text().strip() if src.startswith("deb:") else \
+            {"scikit-image": "0.26.0", "scikit-learn": "1.9.1"}[pkg]
+        out.append({"path": rel, "sha256": sha256_file(p),
+                    "pixels_sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
+                    "size": [int(rgb.shape[1]), int(rgb.shape[0])], "licence": lic,
+                    "source": src, "source_version": ver, "split": VARIETY_SOURCE_SPLIT[src]})
+    return out
+
+
+def repin_variety():
+    """Adds/rewrites only the `variety_backgrounds` pins; every other pin stays byte-identical."""
+    lock = json.loads(LOCK.read_text())
+    lock["variety_backgrounds"] = variety_pins()
+    LOCK.write_text(json.dumps(lock, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {LOCK}: {len(lock['variety_backgrounds'])} variety backgrounds")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,7 +548,7 @@ def wav_bytes(pcm):
 # The generator
 
 class Pool:
-    def __init__(self, verify=True):
+    def __init__(self, verify=True, variety=False):
         if not LOCK.exists():
             sys.exit(f"error: {LOCK} missing; run with --repin once the sources are installed")
         lock = json.loads(LOCK.read_text())
@@ -502,6 +582,23 @@ class Pool:
             if verify and sha256_file(p) != b["sha256"]:
                 errs.append(f"hash mismatch {p}")
             self.backgrounds.append(dict(b))
+        self.variety = variety
+        if variety:
+            self.vbackgrounds = []
+            if "variety_backgrounds" not in lock:
+                errs.append("sources.lock.json has no variety_backgrounds (avsreg-generate --repin-variety)")
+            for b in lock.get("variety_backgrounds", []):
+                p = root / b["path"]
+                if not p.exists():
+                    errs.append(f"missing {p} (run tools/avsreg/install_sources.sh)")
+                    continue
+                if verify and sha256_file(p) != b["sha256"]:
+                    errs.append(f"hash mismatch {p}")
+                e = dict(b)
+                e["orig_size"] = b["size"]
+                e["box"] = box_factor(*b["size"])
+                e["size"] = [b["size"][0] // e["box"], b["size"][1] // e["box"]]
+                self.vbackgrounds.append(e)
         if errs:
             sys.exit("error: AVS-Reg sources differ from tools/avsreg/sources.lock.json "
                      "(install with tools/avsreg/install_sources.sh, or --repin deliberately):\n  "
@@ -520,6 +617,15 @@ class Pool:
         # Held-out trajectory classes: (start cell x, y, end cell x, y) on a 4x4 grid in normalised
         # feasible coordinates -> 256 classes, each assigned to one split by a stable hash.
         self.traj = {sp: [c for c in range(256) if bucket_split(f"traj/{c}") == sp] for sp in SPLITS}
+        if variety:
+            # Held out by source: every photo and procedural family of a source lies in its split.
+            self.bg_split = {b["path"]: b["split"] for b in self.vbackgrounds}
+            self.bg_pool = {sp: sorted([b for b in self.vbackgrounds if b["split"] == sp],
+                                       key=lambda b: b["path"].encode()) for sp in SPLITS}
+            self.proc_pool = {sp: sorted(k.split(":", 1)[1] for k, v in VARIETY_SOURCE_SPLIT.items()
+                                         if k.startswith("proc:") and v == sp) for sp in SPLITS}
+            for b in self.vbackgrounds:
+                assert VARIETY_SOURCE_SPLIT[b["source"]] == b["split"], b["path"]
 
     def image(self, kind, rel):
         key = (kind, rel)
@@ -529,9 +635,13 @@ class Pool:
                 want = next(s for s in self.stamps if s["path"] == rel)["pixels_sha256"]
             else:
                 a = load_rgb(sources_root() / rel)
-                want = next(b for b in self.backgrounds if b["path"] == rel)["pixels_sha256"]
+                pins = self.vbackgrounds if self.variety else self.backgrounds
+                pin = next(b for b in pins if b["path"] == rel)
+                want = pin["pixels_sha256"]
             if hashlib.sha256(a.tobytes()).hexdigest() != want:
                 sys.exit(f"error: decoded pixels of {rel} differ from the pin (image decoder changed?)")
+            if kind != "stamp" and self.variety:
+                a = box_downscale(a, pin["box"])
             self._img[key] = a
         return self._img[key]
 
@@ -732,7 +842,7 @@ def sec_rms(y, t):
     return math.sqrt(math.fsum((seg * seg).tolist()) / SR)
 
 
-def make_track(rng, pool, sid, active):
+def make_track(rng, pool, sid, active, pre_gate=None):
     """Loop the trimmed source with U(0,0.25) s gaps from a random phase; gate per second.
 
     A sound must be audible in every second it is declared active: the (phase, gaps) draw is
@@ -758,6 +868,8 @@ def make_track(rng, pool, sid, active):
         if ratio >= 0.25:
             break
     ratio, y, phase, gaps, attempt = best
+    if pre_gate is not None:             # --variety: the room acts on the looped sound, before its gate
+        y = pre_gate(y)
     gate = np.zeros(NSAMP)
     for t in on:
         gate[t * SR:(t + 1) * SR] = 1.0
@@ -860,6 +972,566 @@ def build_clip(pool, seed, kind, split, index, bg_augment=0.0):
     return rec, frames, masks, class_maps, pcm
 
 
+# ----------------------------------------------------------------------------------------------
+# --variety (issue 15): more backgrounds, per-object variation, noise beds.  Everything below is
+# used only with --variety; the default recipe (version 2) never calls it.
+
+def box_factor(w, h):
+    """Integer box-downscale factor of a photo: its long side ends in [VARIETY_WORK_LONG, 2x)."""
+    return max(1, max(w, h) // VARIETY_WORK_LONG)
+
+
+def box_downscale(a, k):
+    """uint8 (H,W,3) -> mean of k x k boxes, rounded half up (integer); the ragged edge is dropped."""
+    if k == 1:
+        return a
+    h, w = a.shape[0] // k, a.shape[1] // k
+    s = a[:h * k, :w * k].reshape(h, k, w, k, 3).sum(axis=(1, 3), dtype=np.int64)
+    return ((s + (k * k) // 2) // (k * k)).astype(np.uint8)
+
+
+GOLD64 = 0x9E3779B97F4A7C15
+
+
+def hash_u64(seed, n):
+    """n 64-bit values: the SplitMix64 finaliser of seed + (i+1)*golden, i = 0..n-1 (vectorised)."""
+    with np.errstate(over="ignore"):
+        x = (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(GOLD64)) + np.uint64(seed & M64)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def sub_seed(seed, tag):
+    return (seed ^ fnv1a64(tag)) & M64
+
+
+def hash_u8(seed, shape):
+    n = int(np.prod(shape))
+    return (hash_u64(seed, n) >> np.uint64(56)).astype(np.int64).reshape(shape)
+
+
+def hash_unit(seed, n):
+    """n floats uniform in [-1, 1): the top 53 bits, exactly."""
+    return (hash_u64(seed, n) >> np.uint64(11)).astype(np.float64) / 4503599627370496.0 - 1.0
+
+
+def value_noise(seed, size, cell):
+    """Integer bilinear value noise, 0..255 (int64 [size,size]), lattice spacing `cell` px."""
+    g = size // cell + 2
+    lat = hash_u8(seed, (g, g))
+    idx = np.arange(size)
+    i0, f = idx // cell, (idx % cell) * 256 // cell
+    a = lat[i0][:, i0] * (256 - f)[None, :] + lat[i0][:, i0 + 1] * f[None, :]
+    b = lat[i0 + 1][:, i0] * (256 - f)[None, :] + lat[i0 + 1][:, i0 + 1] * f[None, :]
+    return (a * (256 - f)[:, None] + b * f[:, None] + (1 << 15)) >> 16
+
+
+def fbm(seed, size, base_cell, octaves, persistence):
+    """Sum of value-noise octaves (cell halves, weight *= persistence/256), stretched to 0..255."""
+    acc = np.zeros((size, size), np.int64)
+    w, cell = 256, base_cell
+    for o in range(octaves):
+        acc += value_noise(sub_seed(seed, f"oct{o}"), size, max(2, cell)) * w
+        w = w * persistence // 256
+        cell //= 2
+    lo, hi = int(acc.min()), int(acc.max())
+    return (acc - lo) * 255 // max(1, hi - lo)
+
+
+def palette_map(t, cols):
+    """t: int 0..255 -> RGB by integer lerp through len(cols) >= 2 evenly spaced colours."""
+    cols = np.asarray(cols, np.int64)
+    n = len(cols) - 1
+    pos = t * n                           # 0 .. 255 n
+    i = np.minimum(pos // 255, n - 1)
+    f = pos - i * 255                     # 0..255
+    return (cols[i] * (255 - f)[..., None] + cols[i + 1] * f[..., None] + 127) // 255
+
+
+def draw_procedural(rng):
+    """The parameters of one procedural background (all integers); drawn from the clip's PRNG."""
+    spec = {"seed": (rng.u32() << 32) | rng.u32(),
+            "colours": [[rng.below(256) for _ in range(3)] for _ in range(2 + rng.below(3))],
+            "dir": [rng.below(17) - 8, rng.below(17) - 8], "period": 8 + rng.below(57),
+            "cell": 16 << rng.below(4), "octaves": 3 + rng.below(3), "persistence": 96 + rng.below(96),
+            "checker": rng.below(2), "blotches": 12 + rng.below(40), "amp": 16 + rng.below(112)}
+    if spec["dir"] == [0, 0]:
+        spec["dir"] = [1, 0]
+    return spec
+
+
+def procedural_image(family, spec):
+    """uint8 [PROC_SIZE, PROC_SIZE, 3], integer maths only."""
+    n, seed, cols = PROC_SIZE, spec["seed"], spec["colours"]
+    y, x = np.mgrid[0:n, 0:n].astype(np.int64)
+    dx, dy = spec["dir"]
+    noise = fbm(sub_seed(seed, "fbm"), n, spec["cell"], spec["octaves"], spec["persistence"])
+    if family == "fbm":
+        img = palette_map(noise, cols)
+    elif family == "gradient":
+        t = x * dx + y * dy
+        t = (t - t.min()) * 255 // max(1, int(t.max() - t.min()))
+        img = palette_map(t, cols) + (noise[..., None] - 128) // 16
+    elif family == "stripes":
+        k = len(cols)
+        band = (x * dx + y * dy + 8 * n) // (spec["period"] * 4)
+        if spec["checker"]:
+            band = band + (x * -dy + y * dx + 8 * n) // (spec["period"] * 4)
+        img = np.asarray(cols, np.int64)[band % k]
+        img = img * (192 + noise[..., None] // 4) // 256          # shading 0.75..1.0
+    elif family == "marble":
+        t = (x * dx + y * dy) * 16 + noise * spec["amp"]
+        p = spec["period"] * 64
+        tri = np.abs(t % (2 * p) - p) * 255 // p                  # triangle wave 0..255
+        img = palette_map(tri, cols)
+    elif family == "blotches":
+        h = hash_u64(sub_seed(seed, "blotches"), spec["blotches"] * 6).astype(object)
+        img = np.zeros((n, n, 3), np.int64) + np.asarray(cols[0], np.int64)
+        for b in range(spec["blotches"]):
+            v = [int(h[b * 6 + j] >> 40) for j in range(6)]       # 24-bit draws
+            cx, cy = v[0] % n, v[1] % n
+            rx, ry = 6 + v[2] % (n // 4), 6 + v[3] % (n // 4)
+            inside = (x - cx) ** 2 * ry * ry + (y - cy) ** 2 * rx * rx <= rx * rx * ry * ry
+            c = [(v[4] >> (8 * j)) & 255 for j in range(3)] if v[5] % 3 else cols[v[5] % len(cols)]
+            img[inside] = c
+        small = resize_int(img, n // 4, n // 4)                   # soften the edges
+        img = resize_int(small, n, n)
+    else:
+        raise ValueError(family)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+PI = 3.141592653589793
+
+
+def _sin_scalar(x):
+    return float(sin_series(np.array([x]))[0])
+
+
+def sin_series(x):
+    """sin on [-pi, pi] with +,*,- only (bit-reproducible): fold to [-pi/2, pi/2], Taylor to x^13."""
+    x = np.where(x > PI / 2, PI - x, np.where(x < -PI / 2, -PI - x, x))
+    x2 = x * x
+    term, acc = x, x
+    for k in range(1, 7):
+        term = term * x2 / float((2 * k) * (2 * k + 1)) * -1.0
+        acc = acc + term
+    return acc
+
+
+def colour_jitter_matrix(hue_deg):
+    """Rotation of RGB about the grey axis by hue_deg (Rodrigues), in 1/4096 integer units."""
+    th = hue_deg * PI / 180.0
+    s = _sin_scalar(th)
+    c = _sin_scalar(PI / 2 - abs(th))
+    k = 0.5773502691896258            # 1/sqrt(3)
+    a, b = (1.0 - c) / 3.0, s * k
+    m = [[c + a, a - b, a + b], [a + b, c + a, a - b], [a - b, a + b, c + a]]
+    return np.array([[fround(v * 4096) for v in row] for row in m], np.int64)
+
+
+def jitter_stamp(rgba, j):
+    """Mild colour jitter of a cut-out's RGB (hue, saturation, contrast, brightness); alpha untouched."""
+    a = rgba.astype(np.int64)
+    rgb = a[:, :, :3]
+    rgb = np.clip((rgb @ colour_jitter_matrix(j["hue_deg"]).T + 2048) >> 12, 0, 255)
+    yl = (rgb[:, :, 0:1] * 77 + rgb[:, :, 1:2] * 150 + rgb[:, :, 2:3] * 29 + 128) >> 8
+    sq = fround(j["saturation"] * 256)
+    rgb = yl + ((rgb - yl) * sq + 128) // 256
+    cq = fround(j["contrast"] * 256)
+    rgb = ((rgb - 128) * cq + 128 * 256 + j["brightness"] * 256 + 128) // 256
+    out = np.concatenate([np.clip(rgb, 0, 255), a[:, :, 3:4]], axis=2)
+    return out.astype(np.uint8)
+
+
+def draw_background_variety(rng, pool, split):
+    """A photo of the split's sources, or (train/val, p 0.3) a procedural background of one of the
+    split's procedural families; cropped (50-100 %), panned and flipped like the default recipe."""
+    procs, photos = pool.proc_pool[split], pool.bg_pool[split]
+    use_proc = bool(procs) and (not photos or rng.uniform() < 0.3)
+    bg = {}
+    if use_proc:
+        fam = procs[rng.below(len(procs))]
+        bg["path"] = "proc:" + fam
+        bg["source"] = "proc:" + fam
+        bg["procedural"] = draw_procedural(rng)
+        W = H = PROC_SIZE
+    else:
+        b = photos[rng.below(len(photos))]
+        bg["path"], bg["source"] = b["path"], b["source"]
+        W, H = b["size"]
+        bg["box_factor"] = b["box"]
+    c = rng.uniform(0.5, 1.0)
+    cw, ch = fround(W * c), fround(H * c)
+    if not use_proc:                       # keep the aspect near square for wide wallpapers
+        cw = min(cw, fround(ch * 1.6))
+    u0 = [rng.uniform(), rng.uniform()]
+    u1 = [rng.uniform(), rng.uniform()]
+    bg["flip"] = rng.below(2)
+    bg["crops"] = []
+    for t in range(5):
+        ux = u0[0] + (u1[0] - u0[0]) * t / 4
+        uy = u0[1] + (u1[1] - u0[1]) * t / 4
+        bg["crops"].append([fround(ux * (W - cw)), fround(uy * (H - ch)), cw, ch])
+    return bg
+
+
+def background_image(pool, bg):
+    if "procedural" in bg:
+        return procedural_image(bg["path"].split(":", 1)[1], bg["procedural"])
+    return pool.image("bg", bg["path"])
+
+
+OFF_FRAME = 0.25      # up to this fraction of a stamp's width/height may lie outside the frame
+MIN_VISIBLE = 0.5     # every object keeps >= half of its own alpha pixels visible in every frame
+
+
+def stamp_alpha(pool, o, t):
+    """Alpha > 127 of object o at frame t (its own box size), the GT shape of the cut-out."""
+    st = pool.image("stamp", o["stamp"])
+    if o["flip"]:
+        st = st[:, ::-1]
+    w, h = o["dims"][t] if "dims" in o else o["boxes"][t][2:]
+    _, al = resize_premult(st, h, w)
+    return al > 127
+
+
+def clip_box(x, y, w, h):
+    """Frame and stamp slices of a box that may lie partly outside the frame."""
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(SIZE, x + w), min(SIZE, y + h)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return (slice(y0, y1), slice(x0, x1)), (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+
+
+def front_map(alphas, boxes):
+    """Index of the front-most object (later drawn wins) per pixel, -1 where none."""
+    front = np.full((SIZE, SIZE), -1, np.int64)
+    for i, (al, (x, y, w, h)) in enumerate(zip(alphas, boxes)):
+        cb = clip_box(x, y, w, h)
+        if cb is None:
+            continue
+        (fy, fx), (sy, sx) = cb
+        front[fy, fx][al[sy, sx]] = i
+    return front
+
+
+def place_objects_variety(rng, pool, split, objs, lo, hi):
+    """Scale U(lo,hi), +-10 % drift, flip, a mild colour jitter, held-out trajectory classes over
+    positions that may leave OFF_FRAME of the stamp outside; objects may overlap (the later drawn
+    occludes) as long as each keeps MIN_VISIBLE of its alpha pixels in view in every frame."""
+    for _attempt in range(200):
+        for o in objs:
+            w0, h0 = next(s for s in pool.stamps if s["path"] == o["stamp"])["size"]
+            o["long_side"] = rng.uniform(lo, hi) * SIZE
+            o["drift"] = rng.uniform(0.9, 1.1)
+            o["flip"] = rng.below(2)
+            o["jitter"] = {"hue_deg": rng.uniform(-8.0, 8.0), "saturation": rng.uniform(0.8, 1.2),
+                           "contrast": rng.uniform(0.88, 1.12), "brightness": fround(rng.uniform(-12, 12))}
+            dims = []
+            for t in range(5):
+                L = o["long_side"] * (1.0 + (o["drift"] - 1.0) * t / 4)
+                f = L / max(w0, h0)
+                dims.append([max(1, fround(w0 * f)), max(1, fround(h0 * f))])
+            o["dims"] = dims
+        alphas = [[stamp_alpha(pool, o, t) for t in range(5)] for o in objs]
+        own = [[int(a.sum()) for a in al] for al in alphas]
+        for _try in range(30):
+            for o in objs:
+                c = pool.traj[split][rng.below(len(pool.traj[split]))]
+                cells = [(c >> 6) & 3, (c >> 4) & 3, (c >> 2) & 3, c & 3]
+                u = [(cell + rng.uniform()) / 4.0 for cell in cells]
+                o["trajectory_class"] = c
+                o["u_start"], o["u_end"] = u[:2], u[2:]
+                o["boxes"] = []
+                for t in range(5):
+                    w, h = o["dims"][t]
+                    mx, my = fround(OFF_FRAME * w), fround(OFF_FRAME * h)
+                    ux = o["u_start"][0] + (o["u_end"][0] - o["u_start"][0]) * t / 4
+                    uy = o["u_start"][1] + (o["u_end"][1] - o["u_start"][1]) * t / 4
+                    o["boxes"].append([fround(ux * (SIZE - w + 2 * mx)) - mx, fround(uy * (SIZE - h + 2 * my)) - my,
+                                       w, h])
+            ok = True
+            for t in range(5):
+                front = front_map([al[t] for al in alphas], [o["boxes"][t] for o in objs])
+                counts = np.bincount(front[front >= 0], minlength=len(objs))
+                if any(counts[i] < MIN_VISIBLE * own[i][t] or counts[i] == 0 for i in range(len(objs))):
+                    ok = False
+                    break
+            if ok:
+                return
+    raise RuntimeError("placement failed")
+
+
+def render_frames_variety(pool, rec):
+    """Frames, GT masks (visible pixels of the objects sounding in second t: where the front-most
+    object is a sounding one) and class maps (the front-most object's class)."""
+    bgimg = background_image(pool, rec["background"])
+    if rec["background"]["flip"]:
+        bgimg = bgimg[:, ::-1]
+    aug = rec["background"].get("augment")
+    blend = blend_layer(pool, aug) if aug else None
+    classes = label_tree.class_index([s["path"] for s in pool.sorted_stamps])
+    stamps = []
+    for o in rec["objects"]:
+        st = jitter_stamp(pool.image("stamp", o["stamp"]), o["jitter"])
+        stamps.append(st[:, ::-1] if o["flip"] else st)
+    frames, masks, class_maps = [], [], []
+    for t in range(5):
+        x, y, w, h = rec["background"]["crops"][t]
+        frame = np.clip(resize_int(bgimg[y:y + h, x:x + w].astype(np.int64), SIZE, SIZE), 0, 255)
+        if aug:
+            frame = augment_background(frame, aug, blend)
+        alphas = []
+        for o, st in zip(rec["objects"], stamps):
+            bx, by, bw, bh = o["boxes"][t]
+            pm, al = resize_premult(st, bh, bw)
+            alphas.append(al > 127)
+            cb = clip_box(bx, by, bw, bh)
+            if cb is None:
+                continue
+            (fy, fx), (sy, sx) = cb
+            region = frame[fy, fx]
+            frame[fy, fx] = np.clip((pm[sy, sx] + (255 - al[sy, sx][:, :, None]) * region + 127) // 255, 0, 255)
+        front = front_map(alphas, [o["boxes"][t] for o in rec["objects"]])
+        sounding = np.array([bool(o["active"][t]) for o in rec["objects"]] + [False])
+        lut = np.array([classes[o["stamp"]] for o in rec["objects"]] + [0], np.uint8)
+        masks.append(np.where(sounding[front], 255, 0).astype(np.uint8))
+        class_maps.append(lut[front])
+        frames.append(frame.astype(np.uint8))
+    return frames, masks, class_maps
+
+
+# Amplitude of -d dB, d = 0..30 (literal constants: no pow).
+DB_AMP = [1.0, 0.8912509381337456, 0.7943282347242815, 0.7079457843841379, 0.6309573444801932,
+          0.5623413251903491, 0.5011872336272722, 0.44668359215096315, 0.3981071705534972,
+          0.35481338923357547, 0.31622776601683794, 0.28183829312644537, 0.251188643150958,
+          0.22387211385683395, 0.19952623149688797, 0.1778279410038923, 0.15848931924611134,
+          0.14125375446227545, 0.12589254117941673, 0.11220184543019636, 0.1, 0.08912509381337455,
+          0.07943282347242814, 0.0707945784384138, 0.06309573444801933, 0.05623413251903491,
+          0.05011872336272722, 0.0446683592150963, 0.039810717055349734, 0.03548133892335755,
+          0.03162277660168379]
+SQRT2 = 1.4142135623730951
+BED_KINDS = ["pink", "brown", "hum", "room"]
+
+
+def voss_noise(seed, weights):
+    """Voss-McCartney style noise: octave k holds a uniform value for 2^k samples (random phase);
+    octaves summed with `weights`.  Equal weights ~ pink (1/f), rising weights ~ brown (1/f^2)."""
+    acc = np.zeros(NSAMP)
+    for k, wk in enumerate(weights):
+        hold = 1 << k
+        m = NSAMP // hold + 2
+        v = hash_unit(sub_seed(seed, f"voss{k}"), m)
+        off = int(hash_u64(sub_seed(seed, f"off{k}"), 1)[0] % np.uint64(hold))
+        acc = acc + np.repeat(v, hold)[off:off + NSAMP] * wk
+    return acc
+
+
+def hum_wave(f0, amps, phases):
+    """Mains hum: harmonics h*f0 (integer Hz) with exact integer phase indices, sin from sin_series."""
+    n = np.arange(NSAMP, dtype=np.int64)
+    acc = np.zeros(NSAMP)
+    for h, (a, ph) in enumerate(zip(amps, phases), start=1):
+        k = (n * (h * f0) + ph) % SR                    # phase index in [0, SR)
+        x = (k - SR // 2).astype(np.float64) * (2.0 * PI / SR)   # in [-pi, pi)
+        acc = acc + sin_series(x) * a
+    return acc
+
+
+def make_bed(bed):
+    """Unnormalised bed signal of a recipe's `bed` entry (deterministic: exact f64 ops only)."""
+    seed = bed["seed"]
+    if bed["kind"] == "pink":
+        return voss_noise(seed, [1.0] * 13)
+    if bed["kind"] == "brown":
+        w, ws = 1.0, []
+        for _ in range(13):
+            ws.append(w)
+            w = w * SQRT2
+        return voss_noise(seed, ws)
+    hum = hum_wave(bed["f0"], bed["amps"], bed["phases"])
+    if bed["kind"] == "hum":
+        return hum + voss_noise(seed, [1.0] * 13) * 0.05
+    # room tone: low rumble (brown) with a faint hum
+    w, ws = 1.0, []
+    for _ in range(13):
+        ws.append(w)
+        w = w * SQRT2
+    return voss_noise(seed, ws) + hum * 2.0
+
+
+def draw_bed(rng, p):
+    if rng.uniform() >= p:
+        return None
+    bed = {"kind": BED_KINDS[rng.below(len(BED_KINDS))], "seed": (rng.u32() << 32) | rng.u32(),
+           "snr_db": 3 + rng.below(26)}
+    if bed["kind"] in ("hum", "room"):
+        bed["f0"] = (50, 60)[rng.below(2)]
+        bed["amps"] = [1.0, rng.uniform(0.1, 0.6), rng.uniform(0.05, 0.4), rng.uniform(0.0, 0.2)]
+        bed["phases"] = [rng.below(SR) for _ in range(4)]
+    return bed
+
+
+def bed_track(bed):
+    """The bed scaled to TARGET_RMS at -snr_db (the level of one active source is TARGET_RMS)."""
+    y = make_bed(bed)
+    rms = math.sqrt(math.fsum((y * y).tolist()) / NSAMP)
+    bed["scale"] = TARGET_RMS * DB_AMP[bed["snr_db"]] / rms
+    return y * bed["scale"]
+
+
+COMB_DELAYS = [1116, 1188, 1277, 1356]     # samples at 16 kHz (Schroeder-style parallel combs)
+
+
+def comb(x, d, g):
+    """y[n] = x[n] + g*y[n-d], vectorised per block of d samples (same f64 ops as a sample loop)."""
+    y = x.copy()
+    for s in range(d, x.size, d):
+        e = min(s + d, x.size)
+        y[s:e] = x[s:e] + g * y[s - d:e - d]
+    return y
+
+
+def reverb(y, rv):
+    """Reverb-like tail: dry + wet * mean of 4 feedback combs (delays x room size), DC-normalised."""
+    wet = np.zeros(y.size)
+    for d0 in COMB_DELAYS:
+        d = max(1, fround(d0 * rv["size"]))
+        wet = wet + comb(y, d, rv["feedback"]) * (1.0 - rv["feedback"])
+    return y * (1.0 - rv["wet"]) + wet * (rv["wet"] / 4.0)
+
+
+def mix_audio_variety(rng, pool, rec, bed_p):
+    """Sources as in the default recipe (loop, gate, -20 dBFS +-3 dB), each through the clip's room
+    (p 0.5) before its gate, plus a noise bed (p bed_p) at snr_db below one source; then the limiter."""
+    rv = None
+    if rng.uniform() < 0.5:
+        rv = {"size": rng.uniform(0.5, 1.2), "feedback": rng.uniform(0.5, 0.8), "wet": rng.uniform(0.1, 0.4)}
+    rec["room"] = rv
+    tracks = []
+    for src in rec["sources"]:
+        y, info = make_track(rng, pool, src["sound"], src["active"],
+                             pre_gate=(lambda z: reverb(z, rv)) if rv else None)
+        on = [t for t in range(5) if src["active"][t]]
+        seg = np.concatenate([y[t * SR:(t + 1) * SR] for t in on])
+        rms = math.sqrt(math.fsum((seg * seg).tolist()) / seg.size)
+        assert rms > 0.0, (rec, src)
+        gain = rng.uniform(0.708, 1.413)
+        src.update(info, rms_before=rms, gain=gain)
+        tracks.append(y * (TARGET_RMS * gain / rms))
+    bed = draw_bed(rng, bed_p)
+    rec["bed"] = bed
+    mix = np.zeros(NSAMP)
+    for y in tracks:
+        mix = mix + y
+    if bed:
+        mix = mix + bed_track(bed)
+    peak = float(np.max(np.abs(mix)))
+    rec["audio_peak_before_limit"] = peak
+    rec["limit_gain"] = 1.0
+    if peak > PEAK_MAX:
+        rec["limit_gain"] = PEAK_MAX / peak
+        mix = mix * rec["limit_gain"]
+    return np.clip(np.rint(mix * 32768.0), -32768, 32767).astype("<i2")
+
+
+def same_folder_stamp(rng, pool, like, avoid):
+    """A different stamp from the folder of `like` (None if the folder has no other)."""
+    cands = [s for s in pool.sorted_stamps if stamp_group(s["path"]) == stamp_group(like)
+             and s["path"] not in avoid]
+    if not cands:
+        return None
+    s = cands[rng.below(len(cands))]
+    return {"stamp": s["path"], "sound": s["sounds"][rng.below(len(s["sounds"]))], "same_category_as": like}
+
+
+def build_clip_variety(pool, seed, kind, split, index, bg_augment=0.0):
+    key = f"{kind}/{split}/{index}"
+    rng = clip_rng(seed, "variety/" + key)
+    rec = {"kind": kind, "split": split, "index": index, "rng_key": "variety/" + key, "recipe": "variety",
+           "clip_seed_rule": "PCG32(SplitMix64(seed ^ fnv1a64(rng_key)) x2)"}
+    rec["background"] = draw_background_variety(rng, pool, split)
+    if bg_augment > 0 and split == "train":
+        arng = clip_rng(seed, "bg-augment/variety/" + key)
+        if arng.uniform() < bg_augment:
+            rec["background"]["augment"] = draw_background_augment(arng, pool, split)
+    if kind == "s4":
+        objs = draw_objects(rng, pool, 1)
+        place_objects_variety(rng, pool, split, objs, 0.2, 0.8)
+        objs[0]["active"] = [1] * 5
+        rec["sources"] = [{"stamp": objs[0]["stamp"], "sound": objs[0]["sound"], "active": [1] * 5,
+                           "on_screen": True}]
+        rec["category"] = s4_category(objs[0]["stamp"])
+    else:
+        sub = kind
+        for _ in range(10000):
+            n = 1 if sub.startswith("s4neg") else 2 + rng.below(2)
+            objs = draw_objects(rng, pool, n)
+            for o in objs:
+                o["active"] = [0] * 5
+            off = None
+            if sub == "ms3_distractor":
+                k = 1 if n == 2 else 1 + rng.below(2)
+                for o in objs[:k]:
+                    o["active"] = [1] * 5
+            elif sub == "ms3_switching":
+                sw = 1 + rng.below(4)
+                overlap = rng.below(2)
+                objs[0]["active"] = [1 if (t < sw or (overlap and t == sw)) else 0 for t in range(5)]
+                objs[1]["active"] = [1 if t >= sw else 0 for t in range(5)]
+                rec["switch_second"], rec["overlap"] = sw, overlap
+            elif sub.endswith("offscreen"):
+                off = draw_objects(rng, pool, 1, need_distinct_from=[o["stamp"] for o in objs])[0]
+            # Silent distractor of a sounding object's own category (same stamp folder), p 0.5.
+            silent = [i for i, o in enumerate(objs) if not any(o["active"])]
+            loud = [o for o in objs if any(o["active"])]
+            if sub.startswith("ms3") and silent and loud and rng.uniform() < 0.5:
+                like = loud[rng.below(len(loud))]["stamp"]
+                d = same_folder_stamp(rng, pool, like, {o["stamp"] for o in objs})
+                if d:
+                    d["active"] = [0] * 5
+                    objs[silent[-1]] = d
+            mixkey = "mix/" + "|".join([
+                "vis=" + ",".join(sorted(o["stamp"] for o in objs)),
+                "snd=" + ",".join(sorted(o["stamp"] for o in objs if any(o["active"]))),
+                "off=" + (off["stamp"] if off else "")])
+            if bucket_split(mixkey) == split:
+                break
+        else:
+            raise RuntimeError("no held-out mix found")
+        rec["mix_key"] = mixkey
+        place_objects_variety(rng, pool, split, objs, *((0.2, 0.8) if n == 1 else (0.15, 0.55)))
+        rec["sources"] = [{"stamp": o["stamp"], "sound": o["sound"], "active": o["active"], "on_screen": True}
+                          for o in objs if any(o["active"])]
+        if off:
+            rec["sources"].append({"stamp": off["stamp"], "sound": off["sound"], "active": [1] * 5,
+                                   "on_screen": False})
+        rec["negative"] = "silence" if sub.endswith("silence") else ("offscreen" if off else None)
+        rec["category"] = "negative" if sub.startswith("s4neg") else None
+    rec["objects"] = objs
+    frames, masks, class_maps = render_frames_variety(pool, rec)
+    if kind.endswith("silence"):
+        # No source: exact zeros, or (p 0.5) a noise bed alone at a level drawn as for other clips.
+        bed = draw_bed(rng, 0.5)
+        rec["bed"], rec["room"], rec["limit_gain"] = bed, None, 1.0
+        mix = np.zeros(NSAMP)
+        if bed:
+            mix = mix + bed_track(bed)
+        rec["audio_peak_before_limit"] = float(np.max(np.abs(mix)))
+        if rec["audio_peak_before_limit"] > PEAK_MAX:
+            rec["limit_gain"] = PEAK_MAX / rec["audio_peak_before_limit"]
+            mix = mix * rec["limit_gain"]
+        pcm = np.clip(np.rint(mix * 32768.0), -32768, 32767).astype("<i2")
+    else:
+        pcm = mix_audio_variety(rng, pool, rec, 0.75)
+    rec["sounding_per_second"] = [[o["stamp"] for o in objs if o["active"][t]] for t in range(5)]
+    for o in objs:
+        o.pop("dims", None)
+    return rec, frames, masks, class_maps, pcm
+
+
 def split_counts(total, splits):
     """Largest-remainder split of `total` clips over the listed splits with weights 70/15/15."""
     wsum = sum(SPLIT_WEIGHTS[s] for s in splits)
@@ -900,7 +1572,7 @@ def generate(args):
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         sys.exit(f"error: {out} exists and is not empty")
-    pool = Pool()
+    pool = Pool(variety=args.variety)
     out.mkdir(parents=True, exist_ok=True)
     s4_rows, ms3_rows = [], []
     files = {}
@@ -916,7 +1588,8 @@ def generate(args):
     try:
         for n_done, (kind, split, index) in enumerate(jobs):
             name = clip_name(kind, split, index)
-            rec, frames, masks, class_maps, pcm = build_clip(pool, args.seed, kind, split, index, args.bg_augment)
+            build = build_clip_variety if args.variety else build_clip
+            rec, frames, masks, class_maps, pcm = build(pool, args.seed, kind, split, index, args.bg_augment)
             rec["name"] = name
             layout = "s4" if kind.startswith("s4") else "ms3"
             rec["layout"] = layout
@@ -988,6 +1661,18 @@ def generate(args):
             },
             "files": {k: files[k] for k in sorted(files)},
         }
+        if args.variety:
+            manifest["generator_version"] = VARIETY_GEN_VERSION
+            manifest["recipe"] = "variety"
+            manifest["split_rule"]["backgrounds"] = {
+                sp: [b["path"] for b in pool.bg_pool[sp]] + ["proc:" + f for f in pool.proc_pool[sp]]
+                for sp in SPLITS}
+            manifest["split_rule"]["background_sources"] = {k: VARIETY_SOURCE_SPLIT[k]
+                                                            for k in sorted(VARIETY_SOURCE_SPLIT)}
+            manifest["split_rule"]["reserved_never_used"] = ["debian:plasma-workspace-wallpapers",
+                                                             "debian:mate-backgrounds"]
+            manifest["licences"].update({b["path"]: b["licence"] for b in lock["variety_backgrounds"]})
+            manifest["sources"]["variety_backgrounds"] = lock["variety_backgrounds"]
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     finally:
         pool.close()
@@ -1010,14 +1695,24 @@ def main():
                     help="train split only: with probability P a clip's background is photometrically "
                          "rewritten (channel order, inversion, grey, contrast, brightness, a second "
                          "background blended in); recorded in the clip recipe. Val/test never change")
+    ap.add_argument("--variety", action="store_true",
+                    help="issue 15 recipe (generator version 3): many photo and procedural backgrounds, "
+                         "each source held out in one split; wider scale, positions partly off-frame, "
+                         "partial occlusion, mild colour jitter; noise/hum/room-tone beds at a random SNR "
+                         "and reverb; same-category silent distractors in MS3 clips")
+    ap.add_argument("--repin-variety", action="store_true",
+                    help="rewrite only the variety_backgrounds pins of sources.lock.json")
     args = ap.parse_args()
+    if args.repin_variety:
+        repin_variety()
+        return
     if not 0.0 <= args.bg_augment <= 1.0:
         ap.error(f"--bg-augment {args.bg_augment}: must be a probability in [0, 1]")
     if args.repin:
         repin()
         return
     if args.check_sources:
-        Pool().close()
+        Pool(variety=args.variety).close()
         print("AVS-Reg sources match tools/avsreg/sources.lock.json")
         return
     if not args.out:

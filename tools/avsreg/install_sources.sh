@@ -51,4 +51,49 @@ EOF
   rm -rf "$SRC/pypi/wheels"
 fi
 for f in $want; do [ -f "$f" ] || { echo "avsreg: missing $f after install" >&2; exit 1; }; done
-echo "avsreg: sources ready (apt packages; backgrounds in $SRC/pypi)"
+
+# --variety backgrounds (issue 15): photos from Debian wallpaper/data packages, fetched with
+# `apt-get download` and unpacked with `dpkg-deb -x` (never installed), plus four more
+# scikit-image photos. Only the listed files (and the package's copyright file and version) are
+# kept, under $SRC/deb/<package>/ and $SRC/pypi/skimage/.
+# Reserved for independent evaluation, never fetched: plasma-workspace-wallpapers, mate-backgrounds.
+VDEBS="tuxpaint-data:usr/share/tuxpaint/templates:burnt_bark.jpg,cliff.jpg,corn_maze.jpg,jellyfish.jpg,lighthouse.jpg,mossy_bark.jpg,mossy_log.jpg,mudstone.jpg,ocean_splash.jpg,ocean_waves.jpg,redwoods_above.jpg,rocks.jpg,sheep.jpg,spiders_web.jpg,sun_behind_clouds.jpg,sun_behind_leaves.jpg,trees_above.jpg,trees_at_dusk.jpg,wool_mill_machine.jpg
+ukui-wallpapers:usr/share/backgrounds:2004default.jpg,calla.png,city.png,desert.png,firstgeneration.jpg,fluent-color.png,focal-ubuntukylin.png,goldfish.png,rhythm.jpg,rollpaper.png,string.jpg,the-mouse.jpg
+lomiri-wallpapers:usr/share/backgrounds:warty-final-ubuntu.png
+lomiri-wallpapers-20.04:usr/share/backgrounds:Fossa_by_Jasper_Roks.jpg,Infinite-Sea_by_Aury88.jpg,Kleiber_by_Lukas_Baubkus.jpg,Painting-Colors_by__herobrine7gamer.jpg
+lomiri-wallpapers-16.04:usr/share/backgrounds:Bridge_by_Sander_Klootwijk.jpg,Dragonfly_by_Bolly.jpg,Picture_0B_by_freespace.jpg,Picture_1A_by_freespace.jpg,Wine_by_Jakkub_Mede.jpg,aitzgorri_by_Aitzol_Berasategi.jpg,analogpattern_by_Peter_Nerlich.jpg,free_by_Peter_Nerlich.jpg,friends_by_Aitzol_Berasategi.jpg,greentock_by_Peter_Nerlich.jpg,life_by_Aitzol_Berasategi.jpg,picosdeeuropa_by_Aitzol_Berasategi.jpg,seeding_by_Clements_Engelhardt.jpg,sunset_by_Aitzol_Berasategi.jpg,umang_by_Abhishek_Mudgal.jpg"
+for line in $VDEBS; do
+  pkg=${line%%:*}; rest=${line#*:}; dir=${rest%%:*}; names=${rest#*:}
+  need=0
+  for n in ${names//,/ } copyright VERSION; do [ -f "$SRC/deb/$pkg/$n" ] || need=1; done
+  [ "$need" = 1 ] || continue
+  echo "avsreg: apt-get download $pkg (--variety backgrounds; unpacked, not installed)"
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"
+  (cd "$tmp" && { apt-get download -qq "$pkg" 2>/dev/null || { apt-get update -qq && apt-get download -qq "$pkg"; }; })
+  dpkg-deb -x "$tmp"/"$pkg"_*.deb "$tmp/x"
+  mkdir -p "$SRC/deb/$pkg"
+  for n in ${names//,/ }; do cp "$tmp/x/$dir/$n" "$SRC/deb/$pkg/$n"; done
+  cp "$tmp/x/usr/share/doc/$pkg/copyright" "$SRC/deb/$pkg/copyright"
+  dpkg-deb -f "$tmp"/"$pkg"_*.deb Version > "$SRC/deb/$pkg/VERSION"
+  rm -rf "$tmp"
+done
+vwant="$SRC/pypi/skimage/astronaut.png $SRC/pypi/skimage/camera.png $SRC/pypi/skimage/ihc.png $SRC/pypi/skimage/retina.jpg"
+need=0
+for f in $vwant; do [ -f "$f" ] || need=1; done
+if [ "$need" = 1 ]; then
+  tmp=$(mktemp -d)
+  echo "avsreg: pip download scikit-image==0.26.0 (more --variety photos)"
+  "$PY" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" scikit-image==0.26.0
+  "$PY" - "$tmp" "$SRC/pypi/skimage" <<'EOF'
+import sys, zipfile, glob, os
+for whl in sorted(glob.glob(os.path.join(sys.argv[1], "*.whl"))):
+    with zipfile.ZipFile(whl) as z:
+        for n in ["astronaut.png", "camera.png", "ihc.png", "retina.jpg"]:
+            with open(os.path.join(sys.argv[2], n), "wb") as f:
+                f.write(z.read("skimage/data/" + n))
+EOF
+  rm -rf "$tmp"
+fi
+for f in $vwant; do [ -f "$f" ] || { echo "avsreg: missing $f after install" >&2; exit 1; }; done
+echo "avsreg: sources ready (apt packages; backgrounds in $SRC/pypi and $SRC/deb)"
