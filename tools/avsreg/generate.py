@@ -181,6 +181,20 @@ VARIETY_SOURCE_SPLIT = {
     "proc:marble": "val",
     "deb:lomiri-wallpapers-16.04": "test",   # 15 photos
 }
+# Photos of the default recipe's held-out pools stay out of --variety training: its validation
+# photos (grass, the Hubble field) join the --variety val split, and its test photos (brick,
+# rocket) are left out, so that a model trained on --variety data has never seen the default
+# recipe's val or test backgrounds (nor the bundled sample's, grass) and can still be compared on
+# them.
+VARIETY_PHOTO_SPLIT = {"pypi/skimage/grass.png": "val", "pypi/skimage/hubble_deep_field.jpg": "val"}
+VARIETY_LEFT_OUT = ("pypi/skimage/brick.png", "pypi/skimage/rocket.jpg")
+
+
+def variety_split(path, source):
+    """The --variety split of one photo: its source's, unless overridden above."""
+    return VARIETY_PHOTO_SPLIT.get(path, VARIETY_SOURCE_SPLIT[source])
+
+
 _TUX = "GPL-2+ (tuxpaint-data Debian copyright, Files: *)"
 _UKUI = "CC-BY-SA-3.0 (ukui-wallpapers Debian copyright, Files: *)"
 _LOM = "{} (lomiri-wallpapers Debian copyright, Files: {})"
@@ -421,6 +435,8 @@ def variety_pins():
     root = sources_root()
     out = []
     for rel, src, lic in sorted(VARIETY_PHOTOS, key=lambda t: t[0].encode()):
+        if rel in VARIETY_LEFT_OUT:
+            continue
         p = root / rel
         rgb = load_rgb(p)
         pkg = src.split(":", 1)[1]
@@ -429,7 +445,7 @@ def variety_pins():
         out.append({"path": rel, "sha256": sha256_file(p),
                     "pixels_sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
                     "size": [int(rgb.shape[1]), int(rgb.shape[0])], "licence": lic,
-                    "source": src, "source_version": ver, "split": VARIETY_SOURCE_SPLIT[src]})
+                    "source": src, "source_version": ver, "split": variety_split(rel, src)})
     return out
 
 
@@ -625,7 +641,8 @@ class Pool:
             self.proc_pool = {sp: sorted(k.split(":", 1)[1] for k, v in VARIETY_SOURCE_SPLIT.items()
                                          if k.startswith("proc:") and v == sp) for sp in SPLITS}
             for b in self.vbackgrounds:
-                assert VARIETY_SOURCE_SPLIT[b["source"]] == b["split"], b["path"]
+                assert variety_split(b["path"], b["source"]) == b["split"], b["path"]
+                assert b["path"] not in VARIETY_LEFT_OUT, b["path"]
 
     def image(self, kind, rel):
         key = (kind, rel)
@@ -1669,6 +1686,8 @@ def generate(args):
                 for sp in SPLITS}
             manifest["split_rule"]["background_sources"] = {k: VARIETY_SOURCE_SPLIT[k]
                                                             for k in sorted(VARIETY_SOURCE_SPLIT)}
+            manifest["split_rule"]["photo_overrides"] = dict(sorted(VARIETY_PHOTO_SPLIT.items()))
+            manifest["split_rule"]["left_out"] = list(VARIETY_LEFT_OUT)
             manifest["split_rule"]["reserved_never_used"] = ["debian:plasma-workspace-wallpapers",
                                                              "debian:mate-backgrounds"]
             manifest["licences"].update({b["path"]: b["licence"] for b in lock["variety_backgrounds"]})

@@ -311,7 +311,8 @@ def check_set_variety(d):
     assert test_src and all(s.startswith(("deb:", "pypi:")) for s in test_src), test_src
     pins = {b["path"]: b for b in json.loads(G.LOCK.read_text())["variety_backgrounds"]}
     for b in pins.values():
-        assert b["split"] == src_split[b["source"]], b["path"]
+        assert b["split"] == G.VARIETY_PHOTO_SPLIT.get(b["path"], src_split[b["source"]]), b["path"]
+        assert b["path"] not in G.VARIETY_LEFT_OUT, b["path"]
         assert "plasma" not in b["path"] and "mate-backgrounds" not in b["path"]
     kinds, same_cat, beds = {}, 0, 0
     for cj in sorted((d / "clips").glob("*.json")):
