@@ -922,20 +922,17 @@ def mix_audio(rng, pool, rec):
     return np.clip(np.rint(mix * 32768.0), -32768, 32767).astype("<i2")
 
 
-def build_clip(pool, seed, kind, split, index, bg_augment=0.0):
-    key = f"{kind}/{split}/{index}"
-    rng = clip_rng(seed, key)
-    rec = {"kind": kind, "split": split, "index": index, "rng_key": key,
-           "clip_seed_rule": "PCG32(SplitMix64(seed ^ fnv1a64(rng_key)) x2)"}
-    rec["background"] = draw_background(rng, pool, split)
-    if bg_augment > 0 and split == "train":
-        # Its own stream, so the clip's objects, motion and sound are those of the plain clip.
-        arng = clip_rng(seed, "bg-augment/" + key)
-        if arng.uniform() < bg_augment:
-            rec["background"]["augment"] = draw_background_augment(arng, pool, split)
+def draw_clip_objects(rng, pool, kind, split, rec, variety):
+    """A clip's objects: which stamps, which of them sound in each second, an off-screen source,
+    where they go, and the recipe fields that describe them (sources, mix key, negative kind,
+    category). Both recipes draw them the same way, in the same order of random draws; --variety
+    places objects more freely (place_objects_variety, wider sizes) and may make a silent object
+    one of a sounding object's own stamp folder."""
+    place, ranges = ((place_objects_variety, ((0.2, 0.8), (0.15, 0.55))) if variety
+                     else (place_objects, ((0.35, 0.65), (0.25, 0.45))))
     if kind == "s4":
         objs = draw_objects(rng, pool, 1)
-        place_objects(rng, pool, split, objs, 0.35, 0.65)
+        place(rng, pool, split, objs, *ranges[0])
         objs[0]["active"] = [1] * 5
         rec["sources"] = [{"stamp": objs[0]["stamp"], "sound": objs[0]["sound"], "active": [1] * 5,
                            "on_screen": True}]
@@ -960,6 +957,16 @@ def build_clip(pool, seed, kind, split, index, bg_augment=0.0):
                 rec["switch_second"], rec["overlap"] = sw, overlap
             elif sub.endswith("offscreen"):
                 off = draw_objects(rng, pool, 1, need_distinct_from=[o["stamp"] for o in objs])[0]
+            if variety:
+                # Silent distractor of a sounding object's own category (same stamp folder), p 0.5.
+                silent = [i for i, o in enumerate(objs) if not any(o["active"])]
+                loud = [o for o in objs if any(o["active"])]
+                if sub.startswith("ms3") and silent and loud and rng.uniform() < 0.5:
+                    like = loud[rng.below(len(loud))]["stamp"]
+                    d = same_folder_stamp(rng, pool, like, {o["stamp"] for o in objs})
+                    if d:
+                        d["active"] = [0] * 5
+                        objs[silent[-1]] = d
             mixkey = "mix/" + "|".join([
                 "vis=" + ",".join(sorted(o["stamp"] for o in objs)),
                 "snd=" + ",".join(sorted(o["stamp"] for o in objs if any(o["active"]))),
@@ -969,7 +976,7 @@ def build_clip(pool, seed, kind, split, index, bg_augment=0.0):
         else:
             raise RuntimeError("no held-out mix found")
         rec["mix_key"] = mixkey
-        place_objects(rng, pool, split, objs, *((0.35, 0.65) if n == 1 else (0.25, 0.45)))
+        place(rng, pool, split, objs, *(ranges[0] if n == 1 else ranges[1]))
         rec["sources"] = [{"stamp": o["stamp"], "sound": o["sound"], "active": o["active"], "on_screen": True}
                           for o in objs if any(o["active"])]
         if off:
@@ -977,6 +984,21 @@ def build_clip(pool, seed, kind, split, index, bg_augment=0.0):
                                    "on_screen": False})
         rec["negative"] = "silence" if sub.endswith("silence") else ("offscreen" if off else None)
         rec["category"] = "negative" if sub.startswith("s4neg") else None
+    return objs
+
+
+def build_clip(pool, seed, kind, split, index, bg_augment=0.0):
+    key = f"{kind}/{split}/{index}"
+    rng = clip_rng(seed, key)
+    rec = {"kind": kind, "split": split, "index": index, "rng_key": key,
+           "clip_seed_rule": "PCG32(SplitMix64(seed ^ fnv1a64(rng_key)) x2)"}
+    rec["background"] = draw_background(rng, pool, split)
+    if bg_augment > 0 and split == "train":
+        # Its own stream, so the clip's objects, motion and sound are those of the plain clip.
+        arng = clip_rng(seed, "bg-augment/" + key)
+        if arng.uniform() < bg_augment:
+            rec["background"]["augment"] = draw_background_augment(arng, pool, split)
+    objs = draw_clip_objects(rng, pool, kind, split, rec, variety=False)
     rec["objects"] = objs
     frames, masks, class_maps = render_frames(pool, rec)
     if kind.endswith("silence"):
@@ -1474,59 +1496,7 @@ def build_clip_variety(pool, seed, kind, split, index, bg_augment=0.0):
         arng = clip_rng(seed, "bg-augment/variety/" + key)
         if arng.uniform() < bg_augment:
             rec["background"]["augment"] = draw_background_augment(arng, pool, split)
-    if kind == "s4":
-        objs = draw_objects(rng, pool, 1)
-        place_objects_variety(rng, pool, split, objs, 0.2, 0.8)
-        objs[0]["active"] = [1] * 5
-        rec["sources"] = [{"stamp": objs[0]["stamp"], "sound": objs[0]["sound"], "active": [1] * 5,
-                           "on_screen": True}]
-        rec["category"] = s4_category(objs[0]["stamp"])
-    else:
-        sub = kind
-        for _ in range(10000):
-            n = 1 if sub.startswith("s4neg") else 2 + rng.below(2)
-            objs = draw_objects(rng, pool, n)
-            for o in objs:
-                o["active"] = [0] * 5
-            off = None
-            if sub == "ms3_distractor":
-                k = 1 if n == 2 else 1 + rng.below(2)
-                for o in objs[:k]:
-                    o["active"] = [1] * 5
-            elif sub == "ms3_switching":
-                sw = 1 + rng.below(4)
-                overlap = rng.below(2)
-                objs[0]["active"] = [1 if (t < sw or (overlap and t == sw)) else 0 for t in range(5)]
-                objs[1]["active"] = [1 if t >= sw else 0 for t in range(5)]
-                rec["switch_second"], rec["overlap"] = sw, overlap
-            elif sub.endswith("offscreen"):
-                off = draw_objects(rng, pool, 1, need_distinct_from=[o["stamp"] for o in objs])[0]
-            # Silent distractor of a sounding object's own category (same stamp folder), p 0.5.
-            silent = [i for i, o in enumerate(objs) if not any(o["active"])]
-            loud = [o for o in objs if any(o["active"])]
-            if sub.startswith("ms3") and silent and loud and rng.uniform() < 0.5:
-                like = loud[rng.below(len(loud))]["stamp"]
-                d = same_folder_stamp(rng, pool, like, {o["stamp"] for o in objs})
-                if d:
-                    d["active"] = [0] * 5
-                    objs[silent[-1]] = d
-            mixkey = "mix/" + "|".join([
-                "vis=" + ",".join(sorted(o["stamp"] for o in objs)),
-                "snd=" + ",".join(sorted(o["stamp"] for o in objs if any(o["active"]))),
-                "off=" + (off["stamp"] if off else "")])
-            if bucket_split(mixkey) == split:
-                break
-        else:
-            raise RuntimeError("no held-out mix found")
-        rec["mix_key"] = mixkey
-        place_objects_variety(rng, pool, split, objs, *((0.2, 0.8) if n == 1 else (0.15, 0.55)))
-        rec["sources"] = [{"stamp": o["stamp"], "sound": o["sound"], "active": o["active"], "on_screen": True}
-                          for o in objs if any(o["active"])]
-        if off:
-            rec["sources"].append({"stamp": off["stamp"], "sound": off["sound"], "active": [1] * 5,
-                                   "on_screen": False})
-        rec["negative"] = "silence" if sub.endswith("silence") else ("offscreen" if off else None)
-        rec["category"] = "negative" if sub.startswith("s4neg") else None
+    objs = draw_clip_objects(rng, pool, kind, split, rec, variety=True)
     rec["objects"] = objs
     frames, masks, class_maps = render_frames_variety(pool, rec)
     if kind.endswith("silence"):
