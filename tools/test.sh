@@ -87,7 +87,9 @@ pytest tools/tests/test_convert_families.py
 
 echo "== AVS-Reg generator: determinism and sanity (tools/avsreg)"
 # Sources are Debian/PyPI media (GPL stamps: never committed). Installed only in CI or as root.
-if ! "$VENV/bin/python" -m avsreg.generate --check-sources >/dev/null 2>&1; then
+# --variety: the check covers the --variety backgrounds too, so a machine that installed the
+# sources before they existed installs them now.
+if ! "$VENV/bin/python" -m avsreg.generate --check-sources --variety >/dev/null 2>&1; then
   if [ -n "${CI:-}" ] || [ "$(id -u)" -eq 0 ]; then
     PYTHON="$VENV/bin/python" tools/avsreg/install_sources.sh
   fi
@@ -101,7 +103,7 @@ echo "== default model: tract vs ONNX Runtime, and quality on fresh AVS-Reg clip
 "$bin" segment --model models/default --clip models/sample --out "$work/d_out" --save-logits
 "$VENV/bin/python" -m avseg_tools.check_ort --model models/default --logmel "$work/d_logmel.npy" \
   --frames "$work/d_frames.npy" --logits "$work/d_out/logits.npy" --tol 1e-4
-if "$VENV/bin/python" -m avsreg.generate --check-sources >/dev/null 2>&1; then
+if "$VENV/bin/python" -m avsreg.generate --check-sources --variety >/dev/null 2>&1; then
   "$VENV/bin/python" -m train_default.check_default --avseg "$bin" --work "$work/default_check"
 else
   echo "skipped: AVS-Reg sources not installed, so the default model's quality check cannot run"
