@@ -12,6 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${AVSEG_VENV:-.venv}
+# No pip wheel cache: the venv is the only copy CI needs, and the cache would double pip's disk use.
+export PIP_NO_CACHE_DIR=${PIP_NO_CACHE_DIR:-1}
 export AVSEG_REFERENCE_DIR=${AVSEG_REFERENCE_DIR:-$(pwd)/tests/data/reference}
 
 if [ ! -x "$VENV/bin/python" ]; then
