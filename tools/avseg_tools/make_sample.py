@@ -96,15 +96,21 @@ def render(pool):
     return frames, sounding, silent
 
 
-def audio(pool, tmp: Path) -> Path:
-    rng = G.clip_rng(SEED, "sample/dog")
-    y, info = G.make_track(rng, pool, SOUNDING["sound"], [1] * 5)
+def track_pcm(pool, rng_key: str, sound: str):
+    """One sound over the five seconds as 16 kHz PCM: the generator's loudness (TARGET_RMS) and
+    peak limit (PEAK_MAX), so the sample's tracks sit where AVS-Reg's do."""
+    rng = G.clip_rng(SEED, rng_key)
+    y, info = G.make_track(rng, pool, sound, [1] * 5)
     rms = (np.sum(y * y) / y.size) ** 0.5
     y = y * (G.TARGET_RMS / rms)
     peak = float(np.max(np.abs(y)))
     if peak > G.PEAK_MAX:
         y = y * (G.PEAK_MAX / peak)
-    pcm = np.clip(np.rint(y * 32768.0), -32768, 32767).astype("<i2")
+    return np.clip(np.rint(y * 32768.0), -32768, 32767).astype("<i2"), info
+
+
+def audio(pool, tmp: Path) -> tuple[Path, dict]:
+    pcm, info = track_pcm(pool, "sample/dog", SOUNDING["sound"])
     src = tmp / "mix16k.wav"
     src.write_bytes(G.wav_bytes(pcm))
     dst = tmp / "audio.wav"
@@ -116,14 +122,8 @@ def audio(pool, tmp: Path) -> Path:
 def tiger_audio(pool) -> bytes:
     """The tiger's own recording over the five seconds (16 kHz mono): give it to the sample's
     frames instead of the bark and the mask should move from the dog to the tiger."""
-    rng = G.clip_rng(SEED, "sample/tiger")
-    y, _ = G.make_track(rng, pool, SILENT_SOUND, [1] * 5)
-    rms = (np.sum(y * y) / y.size) ** 0.5
-    y = y * (G.TARGET_RMS / rms)
-    peak = float(np.max(np.abs(y)))
-    if peak > G.PEAK_MAX:
-        y = y * (G.PEAK_MAX / peak)
-    return G.wav_bytes(np.clip(np.rint(y * 32768.0), -32768, 32767).astype("<i2"))
+    pcm, _ = track_pcm(pool, "sample/tiger", SILENT_SOUND)
+    return G.wav_bytes(pcm)
 
 
 def main():
