@@ -373,7 +373,8 @@ fn gt_err(path: &Path, detail: impl Into<String>) -> EvalError {
     EvalError::GroundTruth { path: path.to_path_buf(), detail: detail.into() }
 }
 
-fn decode_rgb(path: &Path) -> Result<image::RgbImage, EvalError> {
+/// A ground-truth image decoded to 8-bit RGB; an image without pixels is an error naming `path`.
+pub fn decode_gt_rgb(path: &Path) -> Result<image::RgbImage, EvalError> {
     let img = decode_image(path).map_err(|e| gt_err(path, e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(gt_err(path, "image has no pixels"));
@@ -384,7 +385,12 @@ fn decode_rgb(path: &Path) -> Result<image::RgbImage, EvalError> {
 /// S4/MS3 ground truth as 0/1 at `out_w`×`out_h`: 8-bit grey (ITU-R 601 luma, as PIL 'L') > 127,
 /// then nearest resize to the logits' size when it differs (as AVSegFormer's 512 pipeline does).
 pub fn load_binary_gt(path: &Path, out_w: usize, out_h: usize) -> Result<Vec<u8>, EvalError> {
-    let img = decode_rgb(path)?;
+    Ok(binary_gt_from_rgb(&decode_gt_rgb(path)?, out_w, out_h))
+}
+
+/// [`load_binary_gt`] on an image already decoded (by [`decode_gt_rgb`]), for callers that
+/// inspect the pixels first.
+pub fn binary_gt_from_rgb(img: &image::RgbImage, out_w: usize, out_h: usize) -> Vec<u8> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let bits: Vec<u8> = img
         .pixels()
@@ -394,13 +400,13 @@ pub fn load_binary_gt(path: &Path, out_w: usize, out_h: usize) -> Result<Vec<u8>
             (l > 127) as u8
         })
         .collect();
-    Ok(resize_nearest(&bits, w, h, out_w, out_h))
+    resize_nearest(&bits, w, h, out_w, out_h)
 }
 
 /// AVSS ground truth as class indices at `out_w`×`out_h`: the position of the exact RGB match in
 /// the 71-colour palette (unmatched colours are background), then nearest resize.
 pub fn load_avss_gt(path: &Path, out_w: usize, out_h: usize) -> Result<Vec<u8>, EvalError> {
-    let img = decode_rgb(path)?;
+    let img = decode_gt_rgb(path)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let lut: HashMap<[u8; 3], u8> =
         voc_palette(AVSS_CLASSES).into_iter().enumerate().map(|(i, c)| (c, i as u8)).collect();

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use avseg::{FrameMask, FRAME_EXTENSIONS};
-use avseg_eval::dataset::load_binary_gt;
+use avseg_eval::dataset::{binary_gt_from_rgb, decode_gt_rgb};
 use avseg_eval::metrics::{coverage, shown_mask_iou};
 use avseg_eval::EvalError;
 
@@ -51,20 +51,21 @@ fn find_mask(dir: &Path, stem: &str) -> Result<PathBuf, CliError> {
 
 /// A 0/1 mask at the frame's size. A mask of another size is resized (nearest) only when its shape
 /// is the frame's; another aspect ratio means it belongs to other frames.
+/// Decoded once: the checks and the thresholding read the same pixels.
 fn load_mask(path: &Path, width: u32, height: u32) -> Result<Vec<u8>, CliError> {
-    let (w, h) = image::image_dimensions(path).map_err(|e| gt_error(path, e.to_string()))?;
+    let img = decode_gt_rgb(path).map_err(CliError::Eval)?;
+    let (w, h) = img.dimensions();
     let aspect = |a: u32, b: u32| a as f64 / b.max(1) as f64;
     if (w, h) != (width, height) && (aspect(w, h) / aspect(width, height) - 1.0).abs() > 0.01 {
         return Err(gt_error(path, format!("{w}×{h}, but its frame is {width}×{height} (another aspect ratio)")));
     }
-    not_a_mask(path)?;
-    load_binary_gt(path, width as usize, height as usize).map_err(CliError::Eval)
+    not_a_mask(path, &img)?;
+    Ok(binary_gt_from_rgb(&img, width as usize, height as usize))
 }
 
 /// Refuses an image that is not a black-and-white mask (a photo given by mistake would otherwise
 /// be thresholded into a meaningless score): colour, or over 5 % mid-grey pixels.
-fn not_a_mask(path: &Path) -> Result<(), CliError> {
-    let img = image::open(path).map_err(|e| gt_error(path, e.to_string()))?.to_rgb8();
+fn not_a_mask(path: &Path, img: &image::RgbImage) -> Result<(), CliError> {
     let n = img.pixels().len().max(1);
     let coloured = img.pixels().filter(|p| p.0[0] != p.0[1] || p.0[1] != p.0[2]).count();
     if coloured > 0 {
