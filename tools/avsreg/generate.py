@@ -709,33 +709,52 @@ def draw_objects(rng, pool, n, need_distinct_from=()):
     return objs
 
 
+def draw_size(rng, o, lo, hi):
+    """An object's size draws, in this order: long side U(lo, hi) of the frame, a drift of up to
+    +-10 % over the five frames, and a flip. Both recipes draw them alike, so both keep this order."""
+    o["long_side"] = rng.uniform(lo, hi) * SIZE
+    o["drift"] = rng.uniform(0.9, 1.1)
+    o["flip"] = rng.below(2)
+
+
+def object_dims(pool, o):
+    """Each frame's [w, h] of the stamp, from its drawn long side and drift (no random draws)."""
+    w0, h0 = next(s for s in pool.stamps if s["path"] == o["stamp"])["size"]
+    dims = []
+    for t in range(5):
+        L = o["long_side"] * (1.0 + (o["drift"] - 1.0) * t / 4)
+        f = L / max(w0, h0)
+        dims.append([max(1, fround(w0 * f)), max(1, fround(h0 * f))])
+    return dims
+
+
+def draw_trajectory(rng, pool, split, o, off_frame):
+    """A held-out trajectory class of `split` (start and end 4x4 cells), a position in each cell,
+    and the five boxes along the line between them. `off_frame`: the share of the stamp that may
+    leave the frame on each side (0: boxes stay inside)."""
+    c = pool.traj[split][rng.below(len(pool.traj[split]))]
+    cells = [(c >> 6) & 3, (c >> 4) & 3, (c >> 2) & 3, c & 3]
+    u = [(cell + rng.uniform()) / 4.0 for cell in cells]
+    o["trajectory_class"] = c
+    o["u_start"], o["u_end"] = u[:2], u[2:]
+    o["boxes"] = []
+    for t in range(5):
+        w, h = o["dims"][t]
+        mx, my = fround(off_frame * w), fround(off_frame * h)
+        ux = o["u_start"][0] + (o["u_end"][0] - o["u_start"][0]) * t / 4
+        uy = o["u_start"][1] + (o["u_end"][1] - o["u_start"][1]) * t / 4
+        o["boxes"].append([fround(ux * (SIZE - w + 2 * mx)) - mx, fround(uy * (SIZE - h + 2 * my)) - my, w, h])
+
+
 def place_objects(rng, pool, split, objs, lo, hi):
     """Scale/flip/drift and held-out trajectories; rejects overlapping boxes (+4 px) in any frame."""
     for _attempt in range(1000):
         for o in objs:
-            w0, h0 = next(s for s in pool.stamps if s["path"] == o["stamp"])["size"]
-            o["long_side"] = rng.uniform(lo, hi) * SIZE
-            o["drift"] = rng.uniform(0.9, 1.1)
-            o["flip"] = rng.below(2)
-            dims = []
-            for t in range(5):
-                L = o["long_side"] * (1.0 + (o["drift"] - 1.0) * t / 4)
-                f = L / max(w0, h0)
-                dims.append([max(1, fround(w0 * f)), max(1, fround(h0 * f))])
-            o["dims"] = dims
+            draw_size(rng, o, lo, hi)
+            o["dims"] = object_dims(pool, o)
         for _try in range(100):
             for o in objs:
-                c = pool.traj[split][rng.below(len(pool.traj[split]))]
-                cells = [(c >> 6) & 3, (c >> 4) & 3, (c >> 2) & 3, c & 3]
-                u = [(cell + rng.uniform()) / 4.0 for cell in cells]
-                o["trajectory_class"] = c
-                o["u_start"], o["u_end"] = u[:2], u[2:]
-                o["boxes"] = []
-                for t in range(5):
-                    w, h = o["dims"][t]
-                    ux = o["u_start"][0] + (o["u_end"][0] - o["u_start"][0]) * t / 4
-                    uy = o["u_start"][1] + (o["u_end"][1] - o["u_start"][1]) * t / 4
-                    o["boxes"].append([fround(ux * (SIZE - w)), fround(uy * (SIZE - h)), w, h])
+                draw_trajectory(rng, pool, split, o, 0.0)
             ok = True
             for t in range(5):
                 for i in range(len(objs)):
@@ -1262,35 +1281,15 @@ def place_objects_variety(rng, pool, split, objs, lo, hi):
     occludes) as long as each keeps MIN_VISIBLE of its alpha pixels in view in every frame."""
     for _attempt in range(200):
         for o in objs:
-            w0, h0 = next(s for s in pool.stamps if s["path"] == o["stamp"])["size"]
-            o["long_side"] = rng.uniform(lo, hi) * SIZE
-            o["drift"] = rng.uniform(0.9, 1.1)
-            o["flip"] = rng.below(2)
+            draw_size(rng, o, lo, hi)
             o["jitter"] = {"hue_deg": rng.uniform(-8.0, 8.0), "saturation": rng.uniform(0.8, 1.2),
                            "contrast": rng.uniform(0.88, 1.12), "brightness": fround(rng.uniform(-12, 12))}
-            dims = []
-            for t in range(5):
-                L = o["long_side"] * (1.0 + (o["drift"] - 1.0) * t / 4)
-                f = L / max(w0, h0)
-                dims.append([max(1, fround(w0 * f)), max(1, fround(h0 * f))])
-            o["dims"] = dims
+            o["dims"] = object_dims(pool, o)
         alphas = [[stamp_alpha(pool, o, t) for t in range(5)] for o in objs]
         own = [[int(a.sum()) for a in al] for al in alphas]
         for _try in range(30):
             for o in objs:
-                c = pool.traj[split][rng.below(len(pool.traj[split]))]
-                cells = [(c >> 6) & 3, (c >> 4) & 3, (c >> 2) & 3, c & 3]
-                u = [(cell + rng.uniform()) / 4.0 for cell in cells]
-                o["trajectory_class"] = c
-                o["u_start"], o["u_end"] = u[:2], u[2:]
-                o["boxes"] = []
-                for t in range(5):
-                    w, h = o["dims"][t]
-                    mx, my = fround(OFF_FRAME * w), fround(OFF_FRAME * h)
-                    ux = o["u_start"][0] + (o["u_end"][0] - o["u_start"][0]) * t / 4
-                    uy = o["u_start"][1] + (o["u_end"][1] - o["u_start"][1]) * t / 4
-                    o["boxes"].append([fround(ux * (SIZE - w + 2 * mx)) - mx, fround(uy * (SIZE - h + 2 * my)) - my,
-                                       w, h])
+                draw_trajectory(rng, pool, split, o, OFF_FRAME)
             ok = True
             for t in range(5):
                 front = front_map([al[t] for al in alphas], [o["boxes"][t] for o in objs])
