@@ -43,11 +43,10 @@ SAMPLES = [
     # --variety test sources (tools/avsreg/unseen_split.md): photos of a package that neither
     # training nor validation saw, noise beds, occlusion, same-category silent distractors. A model
     # that learnt its training backgrounds rather than the task fails here.
-    # Floors under the shipped model (stage 8: S4 0.480, MS3 0.399, 95.0 %, drop 0.280 on this
-    # sample; stage 7 had 0.530, 0.410, 92.5 %, 0.286). The S4 floor leaves 0.03 for float
-    # differences between builds and still fails the model trained on six photos (stage 6:
-    # 0.355; tools/train_default/check_default.py on it, 2026-12-05).
-    ("unseen-backgrounds", ["--variety"], {"s4_j": 0.45, "ms3_j": 0.36, "empty": 0.85, "ms3_drop": 0.20}),
+    # Floors a little under the shipped model (stage 9: S4 0.585, MS3 0.428, 95.0 %, drop 0.298
+    # on this sample; stage 8 had 0.480, 0.399, 95.0 %, 0.280). The model trained on six photos
+    # fails the S4 floor (stage 6: 0.355; tools/train_default/check_default.py on it, 2026-12-05).
+    ("unseen-backgrounds", ["--variety"], {"s4_j": 0.52, "ms3_j": 0.38, "empty": 0.85, "ms3_drop": 0.20}),
 ]
 # Issue 4's targets for a default model; reported, not enforced.
 TARGETS = {"S4 J": 0.70, "MS3 J": 0.50, "empty-GT frames predicted empty": 0.90, "MS3 J drop with swapped audio": 0.15}
