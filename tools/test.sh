@@ -7,15 +7,19 @@
 #   3. a compile check of every CUDA kernel with NVRTC from the PyPI wheel, and a run of every
 #      kernel on a CPU emulation of CUDA (tools/kernel_emu; no GPU needed for either);
 #   4. the Rust unit and integration tests of every crate (cargo test --workspace);
-#   5. every fuzz target for $AVSEG_FUZZ_SECONDS (CI: 30 s each; tools/fuzz.sh, fuzz/README.md).
+#   5. every fuzz target for $AVSEG_FUZZ_SECONDS (CI: 20 s each; tools/fuzz.sh, fuzz/README.md).
 # The official reference tensors are read from $AVSEG_REFERENCE_DIR, default tests/data/reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${AVSEG_VENV:-.venv}
 # No pip wheel cache: the venv is the only copy CI needs, and the cache would double pip's disk use.
 export PIP_NO_CACHE_DIR=${PIP_NO_CACHE_DIR:-1}
+# Each stage's header carries the wall-clock time and the seconds since the start, so a CI log
+# shows where its 45 minutes go.
+stage() { echo "== $* [$(date -u +%H:%M:%S), ${SECONDS} s]"; }
 export AVSEG_REFERENCE_DIR=${AVSEG_REFERENCE_DIR:-$(pwd)/tests/data/reference}
 
+stage "Python venv ($VENV: tools/requirements.txt, the tools, the NVRTC wheel)"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
@@ -31,14 +35,14 @@ if [ -n "$nvrtc_wheel" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tools/requirements-nvrtc.txt
 fi
 
-echo "== build"
+stage "build"
 cargo build --locked -p avseg-cli
 bin="${CARGO_TARGET_DIR:-target}/debug/avseg"
 # The Python tests that drive the binary take it from here.
 export AVSEG_BIN="$(cd "$(dirname "$bin")" && pwd)/avseg"
 pytest() { "$VENV/bin/python" -m pytest "$@"; }
 
-echo "== lean C library: no CLI, evaluation or file-decoder crates in libavseg's dependency tree"
+stage "lean C library: no CLI, evaluation or file-decoder crates in libavseg's dependency tree"
 leaked=$(cargo tree --locked -p avseg-ffi -e normal --prefix none \
   | grep -E '^(clap|csv|indicatif|env_logger|symphonia|png|zune-jpeg|image-webp|avseg-eval) ' | sort -u || true)
 if [ -n "$leaked" ]; then
@@ -46,7 +50,7 @@ if [ -n "$leaked" ]; then
 fi
 echo "ok"
 
-echo "== CUDA kernels: NVRTC compile check for sm_87 and sm_90 (no GPU needed)"
+stage "CUDA kernels: NVRTC compile check for sm_87 and sm_90 (no GPU needed)"
 if [ -n "$nvrtc_wheel" ]; then
   nvrtc_lib=$("$VENV/bin/python" -c 'import os, nvidia.cuda_nvrtc as m; print(os.path.join(list(m.__path__)[0], "lib"))')
   LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$bin" kernels --check --arch sm_87,sm_90
@@ -56,23 +60,23 @@ else
   echo "skipped: kernel compile check (no nvidia-cuda-nvrtc-cu12 wheel for $(uname -s)-$(uname -m))"
 fi
 
-echo "== CUDA kernels emulated on the CPU vs independent restatements of their math"
+stage "CUDA kernels emulated on the CPU vs independent restatements of their math"
 tools/kernel_emu/run.sh
 
-echo "== export-tool block fidelity vs official reference tensors"
+stage "export-tool block fidelity vs official reference tensors"
 # Skipped without the tensors (a failure under CI): conftest.py's reference_dir.
 pytest tools/tests/test_blocks.py tools/tests/test_blocks_avsegformer.py
 
-echo "== exported TPAVI/VGGish graphs vs an independent numpy forward (literal N×N attention)"
+stage "exported TPAVI/VGGish graphs vs an independent numpy forward (literal N×N attention)"
 pytest tools/tests/test_tiny_numpy.py
 
-echo "== every official family (width-reduced, official key layout) vs an independent numpy forward"
+stage "every official family (width-reduced, official key layout) vs an independent numpy forward"
 pytest tools/tests/test_tpavi_families.py tools/tests/test_avsegformer_numpy.py
 
-echo "== package checksums, and the .pth reader fuzzed with Hypothesis"
+stage "package checksums, and the .pth reader fuzzed with Hypothesis"
 pytest tools/tests/test_package_checksums.py tools/tests/test_checkpoint_fuzz.py
 
-echo "== tract vs ONNX Runtime, live, on the bundled sample"
+stage "tract vs ONNX Runtime, live, on the bundled sample"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bin" features --model models/tiny-tpavi --audio models/sample/audio.wav --out "$work/logmel.npy" \
@@ -81,13 +85,13 @@ trap 'rm -rf "$work"' EXIT
 "$VENV/bin/python" -m avseg_tools.check_ort --model models/tiny-tpavi --logmel "$work/logmel.npy" \
   --frames "$work/frames.npy" --logits "$work/out/logits.npy" --tol 1e-4
 
-echo "== tract vs ONNX Runtime, live, on every official family's fixture package"
+stage "tract vs ONNX Runtime, live, on every official family's fixture package"
 # 96x96 packages, tolerance 1e-4; avseg is $AVSEG_BIN.
 pytest tools/tests/test_tract_families.py
 # Each of the eight `avseg convert --family` values, from a checkpoint file as users have them.
 pytest tools/tests/test_convert_families.py
 
-echo "== AVS-Reg generator: determinism and sanity (tools/avsreg)"
+stage "AVS-Reg generator: determinism and sanity (tools/avsreg)"
 # Sources are Debian/PyPI media (GPL stamps: never committed). Installed only in CI or as root.
 # --variety: the check covers the --variety backgrounds too, so a machine that installed the
 # sources before they existed installs them now.
@@ -99,7 +103,7 @@ fi
 # Without the sources the tests skip (under CI they fail): conftest.py's avsreg_sources.
 pytest tools/avsreg
 
-echo "== default model: tract vs ONNX Runtime, and quality on fresh AVS-Reg clips (seed 1)"
+stage "default model: tract vs ONNX Runtime, and quality on fresh AVS-Reg clips (seed 1)"
 "$bin" features --model models/default --audio models/sample/audio.wav --out "$work/d_logmel.npy" \
   --frames models/sample/frames --frames-out "$work/d_frames.npy"
 "$bin" segment --model models/default --clip models/sample --out "$work/d_out" --save-logits
@@ -111,23 +115,24 @@ else
   echo "skipped: AVS-Reg sources not installed, so the default model's quality check cannot run"
 fi
 
-echo "== aarch64 (Jetson) compile check"
+stage "aarch64 (Jetson) compile check"
 tools/check_aarch64.sh
 
-echo "== cargo test (every crate of the workspace)"
+stage "cargo test (every crate of the workspace)"
 cargo test --locked --workspace
 # avseg's CPU kernels again as their portable build (what aarch64 and older x86 run): this machine
 # picks AVX-512 or AVX2 builds above (src/backend/cpu/mod.rs, Isa).
-echo "== CPU kernels, portable build (AVSEG_CPU_ISA=baseline)"
+stage "CPU kernels, portable build (AVSEG_CPU_ISA=baseline)"
 # (--workspace: the same features as the run above, so nothing is rebuilt.)
 AVSEG_CPU_ISA=baseline cargo test --locked --workspace --lib backend::
 
 # Last, so that a build failure of the nightly toolchain cannot hide the stable tests' results.
 # 20 s per target under CI (was 30 until 2026-12-05): the unseen-background quality check took
 # the time, and CI must stay under 45 minutes on 2 cores. AVSEG_FUZZ_SECONDS sets any other length.
-echo "== fuzz targets (cargo-fuzz, nightly), ${AVSEG_FUZZ_SECONDS:-20} s each"
+stage "fuzz targets (cargo-fuzz, nightly), ${AVSEG_FUZZ_SECONDS:-20} s each"
 if [ -n "${CI:-}" ] || [ -n "${AVSEG_FUZZ_SECONDS:-}" ]; then
   tools/fuzz.sh all "${AVSEG_FUZZ_SECONDS:-20}"
 else
   echo "skipped: fuzz targets (set AVSEG_FUZZ_SECONDS=20 to run them; CI always does)"
 fi
+stage "all passed"
