@@ -223,9 +223,10 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
     ema = None
     if args.ema:
         # An exponential moving average of the weights and BatchNorm statistics (torch's
-        # AveragedModel). With batches of 4, val J moved by up to 0.15 between evaluations of
-        # one run (stage 7's candidates: 0.59-0.74 S4); the average sits inside that noise
-        # instead of wherever the last step left the weights. It is what gets evaluated and saved.
+        # AveragedModel). With batches of 4, one run's val S4 J swung by as much as 0.23 between
+        # evaluations (stage 7's candidate D: 0.52 to 0.75 in 250 iterations); the average sits
+        # inside that noise instead of wherever the last step left the weights. It is what gets
+        # evaluated and saved.
         ema = AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
     n = len(train_cache)
     order = rng.permutation(n)
