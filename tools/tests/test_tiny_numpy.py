@@ -19,6 +19,7 @@ import pytest
 
 from avseg_export.ort import session
 from avseg_export.tpavi import build_tpavi
+from avseg_export.tagger import build_vggish_tagger
 from avseg_export.vggish import build_vggish
 from avseg_tools import make_tiny_model as tiny
 
@@ -166,6 +167,29 @@ def test_vggish_vs_numpy(tiny_weights):
     d = np.abs(got - want).max()
     print(f"vggish  ONNX vs numpy literal: max|diff| {d:.3e} (max|ref| {np.abs(want).max():.3g})")
     assert d < 1e-4 * max(1.0, np.abs(want).max())
+
+
+def test_tagger_vs_numpy(tiny_weights):
+    """The two-stage tagger graph: VGGish, one Linear, softmax over the labels."""
+    vgg, _, _ = tiny_weights
+    rng = np.random.default_rng(11)
+    d = vgg["embeddings.4.weight"].shape[0]
+    w = rng.normal(0, 0.5, (7, d)).astype(np.float32)
+    b = rng.normal(0, 0.5, 7).astype(np.float32)
+    logmel = rng.uniform(-4.6, 2.0, (5, 1, 96, 64)).astype(np.float32)
+    model, info = build_vggish_tagger(vgg, w, b)
+    assert info["labels"] == 7
+    got = session(model).run(["tag_scores"], {"audio_logmel": logmel})[0]
+    logits = vggish_forward({k: v.astype(np.float64) for k, v in vgg.items()}, logmel.astype(np.float64)) @ w.T + b
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    want = e / e.sum(1, keepdims=True)
+    diff = np.abs(got - want).max()
+    print(f"tagger  ONNX vs numpy literal: max|diff| {diff:.3e}")
+    assert got.shape == (5, 7)
+    assert diff < 1e-5
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="tagger head weight"):
+        build_vggish_tagger(vgg, w[:, :-1], b)
 
 
 @pytest.mark.parametrize("size", [64, 96])

@@ -12,7 +12,9 @@ evenly over the stamps that sound (MS3 seconds may have two). The 128-d embeddin
 identity of the sound, which is what TPAVI's audio-visual affinity needs. Training uses a
 BatchNorm after every layer, folded into the convs and Linears at the end, so the written weights
 have the plain VGGish layout. `train.py --init-audio AUDIO_DIR/audio_encoder.safetensors` starts
-from them.
+from them. The classifier itself is written as a two-stage (`bavs`) package's audio tagger:
+AUDIO_DIR/tagger.onnx (log-mel patches -> a softmax over the 100 stamps' sounds and `silence`) and
+AUDIO_DIR/audio_labels.txt, in the order of `avsreg.label_tree`'s audio labels.
 
 Augmentation, all in the log-mel domain log(mel + 0.01): a random gain (exact: through the
 linear mel energies), a random circular time shift, and mixing two seconds' energies with the
@@ -84,6 +86,38 @@ def evaluate(enc, probe, x, y, batch=256):
             "dead_units": int((e.max(0).values <= 0).sum()), "mean_norm": round(float(e.norm(dim=1).mean()), 3)}
 
 
+def write_tagger(out: Path, folded: dict, plain, probe, patches, n_cls: int) -> float:
+    """The pre-training's classifier as a two-stage package's audio tagger: OUT/tagger.onnx (the
+    folded encoder, the probe and a softmax; avseg_export.tagger) and OUT/audio_labels.txt (the
+    stamps' names in vocabulary order, then `silence`: avsreg.label_tree.audio_labels, the order of
+    the targets). Checked against the PyTorch modules on `patches`; returns the max abs difference
+    of the probabilities."""
+    from avseg_export.ort import session
+    from avseg_export.tagger import build_vggish_tagger
+    from avsreg.label_tree import LOCK, audio_labels, stamp_paths
+
+    from train_default.train import stamp_vocab
+
+    if list(stamp_vocab(LOCK)) != stamp_paths():
+        raise SystemExit("the targets' stamp order (train.stamp_vocab) differs from avsreg.label_tree's")
+    labels = audio_labels(stamp_paths())
+    if len(labels) != n_cls:
+        raise SystemExit(f"the targets have {n_cls} classes but avsreg.label_tree names {len(labels)} audio labels")
+    model, _ = build_vggish_tagger({k: v.numpy() for k, v in folded.items()},
+                                   probe.weight.detach().numpy(), probe.bias.detach().numpy())
+    x = patches.numpy().astype(np.float32)
+    got = session(model, threads=1).run(["tag_scores"], {"audio_logmel": x})[0]
+    with torch.no_grad():
+        want = F.softmax(probe(plain(patches)), 1).numpy()
+    err = float(np.abs(got - want).max())
+    print(f"tagger: ONNX vs PyTorch max abs probability diff {err:.2e}")
+    if err > 1e-4:
+        raise SystemExit("the exported tagger disagrees with the trained modules")
+    (out / "tagger.onnx").write_bytes(model.SerializeToString())
+    (out / "audio_labels.txt").write_text("".join(label + "\n" for label in labels))
+    return err
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cache", type=Path, required=True, help="train.py cache folder (train split)")
@@ -143,14 +177,16 @@ def main():
     write_safetensors(args.out / "audio_encoder.safetensors",
                       {"vggish." + k: v.numpy() for k, v in folded.items()},
                       {"format": "avseg default-model audio encoder, VGGish layout, BatchNorm folded"})
+    tagger_err = write_tagger(args.out, folded, plain, probe, probe_x, n_cls)
     record = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "train_seconds_of_audio": int(len(x)), "classes": int(n_cls),
               "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
                           "torch": torch.__version__},
               "train_seconds": round(time.time() - t0, 1), "bn_fold_max_abs": fold_err,
+              "tagger_onnx_max_abs": tagger_err,
               "log": log, "final_val": log[-1].get("val")}
     (args.out / "pretrain_record.json").write_text(json.dumps(record, indent=1))
-    print(f"wrote {args.out / 'audio_encoder.safetensors'}")
+    print(f"wrote {args.out / 'audio_encoder.safetensors'}, tagger.onnx and audio_labels.txt")
 
 
 if __name__ == "__main__":
