@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import GraphBuilder
-from .vggish import MEL_BANDS, PATCH_FRAMES, vggish_embeddings, vggish_features, vggish_flatten
+from .vggish import MEL_BANDS, PATCH_FRAMES, vggish_trunk
 from .weights import StateDict
 
 
@@ -25,13 +25,7 @@ def build_vggish_tagger(tensors, head_weight: np.ndarray, head_bias: np.ndarray,
     labels and parameters)."""
     sd = tensors if isinstance(tensors, StateDict) else StateDict(tensors)
     gb = GraphBuilder("vggish_tagger")
-    x = gb.input("audio_logmel", ["N", 1, PATCH_FRAMES, MEL_BANDS])
-    x, c = vggish_features(gb, sd, x)
-    x = vggish_flatten(gb, x, c)
-    x, d = vggish_embeddings(gb, sd, x, c * (PATCH_FRAMES // 16) * (MEL_BANDS // 16))
-    leftover = sd.unused()
-    if leftover:
-        raise ValueError(f"VGGish weights not consumed: {leftover[:8]}")
+    x, d = vggish_trunk(gb, sd, gb.input("audio_logmel", ["N", 1, PATCH_FRAMES, MEL_BANDS]))
     head_weight = np.asarray(head_weight, np.float32)
     head_bias = np.asarray(head_bias, np.float32)
     if head_weight.ndim != 2 or head_weight.shape[1] != d:

@@ -224,6 +224,43 @@ def output_conv(gb, sd, prefix, x, out=None):
     return gb.conv(y, w4, sd.get(prefix + ".4.bias", (w4.shape[0],)), prefix + ".4", out=out), w4.shape[0]
 
 
+def encoder_kind(sd: StateDict) -> str:
+    """Which visual encoder the keys hold: `pvt_v2`, `resnet50` or `efficientnet_lite0`."""
+    if PVT_PREFIX + "patch_embed1.proj.weight" in sd:
+        return "pvt_v2"
+    if "resnet.conv1.weight" in sd:
+        stem_w = sd.get("resnet.conv1.weight")
+        if stem_w.shape[1:] != (3, 7, 7):
+            raise ValueError(f"resnet.conv1.weight has shape {stem_w.shape}; expected [*, 3, 7, 7]")
+        return "resnet50"
+    if "encoder._conv_stem.weight" in sd:
+        return "efficientnet_lite0"
+    raise KeyError("no visual encoder found: expected 'resnet.conv1.weight' (TPAVI-R50), "
+                   f"'{PVT_PREFIX}patch_embed1.proj.weight' (TPAVI-PVT) or "
+                   "'encoder._conv_stem.weight' (EfficientNet-Lite0)")
+
+
+def visual_encoder(gb, sd, encoder, x, height, width, pvt_heads=None, pvt_head_dim=64):
+    """The four feature maps [(value, channels, h, w)] of `encoder` (encoder_kind) on frames `x`."""
+    if encoder == "resnet50":
+        return resnet_encoder(gb, sd, x, height, width)
+    if encoder == "pvt_v2":
+        feats = pvt_v2_encoder(gb, sd, PVT_PREFIX, x, height, width, heads=pvt_heads, head_dim=pvt_head_dim)
+        if len(feats) != 4:
+            raise ValueError(f"TPAVI-PVT needs 4 PVT stages, found {len(feats)}")
+        return feats
+    return effnet_lite_encoder(gb, sd, "encoder.", x, height, width)
+
+
+def decoder(gb, sd, fused, out):
+    """The four (fused) ASPP maps, coarsest last -> (logits at the input size, class count)."""
+    d = fusion_block(gb, sd, "path4", fused[3])
+    d = fusion_block(gb, sd, "path3", d, fused[2])
+    d = fusion_block(gb, sd, "path2", d, fused[1])
+    d = fusion_block(gb, sd, "path1", d, fused[0])
+    return output_conv(gb, sd, "output_conv", d, out=out)
+
+
 # ---------------------------------------------------------------------------
 # Whole segmenter
 # ---------------------------------------------------------------------------
@@ -245,19 +282,8 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
     if frames < tpavi_group or frames % tpavi_group:
         raise ValueError(f"frames must be a positive multiple of the TPAVI group size {tpavi_group}, got {frames}")
     sd = tensors if isinstance(tensors, StateDict) else StateDict(tensors)
-    if PVT_PREFIX + "patch_embed1.proj.weight" in sd:
-        encoder, graph_name = "pvt_v2", "tpavi_pvt"
-    elif "resnet.conv1.weight" in sd:
-        encoder, graph_name = "resnet50", "tpavi_r50"
-        stem_w = sd.get("resnet.conv1.weight")
-        if stem_w.shape[1:] != (3, 7, 7):
-            raise ValueError(f"resnet.conv1.weight has shape {stem_w.shape}; expected [*, 3, 7, 7]")
-    elif "encoder._conv_stem.weight" in sd:
-        encoder, graph_name = "efficientnet_lite0", "tpavi_effnet_lite0"
-    else:
-        raise KeyError("no visual encoder found: expected 'resnet.conv1.weight' (TPAVI-R50), "
-                       f"'{PVT_PREFIX}patch_embed1.proj.weight' (TPAVI-PVT) or "
-                       "'encoder._conv_stem.weight' (EfficientNet-Lite0)")
+    encoder = encoder_kind(sd)
+    graph_name = {"pvt_v2": "tpavi_pvt", "resnet50": "tpavi_r50"}.get(encoder, "tpavi_effnet_lite0")
     stages = [k for k in range(1, 5) if sd.has_prefix(f"tpavi_b{k}.")]
     if not stages:
         raise KeyError("no tpavi_b{1..4} blocks found")
@@ -267,14 +293,7 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
     x = gb.input("frames", [frames, 3, height, width])
     audio = gb.input("audio_embedding", [frames, audio_dim])
 
-    if encoder == "resnet50":
-        feats = resnet_encoder(gb, sd, x, height, width)
-    elif encoder == "pvt_v2":
-        feats = pvt_v2_encoder(gb, sd, PVT_PREFIX, x, height, width, heads=pvt_heads, head_dim=pvt_head_dim)
-        if len(feats) != 4:
-            raise ValueError(f"TPAVI-PVT needs 4 PVT stages, found {len(feats)}")
-    else:
-        feats = effnet_lite_encoder(gb, sd, "encoder.", x, height, width)
+    feats = visual_encoder(gb, sd, encoder, x, height, width, pvt_heads, pvt_head_dim)
     fused = []
     for k, (f, _c, h, w) in enumerate(feats, start=1):
         y = aspp(gb, sd, f"conv{k}", f, h, w)
@@ -282,11 +301,7 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
             y, _ = tpavi_block(gb, sd, f"tpavi_b{k}", y, audio, frames, h, w, group=tpavi_group)
         fused.append(y)
 
-    d = fusion_block(gb, sd, "path4", fused[3])
-    d = fusion_block(gb, sd, "path3", d, fused[2])
-    d = fusion_block(gb, sd, "path2", d, fused[1])
-    d = fusion_block(gb, sd, "path1", d, fused[0])
-    logits, n_classes = output_conv(gb, sd, "output_conv", d, out="mask_logits")
+    logits, n_classes = decoder(gb, sd, fused, out="mask_logits")
     gb.output(logits, [frames, n_classes, height, width])
 
     leftover = sd.unused()

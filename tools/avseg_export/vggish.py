@@ -58,6 +58,20 @@ def vggish_embeddings(gb: GraphBuilder, sd: StateDict, x: str, in_features: int,
     return x, d
 
 
+def vggish_trunk(gb, sd: StateDict, x, prefix: str = "", out=None):
+    """Log-mel patches `x` [N,1,96,64] -> (post-ReLU embedding [N,D], D): the features, the
+    flatten and the embeddings. Every key of `sd` must be consumed: a `pproc.*` (PCA
+    post-processor) key would be left, and the official models run with it disabled, so its
+    presence means a checkpoint avseg cannot mirror."""
+    x, c = vggish_features(gb, sd, x, prefix)
+    x = vggish_flatten(gb, x, c)
+    x, d = vggish_embeddings(gb, sd, x, c * (PATCH_FRAMES // 16) * (MEL_BANDS // 16), out=out, prefix=prefix)
+    leftover = sd.unused()
+    if leftover:
+        raise ValueError(f"VGGish weights not consumed: {leftover[:8]}")
+    return x, d
+
+
 def build_vggish(tensors, input_name="audio_logmel", output_name="audio_embedding", check=True, prefix=""):
     """Full encoder: audio_logmel [N,1,96,64] (N symbolic) -> audio_embedding [N,D].
 
@@ -72,16 +86,7 @@ def build_vggish(tensors, input_name="audio_logmel", output_name="audio_embeddin
     else:
         sd = tensors if isinstance(tensors, StateDict) else StateDict(tensors)
     gb = GraphBuilder("vggish")
-    x = gb.input(input_name, ["N", 1, PATCH_FRAMES, MEL_BANDS])
-    x, c = vggish_features(gb, sd, x, prefix)
-    x = vggish_flatten(gb, x, c)
-    x, d = vggish_embeddings(gb, sd, x, c * (PATCH_FRAMES // 16) * (MEL_BANDS // 16), out=output_name,
-                             prefix=prefix)
+    x, d = vggish_trunk(gb, sd, gb.input(input_name, ["N", 1, PATCH_FRAMES, MEL_BANDS]), prefix, out=output_name)
     gb.output(x, ["N", d])
-    # A `pproc.*` (PCA post-processor) key would land here: the official models
-    # run with it disabled, so its presence means a checkpoint avseg cannot mirror.
-    leftover = sd.unused()
-    if leftover:
-        raise ValueError(f"VGGish weights not consumed: {leftover[:8]}")
     model = gb.build("VGGish audio encoder, post-ReLU embedding, no PCA", check=check)
     return model, {"embedding_dim": int(d), "parameters": gb.parameter_count()}

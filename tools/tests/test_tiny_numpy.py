@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from avseg_export.ort import session
+from avseg_export.semantic import build_semantic
 from avseg_export.tpavi import build_tpavi
 from avseg_export.tagger import build_vggish_tagger
 from avseg_export.vggish import build_vggish
@@ -107,7 +108,7 @@ def rcu(sd, p, x):
     return x + y
 
 
-def tpavi_forward(sd, frames, audio):
+def resnet_feats(sd, frames):
     x = relu(bn(conv2d(frames, sd["resnet.conv1.weight"], stride=2, pad=3), sd, "resnet.bn1"))
     x = maxpool(x, 3, 2, 1)
     feats = []
@@ -120,17 +121,35 @@ def tpavi_forward(sd, frames, audio):
             skip = bn(conv2d(x, sd[p + ".downsample.0.weight"], stride=s), sd, p + ".downsample.1") if i == 0 else x
             x = relu(y + skip)
         feats.append(x)
-    fused = []
-    for k, f in enumerate(feats, start=1):
-        y = sum(conv2d(f, sd[f"conv{k}.conv2d_list.{i}.weight"], sd[f"conv{k}.conv2d_list.{i}.bias"], pad=d, dil=d)
-                for i, d in enumerate((3, 6, 12, 18)))
-        fused.append(tpavi_literal(sd, f"tpavi_b{k}", y, audio))
+    return feats
+
+
+def decode(sd, fused):
     d = up2(rcu(sd, "path4.resConfUnit2", fused[3]), True)
     for k in (3, 2, 1):
         d = up2(rcu(sd, f"path{k}.resConfUnit2", d + rcu(sd, f"path{k}.resConfUnit1", fused[k - 1])), True)
     y = conv2d(d, sd["output_conv.0.weight"], sd["output_conv.0.bias"], pad=1)
     y = relu(conv2d(up2(y, False), sd["output_conv.2.weight"], sd["output_conv.2.bias"], pad=1))
     return conv2d(y, sd["output_conv.4.weight"], sd["output_conv.4.bias"])
+
+
+def tpavi_forward(sd, frames, audio):
+    """TPAVI's forward; with `audio` None, the audio-agnostic semantic segmenter's (no TPAVI), and
+    with `cls.*` keys too, its factored head (train_default.model.SemanticHead)."""
+    feats = resnet_feats(sd, frames)
+    fused = []
+    for k, f in enumerate(feats, start=1):
+        y = sum(conv2d(f, sd[f"conv{k}.conv2d_list.{i}.weight"], sd[f"conv{k}.conv2d_list.{i}.bias"], pad=d, dil=d)
+                for i, d in enumerate((3, 6, 12, 18)))
+        fused.append(y if audio is None else tpavi_literal(sd, f"tpavi_b{k}", y, audio))
+    y = decode(sd, fused)
+    if "cls.0.weight" not in sd:
+        return y
+    c = np.concatenate([feats[2], up2(feats[3], False)], 1)
+    c = conv2d(relu(conv2d(c, sd["cls.0.weight"], sd["cls.0.bias"], pad=1)), sd["cls.2.weight"], sd["cls.2.bias"])
+    while c.shape[-1] < y.shape[-1]:
+        c = up2(c, False)
+    return np.concatenate([y[:, :1], y[:, 1:2] + c], 1)
 
 
 def vggish_forward(sd, x):
@@ -205,3 +224,40 @@ def test_tpavi_vs_numpy(tiny_weights, size):
     print(f"tpavi {size}x{size} ONNX vs numpy literal: max|diff| {d:.3e} (max|ref| {np.abs(want).max():.3g}), "
           f"sign agreement {100 * agree:.3f} %")
     assert d < 1e-4
+
+
+@pytest.mark.parametrize("factored", [False, True])
+def test_semantic_vs_numpy(tiny_weights, factored):
+    """A two-stage package's segmenter: TPAVI's layout without TPAVI, K class logits, any frame
+    count; factored: background/objectness from the decoder plus a low-resolution class branch."""
+    _, seg, _ = tiny_weights
+    rng = np.random.default_rng(13)
+    sd = {k: v for k, v in seg.items() if not k.startswith("tpavi_b")}
+    c = sd["output_conv.4.weight"].shape[1]
+    outs = 2 if factored else 6
+    sd["output_conv.4.weight"] = rng.normal(0, 0.5, (outs, c, 1, 1)).astype(np.float32)
+    sd["output_conv.4.bias"] = rng.normal(0, 0.5, outs).astype(np.float32)
+    if factored:
+        deep = sum(seg[f"conv{k}.conv2d_list.0.weight"].shape[1] for k in (3, 4))
+        sd["cls.0.weight"] = rng.normal(0, 0.1, (8, deep, 3, 3)).astype(np.float32)
+        sd["cls.0.bias"] = rng.normal(0, 0.1, 8).astype(np.float32)
+        sd["cls.2.weight"] = rng.normal(0, 0.5, (5, 8, 1, 1)).astype(np.float32)
+        sd["cls.2.bias"] = rng.normal(0, 0.5, 5).astype(np.float32)
+    model, info = build_semantic(sd, 64, 64)
+    assert info["num_classes"] == 6
+    sess = session(model)
+    sd64 = {k: v.astype(np.float64) for k, v in sd.items()}
+    for n in (1, 3):
+        fr = rng.standard_normal((n, 3, 64, 64)).astype(np.float32)
+        got = sess.run(["class_logits"], {"frames": fr})[0]
+        want = tpavi_forward(sd64, fr.astype(np.float64), None)
+        d = np.abs(got - want).max()
+        agree = (got.argmax(1) == want.argmax(1)).mean()
+        print(f"semantic N={n} ONNX vs numpy literal: max|diff| {d:.3e} (max|ref| {np.abs(want).max():.3g}), "
+              f"argmax agreement {100 * agree:.3f} %")
+        assert got.shape == (n, 6, 64, 64)
+        assert d < 1e-4
+    with pytest.raises(ValueError, match="TPAVI blocks"):
+        build_semantic(seg, 64, 64)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        build_semantic(sd, 48, 64)
