@@ -83,7 +83,14 @@ def validate_manifest(m: dict):
     else:
         raise ValueError("avseg.json: output.kind must be 'binary' or 'semantic'")
     g = m.get("graphs", {})
-    need(set(g) == {"audio_encoder", "segmenter"}, "graphs must be audio_encoder and segmenter")
+    if m["family"] == "bavs":
+        need(set(g) == {"audio_tagger", "segmenter"}, "graphs of a bavs package must be audio_tagger and segmenter")
+        need(o.get("kind") == "semantic", "a bavs package's output.kind must be 'semantic'")
+        lt = m.get("label_tree", {})
+        need(isinstance(lt.get("file"), str) and isinstance(lt.get("audio_labels"), str),
+             "a bavs package needs label_tree.file and label_tree.audio_labels")
+    else:
+        need(set(g) == {"audio_encoder", "segmenter"}, "graphs must be audio_encoder and segmenter")
     p = m.get("provenance", {})
     for k in ("source", "licence", "created_by", "trained", "parameters", "metrics"):
         need(k in p, f"provenance.{k} missing")
@@ -135,8 +142,10 @@ def write_package(out_dir, meta: dict, audio_model: onnx.ModelProto, seg_model: 
 
 
 def read_package(model_dir):
-    """(manifest, audio_encoder_path, segmenter_path) of a package folder."""
+    """(manifest, audio graph path, segmenter path) of a package folder. The audio graph is the
+    audio encoder, or a two-stage (`bavs`) package's tagger."""
     d = Path(model_dir)
     m = json.loads((d / "avseg.json").read_text())
     validate_manifest(m)
-    return m, d / m["graphs"]["audio_encoder"]["file"], d / m["graphs"]["segmenter"]["file"]
+    audio = "audio_tagger" if m["family"] == "bavs" else "audio_encoder"
+    return m, d / m["graphs"][audio]["file"], d / m["graphs"]["segmenter"]["file"]

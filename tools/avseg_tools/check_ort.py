@@ -6,7 +6,8 @@
         --logits /tmp/rust_logits.npy [--embedding /tmp/rust_embedding.npy] [--tol 1e-4]
 
 Runs the package's audio encoder and segmenter in ORT on the given inputs and
-prints the max/mean abs difference and the binary-mask agreement. Exit status:
+prints the max/mean abs difference and the binary-mask agreement. For a two-stage (`bavs`)
+package the logits are the segmenter's class logits and `--tags` compares the tagger's scores. Exit status:
 0 within tolerance, 1 above it, 2 on a shape mismatch or non-finite values.
 """
 
@@ -43,6 +44,8 @@ def main():
     ap.add_argument("--frames", required=True)
     ap.add_argument("--logits", required=True)
     ap.add_argument("--embedding", help="optional audio embedding to compare as well")
+    ap.add_argument("--tags", help="a two-stage package's tag scores (`avseg segment --save-logits`: tags.npy) "
+                                   "to compare as well")
     ap.add_argument("--tol", type=float, default=1e-4)
     args = ap.parse_args()
 
@@ -53,9 +56,18 @@ def main():
     emb, want = run_package(args.model, logmel, frames)
 
     status = 0
+    two_stage = meta["family"] == "bavs"
+    if args.embedding and two_stage:
+        print("--embedding: a two-stage (bavs) package has no audio embedding; compare its tagger with --tags")
+        sys.exit(2)
     if args.embedding:
         status = max(status, compare("audio_embedding", np.load(args.embedding), emb, args.tol))
-    s = compare("mask_logits", got, want, args.tol)
+    if args.tags:
+        if not two_stage:
+            print("--tags: the package is not two-stage (bavs)")
+            sys.exit(2)
+        status = max(status, compare("tag_scores", np.load(args.tags), emb, args.tol))
+    s = compare("class_logits" if two_stage else "mask_logits", got, want, args.tol)
     status = max(status, s)
     if s != 2 and meta["output"]["kind"] == "binary":
         thr = float(meta["output"]["threshold"])

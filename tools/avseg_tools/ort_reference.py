@@ -24,7 +24,12 @@ from avseg_export.package import read_package
 
 
 def run_package(model_dir, logmel, frames):
-    _, audio_path, seg_path = read_package(model_dir)
+    """(audio output, segmenter output) under ORT: the embedding and the mask logits, or for a
+    two-stage (`bavs`) package the tag scores and the class logits (the segmenter sees frames only)."""
+    meta, audio_path, seg_path = read_package(model_dir)
+    if meta["family"] == "bavs":
+        tags = session(audio_path).run(["tag_scores"], {"audio_logmel": logmel})[0]
+        return tags, session(seg_path).run(["class_logits"], {"frames": frames})[0]
     emb = session(audio_path).run(["audio_embedding"], {"audio_logmel": logmel})[0]
     logits = session(seg_path).run(["mask_logits"], {"frames": frames, "audio_embedding": emb})[0]
     return emb, logits

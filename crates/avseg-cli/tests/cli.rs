@@ -139,6 +139,25 @@ fn segment_writes_masks_overlays_and_results_for_the_bundled_sample() {
 
     let logits: npyz::NpyFile<_> = npyz::NpyFile::new(std::fs::File::open(out_dir.join("logits.npy")).unwrap()).unwrap();
     assert_eq!(logits.shape(), &[5, 1, 224, 224]);
+    assert!(!out_dir.join("tags.npy").exists(), "tags.npy is for two-stage packages only");
+}
+
+/// A two-stage package's `--save-logits`: the segmenter's class logits, and the tagger's
+/// probabilities per frame (what `avseg-check-ort --tags` compares with ONNX Runtime).
+#[test]
+fn segment_saves_a_two_stage_packages_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let model = repo().join("models/tiny-bavs");
+    let out = avseg(&["segment", "--model", p(&model), "--clip", p(&sample()), "--out", p(&out_dir), "--save-logits"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let logits = npyz::NpyFile::new(std::fs::File::open(out_dir.join("logits.npy")).unwrap()).unwrap();
+    assert_eq!(logits.shape(), &[5, 4, 64, 64]);
+    let tags = npyz::NpyFile::new(std::fs::File::open(out_dir.join("tags.npy")).unwrap()).unwrap();
+    assert_eq!(tags.shape(), &[5, 4]);
+    // The tiny tagger's labels are independent (sigmoids): each a probability, not a distribution.
+    let tags = tags.into_vec::<f32>().unwrap();
+    assert!(tags.iter().all(|v| (0.0..=1.0).contains(v)), "probabilities: {tags:?}");
 }
 
 #[test]

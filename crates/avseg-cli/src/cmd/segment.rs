@@ -106,7 +106,8 @@ pub(crate) struct SegmentArgs {
     /// Output folder (created if missing).
     #[arg(long)]
     pub out: PathBuf,
-    /// Also write the raw logits [frames, K, h, w] as logits.npy.
+    /// Also write the raw logits [frames, K, h, w] as logits.npy (and, for a two-stage package, the
+    /// tagger's probabilities [frames, labels] as tags.npy).
     #[arg(long)]
     pub save_logits: bool,
     /// Skip the overlay images.
@@ -193,6 +194,9 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
     }
     if a.save_logits {
         write_npy(&a.out.join("logits.npy"), out.logits.shape(), out.logits.data())?;
+        if let Some(tags) = &out.tags {
+            write_npy(&a.out.join("tags.npy"), tags.shape(), tags.data())?;
+        }
     }
     let t = &out.times;
     eprintln!(
