@@ -76,7 +76,7 @@ pytest tools/tests/test_tpavi_families.py tools/tests/test_avsegformer_numpy.py
 stage "package checksums, and the .pth reader fuzzed with Hypothesis"
 pytest tools/tests/test_package_checksums.py tools/tests/test_checkpoint_fuzz.py
 
-stage "tract vs ONNX Runtime, live, on the bundled sample"
+stage "tract vs ONNX Runtime, live, on the bundled sample (tiny TPAVI, the two-stage package)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bin" features --model models/tiny-tpavi --audio models/sample/audio.wav --out "$work/logmel.npy" \
@@ -84,6 +84,13 @@ trap 'rm -rf "$work"' EXIT
 "$bin" segment --model models/tiny-tpavi --clip models/sample --out "$work/out" --save-logits
 "$VENV/bin/python" -m avseg_tools.check_ort --model models/tiny-tpavi --logmel "$work/logmel.npy" \
   --frames "$work/frames.npy" --logits "$work/out/logits.npy" --tol 1e-4
+
+# The trained two-stage package: the segmenter's class logits and the tagger's probabilities.
+"$bin" features --model models/bavs-avsreg --audio models/sample/audio.wav --out "$work/b_logmel.npy" \
+  --frames models/sample/frames --frames-out "$work/b_frames.npy"
+"$bin" segment --model models/bavs-avsreg --clip models/sample --out "$work/b_out" --save-logits
+"$VENV/bin/python" -m avseg_tools.check_ort --model models/bavs-avsreg --logmel "$work/b_logmel.npy" \
+  --frames "$work/b_frames.npy" --logits "$work/b_out/logits.npy" --tags "$work/b_out/tags.npy" --tol 1e-4
 
 stage "tract vs ONNX Runtime, live, on every official family's fixture package"
 # 96x96 packages, tolerance 1e-4; avseg is $AVSEG_BIN.
@@ -131,7 +138,8 @@ AVSEG_CPU_ISA=baseline cargo test --locked --workspace --lib backend::
 # the time, and CI must stay under 45 minutes on 2 cores. AVSEG_FUZZ_SECONDS sets any other length.
 stage "fuzz targets (cargo-fuzz, nightly), ${AVSEG_FUZZ_SECONDS:-20} s each"
 if [ -n "${CI:-}" ] || [ -n "${AVSEG_FUZZ_SECONDS:-}" ]; then
-  tools/fuzz.sh all "${AVSEG_FUZZ_SECONDS:-20}"
+  # Short runs: a quicker build (opt-level 1) unless AVSEG_FUZZ_QUICK_BUILD says otherwise.
+  AVSEG_FUZZ_QUICK_BUILD=${AVSEG_FUZZ_QUICK_BUILD:-1} tools/fuzz.sh all "${AVSEG_FUZZ_SECONDS:-20}"
 else
   echo "skipped: fuzz targets (set AVSEG_FUZZ_SECONDS=20 to run them; CI always does)"
 fi

@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from avseg_export.package import checksum, write_package
+from avseg_export.package import checksum, validate_manifest, write_package
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,9 +20,10 @@ def test_known_value():
 
 
 def test_bundled_manifests_record_their_files():
-    for pkg in ("models/default", "models/tiny-tpavi", "models/tiny-bavs"):
+    for pkg in ("models/default", "models/tiny-tpavi", "models/tiny-bavs", "models/bavs-avsreg"):
         d = REPO / pkg
         m = json.loads((d / "avseg.json").read_text())
+        validate_manifest(m)
         for role, spec in m["graphs"].items():
             data = (d / spec["file"]).read_bytes()
             assert spec["size"] == len(data), (pkg, role)
