@@ -94,8 +94,8 @@ pytest tools/tests/test_tiny_numpy.py
 stage "every official family (width-reduced, official key layout) vs an independent numpy forward"
 pytest tools/tests/test_tpavi_families.py tools/tests/test_avsegformer_numpy.py
 
-stage "package checksums, and the .pth reader fuzzed with Hypothesis"
-pytest tools/tests/test_package_checksums.py tools/tests/test_checkpoint_fuzz.py
+stage "package checksums, the two-stage package's choice rule, and the .pth reader fuzzed with Hypothesis"
+pytest tools/tests/test_package_checksums.py tools/tests/test_bavs_rule.py tools/tests/test_checkpoint_fuzz.py
 
 stage "tract vs ONNX Runtime, live, on the bundled sample (tiny TPAVI, the two-stage package)"
 work=$(mktemp -d)

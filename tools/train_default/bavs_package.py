@@ -26,12 +26,12 @@ refuses a tree where that is not so.
 from __future__ import annotations
 
 import argparse
-import colorsys
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 import torch.nn.functional as F
 
@@ -39,34 +39,10 @@ from avseg_export.ort import session
 from avseg_export.package import IMAGENET_MEAN, IMAGENET_STD, dumps_manifest, record_file
 from avseg_export.semantic import build_semantic
 from avseg_export.weights import read_safetensors
+from train_default.bavs_rule import THRESHOLDS, choose, leaf_classes, palette
 from train_default.data import EMPTY_MAX_FOREGROUND, T, clip_paths, is_negative, list_clips, load_frames
 from train_default.model import LITE0_TAP_CHANNELS, EffLiteEncoder, SemanticHead
 from train_default.semantic import Split
-
-THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5)
-OFFSCREEN_TARGET = 0.98
-
-
-def palette(n: int) -> list[list[int]]:
-    """Background black, then hues spaced by the golden ratio: neighbours in the list differ."""
-    out = [[0, 0, 0]]
-    for i in range(1, n):
-        r, g, b = colorsys.hsv_to_rgb((i * 0.6180339887) % 1.0, 0.75, 0.95)
-        out.append([round(r * 255), round(g * 255), round(b * 255)])
-    return out
-
-
-def leaf_classes(tree: dict, audio_labels: list[str], visual_labels: list[str]) -> np.ndarray:
-    """For each audio label, the visual class it keeps (-1: none). Refuses trees where a sound sits
-    on a node that is not a one-class leaf of the same name (see the module documentation)."""
-    keeps = np.full(len(audio_labels), -1)
-    for node in tree["nodes"]:
-        if node["name"] in audio_labels:
-            if node.get("visual") != [node["name"]] or node["name"] not in visual_labels:
-                raise SystemExit(f"tree node {node['name']!r} has a sound but is not a one-class leaf of its name")
-            keeps[audio_labels.index(node["name"])] = visual_labels.index(node["name"])
-    return keeps
-
 
 @torch.no_grad()
 def val_predictions(head, val: Split, tagger, batch: int = 8):
@@ -107,14 +83,6 @@ def score(val: Split, classes: np.ndarray, probs: np.ndarray, keeps: np.ndarray,
             "silence_empty": round(float(np.mean(empty["silence"])), 4),
             "frames": {"s4": len(j["s4"]), "ms3": len(j["ms3"]), "offscreen": len(empty["offscreen"]),
                        "silence": len(empty["silence"])}}
-
-
-def choose(sweep: list[dict]) -> dict:
-    """The rule of tools/avsreg/unseen_split.md (issue 16), item 2."""
-    ok = [s for s in sweep if s["offscreen_empty"] >= OFFSCREEN_TARGET]
-    if ok:
-        return max(ok, key=lambda s: ((s["s4_j_fg"] + s["ms3_j_fg"]) / 2, s["threshold"]))
-    return max(sweep, key=lambda s: (s["offscreen_empty"], s["threshold"]))
 
 
 def main():
@@ -174,7 +142,7 @@ def main():
         if d > 1e-4 or agree < 0.999:
             raise SystemExit("the exported segmenter disagrees with the trained modules")
 
-    tagger = session_from_bytes(tagger_bytes, args.threads)
+    tagger = session(tagger_bytes, threads=args.threads)
     classes, probs = val_predictions(head, val, tagger)
     sweep = [score(val, classes, probs, keeps, t) for t in THRESHOLDS]
     for s in sweep:
@@ -211,7 +179,7 @@ def main():
                         "data derive from GPL-2 media: see models/README.md"),
             "created_by": "tools/train_default/semantic.py + pretrain_audio.py + bavs_package.py",
             "trained": True,
-            "parameters": info["parameters"] + sum(int(np.prod(i.dims)) for i in _onnx(tagger_bytes).graph.initializer),
+            "parameters": info["parameters"] + sum(int(np.prod(i.dims)) for i in onnx.load_from_string(tagger_bytes).graph.initializer),
             "metrics": {"val_threshold_sweep": sweep, "val_chosen": chosen},
         },
         "label_tree": {"file": "tree.json", "audio_labels": "audio_labels.txt"},
@@ -224,15 +192,6 @@ def main():
     (out / "avseg.json").write_text(dumps_manifest(meta))
     (out / "train_record.json").write_text(json.dumps({"segmenter": record, "val": sweep, "chosen": chosen}, indent=1))
     print(f"wrote {out}: {meta['provenance']['parameters']} parameters; worst export check {worst:.2e}")
-
-
-def _onnx(data: bytes):
-    import onnx
-    return onnx.load_from_string(data)
-
-
-def session_from_bytes(data: bytes, threads: int):
-    return session(_onnx(data), threads=threads)
 
 
 if __name__ == "__main__":
