@@ -48,5 +48,37 @@ fn masks(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, preprocess, masks);
+/// AVS-Reg's two-stage segmenter output: 101 class planes at 160×160, to a 224×224 label map (the
+/// sample's frame size). `tools/avseg_tools/bench_ref_vision.py` times the same in numpy.
+fn semantic_logits() -> (usize, usize, usize, Vec<f32>) {
+    let (k, h, w) = (101usize, 160usize, 160usize);
+    // Each class peaks at its own spot, so the winner changes across the frame.
+    let logits = (0..k * h * w)
+        .map(|i| {
+            let (c, y, x) = (i / (h * w), (i / w) % h, i % w);
+            let (cy, cx) = ((c * 37 % h) as f32, (c * 61 % w) as f32);
+            -((y as f32 - cy).powi(2) + (x as f32 - cx).powi(2)) / 800.0 + (c % 7) as f32 * 0.1
+        })
+        .collect();
+    (k, h, w, logits)
+}
+
+fn semantic_masks(c: &mut Criterion) {
+    let (k, h, w, logits) = semantic_logits();
+    let mut builder = MaskBuilder::new();
+    let mut out = FrameMask::background(1, 1);
+    c.bench_function("semantic_mask_101x160x160_to_224x224", |b| {
+        b.iter(|| {
+            builder.semantic_into(black_box(&logits), k, h, w, 224, 224, &mut out).unwrap();
+            black_box(&out);
+        })
+    });
+    // The per-pixel definition (one scalar exp per class and pixel), which semantic_into used
+    // before src/post/softmax.rs: the softmax arg-max alone, without the upsampling.
+    c.bench_function("semantic_softmax_argmax_101x160x160_per_pixel_naive", |b| {
+        b.iter(|| black_box(avseg::softmax_argmax_naive(black_box(&logits), k, h * w)))
+    });
+}
+
+criterion_group!(benches, preprocess, masks, semantic_masks);
 criterion_main!(benches);

@@ -78,6 +78,10 @@ pub use model::{
 };
 // Outputs.
 pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
+pub use post::softmax::softmax_argmax;
+/// The per-pixel definition that [`softmax_argmax`] is tested and benchmarked against.
+#[doc(hidden)]
+pub use post::softmax::softmax_argmax_naive;
 pub use post::objects::{bearing_deg, find_objects, ObjectFinder, ObjectSound, SoundingObject};
 // Two-stage (BAVS-style) matching of candidate objects to audio tags through a label tree.
 pub use model::label_tree::{LabelTree, ParentRule, TreeNode, LABEL_TREE_FORMAT, LABEL_TREE_VERSION};

@@ -33,6 +33,7 @@ use crate::io::limits::InputLimits;
 use crate::model::{ModelPackage, OutputSpec, PackageError, PackageOptions};
 use crate::post::mask::{FrameMask, MaskBuilder};
 use crate::post::objects::{ObjectFinder, ObjectSound, SoundingObject};
+use crate::post::softmax::softmax_argmax;
 use crate::post::sound_match::{SoundMatcher, Verdict};
 use crate::tensor::Tensor;
 
@@ -668,6 +669,9 @@ impl Engine {
             ));
         }
         let (n, k, h, w) = (shape[0], shape[1], shape[2], shape[3]);
+        if !(1..=usize::from(u16::MAX) + 1).contains(&k) {
+            return Err(Error::invalid_option("logits", format!("logits {shape:?}: 1 to 65536 classes expected")));
+        }
         let hw = h * w;
         let mut matcher = SoundMatcher::new(&two.tree);
         let mut verdicts = Vec::with_capacity(k);
@@ -675,23 +679,17 @@ impl Engine {
         for i in 0..n {
             matcher.hear(&two.tree, tags.item(i))?;
             matcher.judge_classes(&two.tree, k, &mut verdicts);
-            let frame = logits.item(i);
-            for (p, dst) in out.data_mut()[i * hw..(i + 1) * hw].iter_mut().enumerate() {
-                let (mut best, mut best_v) = (0, f32::NEG_INFINITY);
-                for c in 0..k {
-                    let v = frame[c * hw + p];
-                    if v > best_v {
-                        (best, best_v) = (c, v);
-                    }
+            let dst = &mut out.data_mut()[i * hw..(i + 1) * hw];
+            softmax_argmax(logits.item(i), k, hw, |start, best, prob| {
+                for ((d, &b), &p) in dst[start..start + best.len()].iter_mut().zip(best).zip(prob) {
+                    *d = if matches!(verdicts[b as usize], Verdict::Sounding(_)) {
+                        let s = ((1.0 + p) / 2.0).min(1.0 - 1e-7);
+                        (s / (1.0 - s)).ln()
+                    } else {
+                        -100.0
+                    };
                 }
-                *dst = if matches!(verdicts[best], Verdict::Sounding(_)) {
-                    let z: f32 = (0..k).map(|c| (frame[c * hw + p] - best_v).exp()).sum();
-                    let s = ((1.0 + 1.0 / z) / 2.0).min(1.0 - 1e-7);
-                    (s / (1.0 - s)).ln()
-                } else {
-                    -100.0
-                };
-            }
+            });
         }
         Ok(out)
     }

@@ -8,6 +8,7 @@
 //! index, so all-equal logits give background), then nearest-neighbour upsampling of the labels.
 //! Upsampling labels instead of logits keeps the work per output pixel independent of K.
 
+use super::softmax::softmax_argmax;
 use super::PostError;
 
 /// A per-pixel label map at the source frame's size.
@@ -223,22 +224,15 @@ impl MaskBuilder {
         self.small_labels.resize(plane, 0);
         self.small_conf.clear();
         self.small_conf.resize(plane, 0.0);
-        for i in 0..plane {
-            // Strict `>` keeps the lowest index on ties (torch.argmax on CPU does the same).
-            let mut best = 0usize;
-            let mut best_v = logits[i];
-            for c in 1..k {
-                let v = logits[c * plane + i];
-                if v > best_v {
-                    best = c;
-                    best_v = v;
-                }
+        // Ties go to the lowest index (torch.argmax on CPU does the same); k <= 256 was checked,
+        // so every class index fits the u8 label.
+        let (labels, conf) = (&mut self.small_labels, &mut self.small_conf);
+        softmax_argmax(logits, k, plane, |start, best, prob| {
+            for (dst, &b) in labels[start..start + best.len()].iter_mut().zip(best) {
+                *dst = b as u8;
             }
-            let sum: f32 = (0..k).map(|c| (logits[c * plane + i] - best_v).exp()).sum();
-            let p = 1.0 / sum;
-            self.small_labels[i] = best as u8;
-            self.small_conf[i] = if p.is_finite() { p } else { 0.0 };
-        }
+            conf[start..start + prob.len()].copy_from_slice(prob);
+        });
         nearest_taps(w, ow, &mut self.x_near);
         nearest_taps(h, oh, &mut self.y_near);
         for (oy, &sy) in self.y_near.iter().enumerate() {

@@ -2,6 +2,7 @@
 //!
 //! * [`mask`]: per-frame logits at model resolution → a label map at the source frame's size
 //!   (binary: bilinear upsample then σ > threshold; semantic: argmax then nearest upsample).
+//! * [`softmax`]: the per-pixel softmax arg-max of class logits (semantic masks, two-stage scores).
 //! * [`objects`]: 8-connected regions of a label map → [`objects::SoundingObject`]s.
 //! * [`sound_match`]: two-stage (BAVS-style) packages: which candidate objects a second's audio
 //!   tags keep, through the package's label tree ([`crate::model::label_tree`]).
@@ -9,6 +10,7 @@
 
 pub mod mask;
 pub mod objects;
+pub mod softmax;
 pub mod sound_match;
 pub mod write;
 

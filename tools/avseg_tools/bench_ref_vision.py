@@ -48,6 +48,29 @@ def median_us(fn, arg, runs: int) -> float:
     return statistics.median(times) * 1e6
 
 
+def semantic_logits() -> np.ndarray:
+    """benches/vision.rs's semantic_logits: 101 class planes at 160x160, each peaking at its own spot."""
+    k, h, w = 101, 160, 160
+    c = np.arange(k, dtype=np.float32)[:, None, None]
+    y = np.arange(h, dtype=np.float32)[None, :, None]
+    x = np.arange(w, dtype=np.float32)[None, None, :]
+    cy = (np.arange(k) * 37 % h).astype(np.float32)[:, None, None]
+    cx = (np.arange(k) * 61 % w).astype(np.float32)[:, None, None]
+    return (-((y - cy) ** 2 + (x - cx) ** 2) / np.float32(800.0) + (c % 7) * np.float32(0.1)).astype(np.float32)
+
+
+def run_semantic(logits: np.ndarray):
+    """avseg's semantic_into: arg-max class and its softmax probability per pixel at model
+    resolution, then nearest-neighbour upsampling of both to 224x224."""
+    m = logits.max(axis=0)
+    prob = np.float32(1.0) / np.exp(logits - m).sum(axis=0)
+    labels = logits.argmax(axis=0).astype(np.uint8)
+    h, w = labels.shape
+    ys = np.minimum(((2 * np.arange(224) + 1) * h) // 448, h - 1)
+    xs = np.minimum(((2 * np.arange(224) + 1) * w) // 448, w - 1)
+    return labels[ys][:, xs], prob[ys][:, xs]
+
+
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     path = REPO / "tests/data/resize/card_1920x1080.png"
@@ -62,6 +85,9 @@ def main() -> None:
     # Normalisation alone, to separate it from the resize.
     small = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR)
     print(f"normalise only (224x224):                          {median_us(normalise, small, runs):9.1f} us")
+    # benches/vision.rs semantic_mask_101x160x160_to_224x224 (numpy runs single-threaded here).
+    logits = semantic_logits()
+    print(f"semantic mask, 101x160x160 -> 224x224 (numpy):     {median_us(run_semantic, logits, max(runs // 10, 20)):9.1f} us")
 
 
 if __name__ == "__main__":
