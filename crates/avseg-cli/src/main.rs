@@ -2,6 +2,7 @@
 //! `cmd/`; each uses only the runtime's public API (and `avseg-eval` for `eval`).
 
 mod cmd;
+mod heap;
 mod python;
 
 use std::fmt;
@@ -89,6 +90,8 @@ macro_rules! from_runtime {
 from_runtime!(avseg::Error, avseg::DecodeError, avseg::PackageError, avseg::PostError, avseg::BackendError);
 
 fn main() -> ExitCode {
+    // First, before any thread exists: see heap.rs for why.
+    let heap_tuned = heap::keep_freed_memory();
     let cli = Cli::parse();
     // symphonia logs its own probe failures at error level; avseg reports them once, with the
     // file name, so the decoder's log stays quiet unless debugging.
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         _ => "debug",
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    log::debug!("heap: freed memory kept for reuse (mmap and trim thresholds 1 GiB): {heap_tuned}");
     let result = match cli.command {
         Command::Segment(a) => cmd::segment::run(a),
         Command::Features(a) => cmd::features::run(a),
