@@ -6,7 +6,7 @@
 
 Inputs are the exact model inputs avseg computed (`[windows*T, 1, 96, 64]` log-mel patches and
 `[n, 3, H, W]` frames). A clip runs as avseg runs it: consecutive windows of T frames, the last
-completed by repeating its last frame; per window the audio encoder, then the segmenter. One
+completed by repeating its last frame; per window the audio encoder (a two-stage package's tagger), then the segmenter. One
 untimed warm-up clip, then `--runs` timed ones. Prints `median_ms X` (the line avseg parses), the
 per-graph medians `audio_encoder_median_ms` / `segmenter_median_ms` (summed over a clip's windows),
 the individual times, the sessions' load time `load_ms` and the process's peak RSS `peak_rss_kb`. Front end and post-processing are not included: they are avseg's own code.
@@ -46,7 +46,8 @@ def main() -> None:
     manifest = json.loads((a.model / "avseg.json").read_text())
     t = int(manifest["frames_per_clip"])
     graphs = manifest["graphs"]
-    enc_spec = graphs.get("audio_encoder")
+    # A two-stage (bavs) package's audio graph is its tagger, and its segmenter sees frames only.
+    enc_spec = graphs.get("audio_encoder") or graphs.get("audio_tagger")
     enc = session(a.model / enc_spec["file"], a.threads) if enc_spec else None
     seg_spec = graphs["segmenter"]
     seg = session(a.model / seg_spec["file"], a.threads)
@@ -68,7 +69,10 @@ def main() -> None:
             t0 = time.perf_counter()
             audio = enc.run(None, {enc_spec["inputs"][0]: lm})[0] if enc else lm
             t1 = time.perf_counter()
-            seg.run(None, {seg_inputs[0]: fr, seg_inputs[1]: audio})
+            feeds = {seg_inputs[0]: fr}
+            if len(seg_inputs) > 1:
+                feeds[seg_inputs[1]] = audio
+            seg.run(None, feeds)
             t_enc += t1 - t0
             t_seg += time.perf_counter() - t1
         return t_enc * 1e3, t_seg * 1e3
