@@ -4,8 +4,6 @@
 #   tools/fuzz.sh TARGET SECONDS [LIBFUZZER ARGS...]   one target (fuzz/fuzz_targets/TARGET.rs)
 #   tools/fuzz.sh all SECONDS                          every target in turn (CI: 30 s each)
 #   tools/fuzz.sh list                                 the target names
-#   tools/fuzz.sh build                                installs what it needs and builds every target
-#                                                      (tools/test.sh runs this in the background)
 #
 # Installs what it needs: the nightly toolchain (if rustup lacks one) and cargo-fuzz (from
 # crates.io, pinned). The committed seeds in fuzz/corpus/TARGET are read, never written: new inputs
@@ -28,9 +26,9 @@ RSS_MB=${AVSEG_FUZZ_RSS_MB:-2048}
 targets() { sed -n 's/^name = "\([a-z_0-9]*\)"$/\1/p' fuzz/Cargo.toml | grep -v '^avseg-fuzz$'; }
 
 [ "${1:-}" = list ] && { targets; exit 0; }
-[ "${1:-}" = build ] || [ $# -ge 2 ] || { sed -n '2,11p' "$0" >&2; exit 2; }
-what=$1 seconds=${2:-0}
-shift $(( $# < 2 ? $# : 2 ))
+[ $# -ge 2 ] || { sed -n '2,9p' "$0" >&2; exit 2; }
+what=$1 seconds=$2
+shift 2
 
 if ! rustup toolchain list | grep -q "^$TOOLCHAIN"; then
   rustup toolchain install "$TOOLCHAIN" --profile minimal
@@ -55,9 +53,7 @@ run() {
     -max_total_time="$seconds" -timeout=30 -rss_limit_mb="$RSS_MB" -max_len=65536 -print_final_stats=1 "$@"
 }
 
-if [ "$what" = build ]; then
-  cargo "+$TOOLCHAIN" fuzz build --fuzz-dir fuzz
-elif [ "$what" = all ]; then
+if [ "$what" = all ]; then
   cargo "+$TOOLCHAIN" fuzz build --fuzz-dir fuzz
   for t in $(targets); do run "$t" "$@"; done
 else

@@ -42,27 +42,6 @@ bin="${CARGO_TARGET_DIR:-target}/debug/avseg"
 export AVSEG_BIN="$(cd "$(dirname "$bin")" && pwd)/avseg"
 pytest() { "$VENV/bin/python" -m pytest "$@"; }
 
-# Two builds run in the background from here on: libavseg as the C tests build it (`cargo build
-# -p avseg-ffi --lib`: the runtime without file decoders, so not what the CLI build above made),
-# then the fuzz targets (nightly, AddressSanitizer, every dependency instrumented: about 9 min on
-# 2 cores). The Python stages below and the test runs of `cargo test` mostly keep one core busy,
-# so the builds fill the other one instead of adding their minutes; their log is shown in the
-# fuzz stage. setsid: their own process group, so that an early exit can stop them.
-fuzz_seconds=
-if [ -n "${CI:-}" ] || [ -n "${AVSEG_FUZZ_SECONDS:-}" ]; then
-  fuzz_seconds=${AVSEG_FUZZ_SECONDS:-20}
-  # Short runs: a quicker build (opt-level 1) unless AVSEG_FUZZ_QUICK_BUILD says otherwise.
-  export AVSEG_FUZZ_QUICK_BUILD=${AVSEG_FUZZ_QUICK_BUILD:-1}
-  mkdir -p target
-  fuzz_log=$(pwd)/target/fuzz-build.log
-  stage "libavseg and the fuzz targets: built in the background (log: $fuzz_log)"
-  setsid -w bash -c 'cargo build --locked -p avseg-ffi --lib && tools/fuzz.sh build' \
-    >"$fuzz_log" 2>&1 </dev/null &
-  fuzz_pid=$!
-fi
-stop_fuzz_build() { if [ -n "${fuzz_pid:-}" ]; then kill -- "-$fuzz_pid" 2>/dev/null || true; fi; }
-trap stop_fuzz_build EXIT
-
 stage "lean C library: no CLI, evaluation or file-decoder crates in libavseg's dependency tree"
 leaked=$(cargo tree --locked -p avseg-ffi -e normal --prefix none \
   | grep -E '^(clap|csv|indicatif|env_logger|symphonia|png|zune-jpeg|image-webp|avseg-eval) ' | sort -u || true)
@@ -99,7 +78,7 @@ pytest tools/tests/test_package_checksums.py tools/tests/test_bavs_rule.py tools
 
 stage "tract vs ONNX Runtime, live, on the bundled sample (tiny TPAVI, the two-stage package)"
 work=$(mktemp -d)
-trap 'rm -rf "$work"; stop_fuzz_build' EXIT
+trap 'rm -rf "$work"' EXIT
 "$bin" features --model models/tiny-tpavi --audio models/sample/audio.wav --out "$work/logmel.npy" \
   --frames models/sample/frames --frames-out "$work/frames.npy"
 "$bin" segment --model models/tiny-tpavi --clip models/sample --out "$work/out" --save-logits
@@ -157,20 +136,10 @@ AVSEG_CPU_ISA=baseline cargo test --locked --workspace --lib backend::
 # Last, so that a build failure of the nightly toolchain cannot hide the stable tests' results.
 # 20 s per target under CI (was 30 until 2026-12-05): the unseen-background quality check took
 # the time, and CI must stay under 45 minutes on 2 cores. AVSEG_FUZZ_SECONDS sets any other length.
-stage "fuzz targets (cargo-fuzz, nightly), ${fuzz_seconds:-20} s each"
-if [ -n "$fuzz_seconds" ]; then
-  fuzz_status=0
-  wait "$fuzz_pid" || fuzz_status=$?
-  fuzz_pid=
-  if [ "$fuzz_status" -ne 0 ]; then
-    cat "$fuzz_log"
-    echo "the background build (libavseg, then the fuzz targets) failed (status $fuzz_status)" >&2
-    exit 1
-  fi
-  echo "background build: $(grep -c '^ *Compiling' "$fuzz_log" || true) crates compiled; last lines of its log:"
-  tail -n 3 "$fuzz_log"
-  # The same AVSEG_FUZZ_QUICK_BUILD as the build, so cargo finds it up to date.
-  tools/fuzz.sh all "$fuzz_seconds"
+stage "fuzz targets (cargo-fuzz, nightly), ${AVSEG_FUZZ_SECONDS:-20} s each"
+if [ -n "${CI:-}" ] || [ -n "${AVSEG_FUZZ_SECONDS:-}" ]; then
+  # Short runs: a quicker build (opt-level 1) unless AVSEG_FUZZ_QUICK_BUILD says otherwise.
+  AVSEG_FUZZ_QUICK_BUILD=${AVSEG_FUZZ_QUICK_BUILD:-1} tools/fuzz.sh all "${AVSEG_FUZZ_SECONDS:-20}"
 else
   echo "skipped: fuzz targets (set AVSEG_FUZZ_SECONDS=20 to run them; CI always does)"
 fi
