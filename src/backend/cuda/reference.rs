@@ -652,7 +652,11 @@ mod tests {
             let (small_l, small_c) = argmax_classes(&logits, k, h * w);
             let (labels, conf) = nearest_labels(&small_l, &small_c, h, w, ow, oh);
             assert_eq!(labels, cpu.labels, "k={k} {h}x{w} -> {ow}x{oh}");
-            assert_eq!(conf, cpu.confidence);
+            // The CPU path sums its exponentials 8 lanes at a time (post/softmax.rs, wide's exp)
+            // and the kernel with expf: the probabilities agree to a few ulp, not bit for bit.
+            for (i, (g, c)) in conf.iter().zip(&cpu.confidence).enumerate() {
+                assert!((g - c).abs() <= 2e-6 * c.abs(), "k={k} {h}x{w}: pixel {i} confidence {g} vs {c}");
+            }
         }
     }
 
