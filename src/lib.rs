@@ -78,8 +78,8 @@ pub use model::{
 };
 // Outputs.
 pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};
-pub use post::softmax::softmax_argmax;
-/// The per-pixel definition that [`softmax_argmax`] is tested and benchmarked against.
+/// The per-pixel softmax arg-max definition that the blocked post-processing path is tested and
+/// benchmarked against (`benches/vision.rs`); not part of the supported API.
 #[doc(hidden)]
 pub use post::softmax::softmax_argmax_naive;
 pub use post::objects::{bearing_deg, find_objects, ObjectFinder, ObjectSound, SoundingObject};
