@@ -7,6 +7,7 @@
 //!
 //! A missing C or C++ compiler prints a `skipped:` line; under CI (`CI` set) it is a failure.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -49,7 +50,9 @@ fn library() -> &'static Library {
         };
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
-            .args(["build", "-p", "avseg-ffi", "--lib", "--message-format=json-render-diagnostics", "--profile", profile])
+            // avseg-test-unify aligns a few low-level crates' features with the workspace's, so that
+            // this build reuses what `cargo test` compiled (see its Cargo.toml).
+            .args(["build", "-p", "avseg-ffi", "-p", "avseg-test-unify", "--lib", "--message-format=json-render-diagnostics", "--profile", profile])
             .arg("--manifest-path")
             .arg(repo().join("Cargo.toml"))
             .arg("--target-dir")
@@ -59,8 +62,12 @@ fn library() -> &'static Library {
         assert!(out.status.success(), "cargo build --lib failed:\n{}", String::from_utf8_lossy(&out.stderr));
         let dir = work_dir("lib");
         let mut found = 0;
+        let mut compiled = Vec::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            if msg["reason"] == "compiler-artifact" && msg["fresh"] == false {
+                compiled.push(msg["target"]["name"].as_str().unwrap_or("?").to_string());
+            }
             if msg["reason"] != "compiler-artifact" || msg["target"]["name"] != "avseg" {
                 continue;
             }
@@ -78,6 +85,10 @@ fn library() -> &'static Library {
             }
         }
         assert_eq!(found, 2, "cargo build did not report libavseg.a and libavseg.so");
+        // Expected: the runtime and the C library themselves (built without the file decoders),
+        // plus the crates only they use. More means a feature difference avseg-test-unify misses.
+        // Straight to stderr, past the harness's capture, so that CI logs show it.
+        let _ = writeln!(std::io::stderr(), "c_abi: the library build compiled {} crates: {}", compiled.len(), compiled.join(" "));
         Library { dir }
     })
 }
