@@ -145,3 +145,80 @@ extern "C" __global__ void __launch_bounds__(256) tpavi_apply_f16(const unsigned
                                                                   float eps) {
     tpavi_apply(v, weff, cvec, gamma, beta, out, n_pos, eps);
 }
+
+// The same block on NCHW feature maps `[T, C, h·w]`, for the graph runner (src/backend/cuda/
+// runner.rs), whose maps stay NCHW between convolutions. Any C; one thread per output, no block
+// cooperation, so the emulated device runs these as plain loops.
+
+// S[t][c] = Σ_p V[t][c][p]: one thread per (frame, channel), summing its contiguous plane.
+template <typename T>
+__device__ __forceinline__ void tpavi_frame_sum_nchw(const T* v, int hw, int tc, float* sums) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= tc) return;
+    const T* plane = v + i * hw;
+    float s = 0.0f;
+    for (int p = 0; p < hw; p++) s += avs_ld(plane, p);
+    sums[i] = s;
+}
+
+extern "C" __global__ void tpavi_frame_sum_nchw_f32(const float* v, int hw, int tc, float* sums) {
+    tpavi_frame_sum_nchw(v, hw, tc, sums);
+}
+
+extern "C" __global__ void tpavi_frame_sum_nchw_f16(const unsigned short* v, int hw, int tc,
+                                                    float* sums) {
+    tpavi_frame_sum_nchw(v, hw, tc, sums);
+}
+
+// out[t][o][p] = LayerNorm_o(Σ_i Weff[i][o]·V[t][i][p] + cvec[o])·γ[o] + β[o] for the `frames`
+// frames from `v` and `out` on: one thread per position, three passes over its C values (the
+// products written to `out`, then the mean, then the variance and the normalisation in place).
+template <typename T>
+__device__ __forceinline__ void tpavi_apply_nchw(const T* __restrict__ v, const float* __restrict__ weff,
+                                                 const float* __restrict__ cvec,
+                                                 const float* __restrict__ gamma,
+                                                 const float* __restrict__ beta, T* __restrict__ out,
+                                                 int frames, int c, int hw, float eps) {
+    long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)frames * hw) return;
+    long long f = idx / hw;
+    int p = (int)(idx % hw);
+    const T* vf = v + f * c * hw + p;
+    T* of = out + f * c * hw + p;
+    float sum = 0.0f;
+    for (int o = 0; o < c; o++) {
+        float acc = 0.0f;
+        for (int i = 0; i < c; i++) acc += weff[(long long)i * c + o] * avs_ld(vf, (long long)i * hw);
+        float z = acc + cvec[o];
+        sum += z;
+        avs_st(of, (long long)o * hw, z);
+    }
+    float mean = sum / (float)c;
+    float q = 0.0f;
+    for (int o = 0; o < c; o++) {
+        float d = avs_ld(of, (long long)o * hw) - mean;
+        q += d * d;
+    }
+    float inv = 1.0f / sqrtf(q / (float)c + eps);
+    for (int o = 0; o < c; o++)
+        avs_st(of, (long long)o * hw, (avs_ld(of, (long long)o * hw) - mean) * inv * gamma[o] + beta[o]);
+}
+
+extern "C" __global__ void tpavi_apply_nchw_f32(const float* v, const float* weff, const float* cvec,
+                                                const float* gamma, const float* beta, float* out,
+                                                int frames, int c, int hw, float eps) {
+    tpavi_apply_nchw(v, weff, cvec, gamma, beta, out, frames, c, hw, eps);
+}
+
+extern "C" __global__ void tpavi_apply_nchw_f16(const unsigned short* v, const float* weff,
+                                                const float* cvec, const float* gamma,
+                                                const float* beta, unsigned short* out, int frames,
+                                                int c, int hw, float eps) {
+    tpavi_apply_nchw(v, weff, cvec, gamma, beta, out, frames, c, hw, eps);
+}
+
+// fp16 storage → fp32 (φ for the small GEMMs, which read fp32).
+extern "C" __global__ void tpavi_widen_f16(const unsigned short* x, float* out, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = avs_h2f(x[i]);
+}

@@ -56,6 +56,10 @@ pub enum BackendChoice {
     Cpu,
     /// The CUDA backend, or an error saying why it cannot run the package (no fallback).
     Cuda,
+    /// The CUDA runner on the emulated device: its plan and kernels run on the CPU, much slower
+    /// than tract, to check the runner without a GPU. Needs a build with the `cuda-emulated`
+    /// feature (the CLI's default); otherwise loading fails saying so.
+    CudaEmulated,
 }
 
 /// How [`Engine::load`] prepares a package and post-processes its outputs.
@@ -348,6 +352,7 @@ impl Engine {
             BackendChoice::Auto => backend::BackendKind::Auto,
             BackendChoice::Cpu => backend::BackendKind::Cpu,
             BackendChoice::Cuda => backend::BackendKind::Cuda,
+            BackendChoice::CudaEmulated => backend::BackendKind::CudaEmulated,
         };
         let runner = backend::select(kind, &package, &backend_options).map_err(|e| match e {
             // Found by the backend, but a damaged package all the same.

@@ -211,6 +211,9 @@ pub enum BackendKind {
     Cpu,
     /// CUDA or an error: an explicit request is never silently served by the CPU.
     Cuda,
+    /// The CUDA runner on the emulated device: the same plan and kernels, run on the CPU (slow,
+    /// for checking the runner without a GPU). Needs the `cuda-emulated` feature.
+    CudaEmulated,
 }
 
 /// Prepares `package` on the backend `kind` selects. With `Auto`, any reason CUDA cannot run it
@@ -221,6 +224,7 @@ pub fn select(kind: BackendKind, package: &ModelPackage, options: &BackendOption
     match kind {
         BackendKind::Cpu => prepare_cpu(package, options),
         BackendKind::Cuda => Ok(cuda::prepare(package, options)?),
+        BackendKind::CudaEmulated => cuda::prepare_emulated(package, options),
         BackendKind::Auto => match cuda::prepare(package, options) {
             Ok(runner) => {
                 log::info!("backend auto: using CUDA");

@@ -12,6 +12,6 @@ fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 for t in tpavi kernels; do
-  "$cxx" -std=c++20 -O2 -pthread -I kernels -I tools/kernel_emu "tools/kernel_emu/$t.cpp" -o "$out/$t"
+  "$cxx" -std=c++20 -O2 -pthread -I kernels -I kernels/emu "tools/kernel_emu/$t.cpp" -o "$out/$t"
   "$out/$t"
 done

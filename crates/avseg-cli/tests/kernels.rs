@@ -31,8 +31,8 @@ fn kernels_subcommand_reports_clearly() {
     assert!(!err.contains("panicked"), "{err}");
     if check.status.success() {
         // NVRTC is installed here: every family compiled and its entry points were found.
-        assert!(out.contains("all 4 kernel builds ok"), "{out}");
-        assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 4, "{out}");
+        assert!(out.contains("all 5 kernel builds ok"), "{out}");
+        assert_eq!(out.lines().filter(|l| l.starts_with("ok ")).count(), 5, "{out}");
     } else {
         assert!(err.contains("libnvrtc"), "a missing NVRTC must be named: {err}");
         say("skipped: NVRTC not found; `avseg kernels --check` reported it (tools/test.sh runs the real check)");
@@ -63,4 +63,34 @@ fn plan_prints_kernels_flops_and_memory() {
     let missing = avseg_bin(&["kernels", "--plan"], &[]);
     assert_eq!(missing.status.code(), Some(2), "clap usage error");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--model"));
+}
+
+fn read_npy(path: &std::path::Path) -> (Vec<u64>, Vec<f32>) {
+    let f = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
+    let shape = f.shape().to_vec();
+    (shape, f.into_vec::<f32>().unwrap())
+}
+
+/// `avseg segment --backend cuda-emulated`: the CUDA runner's plan and kernels, run on the CPU,
+/// give tract's logits (within 1e-4 of their range) and masks on the bundled sample.
+#[test]
+fn segment_on_the_emulated_device_matches_tract() {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let dir = tempfile::tempdir().unwrap();
+    let sample = format!("{repo}/models/sample");
+    let model = format!("{repo}/models/tiny-tpavi");
+    let mut logits = Vec::new();
+    for backend in ["cpu", "cuda-emulated"] {
+        let out = dir.path().join(backend);
+        let run = avseg_bin(&["segment", "--model", &model, "--clip", &sample, "--out", out.to_str().unwrap(), "--save-logits", "--backend", backend], &[]);
+        assert!(run.status.success(), "{backend}: {}", String::from_utf8_lossy(&run.stderr));
+        logits.push(read_npy(&out.join("logits.npy")));
+    }
+    let ((shape_a, a), (shape_b, b)) = (&logits[0], &logits[1]);
+    assert_eq!(shape_a, shape_b);
+    let range = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let agree = a.iter().zip(b).filter(|(x, y)| (**x > 0.0) == (**y > 0.0)).count() as f64 / a.len() as f64;
+    say(&format!("cuda-emulated vs tract, tiny-tpavi on the sample: max |diff| {worst:.3e} of range {range:.3}, masks agree {:.4}%", 100.0 * agree));
+    assert!(worst <= 1e-4 * range && agree >= 0.999, "max diff {worst} (range {range}), agreement {agree}");
 }

@@ -64,12 +64,41 @@ pub const TPAVI: KernelFile = KernelFile {
         "tpavi_small_gemm",
         "tpavi_apply_f32",
         "tpavi_apply_f16",
+        "tpavi_frame_sum_nchw_f32",
+        "tpavi_frame_sum_nchw_f16",
+        "tpavi_apply_nchw_f32",
+        "tpavi_apply_nchw_f16",
+        "tpavi_widen_f16",
+    ],
+    options: &["--std=c++17"],
+};
+
+/// The graph runner's operators (convolution, matrix product, broadcast element-wise, transpose,
+/// max-pool, linear resize); see `kernels/graph.cu`.
+pub const GRAPH: KernelFile = KernelFile {
+    name: "graph",
+    source: include_str!("../../../kernels/graph.cu"),
+    entry_points: &[
+        "conv2d_f32",
+        "conv2d_f16",
+        "matmul_f32",
+        "matmul_f16",
+        "binary_f32",
+        "binary_f16",
+        "unary_f32",
+        "unary_f16",
+        "transpose_f32",
+        "transpose_f16",
+        "max_pool_f32",
+        "max_pool_f16",
+        "resize_linear_f32",
+        "resize_linear_f16",
     ],
     options: &["--std=c++17"],
 };
 
 /// Every kernel family, in the order `avseg kernels` reports them.
-pub const ALL: &[KernelFile] = &[PREPROCESS, POSTPROCESS, DECODER, TPAVI];
+pub const ALL: &[KernelFile] = &[PREPROCESS, POSTPROCESS, DECODER, TPAVI, GRAPH];
 
 impl KernelFile {
     /// The exact text NVRTC compiles.

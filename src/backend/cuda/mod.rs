@@ -21,8 +21,12 @@
 //! device is found, and `--backend auto` falls back to tract.
 
 pub mod build;
+#[cfg(feature = "cuda-emulated")]
+pub mod emulated;
 pub mod kernels;
+pub mod launch;
 pub mod plan;
+pub mod runner;
 // The CPU references, the launch wrappers and the device's module loading wait for the CUDA model
 // runner (issue 17); until it lands only the tests call them.
 #[allow(dead_code)]
@@ -47,6 +51,8 @@ pub use kernels::Arch;
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(all(test, feature = "cuda-emulated"))]
+mod runner_tests;
 
 use std::path::PathBuf;
 
@@ -126,6 +132,19 @@ pub enum CudaError {
         /// Which shape or length was wrong.
         detail: String,
     },
+    /// The CUDA runner cannot run a graph: a node without a device kernel, or a precision or
+    /// shape its kernels do not cover yet.
+    #[error("CUDA runner, {graph}: {detail}")]
+    Plan {
+        /// The graph's path.
+        graph: String,
+        /// The node and what it lacks.
+        detail: String,
+    },
+    /// The emulated device was requested but this build has none: built without the
+    /// `cuda-emulated` feature, or without a C++20 compiler for its kernels.
+    #[error("the emulated CUDA device is not in this build: {0}")]
+    NoEmulator(&'static str),
     /// A CUDA device was found, but there is no CUDA runner for the package's model family yet.
     #[error("{device} found, but there is no CUDA runner for `{family}` models yet (issue 5)")]
     Unsupported {
@@ -141,6 +160,21 @@ impl CudaError {
     /// expected, quiet fallback; the second deserves a warning.
     pub fn is_absent(&self) -> bool {
         matches!(self, CudaError::NotCompiled | CudaError::NoDriver | CudaError::NoDevice)
+    }
+}
+
+/// Prepares `package` on the emulated device ([`emulated`], fp32 storage): the CUDA runner's plan
+/// and kernels run on the CPU, for checking them without a GPU.
+pub fn prepare_emulated(package: &ModelPackage, options: &BackendOptions) -> Result<Box<dyn Runner>, super::BackendError> {
+    #[cfg(not(feature = "cuda-emulated"))]
+    {
+        let _ = (package, options);
+        Err(CudaError::NoEmulator("built without the `cuda-emulated` feature").into())
+    }
+    #[cfg(feature = "cuda-emulated")]
+    {
+        let device = emulated::EmulatedDevice::new(plan::Precision::F32)?;
+        Ok(Box::new(runner::DeviceRunner::prepare(package, options, device)?))
     }
 }
 

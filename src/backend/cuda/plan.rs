@@ -266,7 +266,11 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
         let output = match (&kernel, inputs.first()) {
             (Kernel::View, Some(&src)) => src,
             _ => {
-                buffers.push(Buffer { bytes: out_numel * bytes, first: step, last: step, offset: 0 });
+                // Inputs are uploaded before the first launch, whenever their source node comes in
+                // the order: their buffers are live from step 0 (a later source placed over an
+                // earlier input's buffer would overwrite it at upload).
+                let first = if kernel == Kernel::Upload { 0 } else { step };
+                buffers.push(Buffer { bytes: out_numel * bytes, first, last: step, offset: 0 });
                 buffers.len() - 1
             }
         };
@@ -435,6 +439,10 @@ mod tests {
         assert!(count("implicit-gemm 3x3") > 0 && count("gemm 1x1") > 0, "{table:?}");
         check_placement(&p.buffers, p.arena_bytes);
         assert!(p.arena_bytes >= p.peak_live_bytes && p.arena_bytes < p.unshared_bytes / 2, "{p:?}");
+        // Both inputs are uploaded before the first launch: live from step 0, never shared.
+        for (i, s) in p.steps.iter().enumerate().filter(|(_, s)| s.kernel == Kernel::Upload) {
+            assert_eq!(p.buffers[s.output].first, 0, "input of step {i}");
+        }
         // fp16 storage halves every buffer.
         let h = plan(&model, Precision::F16).unwrap();
         assert_eq!(h.flops, p.flops);

@@ -48,6 +48,9 @@ pub(crate) enum BackendArg {
     Cpu,
     /// The CUDA backend; an error (not a fallback) when it cannot run the model.
     Cuda,
+    /// The CUDA runner on the emulated device (its kernels compiled for the CPU): slow, for
+    /// checking the runner without a GPU; fp32, TPAVI-family packages with CNN encoders.
+    CudaEmulated,
 }
 
 /// `--stream-mode`: how a stream turns sampled frames into model calls.
@@ -156,6 +159,7 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
             BackendArg::Auto => BackendChoice::Auto,
             BackendArg::Cpu => BackendChoice::Cpu,
             BackendArg::Cuda => BackendChoice::Cuda,
+            BackendArg::CudaEmulated => BackendChoice::CudaEmulated,
         },
         threads: a.threads,
         cpu_kernels: a.cpu_kernels.into(),

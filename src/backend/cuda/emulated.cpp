@@ -1,0 +1,52 @@
+// The emulated device's kernels: kernels/*.cu compiled for the host with kernels/emu/shim.h, each
+// entry point behind a C launcher `avs_emu_<kernel>(grid, block, args...)` that checks the launch
+// against CUDA's limits (returning 1 when it breaks them) and runs the kernel as the shim does.
+// Built by build.rs under the `cuda-emulated` feature; src/backend/cuda/emulated.rs declares the
+// launchers.
+#include "shim.h"
+#include "common.cuh"
+#include "decoder.cu"
+#include "tpavi.cu"
+#include "graph.cu"
+
+#define AVS_EMU_FLAT(name, params, args)                                   \
+  extern "C" int avs_emu_##name(dim3 grid, dim3 block, params) {          \
+    if (!avs_emu_launch_ok(grid, block)) return 1;                        \
+    launch_flat(grid, block, [&] { name args; });                          \
+    return 0;                                                             \
+  }
+#define P(...) __VA_ARGS__
+
+typedef unsigned short h16;
+
+AVS_EMU_FLAT(conv2d_f32, P(const float* x, const float* w, const float* b, float* y, AvsConv p), (x, w, b, y, p))
+AVS_EMU_FLAT(conv2d_f16, P(const h16* x, const h16* w, const float* b, h16* y, AvsConv p), (x, w, b, y, p))
+AVS_EMU_FLAT(matmul_f32, P(const float* a, const float* b, const float* bias, float* o, AvsMatMul p), (a, b, bias, o, p))
+AVS_EMU_FLAT(matmul_f16, P(const h16* a, const h16* b, const float* bias, h16* o, AvsMatMul p), (a, b, bias, o, p))
+AVS_EMU_FLAT(binary_f32, P(const float* a, const float* b, float* o, int kind, AvsStrided s, long long n), (a, b, o, kind, s, n))
+AVS_EMU_FLAT(binary_f16, P(const h16* a, const h16* b, h16* o, int kind, AvsStrided s, long long n), (a, b, o, kind, s, n))
+AVS_EMU_FLAT(unary_f32, P(const float* x, float* o, int kind, long long n), (x, o, kind, n))
+AVS_EMU_FLAT(unary_f16, P(const h16* x, h16* o, int kind, long long n), (x, o, kind, n))
+AVS_EMU_FLAT(transpose_f32, P(const float* x, float* o, AvsStrided s, long long n), (x, o, s, n))
+AVS_EMU_FLAT(transpose_f16, P(const h16* x, h16* o, AvsStrided s, long long n), (x, o, s, n))
+AVS_EMU_FLAT(max_pool_f32, P(const float* x, float* o, AvsPool p), (x, o, p))
+AVS_EMU_FLAT(max_pool_f16, P(const h16* x, h16* o, AvsPool p), (x, o, p))
+AVS_EMU_FLAT(resize_linear_f32, P(const float* x, float* o, const int* rt, const float* rw, const int* ct, const float* cw, AvsResize p),
+             (x, o, rt, rw, ct, cw, p))
+AVS_EMU_FLAT(resize_linear_f16, P(const h16* x, h16* o, const int* rt, const float* rw, const int* ct, const float* cw, AvsResize p),
+             (x, o, rt, rw, ct, cw, p))
+AVS_EMU_FLAT(tpavi_frame_sum_nchw_f32, P(const float* v, int hw, int tc, float* s), (v, hw, tc, s))
+AVS_EMU_FLAT(tpavi_frame_sum_nchw_f16, P(const h16* v, int hw, int tc, float* s), (v, hw, tc, s))
+AVS_EMU_FLAT(tpavi_small_gemm,
+             P(const float* a, long long sam, long long sak, const float* b, long long sbk, long long sbn, const float* bias,
+               float bias_scale, float alpha, float diag, float* out, int m, int n, int k),
+             (a, sam, sak, b, sbk, sbn, bias, bias_scale, alpha, diag, out, m, n, k))
+AVS_EMU_FLAT(tpavi_apply_nchw_f32,
+             P(const float* v, const float* weff, const float* cvec, const float* g, const float* be, float* out, int frames, int c, int hw,
+               float eps),
+             (v, weff, cvec, g, be, out, frames, c, hw, eps))
+AVS_EMU_FLAT(tpavi_apply_nchw_f16,
+             P(const h16* v, const float* weff, const float* cvec, const float* g, const float* be, h16* out, int frames, int c, int hw,
+               float eps),
+             (v, weff, cvec, g, be, out, frames, c, hw, eps))
+AVS_EMU_FLAT(tpavi_widen_f16, P(const h16* x, float* out, int n), (x, out, n))

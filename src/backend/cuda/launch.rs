@@ -1,0 +1,263 @@
+//! The device layer of the CUDA runner: what one kernel launch is ([`Launch`]), the parameter
+//! structs the kernels of `kernels/graph.cu` and `kernels/tpavi.cu` take by value (each the
+//! `#[repr(C)]` twin of its C struct), and the [`Device`] trait that a real GPU (cudarc) and the
+//! emulated device (`emulated.rs`, the same kernels compiled for the host) implement.
+//!
+//! Addresses are `u64` device addresses, as `CUdeviceptr` is; on the emulated device they are host
+//! addresses. A [`Launch`] holds everything its kernel reads, so the runner's whole program is a
+//! list of launches made at load time, which a CUDA graph can capture as it is.
+
+use super::plan::Precision;
+use super::CudaError;
+
+/// Threads per block of every one-thread-per-output kernel.
+pub const BLOCK: u32 = 256;
+
+/// A CUDA launch shape (`dim3`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dim3 {
+    pub x: u32,
+    pub y: u32,
+    pub z: u32,
+}
+
+/// Grid and block of a launch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub grid: Dim3,
+    pub block: Dim3,
+}
+
+impl Shape {
+    /// One thread per each of `n` outputs, in blocks of [`BLOCK`]; fails when the grid would pass
+    /// CUDA's limit of 2³¹ − 1 blocks.
+    pub fn linear(n: u64) -> Result<Shape, CudaError> {
+        let blocks = n.div_ceil(BLOCK as u64).max(1);
+        if blocks > i32::MAX as u64 {
+            return Err(CudaError::Shape { kernel: "launch", detail: format!("{n} outputs need {blocks} blocks, over CUDA's limit") });
+        }
+        Ok(Shape { grid: Dim3 { x: blocks as u32, y: 1, z: 1 }, block: Dim3 { x: BLOCK, y: 1, z: 1 } })
+    }
+}
+
+/// Axes of the strided kernels (broadcast, transpose).
+pub const MAX_RANK: usize = 6;
+
+/// `AvsConv` (kernels/graph.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConvParams {
+    pub n: i32,
+    pub c_in: i32,
+    pub c_out: i32,
+    pub groups: i32,
+    pub kh: i32,
+    pub kw: i32,
+    pub stride_h: i32,
+    pub stride_w: i32,
+    pub dil_h: i32,
+    pub dil_w: i32,
+    pub pad_top: i32,
+    pub pad_left: i32,
+    pub in_h: i32,
+    pub in_w: i32,
+    pub out_h: i32,
+    pub out_w: i32,
+    pub in_nhwc: i32,
+    pub out_nhwc: i32,
+    pub clamp: i32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// `AvsMatMul` (kernels/graph.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatMulParams {
+    pub m: i32,
+    pub n: i32,
+    pub k: i32,
+    pub batch_rank: i32,
+    pub a_sm: i64,
+    pub a_sk: i64,
+    pub b_sk: i64,
+    pub b_sn: i64,
+    pub o_sm: i64,
+    pub o_sn: i64,
+    pub batch_len: [i64; 4],
+    pub a_bs: [i64; 4],
+    pub b_bs: [i64; 4],
+    pub o_bs: [i64; 4],
+    /// 0 none, 1 per row, 2 per column.
+    pub bias_mode: i32,
+    pub clamp: i32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// `AvsStrided` (kernels/graph.cu): output axes and, per axis, each input's stride.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strided {
+    pub rank: i32,
+    pub dims: [i64; MAX_RANK],
+    pub a_st: [i64; MAX_RANK],
+    pub b_st: [i64; MAX_RANK],
+}
+
+impl Strided {
+    /// Elements of the output.
+    pub fn len(&self) -> u64 {
+        self.dims[..self.rank as usize].iter().product::<i64>() as u64
+    }
+}
+
+/// `AvsPool` (kernels/graph.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolParams {
+    pub nc: i32,
+    pub in_h: i32,
+    pub in_w: i32,
+    pub out_h: i32,
+    pub out_w: i32,
+    pub kh: i32,
+    pub kw: i32,
+    pub stride_h: i32,
+    pub stride_w: i32,
+    pub pad_top: i32,
+    pub pad_left: i32,
+}
+
+/// `AvsResize` (kernels/graph.cu).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResizeParams {
+    pub nc: i32,
+    pub in_h: i32,
+    pub in_w: i32,
+    pub out_h: i32,
+    pub out_w: i32,
+}
+
+/// Element-wise binary operations, numbered as `binary` in kernels/graph.cu.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum BinaryKind {
+    Add = 0,
+    Sub = 1,
+    Mul = 2,
+    Div = 3,
+    Max = 4,
+    Min = 5,
+}
+
+/// Element-wise unary operations, numbered as `unary` in kernels/graph.cu.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum UnaryKind {
+    Sigmoid = 0,
+    Relu = 1,
+    Exp = 2,
+    Neg = 3,
+    Abs = 4,
+    Sqrt = 5,
+    Recip = 6,
+    Tanh = 7,
+    Erf = 8,
+}
+
+/// One kernel launch with its arguments. Activations are at the plan's storage precision (the
+/// `_f32` or `_f16` instantiation); `bias`, tap tables and the TPAVI matrices are always fp32.
+/// A null `bias` (0) means none.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Launch {
+    Conv2d { shape: Shape, x: u64, w: u64, bias: u64, y: u64, p: ConvParams },
+    MatMul { shape: Shape, a: u64, b: u64, bias: u64, out: u64, p: MatMulParams },
+    Binary { shape: Shape, a: u64, b: u64, out: u64, kind: BinaryKind, s: Strided },
+    Unary { shape: Shape, x: u64, out: u64, kind: UnaryKind, n: u64 },
+    Transpose { shape: Shape, x: u64, out: u64, s: Strided },
+    MaxPool { shape: Shape, x: u64, out: u64, p: PoolParams },
+    ResizeLinear { shape: Shape, x: u64, out: u64, row_taps: u64, row_w: u64, col_taps: u64, col_w: u64, p: ResizeParams },
+    /// `S[t·C + c] = Σ_p V[t][c][p]`, fp32 sums.
+    TpaviFrameSumNchw { shape: Shape, v: u64, hw: i32, tc: i32, sums: u64 },
+    /// `out[i][j] = α·Σ_k A(i,k)·B(k,j) + bias_scale·bias[j] (+ diag on i = j)`, fp32.
+    TpaviSmallGemm {
+        shape: Shape,
+        a: u64,
+        sam: i64,
+        sak: i64,
+        b: u64,
+        sbk: i64,
+        sbn: i64,
+        bias: u64,
+        bias_scale: f32,
+        alpha: f32,
+        diag: f32,
+        out: u64,
+        m: i32,
+        n: i32,
+        k: i32,
+    },
+    /// fp16 bits → fp32 (`n` values).
+    TpaviWidenF16 { shape: Shape, x: u64, out: u64, n: i32 },
+    TpaviApplyNchw { shape: Shape, v: u64, weff: u64, cvec: u64, gamma: u64, beta: u64, out: u64, frames: i32, c: i32, hw: i32, eps: f32 },
+}
+
+impl Launch {
+    /// The kernel's entry point at `precision` (as listed in `kernels.rs`).
+    pub fn entry_point(&self, precision: Precision) -> String {
+        let base = match self {
+            Launch::Conv2d { .. } => "conv2d",
+            Launch::MatMul { .. } => "matmul",
+            Launch::Binary { .. } => "binary",
+            Launch::Unary { .. } => "unary",
+            Launch::Transpose { .. } => "transpose",
+            Launch::MaxPool { .. } => "max_pool",
+            Launch::ResizeLinear { .. } => "resize_linear",
+            Launch::TpaviFrameSumNchw { .. } => "tpavi_frame_sum_nchw",
+            Launch::TpaviSmallGemm { .. } => return "tpavi_small_gemm".into(),
+            Launch::TpaviWidenF16 { .. } => return "tpavi_widen_f16".into(),
+            Launch::TpaviApplyNchw { .. } => "tpavi_apply_nchw",
+        };
+        let suffix = match precision {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        };
+        format!("{base}_{suffix}")
+    }
+
+    /// The launch's grid and block.
+    pub fn shape(&self) -> Shape {
+        match self {
+            Launch::Conv2d { shape, .. }
+            | Launch::MatMul { shape, .. }
+            | Launch::Binary { shape, .. }
+            | Launch::Unary { shape, .. }
+            | Launch::Transpose { shape, .. }
+            | Launch::MaxPool { shape, .. }
+            | Launch::ResizeLinear { shape, .. }
+            | Launch::TpaviFrameSumNchw { shape, .. }
+            | Launch::TpaviSmallGemm { shape, .. }
+            | Launch::TpaviWidenF16 { shape, .. }
+            | Launch::TpaviApplyNchw { shape, .. } => *shape,
+        }
+    }
+}
+
+/// A device that runs [`Launch`]es: memory, copies and kernels, in submission order.
+pub trait Device {
+    /// For logs and errors (`"cuda"`, `"cuda-emulated"`).
+    fn name(&self) -> &'static str;
+    /// Storage precision of activations and weights this device was opened for.
+    fn precision(&self) -> Precision;
+    /// `bytes` of device memory, 256-byte aligned, zeroed; its address. Called at set-up only.
+    fn alloc(&mut self, bytes: usize) -> Result<u64, CudaError>;
+    /// Copies `src` to the device address `dst`.
+    fn upload(&mut self, dst: u64, src: &[u8]) -> Result<(), CudaError>;
+    /// Copies `dst.len()` bytes from the device address `src`.
+    fn download(&mut self, src: u64, dst: &mut [u8]) -> Result<(), CudaError>;
+    /// Runs one kernel.
+    fn launch(&mut self, launch: &Launch) -> Result<(), CudaError>;
+}
