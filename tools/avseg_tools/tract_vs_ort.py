@@ -80,11 +80,12 @@ def run(cmd):
         raise RuntimeError(f"failed: {' '.join(map(str, cmd))}\n{r.stdout}{r.stderr}")
 
 
-def check_clip(avseg, pkg, clip, work, t, tol, label):
+def check_clip(avseg, pkg, clip, work, t, tol, label, backend="auto"):
+    """`avseg segment --backend BACKEND` against ORT on the inputs `avseg features` wrote."""
     logmel, frames_npy, out = work / "logmel.npy", work / "frames.npy", work / "out"
     run([avseg, "features", "--model", pkg, "--audio", clip / "audio.wav", "--out", logmel,
          "--frames", clip / "frames", "--frames-out", frames_npy])
-    run([avseg, "segment", "--model", pkg, "--clip", clip, "--out", out, "--save-logits"])
+    run([avseg, "segment", "--model", pkg, "--clip", clip, "--out", out, "--save-logits", "--backend", backend])
     got = np.load(out / "logits.npy")
     frames = np.load(frames_npy).astype(np.float32)
     mel = np.load(logmel).astype(np.float32)
@@ -103,7 +104,7 @@ def check_clip(avseg, pkg, clip, work, t, tol, label):
         agree = f"argmax agreement {100 * (got.argmax(1) == want.argmax(1)).mean():.4f} %"
     else:
         agree = f"mask agreement {100 * ((got > 0) == (want > 0)).mean():.4f} %"
-    print(f"{label:<34} tract vs ORT: max|diff| {d:.3e} (max|ORT| {np.abs(want).max():.3g}, tol {tol:.0e}), {agree}")
+    print(f"{label:<34} {backend} vs ORT: max|diff| {d:.3e} (max|ORT| {np.abs(want).max():.3g}, tol {tol:.0e}), {agree}")
     return bool(d <= tol)
 
 

@@ -413,11 +413,10 @@ fn gather_sum_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMo
     Ok(Some(patch))
 }
 
-/// A two-operand f32 einsum that is a batched matrix product (one summed axis `k`, at most one
-/// row axis `m` only in `a`, at most one column axis `n` only in `b`, every other axis a batch axis
-/// of the output), with a following constant bias add and clamp chain folded in.
-fn matmul_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModelPatch, usize)>> {
-    let node = model.node(id);
+/// The batched matrix product an einsum node computes (see [`matmul_patch`]), without its bias or
+/// clamp, with the output axes of its rows and columns: None when the einsum is not one. Also the
+/// CUDA runner's reading of the einsums the CPU rewrite leaves to tract.
+pub(crate) fn einsum_as_matmul(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(AvMatMul, Option<usize>, Option<usize>)>> {
     let Some(einsum) = node.op_as::<EinSum>() else { return Ok(None) };
     if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
         return Ok(None);
@@ -491,6 +490,16 @@ fn matmul_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModel
         out_shape: so.clone(),
     };
     op.merge_batches();
+    Ok(Some((op, m.map(|(_, po)| po), n.map(|(_, po)| po))))
+}
+
+/// A two-operand f32 einsum that is a batched matrix product (one summed axis `k`, at most one
+/// row axis `m` only in `a`, at most one column axis `n` only in `b`, every other axis a batch axis
+/// of the output), with a following constant bias add and clamp chain folded in.
+fn matmul_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModelPatch, usize)>> {
+    let node = model.node(id);
+    let Some((mut op, axis_m, axis_n)) = einsum_as_matmul(model, node)? else { return Ok(None) };
+    let so = op.out_shape.clone();
     // A constant operand against a few rows or columns (VGGish's fully connected layers on five
     // frames) is a memory-bound pass over the weights. The gemm crate would re-pack them on every
     // call (measured 47 ms against tract's 20 ms per clip, tract packing once at load, for about
@@ -505,8 +514,6 @@ fn matmul_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModel
     let mut last = OutletId::new(id, 0);
     let mut fused = 0;
     if let Some((add, values, along)) = bias_successor(model, last, &so)? {
-        let axis_m = m.map(|(_, po)| po);
-        let axis_n = n.map(|(_, po)| po);
         let bias = match along {
             None => Some(Bias::Cols(Arc::new(vec![values[0]; op.n]))),
             Some(ax) if Some(ax) == axis_n && op.n == so[ax] => Some(Bias::Cols(Arc::new(values))),

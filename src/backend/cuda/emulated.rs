@@ -9,14 +9,14 @@
 //! threads or blocks (they run one after another), the device memory model, occupancy and timing,
 //! and tensor-core numerics (the emulated kernels round each product like the scalar code).
 
-use super::launch::{ConvParams, Device, Dim3, Launch, MatMulParams, PoolParams, ResizeParams, Strided};
+use super::launch::{Device, Launch};
 use super::plan::{Precision, ALIGN};
 use super::CudaError;
 
 #[cfg(not(avseg_emulator_missing))]
 #[allow(improper_ctypes)]
 mod ffi {
-    use super::*;
+    use crate::backend::cuda::launch::{ConvParams, Dim3, MatMulParams, PoolParams, ResizeParams, Strided};
     type P = *const u8;
     type M = *mut u8;
     macro_rules! launchers {

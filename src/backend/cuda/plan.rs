@@ -226,7 +226,9 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
             let depthwise = g.groups > 1 && g.groups == g.c_in && g.c_in == g.c_out;
             let k = if depthwise { Kernel::Depthwise { kh: g.kh, kw: g.kw } } else { Kernel::ConvGemm { kh: g.kh, kw: g.kw } };
             (Some(k), 2 * macs)
-        } else if let Some(m) = op.downcast_ref::<AvMatMul>() {
+        } else if let Some(m) = op.downcast_ref::<AvMatMul>().cloned().or(crate::backend::cpu::rewrite::einsum_as_matmul(model, node)?.map(|e| e.0)) {
+            // avseg's product, or an einsum the CPU rewrite left to tract (a product it judged
+            // faster there, e.g. few rows against constant weights).
             let batch = (m.out_shape.iter().product::<usize>() / (m.m * m.n).max(1)) as u64;
             (Some(Kernel::Gemm), 2 * batch * (m.m * m.n * m.k) as u64)
         } else if let Some(t) = op.downcast_ref::<AvTpavi>() {

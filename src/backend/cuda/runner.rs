@@ -313,7 +313,8 @@ impl Program {
                     push(Launch::Conv2d { shape, x: 0, w: 0, bias: 0, y: 0, p }, vec![ins[0].0, w, b, out_loc]);
                 }
                 Kernel::Gemm => {
-                    let mm = op.downcast_ref::<AvMatMul>().ok_or_else(|| err(name, "gemm step on another operator".into()))?;
+                    let einsum = crate::backend::cpu::rewrite::einsum_as_matmul(model, node).map_err(|e| err(name, format!("{e}")))?.map(|e| e.0);
+                    let mm = op.downcast_ref::<AvMatMul>().or(einsum.as_ref()).ok_or_else(|| err(name, "gemm step on another operator".into()))?;
                     if mm.batch.len() > 4 || ins.len() < 2 {
                         return Err(err(name, format!("{} batch axes, {} inputs", mm.batch.len(), ins.len())));
                     }
