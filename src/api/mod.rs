@@ -49,12 +49,14 @@ pub const FRAME_TIME_OFFSET_S: f64 = 0.9375;
 #[non_exhaustive]
 pub enum BackendChoice {
     /// CUDA when it can run the package, else tract on the CPU; the choice and its reason are
-    /// logged. No model family has a CUDA runner yet, so today this is always the CPU.
+    /// logged. The CUDA runner has not been verified on a GPU yet, so today this is always the CPU.
     #[default]
     Auto,
     /// tract on the CPU.
     Cpu,
-    /// The CUDA backend, or an error saying why it cannot run the package (no fallback).
+    /// The CUDA backend, or an error saying why it cannot run the package (no fallback). Today:
+    /// the CUDA runner on GPU 0 at fp32 storage, for TPAVI packages with CNN encoders, not yet
+    /// verified on hardware (a warning says so).
     Cuda,
     /// The CUDA runner on the emulated device: its plan and kernels run on the CPU, much slower
     /// than tract, to check the runner without a GPU. Needs a build with the `cuda-emulated`

@@ -223,7 +223,7 @@ pub enum BackendKind {
 pub fn select(kind: BackendKind, package: &ModelPackage, options: &BackendOptions) -> Result<Box<dyn Runner>, BackendError> {
     match kind {
         BackendKind::Cpu => prepare_cpu(package, options),
-        BackendKind::Cuda => Ok(cuda::prepare(package, options)?),
+        BackendKind::Cuda => cuda::prepare_explicit(package, options),
         BackendKind::CudaEmulated => cuda::prepare_emulated(package, options),
         BackendKind::Auto => match cuda::prepare(package, options) {
             Ok(runner) => {

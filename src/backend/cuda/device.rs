@@ -51,11 +51,11 @@ impl std::fmt::Display for DeviceInfo {
     }
 }
 
-fn guarded<T>(step: &'static str, f: impl FnOnce() -> Result<T, CudaError>) -> Result<T, CudaError> {
+pub(super) fn guarded<T>(step: &'static str, f: impl FnOnce() -> Result<T, CudaError>) -> Result<T, CudaError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(CudaError::Panic { step, detail: panic_message(&*p) }))
 }
 
-fn driver(step: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
+pub(super) fn driver(step: &'static str) -> impl Fn(cudarc::driver::DriverError) -> CudaError {
     move |e| CudaError::Driver { step, detail: e.to_string() }
 }
 

@@ -39,6 +39,8 @@ pub mod cache;
 #[allow(dead_code)]
 pub mod device;
 #[cfg(feature = "cuda")]
+pub mod gpu_device;
+#[cfg(feature = "cuda")]
 pub mod nvrtc;
 #[cfg(feature = "cuda")]
 #[allow(dead_code)]
@@ -174,6 +176,23 @@ pub fn prepare_emulated(package: &ModelPackage, options: &BackendOptions) -> Res
     #[cfg(feature = "cuda-emulated")]
     {
         let device = emulated::EmulatedDevice::new(plan::Precision::F32)?;
+        Ok(Box::new(runner::DeviceRunner::prepare(package, options, device)?))
+    }
+}
+
+/// `--backend cuda`: the CUDA runner on GPU 0 (fp32 storage) for the packages it covers, or the
+/// reason it cannot run. Not yet verified on a GPU (docs/cuda.md's checklist), so only an explicit
+/// request uses it; `auto` ([`prepare`]) stays on tract.
+pub fn prepare_explicit(package: &ModelPackage, options: &BackendOptions) -> Result<Box<dyn Runner>, super::BackendError> {
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (package, options);
+        Err(CudaError::NotCompiled.into())
+    }
+    #[cfg(feature = "cuda")]
+    {
+        let device = gpu_device::GpuDevice::open(0, plan::Precision::F32)?;
+        log::warn!("--backend cuda: the CUDA runner on {} has not been verified on a GPU yet (docs/cuda.md)", device.describe());
         Ok(Box::new(runner::DeviceRunner::prepare(package, options, device)?))
     }
 }

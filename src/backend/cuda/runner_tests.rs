@@ -28,6 +28,11 @@ fn compare(ours: &[f32], tract: &[f32]) -> (f32, f32) {
 /// Runs one graph of `package` through tract once and through the emulated device at each of
 /// `precisions`, on seeded inputs; returns per precision, per output, (relative diff, agreement).
 fn emulated_vs_tract(package: &str, graph: &str, shapes: &[Vec<usize>], precisions: &[Precision]) -> Vec<Vec<(f32, f32)>> {
+    device_vs_tract(package, graph, shapes, precisions, |p| EmulatedDevice::new(p).unwrap())
+}
+
+/// [`emulated_vs_tract`] on any device `open` makes for a precision.
+fn device_vs_tract<D: Device>(package: &str, graph: &str, shapes: &[Vec<usize>], precisions: &[Precision], open: impl Fn(Precision) -> D) -> Vec<Vec<(f32, f32)>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(package).join(graph);
     let model = crate::backend::tract::decluttered_model(&path, shapes, CpuKernels::Avseg).unwrap();
     let mut rng = Lcg::new(17);
@@ -38,7 +43,7 @@ fn emulated_vs_tract(package: &str, graph: &str, shapes: &[Vec<usize>], precisio
     let mut all = Vec::new();
     for &precision in precisions {
         let p = plan(&model, precision).unwrap();
-        let mut device = EmulatedDevice::new(precision).unwrap();
+        let mut device = open(precision);
         let mut program = Program::new(&path.display().to_string(), &model, &p, &mut device).unwrap();
         let mut outputs = vec![Vec::new(); program.outputs.len()];
         program.run(&mut device, &refs, &mut outputs).unwrap();
@@ -58,7 +63,7 @@ fn emulated_vs_tract(package: &str, graph: &str, shapes: &[Vec<usize>], precisio
 
 /// Runs the program launch by launch and names the first plan step whose output differs from
 /// tract's value of the same node by more than 1e-4 of its range: where a failure starts.
-fn first_divergence(model: &TypedModel, program: &mut Program, device: &mut EmulatedDevice, inputs: &[&[f32]], tvs: TVec<TValue>) -> String {
+fn first_divergence(model: &TypedModel, program: &mut Program, device: &mut dyn Device, inputs: &[&[f32]], tvs: TVec<TValue>) -> String {
     let by_name: std::collections::HashMap<&str, usize> = model.nodes().iter().map(|n| (n.name.as_str(), n.id)).collect();
     let steps: Vec<(String, u64, usize, usize)> =
         program.trace.iter().filter_map(|(n, at, end)| at.map(|o| (n.clone(), o, *end, by_name[n.as_str()]))).collect();
@@ -93,13 +98,18 @@ fn first_divergence(model: &TypedModel, program: &mut Program, device: &mut Emul
 }
 
 /// One package's graphs in fp32 (within 1e-4 of tract's range, masks agreeing on 99.9 % of
-/// positions) and fp16 storage (within 1e-2, the same agreement).
+/// positions) and fp16 storage (within 1e-2, the same agreement), on the emulated device.
 fn check_package(package: &str) {
+    check_package_on(package, |p| EmulatedDevice::new(p).unwrap())
+}
+
+/// [`check_package`] on the device `open` makes.
+fn check_package_on<D: Device>(package: &str, open: impl Fn(Precision) -> D + Copy) {
     let pkg = crate::model::ModelPackage::load(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(package)).unwrap();
     let t = pkg.frames_per_clip();
     let graphs = [("audio_encoder.onnx", vec![vec![t, 1, 96, 64]], false), ("segmenter.onnx", pkg.segmenter_inputs(t), true)];
     for (graph, shapes, masks) in graphs {
-        let runs = emulated_vs_tract(package, graph, &shapes, &[Precision::F32, Precision::F16]);
+        let runs = device_vs_tract(package, graph, &shapes, &[Precision::F32, Precision::F16], open);
         for (precision, results) in [Precision::F32, Precision::F16].into_iter().zip(runs) {
             let tol = if precision == Precision::F16 { 1e-2 } else { 1e-4 };
             for (diff, agree) in results {
@@ -119,6 +129,24 @@ fn tiny_tpavi_matches_tract() {
 #[test]
 fn default_model_matches_tract() {
     check_package("models/default");
+}
+
+/// The same checks on a real GPU, when there is one (the on-device checklist in docs/cuda.md):
+/// the runner's launches through cudarc, against tract.
+#[cfg(feature = "cuda")]
+#[test]
+fn the_runner_on_a_gpu_matches_tract() {
+    use super::gpu_device::GpuDevice;
+    match GpuDevice::open(0, Precision::F32) {
+        Ok(d) => eprintln!("the_runner_on_a_gpu_matches_tract: {}", d.describe()),
+        Err(e) => {
+            eprintln!("skipped: no CUDA device: the_runner_on_a_gpu_matches_tract ({e})");
+            return;
+        }
+    }
+    for package in ["models/tiny-tpavi", "models/default"] {
+        check_package_on(package, |p| GpuDevice::open(0, p).unwrap());
+    }
 }
 
 /// The device refuses an address outside its allocations instead of writing through it.
