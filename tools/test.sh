@@ -35,8 +35,11 @@ if [ -n "$nvrtc_wheel" ]; then
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r tools/requirements-nvrtc.txt
 fi
 
-stage "build"
-cargo build --locked -p avseg-cli
+# Everything `cargo test --workspace` needs, the CLI included, built once. The tests' dev-dependencies
+# switch on features of shared crates (tract's among them), so a plain `cargo build -p avseg-cli`
+# first would compile tract a second time for the test stage (about 5 minutes on 2 cores).
+stage "build (the CLI and every test, as cargo test --workspace builds them)"
+cargo test --locked --workspace --no-run
 bin="${CARGO_TARGET_DIR:-target}/debug/avseg"
 # The Python tests that drive the binary take it from here.
 export AVSEG_BIN="$(cd "$(dirname "$bin")" && pwd)/avseg"
