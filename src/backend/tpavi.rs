@@ -249,7 +249,7 @@ mod tests {
                 out[(f * c + ch) * hw + p]
             }).collect();
             for (name, want) in [("literal", tpavi_literal(&wts, &v_nhwc, &audio, t, hw)), ("CUDA reference", tpavi_folded(&wts, &v_nhwc, &audio, t, hw))] {
-                let diff = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                let diff = crate::test_common::max_abs_diff(&got, &want);
                 eprintln!("c {c} cp {cp}: fold vs {name}: max |diff| {diff:.2e}");
                 assert!(diff <= 2e-5, "c {c} cp {cp}: fold vs {name}: max |diff| {diff}");
             }

@@ -85,3 +85,32 @@ fn max_abs_diff_fails_on_nan() {
     assert!(max_abs_diff_f64(&[0.0, f64::NAN], &[0.0, 0.0]).is_nan());
     assert_eq!(max_abs_diff_f64(&[1.0], &[3.0]), 2.0);
 }
+
+/// Guards the rule above across the repository: a difference folded with `f32::max` (or
+/// `f64::max`) drops NaN, and slipped back into seven tests once. Names each offending line.
+#[test]
+fn no_comparison_folds_differences_with_a_nan_dropping_max() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut stack = vec![root.join("src"), root.join("tests"), root.join("crates"), root.join("benches"), root.join("fuzz/fuzz_targets")];
+    let mut offenders = Vec::new();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("target") {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (i, line) in text.lines().enumerate() {
+                    let folds_max = line.contains("f32::max)") || line.contains("f64::max)");
+                    if folds_max && line.contains(".fold(") && line.contains(".abs()") {
+                        offenders.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "differences folded with a NaN-dropping max (use max_abs_diff):\n{}", offenders.join("\n"));
+}

@@ -152,7 +152,7 @@ mod tests {
             let mut y = vec![f32::NAN; want.len()];
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| op.run(&table, &idx, &w, &mut y, threads)).unwrap();
-            let diff = y.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let diff = crate::test_common::max_abs_diff(&y, &want);
             assert!(diff <= 1e-5, "threads {threads}: max diff {diff}");
         }
         let mut y = vec![0.0; want.len()];

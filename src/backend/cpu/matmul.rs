@@ -468,7 +468,7 @@ mod tests {
                     let mut y = vec![f32::NAN; want.len()];
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                     pool.install(|| plan.run(&a, &b, &mut y, threads));
-                    let diff = y.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                    let diff = crate::test_common::max_abs_diff(&y, &want);
                     assert!(diff <= 1e-5, "{:?} threads {threads}: max diff {diff}", op.out_shape);
                 }
             }
@@ -493,7 +493,7 @@ mod tests {
                     let mut y = vec![f32::NAN; want.len()];
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                     pool.install(|| op.run(&a, &b, &mut y, threads));
-                    let diff = y.iter().zip(&want).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+                    let diff = crate::test_common::max_abs_diff(&y, &want);
                     assert!(diff <= 1e-5 * (k as f32).sqrt(), "skinny m {m} k {k} n {n} nk {b_nk}: max diff {diff}");
                 }
             }

@@ -400,11 +400,11 @@ mod tests {
             }
         }
         let newest = &whole[(t - 1) * c * hw..];
-        let alone = y.iter().zip(newest).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let alone = crate::test_common::max_abs_diff(&y, newest);
         assert!(alone > 1e-2, "without the older frames' terms the newest frame must differ ({alone})");
         // The last call above ran with an empty rest; run it again with the older frames' terms.
         step.run(&v[(t - 1) * c * hw..], &phi[(t - 1) * cp..], &rest, 1.0, &mut y, &mut terms, 1);
-        let diff = y.iter().zip(newest).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let diff = crate::test_common::max_abs_diff(&y, newest);
         assert!(diff < 1e-5, "newest frame: window step vs whole window: max |diff| {diff}");
     }
 }
