@@ -51,7 +51,7 @@ mod test_common;
 
 // Clips.
 pub use api::{
-    audio_seconds_for_patches, frame_tensor, BackendChoice, ClipFeatures, ClipInput, ClipOutput, Engine, EngineOptions, Frame, FrameOutput,
+    audio_seconds_for_patches, frame_tensor, BackendChoice, ClipFeatures, ClipInput, ClipOutput, DevicePrecision, Engine, EngineOptions, Frame, FrameOutput,
     StageTimes, FRAME_TIME_OFFSET_S,
 };
 // Live streams and video files.

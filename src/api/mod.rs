@@ -64,6 +64,20 @@ pub enum BackendChoice {
     CudaEmulated,
 }
 
+/// Storage precision of weights and activations on the CUDA runner ([`BackendChoice::Cuda`],
+/// [`BackendChoice::CudaEmulated`]). Arithmetic accumulates in fp32 either way; the CPU backend
+/// always runs fp32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DevicePrecision {
+    /// 4 bytes per value.
+    #[default]
+    F32,
+    /// 2 bytes per value: half the memory and bandwidth; logits within about 1e-2 of fp32
+    /// (docs/cuda.md).
+    F16,
+}
+
 /// How [`Engine::load`] prepares a package and post-processes its outputs.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -82,6 +96,9 @@ pub struct EngineOptions {
     pub package: PackageOptions,
     /// Limits on the clips [`Engine::load_clip`] decodes.
     pub input_limits: InputLimits,
+    /// Storage precision on the CUDA runner (default fp32). Asking for fp16 on a backend that
+    /// does not run the CUDA runner is an error, not a silent fp32 run.
+    pub device_precision: DevicePrecision,
 }
 
 impl Default for EngineOptions {
@@ -94,6 +111,7 @@ impl Default for EngineOptions {
             min_object_area: 16,
             package: PackageOptions::default(),
             input_limits: InputLimits::default(),
+            device_precision: DevicePrecision::F32,
         }
     }
 }
@@ -338,6 +356,10 @@ impl Engine {
         options: &EngineOptions,
         shape: impl FnOnce(&ModelPackage) -> Result<CallShape, Error>,
     ) -> Result<Self, Error> {
+        if options.device_precision != DevicePrecision::F32 && !matches!(options.backend, BackendChoice::Cuda | BackendChoice::CudaEmulated) {
+            let backend = if options.backend == BackendChoice::Cpu { "cpu" } else { "auto, which runs tract today" };
+            return Err(Error::invalid_option("device_precision", format!("fp16 storage runs on the CUDA runner only (backend cuda or cuda-emulated), not on {backend}")));
+        }
         let defer_checksums = options.package.verify_checksums;
         let package_options = PackageOptions { defer_checksums, ..options.package.clone() };
         let mut package = ModelPackage::load_with(dir, &package_options)?;
@@ -349,6 +371,10 @@ impl Engine {
             share_plans: true,
             frames_per_call: frames,
             tpavi_window,
+            cuda_precision: match options.device_precision {
+                DevicePrecision::F32 => backend::cuda::plan::Precision::F32,
+                DevicePrecision::F16 => backend::cuda::plan::Precision::F16,
+            },
         };
         let kind = match options.backend {
             BackendChoice::Auto => backend::BackendKind::Auto,

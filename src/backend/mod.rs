@@ -37,6 +37,9 @@ pub struct BackendOptions {
     /// Prepare the segmenter as the newest-frame step of a sliding TPAVI window of this many
     /// frames ([`Runner::segment_window_into`]; with `frames_per_call` 1).
     pub tpavi_window: Option<usize>,
+    /// Storage precision of the CUDA runner's weights and activations (`cuda`, `cuda-emulated`);
+    /// arithmetic is fp32 either way, and tract ignores it.
+    pub cuda_precision: cuda::plan::Precision,
 }
 
 impl Default for BackendOptions {
@@ -48,6 +51,7 @@ impl Default for BackendOptions {
             share_plans: true,
             frames_per_call: None,
             tpavi_window: None,
+            cuda_precision: cuda::plan::Precision::F32,
         }
     }
 }

@@ -487,7 +487,7 @@ mod shared_plan_tests {
         let info = pkg.audio_encoder().unwrap();
         let shapes = || vec![vec![t, 1, 96, 64]];
         let prepare = |threads, share_plans| {
-            let options = BackendOptions { threads, cpu_kernels: CpuKernels::Avseg, graph_cache: None, share_plans, frames_per_call: None, tpavi_window: None };
+            let options = BackendOptions { threads, cpu_kernels: CpuKernels::Avseg, graph_cache: None, share_plans, frames_per_call: None, tpavi_window: None, ..BackendOptions::default() };
             Graph::prepare(info, shapes(), &options, None).unwrap()
         };
         let mut first = prepare(1, true);

@@ -125,7 +125,7 @@ fn cached_graphs_give_the_same_logits() {
         let logmel = Tensor::new(vec![t, 1, 96, 64], (0..t * 96 * 64).map(|i| (i * 104729 % 1000) as f32 / 100.0 - 8.0).collect());
         // Not shared: each prepare must go through the cache, whatever other tests keep alive.
         let graph_cache = Some(dir.path().to_path_buf());
-        let options = BackendOptions { threads: 1, cpu_kernels: CpuKernels::Avseg, graph_cache, share_plans: false, frames_per_call: None, tpavi_window: None };
+        let options = BackendOptions { threads: 1, cpu_kernels: CpuKernels::Avseg, graph_cache, share_plans: false, frames_per_call: None, tpavi_window: None, ..BackendOptions::default() };
         let run = || {
             let mut r = prepare_cpu(&pkg, &options).unwrap();
             let emb = r.encode_audio(&logmel).unwrap();

@@ -72,7 +72,8 @@ fn read_npy(path: &std::path::Path) -> (Vec<u64>, Vec<f32>) {
 }
 
 /// `avseg segment --backend cuda-emulated`: the CUDA runner's plan and kernels, run on the CPU,
-/// give tract's logits (within 1e-4 of their range) and masks on the bundled sample.
+/// give tract's logits (fp32 within 1e-4 of their range, fp16 storage within 1e-2) and masks on
+/// the bundled sample; `--precision fp16` elsewhere is an error.
 #[test]
 fn segment_on_the_emulated_device_matches_tract() {
     let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -80,17 +81,26 @@ fn segment_on_the_emulated_device_matches_tract() {
     let sample = format!("{repo}/models/sample");
     let model = format!("{repo}/models/tiny-tpavi");
     let mut logits = Vec::new();
-    for backend in ["cpu", "cuda-emulated"] {
-        let out = dir.path().join(backend);
-        let run = avseg_bin(&["segment", "--model", &model, "--clip", &sample, "--out", out.to_str().unwrap(), "--save-logits", "--backend", backend], &[]);
-        assert!(run.status.success(), "{backend}: {}", String::from_utf8_lossy(&run.stderr));
+    for (backend, precision) in [("cpu", "fp32"), ("cuda-emulated", "fp32"), ("cuda-emulated", "fp16")] {
+        let out = dir.path().join(format!("{backend}-{precision}"));
+        let args = ["segment", "--model", &model, "--clip", &sample, "--out", out.to_str().unwrap(), "--save-logits", "--backend", backend, "--precision", precision];
+        let run = avseg_bin(&args, &[]);
+        assert!(run.status.success(), "{backend} {precision}: {}", String::from_utf8_lossy(&run.stderr));
         logits.push(read_npy(&out.join("logits.npy")));
     }
-    let ((shape_a, a), (shape_b, b)) = (&logits[0], &logits[1]);
-    assert_eq!(shape_a, shape_b);
+    let (shape_a, a) = &logits[0];
     let range = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    let agree = a.iter().zip(b).filter(|(x, y)| (**x > 0.0) == (**y > 0.0)).count() as f64 / a.len() as f64;
-    say(&format!("cuda-emulated vs tract, tiny-tpavi on the sample: max |diff| {worst:.3e} of range {range:.3}, masks agree {:.4}%", 100.0 * agree));
-    assert!(worst <= 1e-4 * range && agree >= 0.999, "max diff {worst} (range {range}), agreement {agree}");
+    for ((shape_b, b), precision, tol) in [(&logits[1], "fp32", 1e-4), (&logits[2], "fp16", 1e-2)] {
+        assert_eq!(shape_a, shape_b);
+        // A NaN on either side makes `worst` NaN, which fails the check below (`f32::max` drops it).
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, |m, d| if m.is_nan() || d.is_nan() { f32::NAN } else { m.max(d) });
+        let agree = a.iter().zip(b).filter(|(x, y)| (**x > 0.0) == (**y > 0.0)).count() as f64 / a.len() as f64;
+        say(&format!("cuda-emulated {precision} vs tract, tiny-tpavi on the sample: max |diff| {worst:.3e} of range {range:.3}, masks agree {:.4}%", 100.0 * agree));
+        assert!(worst <= tol * range && agree >= 0.999, "{precision}: max diff {worst} (range {range}), agreement {agree}");
+    }
+    // fp16 on a backend without the CUDA runner is refused, not run as fp32.
+    let out = dir.path().join("cpu-fp16");
+    let refused = avseg_bin(&["segment", "--model", &model, "--clip", &sample, "--out", out.to_str().unwrap(), "--backend", "cpu", "--precision", "fp16"], &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("fp16 storage runs on the CUDA runner only"), "{stderr}");
 }

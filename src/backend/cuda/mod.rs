@@ -165,8 +165,8 @@ impl CudaError {
     }
 }
 
-/// Prepares `package` on the emulated device ([`emulated`], fp32 storage): the CUDA runner's plan
-/// and kernels run on the CPU, for checking them without a GPU.
+/// Prepares `package` on the emulated device ([`emulated`], at `options.cuda_precision`): the CUDA
+/// runner's plan and kernels run on the CPU, for checking them without a GPU.
 pub fn prepare_emulated(package: &ModelPackage, options: &BackendOptions) -> Result<Box<dyn Runner>, super::BackendError> {
     #[cfg(not(feature = "cuda-emulated"))]
     {
@@ -175,12 +175,12 @@ pub fn prepare_emulated(package: &ModelPackage, options: &BackendOptions) -> Res
     }
     #[cfg(feature = "cuda-emulated")]
     {
-        let device = emulated::EmulatedDevice::new(plan::Precision::F32)?;
+        let device = emulated::EmulatedDevice::new(options.cuda_precision)?;
         Ok(Box::new(runner::DeviceRunner::prepare(package, options, device)?))
     }
 }
 
-/// `--backend cuda`: the CUDA runner on GPU 0 (fp32 storage) for the packages it covers, or the
+/// `--backend cuda`: the CUDA runner on GPU 0 (at `options.cuda_precision`) for the packages it covers, or the
 /// reason it cannot run. Not yet verified on a GPU (docs/cuda.md's checklist), so only an explicit
 /// request uses it; `auto` ([`prepare`]) stays on tract.
 pub fn prepare_explicit(package: &ModelPackage, options: &BackendOptions) -> Result<Box<dyn Runner>, super::BackendError> {
@@ -191,7 +191,7 @@ pub fn prepare_explicit(package: &ModelPackage, options: &BackendOptions) -> Res
     }
     #[cfg(feature = "cuda")]
     {
-        let device = gpu_device::GpuDevice::open(0, plan::Precision::F32)?;
+        let device = gpu_device::GpuDevice::open(0, options.cuda_precision)?;
         log::warn!("--backend cuda: the CUDA runner on {} has not been verified on a GPU yet (docs/cuda.md)", device.describe());
         Ok(Box::new(runner::DeviceRunner::prepare(package, options, device)?))
     }

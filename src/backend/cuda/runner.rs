@@ -35,6 +35,10 @@ use crate::backend::cpu::resize::AvResize;
 use crate::backend::cpu::tpavi::AvTpavi;
 use crate::tensor::Tensor as AvTensor;
 
+/// The most graph inputs a program takes (the segmenter has two: frames and audio features); a
+/// call keeps their slices on the stack.
+const MAX_GRAPH_INPUTS: usize = 4;
+
 /// Host-side image of the weights region, filled while the program is built.
 struct Weights {
     precision: Precision,
@@ -238,7 +242,6 @@ impl Program {
         let mut consts: HashMap<usize, Loc> = HashMap::new();
         let by_name: HashMap<&str, usize> = model.nodes().iter().map(|n| (n.name.as_str(), n.id)).collect();
         let err = |node: &str, d: String| plan_error(graph, node, d);
-        let mut inputs = Vec::new();
         let mut trace = Vec::new();
 
         for step in &plan.steps {
@@ -272,6 +275,16 @@ impl Program {
                     return Err(err(name, format!("input {o:?} has no place")));
                 };
                 ins.push((loc, shape));
+            }
+            // Each launch below reads its node's first input, a product or a TPAVI block the second
+            // too: a node short of them is a malformed graph, which gets an error, not a panic.
+            let reads = match &step.kernel {
+                Kernel::Upload | Kernel::View => 0,
+                Kernel::Gemm | Kernel::TpaviFold { .. } => 2,
+                _ => 1,
+            };
+            if ins.len() < reads {
+                return Err(err(name, format!("{} inputs; its {} kernel reads {reads}", ins.len(), step.kernel.name())));
             }
             let n_out = out_shape.iter().product::<usize>() as u64;
             let op = node.op();
@@ -476,23 +489,20 @@ impl Program {
             trace.push((name.to_string(), at, pending.len()));
         }
 
-        // Inputs in the graph's order (its sources may run in another).
-        for o in model.input_outlets().map_err(|e| CudaError::Plan { graph: graph.into(), detail: format!("{e}") })? {
+        // The ports: inputs in the graph's order (its sources may run in another), then outputs.
+        let plan_err = |detail: String| CudaError::Plan { graph: graph.into(), detail };
+        let port = |o: &OutletId, what: &str| -> Result<Port, CudaError> {
             let Some(Loc::Arena(offset)) = place.get(o).copied() else {
-                return Err(CudaError::Plan { graph: graph.into(), detail: format!("input {o:?} has no buffer") });
+                return Err(plan_err(format!("{what} {o:?} has no buffer of its own")));
             };
-            let shape = concrete(model.outlet_fact(*o).map_err(|e| CudaError::Plan { graph: graph.into(), detail: format!("{e}") })?)
-                .ok_or_else(|| CudaError::Plan { graph: graph.into(), detail: "symbolic input shape".into() })?;
-            inputs.push(Port { offset, shape });
-        }
-        let mut outputs = Vec::new();
-        for o in model.output_outlets().map_err(|e| CudaError::Plan { graph: graph.into(), detail: format!("{e}") })? {
-            let Some(Loc::Arena(offset)) = place.get(o).copied() else {
-                return Err(CudaError::Plan { graph: graph.into(), detail: format!("output {o:?} is not an activation") });
-            };
-            let shape = concrete(model.outlet_fact(*o).map_err(|e| CudaError::Plan { graph: graph.into(), detail: format!("{e}") })?)
-                .ok_or_else(|| CudaError::Plan { graph: graph.into(), detail: "symbolic output shape".into() })?;
-            outputs.push(Port { offset, shape });
+            let fact = model.outlet_fact(*o).map_err(|e| plan_err(format!("{e}")))?;
+            let shape = concrete(fact).ok_or_else(|| plan_err(format!("symbolic {what} shape")))?;
+            Ok(Port { offset, shape })
+        };
+        let inputs = model.input_outlets().map_err(|e| plan_err(format!("{e}")))?.iter().map(|o| port(o, "input")).collect::<Result<Vec<_>, _>>()?;
+        let outputs = model.output_outlets().map_err(|e| plan_err(format!("{e}")))?.iter().map(|o| port(o, "output")).collect::<Result<Vec<_>, _>>()?;
+        if inputs.len() > MAX_GRAPH_INPUTS || outputs.is_empty() {
+            return Err(plan_err(format!("{} inputs and {} outputs; the runner takes at most {MAX_GRAPH_INPUTS} inputs and at least one output", inputs.len(), outputs.len())));
         }
 
         // The regions, then every launch's addresses.
@@ -543,9 +553,8 @@ impl Program {
     /// One call: `inputs` (f32, in graph order) uploaded, every launch run, the outputs
     /// downloaded into `outputs` (resized to each output's length).
     pub fn run(&mut self, device: &mut dyn Device, inputs: &[&[f32]], outputs: &mut [Vec<f32>]) -> Result<(), CudaError> {
-        let graph = self.graph.clone();
         if inputs.len() != self.inputs.len() || outputs.len() != self.outputs.len() {
-            return Err(CudaError::Plan { graph, detail: format!("{} inputs and {} outputs given, the graph has {} and {}", inputs.len(), outputs.len(), self.inputs.len(), self.outputs.len()) });
+            return Err(CudaError::Plan { graph: self.graph.clone(), detail: format!("{} inputs and {} outputs given, the graph has {} and {}", inputs.len(), outputs.len(), self.inputs.len(), self.outputs.len()) });
         }
         self.upload_inputs(device, inputs)?;
         for l in &self.launches {
@@ -683,11 +692,14 @@ impl<D: Device + Send> DeviceRunner<D> {
                 return Err(BackendError::InputShape { graph: role, input: format!("#{i}"), expected: port.shape.clone(), actual: t.shape().to_vec() });
             }
         }
-        let slices: Vec<&[f32]> = inputs.iter().map(|t| t.data()).collect();
+        // On the stack: a call allocates nothing once `outputs` has grown to its largest size.
+        let mut slices: heapless::Vec<&[f32], MAX_GRAPH_INPUTS> = heapless::Vec::new();
+        for t in inputs {
+            slices.push(t.data()).map_err(|_| CudaError::Plan { graph: program.graph.clone(), detail: format!("{} inputs, the runner takes at most {MAX_GRAPH_INPUTS}", inputs.len()) })?;
+        }
         outputs.resize(program.outputs.len(), Vec::new());
         program.run(device, &slices, outputs)?;
-        let shape = program.outputs[0].shape.clone();
-        out.reshape_for_write(&shape).copy_from_slice(&outputs[0]);
+        out.reshape_for_write(&program.outputs[0].shape).copy_from_slice(&outputs[0]);
         Ok(())
     }
 }

@@ -25,13 +25,8 @@ fn compare(ours: &[f32], tract: &[f32]) -> (f32, f32) {
     (worst / scale, agree as f32 / ours.len() as f32)
 }
 
-/// Runs one graph of `package` through tract once and through the emulated device at each of
+/// Runs one graph of `package` through tract once and through the device `open` makes at each of
 /// `precisions`, on seeded inputs; returns per precision, per output, (relative diff, agreement).
-fn emulated_vs_tract(package: &str, graph: &str, shapes: &[Vec<usize>], precisions: &[Precision]) -> Vec<Vec<(f32, f32)>> {
-    device_vs_tract(package, graph, shapes, precisions, |p| EmulatedDevice::new(p).unwrap())
-}
-
-/// [`emulated_vs_tract`] on any device `open` makes for a precision.
 fn device_vs_tract<D: Device>(package: &str, graph: &str, shapes: &[Vec<usize>], precisions: &[Precision], open: impl Fn(Precision) -> D) -> Vec<Vec<(f32, f32)>> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(package).join(graph);
     let model = crate::backend::tract::decluttered_model(&path, shapes, CpuKernels::Avseg).unwrap();

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use avseg::{
-    find_clip, find_frames, write_npy, BackendChoice, ClipFiles, CpuKernels, Engine, EngineOptions, FrameInfo, FrameWriter,
+    find_clip, find_frames, write_npy, BackendChoice, ClipFiles, CpuKernels, DevicePrecision, Engine, EngineOptions, FrameInfo, FrameWriter,
     Session, SessionOptions, StreamMode,
 };
 
@@ -81,6 +81,15 @@ impl From<StreamModeArg> for StreamMode {
     }
 }
 
+/// `--precision`: storage precision on the CUDA runner.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum PrecisionArg {
+    /// 4-byte weights and activations.
+    Fp32,
+    /// 2-byte weights and activations, fp32 accumulation (logits within about 1e-2 of fp32).
+    Fp16,
+}
+
 /// `--cpu-kernels`: which kernels run convolutions and resizes on the CPU.
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum CpuKernelsArg {
@@ -138,6 +147,10 @@ pub(crate) struct SegmentArgs {
     /// Kernels for convolutions and resizes on the CPU.
     #[arg(long, value_enum, default_value_t = CpuKernelsArg::Avseg)]
     pub cpu_kernels: CpuKernelsArg,
+    /// Storage precision on the CUDA runner (--backend cuda or cuda-emulated); the CPU backend
+    /// runs fp32 only, and refuses fp16.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
     /// With --video: window advance in sampled frames (1..=T; default T, non-overlapping windows).
     #[arg(long, default_value_t = 0)]
     pub hop: usize,
@@ -167,6 +180,10 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
         min_object_area: a.min_area,
         package: a.package.options(),
         input_limits: a.inputs.limits()?,
+        device_precision: match a.precision {
+            PrecisionArg::Fp32 => DevicePrecision::F32,
+            PrecisionArg::Fp16 => DevicePrecision::F16,
+        },
     };
     if let Some(video) = &a.clip.video {
         return video_run(&a, video, options);
