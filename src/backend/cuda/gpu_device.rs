@@ -32,7 +32,7 @@ pub struct GpuDevice {
     gpu: Gpu,
     precision: Precision,
     allocations: Vec<CudaSlice<u8>>,
-    functions: HashMap<String, CudaFunction>,
+    functions: HashMap<&'static str, CudaFunction>,
 }
 
 impl GpuDevice {
@@ -48,14 +48,14 @@ impl GpuDevice {
 
     fn function(&mut self, launch: &Launch) -> Result<CudaFunction, CudaError> {
         let name = launch.entry_point(self.precision);
-        if let Some(f) = self.functions.get(&name) {
+        if let Some(f) = self.functions.get(name) {
             return Ok(f.clone());
         }
         let file = match launch {
             Launch::TpaviFrameSumNchw { .. } | Launch::TpaviSmallGemm { .. } | Launch::TpaviWidenF16 { .. } | Launch::TpaviApplyNchw { .. } => &TPAVI,
             _ => &GRAPH,
         };
-        let f = self.gpu.function(file, &name)?;
+        let f = self.gpu.function(file, name)?;
         self.functions.insert(name, f.clone());
         Ok(f)
     }

@@ -206,26 +206,24 @@ pub enum Launch {
 }
 
 impl Launch {
-    /// The kernel's entry point at `precision` (as listed in `kernels.rs`).
-    pub fn entry_point(&self, precision: Precision) -> String {
-        let base = match self {
-            Launch::Conv2d { .. } => "conv2d",
-            Launch::MatMul { .. } => "matmul",
-            Launch::Binary { .. } => "binary",
-            Launch::Unary { .. } => "unary",
-            Launch::Transpose { .. } => "transpose",
-            Launch::MaxPool { .. } => "max_pool",
-            Launch::ResizeLinear { .. } => "resize_linear",
-            Launch::TpaviFrameSumNchw { .. } => "tpavi_frame_sum_nchw",
-            Launch::TpaviSmallGemm { .. } => return "tpavi_small_gemm".into(),
-            Launch::TpaviWidenF16 { .. } => return "tpavi_widen_f16".into(),
-            Launch::TpaviApplyNchw { .. } => "tpavi_apply_nchw",
-        };
-        let suffix = match precision {
-            Precision::F32 => "f32",
-            Precision::F16 => "f16",
-        };
-        format!("{base}_{suffix}")
+    /// The kernel's entry point at `precision` (as listed in `kernels.rs`). Static names: a GPU
+    /// device looks each launch's function up by it on every call, so it must not allocate.
+    pub fn entry_point(&self, precision: Precision) -> &'static str {
+        let at = |f32_name: &'static str, f16_name: &'static str| if precision == Precision::F16 { f16_name } else { f32_name };
+        match self {
+            Launch::Conv2d { .. } => at("conv2d_f32", "conv2d_f16"),
+            Launch::MatMul { .. } => at("matmul_f32", "matmul_f16"),
+            Launch::Binary { .. } => at("binary_f32", "binary_f16"),
+            Launch::Unary { .. } => at("unary_f32", "unary_f16"),
+            Launch::Transpose { .. } => at("transpose_f32", "transpose_f16"),
+            Launch::MaxPool { .. } => at("max_pool_f32", "max_pool_f16"),
+            Launch::ResizeLinear { .. } => at("resize_linear_f32", "resize_linear_f16"),
+            Launch::TpaviFrameSumNchw { .. } => at("tpavi_frame_sum_nchw_f32", "tpavi_frame_sum_nchw_f16"),
+            // fp32 scratch at either storage precision.
+            Launch::TpaviSmallGemm { .. } => "tpavi_small_gemm",
+            Launch::TpaviWidenF16 { .. } => "tpavi_widen_f16",
+            Launch::TpaviApplyNchw { .. } => at("tpavi_apply_nchw_f32", "tpavi_apply_nchw_f16"),
+        }
     }
 
     /// The launch's grid and block.
