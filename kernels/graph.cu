@@ -10,6 +10,11 @@
 // These are the correct-first forms the emulated runner checks against tract: the convolution is
 // a direct loop over its window, not yet the tiled implicit GEMM the plan names. The tiled forms
 // replace the bodies behind the same parameters once a GPU can measure them.
+//
+// The convolution and the resize take an optional residual `res` (null for none), of the output's
+// shape and layout, added last in fp32: the decoder's residual adds (a residual unit's skip, a
+// fusion block's sum with the up-sampled deeper path) fold into the launch that produces one of
+// their operands, so the sum is one write instead of a write, two reads and a write.
 
 #define AVS_MAX_RANK 6
 
@@ -26,7 +31,8 @@ struct AvsConv {
 
 template <typename T>
 __device__ __forceinline__ void conv2d(const T* __restrict__ x, const T* __restrict__ w,
-                                       const float* __restrict__ bias, T* __restrict__ y, AvsConv p) {
+                                       const float* __restrict__ bias, const T* __restrict__ res,
+                                       T* __restrict__ y, AvsConv p) {
     long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     long long total = (long long)p.n * p.c_out * p.out_h * p.out_w;
     if (idx >= total) return;
@@ -68,17 +74,20 @@ __device__ __forceinline__ void conv2d(const T* __restrict__ x, const T* __restr
     float v = acc + (bias ? bias[co] : 0.0f);
     // max then min, as the graph's Max/Min nodes (and the CPU kernels) order them.
     if (p.clamp) v = fminf(fmaxf(v, p.lo), p.hi);
+    // The graph's Add after the (clamped) convolution.
+    if (res) v += avs_ld(res, idx);
     avs_st(y, idx, v);
 }
 
-extern "C" __global__ void conv2d_f32(const float* x, const float* w, const float* bias, float* y,
-                                      AvsConv p) {
-    conv2d(x, w, bias, y, p);
+extern "C" __global__ void conv2d_f32(const float* x, const float* w, const float* bias,
+                                      const float* res, float* y, AvsConv p) {
+    conv2d(x, w, bias, res, y, p);
 }
 
 extern "C" __global__ void conv2d_f16(const unsigned short* x, const unsigned short* w,
-                                      const float* bias, unsigned short* y, AvsConv p) {
-    conv2d(x, w, bias, y, p);
+                                      const float* bias, const unsigned short* res,
+                                      unsigned short* y, AvsConv p) {
+    conv2d(x, w, bias, res, y, p);
 }
 
 // out[β, i, j] = clamp(Σ_k a[β, i, k]·b[β, k, j] + bias), every operand strided; the batch axes
@@ -275,7 +284,8 @@ struct AvsResize {
 };
 
 template <typename T>
-__device__ __forceinline__ void resize_linear(const T* x, T* out, const int* __restrict__ row_taps,
+__device__ __forceinline__ void resize_linear(const T* x, const T* res, T* out,
+                                              const int* __restrict__ row_taps,
                                               const float* __restrict__ row_w,
                                               const int* __restrict__ col_taps,
                                               const float* __restrict__ col_w, AvsResize p) {
@@ -292,17 +302,20 @@ __device__ __forceinline__ void resize_linear(const T* x, T* out, const int* __r
     // Each source row interpolated along the columns, then the two rows combined.
     float top = avs_ld(src, (long long)r0 * p.in_w + c0) * cw0 + avs_ld(src, (long long)r0 * p.in_w + c1) * cw1;
     float bot = avs_ld(src, (long long)r1 * p.in_w + c0) * cw0 + avs_ld(src, (long long)r1 * p.in_w + c1) * cw1;
-    avs_st(out, idx, top * rw0 + bot * rw1);
+    float v = top * rw0 + bot * rw1;
+    if (res) v += avs_ld(res, idx);
+    avs_st(out, idx, v);
 }
 
-extern "C" __global__ void resize_linear_f32(const float* x, float* out, const int* row_taps,
-                                             const float* row_w, const int* col_taps,
-                                             const float* col_w, AvsResize p) {
-    resize_linear(x, out, row_taps, row_w, col_taps, col_w, p);
-}
-
-extern "C" __global__ void resize_linear_f16(const unsigned short* x, unsigned short* out,
+extern "C" __global__ void resize_linear_f32(const float* x, const float* res, float* out,
                                              const int* row_taps, const float* row_w,
                                              const int* col_taps, const float* col_w, AvsResize p) {
-    resize_linear(x, out, row_taps, row_w, col_taps, col_w, p);
+    resize_linear(x, res, out, row_taps, row_w, col_taps, col_w, p);
+}
+
+extern "C" __global__ void resize_linear_f16(const unsigned short* x, const unsigned short* res,
+                                             unsigned short* out, const int* row_taps,
+                                             const float* row_w, const int* col_taps,
+                                             const float* col_w, AvsResize p) {
+    resize_linear(x, res, out, row_taps, row_w, col_taps, col_w, p);
 }

@@ -413,10 +413,26 @@ fn gather_sum_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedMo
     Ok(Some(patch))
 }
 
-/// The batched matrix product an einsum node computes (see [`matmul_patch`]), without its bias or
-/// clamp, with the output axes of its rows and columns: None when the einsum is not one. Also the
-/// CUDA runner's reading of the einsums the CPU rewrite leaves to tract.
-pub(crate) fn einsum_as_matmul(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(AvMatMul, Option<usize>, Option<usize>)>> {
+/// Where one einsum axis sits in an operand or the output: its position, length and element
+/// stride there.
+#[derive(Clone, Copy, Debug)]
+struct AxisAt {
+    pos: usize,
+    len: usize,
+    stride: usize,
+}
+
+/// One einsum axis as a matrix product reads it: where it sits in `a`, `b` and the output.
+#[derive(Clone, Copy, Debug)]
+struct ProductAxis {
+    a: Option<AxisAt>,
+    b: Option<AxisAt>,
+    out: Option<AxisAt>,
+}
+
+/// A two-operand f32 einsum's concrete shapes and its axes (each at most once per side): None
+/// for any other node.
+fn einsum_axes(model: &TypedModel, node: &TypedNode) -> TractResult<Option<([Vec<usize>; 3], Vec<ProductAxis>)>> {
     let Some(einsum) = node.op_as::<EinSum>() else { return Ok(None) };
     if einsum.q_params.is_some() || einsum.operating_dt != f32::datum_type() || node.inputs.len() != 2 {
         return Ok(None);
@@ -427,70 +443,166 @@ pub(crate) fn einsum_as_matmul(model: &TypedModel, node: &TypedNode) -> TractRes
         return Ok(None);
     }
     let (ta, tb, to) = (strides(&sa), strides(&sb), strides(&so));
-    let (mut m, mut n, mut k) = (None, None, None);
-    let mut batch = Vec::new();
+    let at = |p: &[usize], shape: &[usize], st: &[usize]| p.first().map(|&pos| AxisAt { pos, len: shape[pos], stride: st[pos] });
+    let mut axes = Vec::new();
     for axis in einsum.axes.iter_all_axes() {
         let (ia, ib, io) = (&axis.inputs[0], &axis.inputs[1], &axis.outputs[0]);
         if ia.len() > 1 || ib.len() > 1 || io.len() > 1 {
             return Ok(None);
         }
-        let (pa, pb, po) = (ia.first().copied(), ib.first().copied(), io.first().copied());
-        match (pa, pb, po) {
-            (Some(pa), Some(pb), None) if k.is_none() && sa[pa] == sb[pb] => k = Some((pa, pb)),
+        axes.push(ProductAxis { a: at(ia, &sa, &ta), b: at(ib, &sb, &tb), out: at(io, &so, &to) });
+    }
+    Ok(Some(([sa, sb, so], axes)))
+}
+
+/// The batched matrix product of einsum axes (one summed axis `k`, at most one row axis `m` only
+/// in `a`, at most one column axis `n` only in `b`, the others batch axes of the output), with the
+/// output positions of its row and column axes; None when the axes do not make one.
+fn product_of_axes(axes: &[ProductAxis], shapes: [Vec<usize>; 3]) -> Option<(AvMatMul, Option<usize>, Option<usize>)> {
+    let [sa, sb, so] = shapes;
+    let (mut m, mut n, mut k): (Option<(AxisAt, AxisAt)>, Option<(AxisAt, AxisAt)>, Option<(AxisAt, AxisAt)>) = (None, None, None);
+    let mut batch = Vec::new();
+    for axis in axes {
+        match (axis.a, axis.b, axis.out) {
+            (Some(a), Some(b), None) if k.is_none() && a.len == b.len => k = Some((a, b)),
             // Of several axes only in `a` (or only in `b`), the innermost is the row (column) axis
             // and the others are batch axes, which `merge_batches` folds back into it where the
             // strides allow (`amk,kn->amn`: one product of a·m rows).
-            (Some(pa), None, Some(po)) if sa[pa] == so[po] && m.is_none_or(|(qa, _)| ta[pa] < ta[qa]) => {
-                if let Some((qa, qo)) = m.replace((pa, po)) {
-                    batch.push(BatchAxis { len: so[qo], a: ta[qa], b: 0, out: to[qo] });
+            (Some(a), None, Some(o)) if a.len == o.len && m.is_none_or(|(qa, _)| a.stride < qa.stride) => {
+                if let Some((qa, qo)) = m.replace((a, o)) {
+                    batch.push(BatchAxis { len: qo.len, a: qa.stride, b: 0, out: qo.stride });
                 }
             }
-            (None, Some(pb), Some(po)) if sb[pb] == so[po] && n.is_none_or(|(qb, _)| tb[pb] < tb[qb]) => {
-                if let Some((qb, qo)) = n.replace((pb, po)) {
-                    batch.push(BatchAxis { len: so[qo], a: 0, b: tb[qb], out: to[qo] });
+            (None, Some(b), Some(o)) if b.len == o.len && n.is_none_or(|(qb, _)| b.stride < qb.stride) => {
+                if let Some((qb, qo)) = n.replace((b, o)) {
+                    batch.push(BatchAxis { len: qo.len, a: 0, b: qb.stride, out: qo.stride });
                 }
             }
-            (pa, pb, Some(po)) => {
+            (pa, pb, Some(o)) => {
                 // A batch axis: an operand without it, or with length 1, is broadcast along it.
-                let along = |p: Option<usize>, shape: &[usize], st: &[usize]| -> Option<usize> {
+                let along = |p: Option<AxisAt>| -> Option<usize> {
                     match p {
                         None => Some(0),
-                        Some(p) if shape[p] == so[po] => Some(st[p]),
-                        Some(p) if shape[p] == 1 => Some(0),
+                        Some(p) if p.len == o.len => Some(p.stride),
+                        Some(p) if p.len == 1 => Some(0),
                         Some(_) => None,
                     }
                 };
-                let (Some(a), Some(b)) = (along(pa, &sa, &ta), along(pb, &sb, &tb)) else { return Ok(None) };
-                batch.push(BatchAxis { len: so[po], a, b, out: to[po] });
+                batch.push(BatchAxis { len: o.len, a: along(pa)?, b: along(pb)?, out: o.stride });
             }
             // Axes of length 1 that only one side has are harmless; anything else is not a product.
-            (Some(pa), None, None) if sa[pa] == 1 => {}
-            (None, Some(pb), None) if sb[pb] == 1 => {}
-            _ => return Ok(None),
+            (Some(a), None, None) if a.len == 1 => {}
+            (None, Some(b), None) if b.len == 1 => {}
+            _ => return None,
         }
     }
-    let Some((ka, kb)) = k else { return Ok(None) };
-    let (m_len, a_rs, out_rs) = m.map_or((1, 0, 0), |(pa, po)| (sa[pa], ta[pa], to[po]));
-    let (n_len, b_cs, out_cs) = n.map_or((1, 0, 0), |(pb, po)| (sb[pb], tb[pb], to[po]));
-    if sa[ka] == 0 || m_len * n_len == 0 {
-        return Ok(None);
+    let (ka, kb) = k?;
+    let (m_len, a_rs, out_rs) = m.map_or((1, 0, 0), |(a, o)| (a.len, a.stride, o.stride));
+    let (n_len, b_cs, out_cs) = n.map_or((1, 0, 0), |(b, o)| (b.len, b.stride, o.stride));
+    if ka.len == 0 || m_len * n_len == 0 {
+        return None;
     }
     let mut op = AvMatMul {
         m: m_len,
         n: n_len,
-        k: sa[ka],
-        a_strides: (a_rs, ta[ka]),
-        b_strides: (tb[kb], b_cs),
+        k: ka.len,
+        a_strides: (a_rs, ka.stride),
+        b_strides: (kb.stride, b_cs),
         out_strides: (out_rs, out_cs),
         batch,
         bias: Bias::None,
         clamp: Clamp::NONE,
         a_shape: sa,
         b_shape: sb,
-        out_shape: so.clone(),
+        out_shape: so,
     };
     op.merge_batches();
-    Ok(Some((op, m.map(|(_, po)| po), n.map(|(_, po)| po))))
+    Some((op, m.map(|(_, o)| o.pos), n.map(|(_, o)| o.pos)))
+}
+
+/// The batched matrix product an einsum node computes (see [`matmul_patch`]), without its bias or
+/// clamp, with the output axes of its rows and columns: None when the einsum is not one. Also the
+/// CUDA runner's reading of the einsums the CPU rewrite leaves to tract.
+pub(crate) fn einsum_as_matmul(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(AvMatMul, Option<usize>, Option<usize>)>> {
+    let Some((shapes, axes)) = einsum_axes(model, node)? else { return Ok(None) };
+    Ok(product_of_axes(&axes, shapes))
+}
+
+/// How a constant operand is to be stored for [`einsum_as_matmul_permuting_constant`]'s product:
+/// axis `j` of the stored tensor is axis `perm[j]` of the graph's constant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PermutedConstant {
+    /// Which einsum input (0 or 1) is the constant.
+    pub operand: usize,
+    pub perm: Vec<usize>,
+}
+
+/// An einsum that sums over several axes, one operand a constant: VGGish's first fully connected
+/// layer at ten frames, `mkba,nbak->mn`, where tract keeps the flatten inside the product and the
+/// summed axes run (k, b, a) in the activations but (b, a, k) in the weights, so no one stride
+/// walks both. When the activations' summed axes form one block (a single stride walks them), the
+/// constant stored with its other axes first and its summed axes last, in the activations' order,
+/// makes it one product with a single summed axis of their combined length. Returns that product
+/// (its shapes and strides those of the stored constant) and the permutation to store the constant
+/// with; None for any other einsum.
+pub(crate) fn einsum_as_matmul_permuting_constant(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(AvMatMul, PermutedConstant)>> {
+    let Some((shapes, axes)) = einsum_axes(model, node)? else { return Ok(None) };
+    let is_const = |i: usize| model.outlet_fact(node.inputs[i]).map(|f| f.konst.is_some());
+    let operand = match (is_const(0)?, is_const(1)?) {
+        (false, true) => 1,
+        (true, false) => 0,
+        _ => return Ok(None),
+    };
+    let side = |ax: &ProductAxis, i: usize| if i == 0 { ax.a } else { ax.b };
+    let mut summed: Vec<(AxisAt, AxisAt)> = Vec::new(); // (in the activations, in the constant)
+    for ax in &axes {
+        if let (Some(a), Some(b), None) = (ax.a, ax.b, ax.out) {
+            if a.len != b.len {
+                return Ok(None);
+            }
+            summed.push(if operand == 1 { (a, b) } else { (b, a) });
+        }
+    }
+    if summed.len() < 2 {
+        return Ok(None);
+    }
+    // The activations' summed axes, outermost first, must tile one block.
+    summed.sort_by(|x, y| y.0.stride.cmp(&x.0.stride));
+    if summed.windows(2).any(|w| w[0].0.stride != w[1].0.stride * w[1].0.len) {
+        return Ok(None);
+    }
+    let const_shape = &shapes[operand];
+    let summed_pos: Vec<usize> = summed.iter().map(|(_, c)| c.pos).collect();
+    let perm: Vec<usize> = (0..const_shape.len()).filter(|p| !summed_pos.contains(p)).chain(summed_pos.iter().copied()).collect();
+    let stored_shape: Vec<usize> = perm.iter().map(|&p| const_shape[p]).collect();
+    let stored_strides = strides(&stored_shape);
+    // Stride, in the stored constant, of the graph constant's axis `p`.
+    let stride_of = |p: usize| stored_strides[perm.iter().position(|&q| q == p).unwrap_or(0)];
+    let k_len: usize = summed.iter().map(|(x, _)| x.len).product();
+    let x_inner = summed[summed.len() - 1].0;
+    let merged_x = AxisAt { pos: x_inner.pos, len: k_len, stride: x_inner.stride };
+    let merged_c = AxisAt { pos: const_shape.len() - 1, len: k_len, stride: 1 };
+    let mut merged = vec![if operand == 1 {
+        ProductAxis { a: Some(merged_x), b: Some(merged_c), out: None }
+    } else {
+        ProductAxis { a: Some(merged_c), b: Some(merged_x), out: None }
+    }];
+    for ax in &axes {
+        if ax.a.is_some() && ax.b.is_some() && ax.out.is_none() {
+            continue;
+        }
+        let mut ax = *ax;
+        let c = side(&ax, operand).map(|c| AxisAt { stride: stride_of(c.pos), ..c });
+        if operand == 1 {
+            ax.b = c;
+        } else {
+            ax.a = c;
+        }
+        merged.push(ax);
+    }
+    let mut shapes = shapes;
+    shapes[operand] = stored_shape;
+    Ok(product_of_axes(&merged, shapes).map(|(op, _, _)| (op, PermutedConstant { operand, perm })))
 }
 
 /// A two-operand f32 einsum that is a batched matrix product (one summed axis `k`, at most one

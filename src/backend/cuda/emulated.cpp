@@ -19,8 +19,8 @@
 
 typedef unsigned short h16;
 
-AVS_EMU_FLAT(conv2d_f32, P(const float* x, const float* w, const float* b, float* y, AvsConv p), (x, w, b, y, p))
-AVS_EMU_FLAT(conv2d_f16, P(const h16* x, const h16* w, const float* b, h16* y, AvsConv p), (x, w, b, y, p))
+AVS_EMU_FLAT(conv2d_f32, P(const float* x, const float* w, const float* b, const float* r, float* y, AvsConv p), (x, w, b, r, y, p))
+AVS_EMU_FLAT(conv2d_f16, P(const h16* x, const h16* w, const float* b, const h16* r, h16* y, AvsConv p), (x, w, b, r, y, p))
 AVS_EMU_FLAT(matmul_f32, P(const float* a, const float* b, const float* bias, float* o, AvsMatMul p), (a, b, bias, o, p))
 AVS_EMU_FLAT(matmul_f16, P(const h16* a, const h16* b, const float* bias, h16* o, AvsMatMul p), (a, b, bias, o, p))
 AVS_EMU_FLAT(binary_f32, P(const float* a, const float* b, float* o, int kind, AvsStrided s, long long n), (a, b, o, kind, s, n))
@@ -31,10 +31,10 @@ AVS_EMU_FLAT(transpose_f32, P(const float* x, float* o, AvsStrided s, long long 
 AVS_EMU_FLAT(transpose_f16, P(const h16* x, h16* o, AvsStrided s, long long n), (x, o, s, n))
 AVS_EMU_FLAT(max_pool_f32, P(const float* x, float* o, AvsPool p), (x, o, p))
 AVS_EMU_FLAT(max_pool_f16, P(const h16* x, h16* o, AvsPool p), (x, o, p))
-AVS_EMU_FLAT(resize_linear_f32, P(const float* x, float* o, const int* rt, const float* rw, const int* ct, const float* cw, AvsResize p),
-             (x, o, rt, rw, ct, cw, p))
-AVS_EMU_FLAT(resize_linear_f16, P(const h16* x, h16* o, const int* rt, const float* rw, const int* ct, const float* cw, AvsResize p),
-             (x, o, rt, rw, ct, cw, p))
+AVS_EMU_FLAT(resize_linear_f32, P(const float* x, const float* r, float* o, const int* rt, const float* rw, const int* ct, const float* cw, AvsResize p),
+             (x, r, o, rt, rw, ct, cw, p))
+AVS_EMU_FLAT(resize_linear_f16, P(const h16* x, const h16* r, h16* o, const int* rt, const float* rw, const int* ct, const float* cw, AvsResize p),
+             (x, r, o, rt, rw, ct, cw, p))
 AVS_EMU_FLAT(tpavi_frame_sum_nchw_f32, P(const float* v, int hw, int tc, float* s), (v, hw, tc, s))
 AVS_EMU_FLAT(tpavi_frame_sum_nchw_f16, P(const h16* v, int hw, int tc, float* s), (v, hw, tc, s))
 AVS_EMU_FLAT(tpavi_small_gemm,

@@ -27,8 +27,8 @@ mod ffi {
         };
     }
     launchers! {
-        avs_emu_conv2d_f32(x: P, w: P, b: P, y: M, p: ConvParams);
-        avs_emu_conv2d_f16(x: P, w: P, b: P, y: M, p: ConvParams);
+        avs_emu_conv2d_f32(x: P, w: P, b: P, r: P, y: M, p: ConvParams);
+        avs_emu_conv2d_f16(x: P, w: P, b: P, r: P, y: M, p: ConvParams);
         avs_emu_matmul_f32(a: P, b: P, bias: P, o: M, p: MatMulParams);
         avs_emu_matmul_f16(a: P, b: P, bias: P, o: M, p: MatMulParams);
         avs_emu_binary_f32(a: P, b: P, o: M, kind: i32, s: Strided, n: i64);
@@ -39,8 +39,8 @@ mod ffi {
         avs_emu_transpose_f16(x: P, o: M, s: Strided, n: i64);
         avs_emu_max_pool_f32(x: P, o: M, p: PoolParams);
         avs_emu_max_pool_f16(x: P, o: M, p: PoolParams);
-        avs_emu_resize_linear_f32(x: P, o: M, rt: P, rw: P, ct: P, cw: P, p: ResizeParams);
-        avs_emu_resize_linear_f16(x: P, o: M, rt: P, rw: P, ct: P, cw: P, p: ResizeParams);
+        avs_emu_resize_linear_f32(x: P, r: P, o: M, rt: P, rw: P, ct: P, cw: P, p: ResizeParams);
+        avs_emu_resize_linear_f16(x: P, r: P, o: M, rt: P, rw: P, ct: P, cw: P, p: ResizeParams);
         avs_emu_tpavi_frame_sum_nchw_f32(v: P, hw: i32, tc: i32, s: M);
         avs_emu_tpavi_frame_sum_nchw_f16(v: P, hw: i32, tc: i32, s: M);
         avs_emu_tpavi_small_gemm(a: P, sam: i64, sak: i64, b: P, sbk: i64, sbn: i64, bias: P, bias_scale: f32, alpha: f32, diag: f32, out: M, m: i32, n: i32, k: i32);
@@ -141,11 +141,11 @@ fn run(precision: Precision, launch: &Launch) -> Result<(), CudaError> {
     // device's allocations and the plan; the kernels guard every index against the sizes given.
     let status = unsafe {
         match *launch {
-            Launch::Conv2d { x, w, bias, y, p: prm, .. } => {
+            Launch::Conv2d { x, w, bias, res, y, p: prm, .. } => {
                 if half {
-                    avs_emu_conv2d_f16(g, b, p(x), p(w), p(bias), m(y), prm)
+                    avs_emu_conv2d_f16(g, b, p(x), p(w), p(bias), p(res), m(y), prm)
                 } else {
-                    avs_emu_conv2d_f32(g, b, p(x), p(w), p(bias), m(y), prm)
+                    avs_emu_conv2d_f32(g, b, p(x), p(w), p(bias), p(res), m(y), prm)
                 }
             }
             Launch::MatMul { a, b: bb, bias, out, p: prm, .. } => {
@@ -185,11 +185,11 @@ fn run(precision: Precision, launch: &Launch) -> Result<(), CudaError> {
                     avs_emu_max_pool_f32(g, b, p(x), m(out), prm)
                 }
             }
-            Launch::ResizeLinear { x, out, row_taps, row_w, col_taps, col_w, p: prm, .. } => {
+            Launch::ResizeLinear { x, res, out, row_taps, row_w, col_taps, col_w, p: prm, .. } => {
                 if half {
-                    avs_emu_resize_linear_f16(g, b, p(x), m(out), p(row_taps), p(row_w), p(col_taps), p(col_w), prm)
+                    avs_emu_resize_linear_f16(g, b, p(x), p(res), m(out), p(row_taps), p(row_w), p(col_taps), p(col_w), prm)
                 } else {
-                    avs_emu_resize_linear_f32(g, b, p(x), m(out), p(row_taps), p(row_w), p(col_taps), p(col_w), prm)
+                    avs_emu_resize_linear_f32(g, b, p(x), p(res), m(out), p(row_taps), p(row_w), p(col_taps), p(col_w), prm)
                 }
             }
             Launch::TpaviFrameSumNchw { v, hw, tc, sums, .. } => {

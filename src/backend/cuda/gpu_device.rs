@@ -101,6 +101,15 @@ impl Device for GpuDevice {
         })
     }
 
+    /// Compiles (or loads from the cache) each module the launches use and resolves each entry
+    /// point once: a call then only looks its functions up.
+    fn prepare(&mut self, launches: &[Launch]) -> Result<(), CudaError> {
+        for l in launches {
+            self.function(l)?;
+        }
+        Ok(())
+    }
+
     fn launch(&mut self, launch: &Launch) -> Result<(), CudaError> {
         let f = self.function(launch)?;
         let stream = self.gpu.stream().clone();
@@ -112,8 +121,8 @@ impl Device for GpuDevice {
             let mut b = stream.launch_builder(&f);
             // The arguments in each kernel's order (kernels/graph.cu, kernels/tpavi.cu).
             match launch {
-                Launch::Conv2d { x, w, bias, y, p, .. } => {
-                    b.arg(x).arg(w).arg(bias).arg(y).arg(p);
+                Launch::Conv2d { x, w, bias, res, y, p, .. } => {
+                    b.arg(x).arg(w).arg(bias).arg(res).arg(y).arg(p);
                 }
                 Launch::MatMul { a, b: bb, bias, out, p, .. } => {
                     b.arg(a).arg(bb).arg(bias).arg(out).arg(p);
@@ -135,8 +144,8 @@ impl Device for GpuDevice {
                 Launch::MaxPool { x, out, p, .. } => {
                     b.arg(x).arg(out).arg(p);
                 }
-                Launch::ResizeLinear { x, out, row_taps, row_w, col_taps, col_w, p, .. } => {
-                    b.arg(x).arg(out).arg(row_taps).arg(row_w).arg(col_taps).arg(col_w).arg(p);
+                Launch::ResizeLinear { x, res, out, row_taps, row_w, col_taps, col_w, p, .. } => {
+                    b.arg(x).arg(res).arg(out).arg(row_taps).arg(row_w).arg(col_taps).arg(col_w).arg(p);
                 }
                 Launch::TpaviFrameSumNchw { v, hw, tc, sums, .. } => {
                     b.arg(v).arg(hw).arg(tc).arg(sums);

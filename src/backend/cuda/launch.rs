@@ -170,16 +170,17 @@ pub enum UnaryKind {
 
 /// One kernel launch with its arguments. Activations are at the plan's storage precision (the
 /// `_f32` or `_f16` instantiation); `bias`, tap tables and the TPAVI matrices are always fp32.
-/// A null `bias` (0) means none.
+/// A null `bias` (0) means none; so does a null `res`, a residual of the output's shape added
+/// last (a following Add the plan folded in).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Launch {
-    Conv2d { shape: Shape, x: u64, w: u64, bias: u64, y: u64, p: ConvParams },
+    Conv2d { shape: Shape, x: u64, w: u64, bias: u64, res: u64, y: u64, p: ConvParams },
     MatMul { shape: Shape, a: u64, b: u64, bias: u64, out: u64, p: MatMulParams },
     Binary { shape: Shape, a: u64, b: u64, out: u64, kind: BinaryKind, s: Strided },
     Unary { shape: Shape, x: u64, out: u64, kind: UnaryKind, n: u64 },
     Transpose { shape: Shape, x: u64, out: u64, s: Strided },
     MaxPool { shape: Shape, x: u64, out: u64, p: PoolParams },
-    ResizeLinear { shape: Shape, x: u64, out: u64, row_taps: u64, row_w: u64, col_taps: u64, col_w: u64, p: ResizeParams },
+    ResizeLinear { shape: Shape, x: u64, res: u64, out: u64, row_taps: u64, row_w: u64, col_taps: u64, col_w: u64, p: ResizeParams },
     /// `S[t·C + c] = Σ_p V[t][c][p]`, fp32 sums.
     TpaviFrameSumNchw { shape: Shape, v: u64, hw: i32, tc: i32, sums: u64 },
     /// `out[i][j] = α·Σ_k A(i,k)·B(k,j) + bias_scale·bias[j] (+ diag on i = j)`, fp32.
@@ -258,4 +259,10 @@ pub trait Device {
     fn download(&mut self, src: u64, dst: &mut [u8]) -> Result<(), CudaError>;
     /// Runs one kernel.
     fn launch(&mut self, launch: &Launch) -> Result<(), CudaError>;
+    /// Readies every kernel `launches` will use, at load, so that a kernel that fails to compile
+    /// or is missing from its module fails the load instead of a later call. Nothing by default.
+    fn prepare(&mut self, launches: &[Launch]) -> Result<(), CudaError> {
+        let _ = launches;
+        Ok(())
+    }
 }

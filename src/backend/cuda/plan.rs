@@ -25,11 +25,12 @@ use tract_onnx::tract_core::ops::nn::Reduce;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::source::TypedSource;
 
-use crate::backend::cpu::binary::AvBinary;
+use crate::backend::cpu::binary::{AvBinary, BinKind};
 use crate::backend::cpu::conv::AvConv;
 use crate::backend::cpu::gather_sum::AvGatherSum;
 use crate::backend::cpu::matmul::AvMatMul;
 use crate::backend::cpu::resize::AvResize;
+use crate::backend::cpu::rewrite::{einsum_as_matmul, einsum_as_matmul_permuting_constant, PermutedConstant};
 use crate::backend::cpu::tpavi::{AvTpavi, AvTpaviWindow};
 
 /// Storage precision of weights and activations (arithmetic is fp32 either way).
@@ -61,6 +62,10 @@ pub enum Kernel {
     Upload,
     /// Shares its input's buffer: no launch.
     View,
+    /// An Add folded into the launch of the convolution or resize that produces one of its
+    /// operands (that step's [`Step::residual`] is the other): no launch of its own, and its output
+    /// is the producer's buffer.
+    FusedAdd,
     /// A dense convolution as a GEMM (1×1) or implicit GEMM (k×k) with the bias and clamp in the
     /// epilogue.
     ConvGemm {
@@ -109,6 +114,7 @@ impl Kernel {
         match self {
             Kernel::Upload => "upload".into(),
             Kernel::View => "view".into(),
+            Kernel::FusedAdd => "add (fused)".into(),
             Kernel::ConvGemm { kh, kw } if *kh == 1 && *kw == 1 => "gemm 1x1 conv".into(),
             Kernel::ConvGemm { kh, kw } => format!("implicit-gemm {kh}x{kw} conv"),
             Kernel::Depthwise { kh, kw } => format!("depthwise {kh}x{kw}"),
@@ -137,6 +143,9 @@ pub struct Step {
     pub output: usize,
     /// The buffers the step reads.
     pub inputs: Vec<usize>,
+    /// A buffer of the output's shape the step adds to its result last: the other operand of a
+    /// following Add folded into this launch ([`Kernel::FusedAdd`]).
+    pub residual: Option<usize>,
 }
 
 /// One activation buffer of the arena.
@@ -206,9 +215,24 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
     let mut weight_bytes = 0u64;
     let mut unsupported = Vec::new();
     let mut flops_total = 0u64;
+    // Add nodes folded into the step before them, with the buffer that step writes.
+    let mut fused_adds: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for &id in &order {
         let node = model.node(id);
         let op = node.op();
+        if let Some(&producer) = fused_adds.get(&id) {
+            let inputs: Vec<usize> = node.inputs.iter().filter_map(|o| buffer_of.get(o).copied()).collect();
+            let step = steps.len();
+            for &b in &inputs {
+                buffers[b].last = buffers[b].last.max(step);
+            }
+            buffer_of.insert(OutletId::new(id, 0), producer);
+            // Its additions still happen, in the producer's epilogue.
+            let flops = numel(&node.outputs[0].fact).unwrap_or(0);
+            flops_total += flops;
+            steps.push(Step { node: node.name.clone(), kernel: Kernel::FusedAdd, flops, output: producer, inputs, residual: None });
+            continue;
+        }
         if let Some(k) = op.downcast_ref::<Const>() {
             weight_bytes += k.val().len() as u64 * bytes;
             continue;
@@ -226,9 +250,7 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
             let depthwise = g.groups > 1 && g.groups == g.c_in && g.c_in == g.c_out;
             let k = if depthwise { Kernel::Depthwise { kh: g.kh, kw: g.kw } } else { Kernel::ConvGemm { kh: g.kh, kw: g.kw } };
             (Some(k), 2 * macs)
-        } else if let Some(m) = op.downcast_ref::<AvMatMul>().cloned().or(crate::backend::cpu::rewrite::einsum_as_matmul(model, node)?.map(|e| e.0)) {
-            // avseg's product, or an einsum the CPU rewrite left to tract (a product it judged
-            // faster there, e.g. few rows against constant weights).
+        } else if let Some((m, _)) = device_product(model, node)? {
             let batch = (m.out_shape.iter().product::<usize>() / (m.m * m.n).max(1)) as u64;
             (Some(Kernel::Gemm), 2 * batch * (m.m * m.n * m.k) as u64)
         } else if let Some(t) = op.downcast_ref::<AvTpavi>() {
@@ -282,7 +304,18 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
         for i in 0..node.outputs.len() {
             buffer_of.insert(OutletId::new(id, i), output);
         }
-        steps.push(Step { node: node.name.clone(), kernel, flops, output, inputs });
+        // The decoder's residual adds ride on the launch that produces one of their operands.
+        let residual = match kernel {
+            Kernel::ConvGemm { .. } | Kernel::Depthwise { .. } | Kernel::Resize => foldable_add(model, node, &buffer_of)?,
+            _ => None,
+        };
+        let residual = residual.map(|(add, other)| {
+            fused_adds.insert(add, output);
+            buffers[other].last = buffers[other].last.max(step);
+            other
+        });
+        let inputs = inputs.into_iter().chain(residual).collect();
+        steps.push(Step { node: node.name.clone(), kernel, flops, output, inputs, residual });
     }
     // Graph outputs are read after the last step.
     let end = steps.len();
@@ -298,6 +331,48 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
         .unwrap_or(0);
     let unshared_bytes = buffers.iter().map(|b| b.bytes).sum();
     Ok(Plan { precision, steps, buffers, arena_bytes, peak_live_bytes, unshared_bytes, weight_bytes, flops: flops_total, unsupported })
+}
+
+/// The product a Gemm step runs: avseg's operator; an einsum the CPU rewrite left to tract (a
+/// product it judged faster there, e.g. few rows against constant weights); or an einsum over
+/// several summed axes, whose constant operand the runner then stores permuted (see
+/// [`einsum_as_matmul_permuting_constant`]).
+pub(crate) fn device_product(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(AvMatMul, Option<PermutedConstant>)>> {
+    if let Some(m) = node.op().downcast_ref::<AvMatMul>() {
+        return Ok(Some((m.clone(), None)));
+    }
+    if let Some((m, _, _)) = einsum_as_matmul(model, node)? {
+        return Ok(Some((m, None)));
+    }
+    Ok(einsum_as_matmul_permuting_constant(model, node)?.map(|(m, p)| (m, Some(p))))
+}
+
+/// The Add that `node`'s output goes to and nothing else, when it can be folded into `node`'s
+/// launch: an f32 sum of two operands of one shape (no broadcast), the other operand already in
+/// a buffer (computed before `node`, so the launch can read it), and `node`'s output not itself a
+/// graph output. Returns the Add's node and the other operand's buffer.
+fn foldable_add(model: &TypedModel, node: &TypedNode, buffer_of: &std::collections::HashMap<OutletId, usize>) -> TractResult<Option<(usize, usize)>> {
+    let ours = OutletId::new(node.id, 0);
+    if node.outputs.len() != 1 || node.outputs[0].successors.len() != 1 || model.output_outlets()?.contains(&ours) {
+        return Ok(None);
+    }
+    let add = model.node(node.outputs[0].successors[0].node);
+    let is_add = add.op().downcast_ref::<AvBinary>().is_some_and(|b| b.kind == BinKind::Add)
+        || add.op().downcast_ref::<TypedBinOp>().is_some_and(|b| b.0.name() == "Add");
+    if !is_add || add.inputs.len() != 2 || add.outputs.len() != 1 {
+        return Ok(None);
+    }
+    let other = if add.inputs[0] == ours { add.inputs[1] } else { add.inputs[0] };
+    if other == ours {
+        return Ok(None);
+    }
+    let Some(&buffer) = buffer_of.get(&other) else { return Ok(None) };
+    let shape = |f: &TypedFact| (f.datum_type == f32::datum_type()).then(|| f.shape.as_concrete().map(|s| s.to_vec())).flatten();
+    let ours_shape = shape(&node.outputs[0].fact);
+    if ours_shape.is_none() || ours_shape != shape(model.outlet_fact(other)?) || ours_shape != shape(&add.outputs[0].fact) {
+        return Ok(None);
+    }
+    Ok(Some((add.id, buffer)))
 }
 
 /// Weight values an avseg operator holds itself (the rewrite moves constants into the operators).
@@ -439,6 +514,16 @@ mod tests {
         let count = |k: &str| table.iter().find(|r| r.0.starts_with(k)).map_or(0, |r| r.1);
         assert_eq!(count("tpavi fold"), 4, "{table:?}");
         assert!(count("implicit-gemm 3x3") > 0 && count("gemm 1x1") > 0, "{table:?}");
+        // The decoder's residual adds ride on the launches before them: each fused Add shares the
+        // buffer of exactly one producing step, whose residual is the Add's other operand.
+        let fused: Vec<&Step> = p.steps.iter().filter(|s| s.kernel == Kernel::FusedAdd).collect();
+        assert!(!fused.is_empty(), "{table:?}");
+        for add in &fused {
+            let producers: Vec<&Step> = p.steps.iter().filter(|s| s.output == add.output && s.residual.is_some()).collect();
+            assert_eq!(producers.len(), 1, "{}", add.node);
+            let r = producers[0].residual.unwrap();
+            assert!(add.inputs.contains(&r) && add.inputs.contains(&add.output) && r != add.output, "{}", add.node);
+        }
         check_placement(&p.buffers, p.arena_bytes);
         assert!(p.arena_bytes >= p.peak_live_bytes && p.arena_bytes < p.unshared_bytes / 2, "{p:?}");
         // Both inputs are uploaded before the first launch: live from step 0, never shared.

@@ -26,11 +26,11 @@ use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::launch::{BinaryKind, ConvParams, Device, Launch, MatMulParams, PoolParams, ResizeParams, Shape, Strided, UnaryKind, MAX_RANK};
-use super::plan::{Kernel, Plan, Precision, ALIGN};
+use super::plan::{device_product, Kernel, Plan, Precision, ALIGN};
 use super::CudaError;
 use crate::backend::cpu::binary::{AvBinary, BinKind};
 use crate::backend::cpu::conv::{AvConv, Clamp, Layout};
-use crate::backend::cpu::matmul::{AvMatMul, Bias};
+use crate::backend::cpu::matmul::Bias;
 use crate::backend::cpu::resize::AvResize;
 use crate::backend::cpu::tpavi::AvTpavi;
 use crate::tensor::Tensor as AvTensor;
@@ -208,13 +208,13 @@ struct Pending {
 /// The address fields of a launch, in a fixed order.
 fn addresses_mut(l: &mut Launch) -> Vec<&mut u64> {
     match l {
-        Launch::Conv2d { x, w, bias, y, .. } => vec![x, w, bias, y],
+        Launch::Conv2d { x, w, bias, res, y, .. } => vec![x, w, bias, res, y],
         Launch::MatMul { a, b, bias, out, .. } => vec![a, b, bias, out],
         Launch::Binary { a, b, out, .. } => vec![a, b, out],
         Launch::Unary { x, out, .. } => vec![x, out],
         Launch::Transpose { x, out, .. } => vec![x, out],
         Launch::MaxPool { x, out, .. } => vec![x, out],
-        Launch::ResizeLinear { x, out, row_taps, row_w, col_taps, col_w, .. } => vec![x, out, row_taps, row_w, col_taps, col_w],
+        Launch::ResizeLinear { x, res, out, row_taps, row_w, col_taps, col_w, .. } => vec![x, res, out, row_taps, row_w, col_taps, col_w],
         Launch::TpaviFrameSumNchw { v, sums, .. } => vec![v, sums],
         Launch::TpaviSmallGemm { a, b, bias, out, .. } => vec![a, b, bias, out],
         Launch::TpaviWidenF16 { x, out, .. } => vec![x, out],
@@ -240,6 +240,8 @@ impl Program {
         // Each outlet's place: an arena buffer or a constant in the weights.
         let mut place: HashMap<OutletId, Loc> = HashMap::new();
         let mut consts: HashMap<usize, Loc> = HashMap::new();
+        // Constants a product reads with their axes permuted: by node and permutation.
+        let mut permuted_consts: HashMap<(usize, Vec<usize>), Loc> = HashMap::new();
         let by_name: HashMap<&str, usize> = model.nodes().iter().map(|n| (n.name.as_str(), n.id)).collect();
         let err = |node: &str, d: String| plan_error(graph, node, d);
         let mut trace = Vec::new();
@@ -253,12 +255,29 @@ impl Program {
             if node.outputs[0].fact.datum_type != f32::datum_type() {
                 return Err(err(name, format!("{:?} output; the runner carries f32 tensors only", node.outputs[0].fact.datum_type)));
             }
+            // A product step's reading of its node; it may ask for a constant operand stored with
+            // its axes permuted.
+            let product = if step.kernel == Kernel::Gemm { device_product(model, node).map_err(|e| err(name, format!("{e}")))? } else { None };
+            let permuted = product.as_ref().and_then(|(_, p)| p.as_ref());
             // Each input's location and shape; constants go to the weights on first use.
             let mut ins: Vec<(Loc, Vec<usize>)> = Vec::new();
-            for o in &node.inputs {
+            for (i, o) in node.inputs.iter().enumerate() {
                 let fact = model.outlet_fact(*o).map_err(|e| err(name, format!("{e}")))?;
                 let shape = concrete(fact).ok_or_else(|| err(name, "symbolic input shape".into()))?;
-                let loc = if let Some(l) = place.get(o) {
+                let loc = if let Some(p) = permuted.filter(|p| p.operand == i) {
+                    let k = model.node(o.node).op_as::<Const>().ok_or_else(|| err(name, format!("input {i} is to be stored permuted but is not a graph constant")))?;
+                    match permuted_consts.get(&(o.node, p.perm.clone())) {
+                        Some(l) => *l,
+                        None => {
+                            let t = k.val().cast_to::<f32>().map_err(|e| err(name, format!("constant: {e}")))?;
+                            let t = t.into_owned().permute_axes(&p.perm).map_err(|e| err(name, format!("constant: {e}")))?;
+                            let v = t.try_as_plain_ram().and_then(|r| r.as_slice::<f32>()).map_err(|e| err(name, format!("constant: {e}")))?;
+                            let l = Loc::Weights(weights.stored(v));
+                            permuted_consts.insert((o.node, p.perm.clone()), l);
+                            l
+                        }
+                    }
+                } else if let Some(l) = place.get(o) {
                     *l
                 } else if let Some(k) = model.node(o.node).op_as::<Const>() {
                     match consts.get(&o.node) {
@@ -279,7 +298,7 @@ impl Program {
             // Each launch below reads its node's first input, a product or a TPAVI block the second
             // too: a node short of them is a malformed graph, which gets an error, not a panic.
             let reads = match &step.kernel {
-                Kernel::Upload | Kernel::View => 0,
+                Kernel::Upload | Kernel::View | Kernel::FusedAdd => 0,
                 Kernel::Gemm | Kernel::TpaviFold { .. } => 2,
                 _ => 1,
             };
@@ -287,11 +306,13 @@ impl Program {
                 return Err(err(name, format!("{} inputs; its {} kernel reads {reads}", ins.len(), step.kernel.name())));
             }
             let n_out = out_shape.iter().product::<usize>() as u64;
+            // A following Add the plan folded into this launch: its other operand.
+            let residual = step.residual.map_or(Loc::Null, |b| Loc::Arena(plan.buffers[b].offset));
             let op = node.op();
             let mut push = |launch: Launch, locs: Vec<Loc>| pending.push(Pending { launch, locs });
             match &step.kernel {
                 Kernel::Upload => {}
-                Kernel::View => {}
+                Kernel::View | Kernel::FusedAdd => {}
                 Kernel::ConvGemm { .. } | Kernel::Depthwise { .. } => {
                     let c = op.downcast_ref::<AvConv>().ok_or_else(|| err(name, "conv step on another operator".into()))?;
                     let g = &c.geo;
@@ -323,11 +344,10 @@ impl Program {
                     let w = Loc::Weights(weights.stored(&c.weights));
                     let b = if c.bias.is_empty() { Loc::Null } else { Loc::Weights(weights.f32s(&c.bias)) };
                     let shape = Shape::linear(n_out)?;
-                    push(Launch::Conv2d { shape, x: 0, w: 0, bias: 0, y: 0, p }, vec![ins[0].0, w, b, out_loc]);
+                    push(Launch::Conv2d { shape, x: 0, w: 0, bias: 0, res: 0, y: 0, p }, vec![ins[0].0, w, b, residual, out_loc]);
                 }
                 Kernel::Gemm => {
-                    let einsum = crate::backend::cpu::rewrite::einsum_as_matmul(model, node).map_err(|e| err(name, format!("{e}")))?.map(|e| e.0);
-                    let mm = op.downcast_ref::<AvMatMul>().or(einsum.as_ref()).ok_or_else(|| err(name, "gemm step on another operator".into()))?;
+                    let (mm, _) = product.as_ref().ok_or_else(|| err(name, "gemm step on another operator".into()))?;
                     if mm.batch.len() > 4 || ins.len() < 2 {
                         return Err(err(name, format!("{} batch axes, {} inputs", mm.batch.len(), ins.len())));
                     }
@@ -459,8 +479,8 @@ impl Program {
                         out_w: i(r.cols.len_out())?,
                     };
                     push(
-                        Launch::ResizeLinear { shape: Shape::linear(n_out)?, x: 0, out: 0, row_taps: 0, row_w: 0, col_taps: 0, col_w: 0, p },
-                        vec![ins[0].0, out_loc, rt, rw, ct, cw],
+                        Launch::ResizeLinear { shape: Shape::linear(n_out)?, x: 0, res: 0, out: 0, row_taps: 0, row_w: 0, col_taps: 0, col_w: 0, p },
+                        vec![ins[0].0, residual, out_loc, rt, rw, ct, cw],
                     );
                 }
                 Kernel::TpaviFold { .. } => {
@@ -474,7 +494,8 @@ impl Program {
             for o in 0..node.outputs.len() {
                 place.insert(OutletId::new(id, o), out_loc);
             }
-            // A view's output is its input's buffer.
+            // A view's output is its input's buffer; an Add folded into its producer's launch is
+            // that launch's output buffer, which the plan gave it.
             if step.kernel == Kernel::View {
                 if let Some((l, _)) = ins.first() {
                     for o in 0..node.outputs.len() {
@@ -524,6 +545,8 @@ impl Program {
                 p.launch
             })
             .collect();
+        let launches: Vec<Launch> = launches;
+        device.prepare(&launches)?;
         let largest = inputs.iter().chain(&outputs).map(|p| p.len()).max().unwrap_or(0);
         Ok(Program { graph: graph.into(), precision, launches, inputs, outputs, arena, trace, staging: Vec::with_capacity(largest * bytes as usize) })
     }

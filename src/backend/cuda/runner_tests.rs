@@ -126,6 +126,85 @@ fn default_model_matches_tract() {
     check_package("models/default");
 }
 
+/// A one-node graph: activations `x` of `x_shape` and a seeded constant of `w_shape`, in the
+/// einsum's input order `x_first` (else the constant comes first), combined by `expr`.
+fn einsum_graph(expr: &str, x_shape: &[usize], w_shape: &[usize], x_first: bool) -> TypedModel {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact(x_shape)).unwrap();
+    let w = Tensor::from_shape(w_shape, &Lcg::new(5).normals(w_shape.iter().product(), 1.0)).unwrap();
+    let w = model.add_const("w", w).unwrap();
+    let inputs = if x_first { [x, w] } else { [w, x] };
+    let y = model.wire_node("fc", EinSum::new(expr.parse().unwrap(), f32::datum_type()), &inputs).unwrap();
+    model.select_output_outlets(&y).unwrap();
+    model
+}
+
+/// VGGish's first fully connected layer at ten frames, as tract keeps it (`mkba,nbak->mn`: the
+/// summed axes in the order k, b, a in the activations and b, a, k in the weights), runs as one
+/// product with the weights stored permuted, at both precisions, with the constant on either
+/// side; activations whose summed axes no single stride walks stay unplanned.
+#[test]
+fn an_einsum_over_several_summed_axes_runs_with_its_constant_permuted() {
+    use crate::backend::cpu::rewrite::{einsum_as_matmul, einsum_as_matmul_permuting_constant};
+    let cases: [(&str, &[usize], &[usize], bool); 3] = [
+        ("mkba,nbak->mn", &[10, 12, 4, 6], &[32, 4, 6, 12], true),
+        ("nbak,mkba->mn", &[10, 12, 4, 6], &[32, 4, 6, 12], false),
+        // Two summed axes and a batch axis shared by both sides.
+        ("gmkb,gnbk->gmn", &[3, 7, 5, 4], &[3, 9, 4, 5], true),
+    ];
+    for (expr, xs, ws, x_first) in cases {
+        let model = einsum_graph(expr, xs, ws, x_first);
+        let node = model.node(model.output_outlets().unwrap()[0].node);
+        assert!(einsum_as_matmul(&model, node).unwrap().is_none(), "{expr}");
+        let (mm, perm) = einsum_as_matmul_permuting_constant(&model, node).unwrap().unwrap_or_else(|| panic!("{expr}: not a product"));
+        assert_eq!(perm.operand, if x_first { 1 } else { 0 }, "{expr}");
+        let k_total: usize = if expr.starts_with('g') { 4 * 5 } else { 12 * 4 * 6 };
+        assert_eq!(mm.k, k_total, "{expr}: one summed axis of their combined length");
+        let x = Lcg::new(9).normals(xs.iter().product(), 1.0);
+        let expected = model.clone().into_runnable().unwrap().run(tvec!(Tensor::from_shape(xs, &x).unwrap().into_tvalue())).unwrap();
+        let expected = expected[0].try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        for precision in [Precision::F32, Precision::F16] {
+            let p = plan(&model, precision).unwrap();
+            assert!(p.unsupported.is_empty(), "{expr}: {:?}", p.unsupported);
+            let mut device = EmulatedDevice::new(precision).unwrap();
+            let mut program = Program::new(expr, &model, &p, &mut device).unwrap();
+            let mut out = vec![Vec::new()];
+            program.run(&mut device, &[&x], &mut out).unwrap();
+            let (diff, _) = compare(&out[0], &expected);
+            let tol = if precision == Precision::F16 { 1e-2 } else { 1e-5 };
+            eprintln!("{expr} {precision:?}: max |diff| / max |tract| = {diff:.2e}");
+            assert!(diff <= tol, "{expr} {precision:?}: {diff}");
+        }
+    }
+    // `kmb,nbk->mn`: the activations' summed axes k and b sit on either side of m, so no one
+    // stride walks them; the einsum stays off the device rather than run wrong.
+    let model = einsum_graph("kmb,nbk->mn", &[4, 3, 5], &[6, 5, 4], true);
+    let node = model.node(model.output_outlets().unwrap()[0].node);
+    assert!(einsum_as_matmul_permuting_constant(&model, node).unwrap().is_none());
+    assert_eq!(plan(&model, Precision::F32).unwrap().unsupported.len(), 1);
+}
+
+/// The tiny package's audio encoder at ten frames (an AVSS clip's length), where tract keeps the
+/// flatten inside the first fully connected layer's einsum, against tract.
+#[test]
+fn tiny_audio_encoder_at_ten_frames_matches_tract() {
+    use crate::backend::cpu::rewrite::einsum_as_matmul_permuting_constant;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-tpavi/audio_encoder.onnx");
+    let model = crate::backend::tract::decluttered_model(&path, &[vec![10, 1, 96, 64]], CpuKernels::Avseg).unwrap();
+    let permuted: Vec<String> =
+        model.nodes().iter().filter(|n| einsum_as_matmul_permuting_constant(&model, n).unwrap().is_some()).map(|n| n.name.clone()).collect();
+    assert_eq!(permuted.len(), 1, "the first fully connected layer only: {permuted:?}");
+    let runs = device_vs_tract("models/tiny-tpavi", "audio_encoder.onnx", &[vec![10, 1, 96, 64]], &[Precision::F32, Precision::F16], |p| EmulatedDevice::new(p).unwrap());
+    for (precision, results) in [Precision::F32, Precision::F16].into_iter().zip(runs) {
+        let tol = if precision == Precision::F16 { 1e-2 } else { 1e-4 };
+        for (diff, _) in results {
+            eprintln!("tiny-tpavi/audio_encoder.onnx T=10 {precision:?}: max |diff| / max |tract| = {diff:.2e}");
+            assert!(diff <= tol, "{precision:?}: {diff}");
+        }
+    }
+}
+
 /// The same checks on a real GPU, when there is one (the on-device checklist in docs/cuda.md):
 /// the runner's launches through cudarc, against tract.
 #[cfg(feature = "cuda")]
@@ -142,6 +221,56 @@ fn the_runner_on_a_gpu_matches_tract() {
     for package in ["models/tiny-tpavi", "models/default"] {
         check_package_on(package, |p| GpuDevice::open(0, p).unwrap());
     }
+}
+
+/// A program readies every launch on its device at load (a GPU compiles and resolves each kernel
+/// then), and a device that cannot fails the load, not a later call.
+#[test]
+fn a_program_prepares_its_launches_at_load() {
+    use super::launch::Launch;
+    use super::CudaError;
+    struct Preparing {
+        inner: EmulatedDevice,
+        prepared: usize,
+        fail: bool,
+    }
+    impl Device for Preparing {
+        fn name(&self) -> &'static str {
+            "preparing"
+        }
+        fn precision(&self) -> Precision {
+            self.inner.precision()
+        }
+        fn alloc(&mut self, bytes: usize) -> Result<u64, CudaError> {
+            self.inner.alloc(bytes)
+        }
+        fn upload(&mut self, dst: u64, src: &[u8]) -> Result<(), CudaError> {
+            self.inner.upload(dst, src)
+        }
+        fn download(&mut self, src: u64, dst: &mut [u8]) -> Result<(), CudaError> {
+            self.inner.download(src, dst)
+        }
+        fn launch(&mut self, launch: &Launch) -> Result<(), CudaError> {
+            self.inner.launch(launch)
+        }
+        fn prepare(&mut self, launches: &[Launch]) -> Result<(), CudaError> {
+            self.prepared += launches.len();
+            if self.fail {
+                return Err(CudaError::NoEmulator("a kernel failed to load"));
+            }
+            Ok(())
+        }
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-tpavi/audio_encoder.onnx");
+    let model = crate::backend::tract::decluttered_model(&path, &[vec![5, 1, 96, 64]], CpuKernels::Avseg).unwrap();
+    let p = plan(&model, Precision::F32).unwrap();
+    let mut device = Preparing { inner: EmulatedDevice::new(Precision::F32).unwrap(), prepared: 0, fail: false };
+    let program = Program::new("audio", &model, &p, &mut device).unwrap();
+    assert!(!program.launches.is_empty());
+    assert_eq!(device.prepared, program.launches.len());
+    device.fail = true;
+    let e = Program::new("audio", &model, &p, &mut device).err().expect("a failed prepare fails the load");
+    assert!(e.to_string().contains("a kernel failed to load"), "{e}");
 }
 
 /// The device refuses an address outside its allocations instead of writing through it.
