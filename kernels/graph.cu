@@ -27,6 +27,9 @@ struct AvsConv {
     // clamp != 0: max(lo) then min(hi) after the bias (skipped otherwise, so NaN stays NaN).
     int clamp;
     float lo, hi;
+    // res_clamp != 0: the same, after the residual (a ReLU after a residual add).
+    int res_clamp;
+    float res_lo, res_hi;
 };
 
 template <typename T>
@@ -76,6 +79,7 @@ __device__ __forceinline__ void conv2d(const T* __restrict__ x, const T* __restr
     if (p.clamp) v = fminf(fmaxf(v, p.lo), p.hi);
     // The graph's Add after the (clamped) convolution.
     if (res) v += avs_ld(res, idx);
+    if (p.res_clamp) v = fminf(fmaxf(v, p.res_lo), p.res_hi);
     avs_st(y, idx, v);
 }
 

@@ -69,6 +69,10 @@ pub struct ConvParams {
     pub clamp: i32,
     pub lo: f32,
     pub hi: f32,
+    /// A second clamp, after the residual (`res`): non-zero to apply it.
+    pub res_clamp: i32,
+    pub res_lo: f32,
+    pub res_hi: f32,
 }
 
 /// `AvsMatMul` (kernels/graph.cu).

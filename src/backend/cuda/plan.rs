@@ -66,6 +66,10 @@ pub enum Kernel {
     /// operands (that step's [`Step::residual`] is the other): no launch of its own, and its output
     /// is the producer's buffer.
     FusedAdd,
+    /// A Max or Min against one constant (a ReLU) after an Add folded into a convolution's
+    /// launch: applied there too, after the residual ([`Step::residual_clamp`]); no launch of its
+    /// own, and its output is the producer's buffer.
+    FusedClamp,
     /// A dense convolution as a GEMM (1×1) or implicit GEMM (k×k) with the bias and clamp in the
     /// epilogue.
     ConvGemm {
@@ -115,6 +119,7 @@ impl Kernel {
             Kernel::Upload => "upload".into(),
             Kernel::View => "view".into(),
             Kernel::FusedAdd => "add (fused)".into(),
+            Kernel::FusedClamp => "clamp (fused)".into(),
             Kernel::ConvGemm { kh, kw } if *kh == 1 && *kw == 1 => "gemm 1x1 conv".into(),
             Kernel::ConvGemm { kh, kw } => format!("implicit-gemm {kh}x{kw} conv"),
             Kernel::Depthwise { kh, kw } => format!("depthwise {kh}x{kw}"),
@@ -146,6 +151,10 @@ pub struct Step {
     /// A buffer of the output's shape the step adds to its result last: the other operand of a
     /// following Add folded into this launch ([`Kernel::FusedAdd`]).
     pub residual: Option<usize>,
+    /// Bounds (max with the first, then min with the second) applied after the residual: the
+    /// clamp nodes after a folded Add ([`Kernel::FusedClamp`]), as ResNet's ReLU after its
+    /// bottleneck sum.
+    pub residual_clamp: Option<(f32, f32)>,
 }
 
 /// One activation buffer of the arena.
@@ -217,10 +226,13 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
     let mut flops_total = 0u64;
     // Add nodes folded into the step before them, with the buffer that step writes.
     let mut fused_adds: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    // Clamp nodes after such an Add, folded into the same step.
+    let mut fused_clamps: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for &id in &order {
         let node = model.node(id);
         let op = node.op();
-        if let Some(&producer) = fused_adds.get(&id) {
+        let folded = fused_adds.get(&id).map(|&b| (b, Kernel::FusedAdd)).or(fused_clamps.get(&id).map(|&b| (b, Kernel::FusedClamp)));
+        if let Some((producer, kernel)) = folded {
             let inputs: Vec<usize> = node.inputs.iter().filter_map(|o| buffer_of.get(o).copied()).collect();
             let step = steps.len();
             for &b in &inputs {
@@ -230,7 +242,7 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
             // Its additions still happen, in the producer's epilogue.
             let flops = numel(&node.outputs[0].fact).unwrap_or(0);
             flops_total += flops;
-            steps.push(Step { node: node.name.clone(), kernel: Kernel::FusedAdd, flops, output: producer, inputs, residual: None });
+            steps.push(Step { node: node.name.clone(), kernel, flops, output: producer, inputs, residual: None, residual_clamp: None });
             continue;
         }
         if let Some(k) = op.downcast_ref::<Const>() {
@@ -309,13 +321,36 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
             Kernel::ConvGemm { .. } | Kernel::Depthwise { .. } | Kernel::Resize => foldable_add(model, node, &buffer_of)?,
             _ => None,
         };
-        let residual = residual.map(|(add, other)| {
-            fused_adds.insert(add, output);
-            buffers[other].last = buffers[other].last.max(step);
-            other
-        });
+        let mut residual_clamp = None;
+        let residual = match residual {
+            Some((add, other)) => {
+                fused_adds.insert(add, output);
+                buffers[other].last = buffers[other].last.max(step);
+                // A convolution also takes the clamps after the sum (the CPU kernels' order: max,
+                // then min; bounds that cross are left as their own launches).
+                if matches!(kernel, Kernel::ConvGemm { .. } | Kernel::Depthwise { .. }) {
+                    let (mut lo, mut hi, mut at, mut chain) = (f32::NEG_INFINITY, f32::INFINITY, OutletId::new(add, 0), Vec::new());
+                    while let Some((next, bound)) = clamp_after(model, at)? {
+                        match bound {
+                            ClampBound::Lo(v) => lo = lo.max(v),
+                            ClampBound::Hi(v) => hi = hi.min(v),
+                        }
+                        chain.push(next);
+                        at = OutletId::new(next, 0);
+                    }
+                    if !chain.is_empty() && lo <= hi {
+                        chain.into_iter().for_each(|c| {
+                            fused_clamps.insert(c, output);
+                        });
+                        residual_clamp = Some((lo, hi));
+                    }
+                }
+                Some(other)
+            }
+            None => None,
+        };
         let inputs = inputs.into_iter().chain(residual).collect();
-        steps.push(Step { node: node.name.clone(), kernel, flops, output, inputs, residual });
+        steps.push(Step { node: node.name.clone(), kernel, flops, output, inputs, residual, residual_clamp });
     }
     // Graph outputs are read after the last step.
     let end = steps.len();
@@ -373,6 +408,48 @@ fn foldable_add(model: &TypedModel, node: &TypedNode, buffer_of: &std::collectio
         return Ok(None);
     }
     Ok(Some((add.id, buffer)))
+}
+
+/// One side of a clamp: a Max with a constant (lower bound) or a Min (upper bound).
+enum ClampBound {
+    Lo(f32),
+    Hi(f32),
+}
+
+/// The single consumer of `outlet` when it is a Max or Min against one constant value (tract's
+/// operator or avseg's), with the same shape as `outlet`: its node and bound.
+fn clamp_after(model: &TypedModel, outlet: OutletId) -> TractResult<Option<(usize, ClampBound)>> {
+    let succ = model.outlet_successors(outlet);
+    if succ.len() != 1 || model.output_outlets()?.contains(&outlet) {
+        return Ok(None);
+    }
+    let next = model.node(succ[0].node);
+    let kind = if let Some(b) = next.op().downcast_ref::<TypedBinOp>() {
+        if b.1.is_some() {
+            return Ok(None);
+        }
+        BinKind::from_name(b.0.name().as_ref())
+    } else {
+        next.op().downcast_ref::<AvBinary>().map(|b| b.kind)
+    };
+    if next.inputs.len() != 2 || next.outputs.len() != 1 || next.outputs[0].fact.shape != model.outlet_fact(outlet)?.shape {
+        return Ok(None);
+    }
+    let Some(k) = model.outlet_fact(next.inputs[1 - succ[0].slot])?.konst.clone() else { return Ok(None) };
+    if !k.datum_type().is_float() {
+        return Ok(None);
+    }
+    let k = k.cast_to::<f32>()?;
+    let values = k.try_as_plain_ram()?.as_slice::<f32>()?;
+    let Some(&v) = values.first() else { return Ok(None) };
+    if v.is_nan() || values.iter().any(|x| *x != v) {
+        return Ok(None);
+    }
+    Ok(match kind {
+        Some(BinKind::Max) => Some((next.id, ClampBound::Lo(v))),
+        Some(BinKind::Min) => Some((next.id, ClampBound::Hi(v))),
+        _ => None,
+    })
 }
 
 /// Weight values an avseg operator holds itself (the rewrite moves constants into the operators).
@@ -523,6 +600,15 @@ mod tests {
             assert_eq!(producers.len(), 1, "{}", add.node);
             let r = producers[0].residual.unwrap();
             assert!(add.inputs.contains(&r) && add.inputs.contains(&add.output) && r != add.output, "{}", add.node);
+        }
+        // ResNet's ReLU after each bottleneck sum rides along: every fused clamp shares the
+        // buffer of a convolution step that carries a residual and the clamp's bounds.
+        let clamps: Vec<&Step> = p.steps.iter().filter(|s| s.kernel == Kernel::FusedClamp).collect();
+        assert_eq!(clamps.len(), 16, "one per bottleneck of [3, 4, 6, 3]: {table:?}");
+        for c in &clamps {
+            let producer = p.steps.iter().find(|s| s.output == c.output && s.residual.is_some()).unwrap();
+            assert_eq!(producer.residual_clamp, Some((0.0, f32::INFINITY)), "{}", c.node);
+            assert!(matches!(producer.kernel, Kernel::ConvGemm { .. }), "{}", c.node);
         }
         check_placement(&p.buffers, p.arena_bytes);
         assert!(p.arena_bytes >= p.peak_live_bytes && p.arena_bytes < p.unshared_bytes / 2, "{p:?}");

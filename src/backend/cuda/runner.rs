@@ -298,7 +298,7 @@ impl Program {
             // Each launch below reads its node's first input, a product or a TPAVI block the second
             // too: a node short of them is a malformed graph, which gets an error, not a panic.
             let reads = match &step.kernel {
-                Kernel::Upload | Kernel::View | Kernel::FusedAdd => 0,
+                Kernel::Upload | Kernel::View | Kernel::FusedAdd | Kernel::FusedClamp => 0,
                 Kernel::Gemm | Kernel::TpaviFold { .. } => 2,
                 _ => 1,
             };
@@ -312,7 +312,7 @@ impl Program {
             let mut push = |launch: Launch, locs: Vec<Loc>| pending.push(Pending { launch, locs });
             match &step.kernel {
                 Kernel::Upload => {}
-                Kernel::View | Kernel::FusedAdd => {}
+                Kernel::View | Kernel::FusedAdd | Kernel::FusedClamp => {}
                 Kernel::ConvGemm { .. } | Kernel::Depthwise { .. } => {
                     let c = op.downcast_ref::<AvConv>().ok_or_else(|| err(name, "conv step on another operator".into()))?;
                     let g = &c.geo;
@@ -340,6 +340,9 @@ impl Program {
                         clamp,
                         lo,
                         hi,
+                        res_clamp: step.residual_clamp.is_some() as i32,
+                        res_lo: step.residual_clamp.map_or(0.0, |c| c.0),
+                        res_hi: step.residual_clamp.map_or(0.0, |c| c.1),
                     };
                     let w = Loc::Weights(weights.stored(&c.weights));
                     let b = if c.bias.is_empty() { Loc::Null } else { Loc::Weights(weights.f32s(&c.bias)) };
