@@ -238,7 +238,7 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModelPa
     let mut clamp = Clamp::NONE;
     let mut last = OutletId::new(id, 0);
     let mut clamps = 0;
-    while let Some((next, bound)) = clamp_successor(model, last)? {
+    while let Some((next, bound)) = clamp_successor(model, last, ClampOps::Tract)? {
         match bound {
             Bound::Lo(v) => clamp.lo = clamp.lo.max(v),
             Bound::Hi(v) => clamp.hi = clamp.hi.min(v),
@@ -259,20 +259,41 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModelPa
     Ok(Some((patch, clamps)))
 }
 
-enum Bound {
+pub(crate) enum Bound {
     Lo(f32),
     Hi(f32),
 }
 
-/// The single consumer of `outlet` when it is `Max` or `Min` against one constant value.
-fn clamp_successor(model: &TypedModel, outlet: OutletId) -> TractResult<Option<(usize, Bound)>> {
+/// Which operators [`clamp_successor`] recognises as the clamp.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClampOps {
+    /// tract's Max and Min only: what the CPU rewrite folds (it runs before any avseg element-wise
+    /// operator exists, and its folding is measured and tested on that).
+    Tract,
+    /// tract's, and avseg's `AvBinary` Max and Min, which the rewrite has put in their place by
+    /// the time the CUDA planner reads the graph.
+    TractOrAvseg,
+}
+
+/// The single consumer of `outlet` when it is a Max or Min (of `ops`) against one constant value,
+/// with `outlet`'s shape: its node and the bound it sets.
+pub(crate) fn clamp_successor(model: &TypedModel, outlet: OutletId, ops: ClampOps) -> TractResult<Option<(usize, Bound)>> {
     let succ = model.outlet_successors(outlet);
     if succ.len() != 1 || model.output_outlets()?.contains(&outlet) {
         return Ok(None);
     }
     let next = model.node(succ[0].node);
-    let Some(bin) = next.op_as::<TypedBinOp>() else { return Ok(None) };
-    if next.inputs.len() != 2 || next.outputs[0].fact.shape != model.outlet_fact(outlet)?.shape {
+    let kind = if let Some(b) = next.op_as::<TypedBinOp>() {
+        if b.1.is_some() {
+            return Ok(None);
+        }
+        BinKind::from_name(b.0.name().as_ref())
+    } else if ops == ClampOps::TractOrAvseg {
+        next.op_as::<AvBinary>().map(|b| b.kind)
+    } else {
+        None
+    };
+    if next.inputs.len() != 2 || next.outputs.len() != 1 || next.outputs[0].fact.shape != model.outlet_fact(outlet)?.shape {
         return Ok(None);
     }
     let other = next.inputs[1 - succ[0].slot];
@@ -281,9 +302,9 @@ fn clamp_successor(model: &TypedModel, outlet: OutletId) -> TractResult<Option<(
     if values.iter().any(|x| *x != v) || v.is_nan() {
         return Ok(None);
     }
-    Ok(match bin.0.name() {
-        "Max" => Some((next.id, Bound::Lo(v))),
-        "Min" => Some((next.id, Bound::Hi(v))),
+    Ok(match kind {
+        Some(BinKind::Max) => Some((next.id, Bound::Lo(v))),
+        Some(BinKind::Min) => Some((next.id, Bound::Hi(v))),
         _ => None,
     })
 }
@@ -638,7 +659,7 @@ fn matmul_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModel
             fused += 1;
         }
     }
-    while let Some((next, bound)) = clamp_successor(model, last)? {
+    while let Some((next, bound)) = clamp_successor(model, last, ClampOps::Tract)? {
         match bound {
             Bound::Lo(v) => op.clamp.lo = op.clamp.lo.max(v),
             Bound::Hi(v) => op.clamp.hi = op.clamp.hi.min(v),

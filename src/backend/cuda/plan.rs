@@ -30,7 +30,7 @@ use crate::backend::cpu::conv::AvConv;
 use crate::backend::cpu::gather_sum::AvGatherSum;
 use crate::backend::cpu::matmul::AvMatMul;
 use crate::backend::cpu::resize::AvResize;
-use crate::backend::cpu::rewrite::{einsum_as_matmul, einsum_as_matmul_permuting_constant, PermutedConstant};
+use crate::backend::cpu::rewrite::{clamp_successor, einsum_as_matmul, einsum_as_matmul_permuting_constant, Bound, ClampOps, PermutedConstant};
 use crate::backend::cpu::tpavi::{AvTpavi, AvTpaviWindow};
 
 /// Storage precision of weights and activations (arithmetic is fp32 either way).
@@ -155,6 +155,9 @@ pub struct Step {
     /// clamp nodes after a folded Add ([`Kernel::FusedClamp`]), as ResNet's ReLU after its
     /// bottleneck sum.
     pub residual_clamp: Option<(f32, f32)>,
+    /// A [`Kernel::Gemm`] step's product, as the planner read it from its node
+    /// ([`device_product`]), so that the runner builds its launch from the same reading.
+    pub(crate) product: Option<(AvMatMul, Option<PermutedConstant>)>,
 }
 
 /// One activation buffer of the arena.
@@ -242,7 +245,7 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
             // Its additions still happen, in the producer's epilogue.
             let flops = numel(&node.outputs[0].fact).unwrap_or(0);
             flops_total += flops;
-            steps.push(Step { node: node.name.clone(), kernel, flops, output: producer, inputs, residual: None, residual_clamp: None });
+            steps.push(Step { node: node.name.clone(), kernel, flops, output: producer, inputs, residual: None, residual_clamp: None, product: None });
             continue;
         }
         if let Some(k) = op.downcast_ref::<Const>() {
@@ -254,6 +257,7 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
         let out_fact = &node.outputs[0].fact;
         let out_numel = numel(out_fact).unwrap_or(0);
         weight_bytes += held_weights(op) * bytes;
+        let mut product = None;
         let (kernel, flops) = if op.downcast_ref::<TypedSource>().is_some() {
             (Some(Kernel::Upload), 0)
         } else if let Some(c) = op.downcast_ref::<AvConv>() {
@@ -262,9 +266,12 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
             let depthwise = g.groups > 1 && g.groups == g.c_in && g.c_in == g.c_out;
             let k = if depthwise { Kernel::Depthwise { kh: g.kh, kw: g.kw } } else { Kernel::ConvGemm { kh: g.kh, kw: g.kw } };
             (Some(k), 2 * macs)
-        } else if let Some((m, _)) = device_product(model, node)? {
+        } else if let Some(p) = device_product(model, node)? {
+            let m = &p.0;
             let batch = (m.out_shape.iter().product::<usize>() / (m.m * m.n).max(1)) as u64;
-            (Some(Kernel::Gemm), 2 * batch * (m.m * m.n * m.k) as u64)
+            let flops = 2 * batch * (m.m * m.n * m.k) as u64;
+            product = Some(p);
+            (Some(Kernel::Gemm), flops)
         } else if let Some(t) = op.downcast_ref::<AvTpavi>() {
             (Some(Kernel::TpaviFold { groups: t.groups }), tpavi_flops(t.t, t.groups, t.c, t.cp, t.h * t.w))
         } else if let Some(t) = op.downcast_ref::<AvTpaviWindow>() {
@@ -330,10 +337,10 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
                 // then min; bounds that cross are left as their own launches).
                 if matches!(kernel, Kernel::ConvGemm { .. } | Kernel::Depthwise { .. }) {
                     let (mut lo, mut hi, mut at, mut chain) = (f32::NEG_INFINITY, f32::INFINITY, OutletId::new(add, 0), Vec::new());
-                    while let Some((next, bound)) = clamp_after(model, at)? {
+                    while let Some((next, bound)) = clamp_successor(model, at, ClampOps::TractOrAvseg)? {
                         match bound {
-                            ClampBound::Lo(v) => lo = lo.max(v),
-                            ClampBound::Hi(v) => hi = hi.min(v),
+                            Bound::Lo(v) => lo = lo.max(v),
+                            Bound::Hi(v) => hi = hi.min(v),
                         }
                         chain.push(next);
                         at = OutletId::new(next, 0);
@@ -350,7 +357,7 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
             None => None,
         };
         let inputs = inputs.into_iter().chain(residual).collect();
-        steps.push(Step { node: node.name.clone(), kernel, flops, output, inputs, residual, residual_clamp });
+        steps.push(Step { node: node.name.clone(), kernel, flops, output, inputs, residual, residual_clamp, product });
     }
     // Graph outputs are read after the last step.
     let end = steps.len();
@@ -408,48 +415,6 @@ fn foldable_add(model: &TypedModel, node: &TypedNode, buffer_of: &std::collectio
         return Ok(None);
     }
     Ok(Some((add.id, buffer)))
-}
-
-/// One side of a clamp: a Max with a constant (lower bound) or a Min (upper bound).
-enum ClampBound {
-    Lo(f32),
-    Hi(f32),
-}
-
-/// The single consumer of `outlet` when it is a Max or Min against one constant value (tract's
-/// operator or avseg's), with the same shape as `outlet`: its node and bound.
-fn clamp_after(model: &TypedModel, outlet: OutletId) -> TractResult<Option<(usize, ClampBound)>> {
-    let succ = model.outlet_successors(outlet);
-    if succ.len() != 1 || model.output_outlets()?.contains(&outlet) {
-        return Ok(None);
-    }
-    let next = model.node(succ[0].node);
-    let kind = if let Some(b) = next.op().downcast_ref::<TypedBinOp>() {
-        if b.1.is_some() {
-            return Ok(None);
-        }
-        BinKind::from_name(b.0.name().as_ref())
-    } else {
-        next.op().downcast_ref::<AvBinary>().map(|b| b.kind)
-    };
-    if next.inputs.len() != 2 || next.outputs.len() != 1 || next.outputs[0].fact.shape != model.outlet_fact(outlet)?.shape {
-        return Ok(None);
-    }
-    let Some(k) = model.outlet_fact(next.inputs[1 - succ[0].slot])?.konst.clone() else { return Ok(None) };
-    if !k.datum_type().is_float() {
-        return Ok(None);
-    }
-    let k = k.cast_to::<f32>()?;
-    let values = k.try_as_plain_ram()?.as_slice::<f32>()?;
-    let Some(&v) = values.first() else { return Ok(None) };
-    if v.is_nan() || values.iter().any(|x| *x != v) {
-        return Ok(None);
-    }
-    Ok(match kind {
-        Some(BinKind::Max) => Some((next.id, ClampBound::Lo(v))),
-        Some(BinKind::Min) => Some((next.id, ClampBound::Hi(v))),
-        _ => None,
-    })
 }
 
 /// Weight values an avseg operator holds itself (the rewrite moves constants into the operators).
