@@ -18,7 +18,7 @@ fn main() {
 
 #[cfg(feature = "cuda-emulated")]
 fn emulator() {
-    for f in ["kernels/emu/shim.h", "kernels/common.cuh", "kernels/decoder.cu", "kernels/tpavi.cu", "kernels/graph.cu", "src/backend/cuda/emulated.cpp"] {
+    for f in ["kernels/emu/shim.h", "kernels/common.cuh", "kernels/decoder.cu", "kernels/tpavi.cu", "kernels/graph.cu", "kernels/preprocess.cu", "kernels/postprocess.cu", "src/backend/cuda/emulated.cpp"] {
         println!("cargo::rerun-if-changed={f}");
     }
     let mut build = cc::Build::new();

@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use crate::backend::cpu::CpuKernels;
-use crate::backend::{self, BackendError, BackendOptions, OpTime, Runner};
+use crate::backend::{self, BackendError, BackendOptions, MaskRule, OpTime, RawFrame, Runner, MAX_FRAMES_PER_CALL};
 use crate::error::Error;
 use crate::frontend::audio::AudioFrontend;
 use crate::frontend::vision::VisionFrontend;
+use crate::frontend::FrontendError;
 #[cfg(feature = "audio-files")]
 use crate::io::audio::decode_audio_with;
 use crate::io::audio::Pcm;
@@ -99,6 +100,12 @@ pub struct EngineOptions {
     /// Storage precision on the CUDA runner (default fp32). Asking for fp16 on a backend that
     /// does not run the CUDA runner is an error, not a silent fp32 run.
     pub device_precision: DevicePrecision,
+    /// Resize and normalise frames, and make masks, on the CUDA runner's device (default false:
+    /// on the host). Frames then go up and masks come down as bytes; the resize is PIL's or
+    /// OpenCV's exact integer algorithm (as the manifest says), where the host's fast_image_resize
+    /// is within one uint8 level of it (docs/cuda.md). An error on a backend without the CUDA
+    /// runner.
+    pub pre_post_on_device: bool,
 }
 
 impl Default for EngineOptions {
@@ -112,6 +119,7 @@ impl Default for EngineOptions {
             package: PackageOptions::default(),
             input_limits: InputLimits::default(),
             device_precision: DevicePrecision::F32,
+            pre_post_on_device: false,
         }
     }
 }
@@ -150,6 +158,28 @@ pub fn frame_tensor(vision: &mut VisionFrontend, frames: &[Frame]) -> Result<Ten
         vision.preprocess_into(&f.image, chunk).map_err(|e| Error::frontend(&f.source, e))?;
     }
     Ok(out)
+}
+
+/// A window's frames as the segmenter gets them: normalised `[T, 3, H, W]`, or as decoded, for a
+/// runner that pre-processes on its device.
+enum WindowFrames<'a> {
+    Normalised(&'a Tensor),
+    Raw(&'a [RawFrame<'a>]),
+}
+
+/// A frame the device pre-processes must not be empty: the same error, naming the file, as the
+/// host's front end gives.
+fn check_frame(f: &Frame) -> Result<(), Error> {
+    let (width, height) = f.image.dimensions();
+    if width == 0 || height == 0 {
+        return Err(Error::frontend(&f.source, FrontendError::EmptyImage { width, height }));
+    }
+    Ok(())
+}
+
+/// An image as the runner's raw frame.
+pub(crate) fn raw_frame(image: &RgbImage) -> RawFrame<'_> {
+    RawFrame { pixels: image.as_raw(), width: image.width(), height: image.height() }
 }
 
 /// A clip in memory: its frames in order and its mono PCM.
@@ -360,6 +390,10 @@ impl Engine {
             let backend = if options.backend == BackendChoice::Cpu { "cpu" } else { "auto, which runs tract today" };
             return Err(Error::invalid_option("device_precision", format!("fp16 storage runs on the CUDA runner only (backend cuda or cuda-emulated), not on {backend}")));
         }
+        if options.pre_post_on_device && !matches!(options.backend, BackendChoice::Cuda | BackendChoice::CudaEmulated) {
+            let backend = if options.backend == BackendChoice::Cpu { "cpu" } else { "auto, which runs tract today" };
+            return Err(Error::invalid_option("pre_post_on_device", format!("pre- and post-processing on the device need the CUDA runner (backend cuda or cuda-emulated), not {backend}")));
+        }
         let defer_checksums = options.package.verify_checksums;
         let package_options = PackageOptions { defer_checksums, ..options.package.clone() };
         let mut package = ModelPackage::load_with(dir, &package_options)?;
@@ -375,6 +409,7 @@ impl Engine {
                 DevicePrecision::F32 => backend::cuda::plan::Precision::F32,
                 DevicePrecision::F16 => backend::cuda::plan::Precision::F16,
             },
+            pre_post_on_device: options.pre_post_on_device,
         };
         let kind = match options.backend {
             BackendChoice::Auto => backend::BackendKind::Auto,
@@ -463,37 +498,68 @@ impl Engine {
         let logmel = self.audio_features(&clip.audio, &clip.audio_source, windows)?;
         times.audio_frontend = start.elapsed();
 
+        // With pre- and post-processing on the device, frames go to the runner as they are and
+        // each kept frame's mask is made there, window by window, while its logits are on the device.
+        let on_device = self.runner.pre_post_on_device();
         let start = Instant::now();
-        let frames = self.frame_features(&clip.frames)?;
+        let frames = if on_device {
+            for f in &clip.frames {
+                check_frame(f)?;
+            }
+            None
+        } else {
+            Some(self.frame_features(&clip.frames)?)
+        };
         times.vision_frontend = start.elapsed();
 
-        let frame_len = frames.item_len();
         let patch_len = logmel.item_len();
         let mut logits_data = Vec::new();
         let mut tags_data = Vec::new();
         let mut logit_dims: Option<[usize; 3]> = None;
+        let mut masks = Vec::new();
         for w in 0..windows {
-            let mut window_frames = Vec::with_capacity(t * frame_len);
-            for i in 0..t {
-                // Past the clip's end, repeat its last frame: the padded outputs are discarded.
-                window_frames.extend_from_slice(frames.item((w * t + i).min(n - 1)));
-            }
-            let mut shape = frames.shape().to_vec();
-            shape[0] = t;
-            let window_frames = Tensor::new(shape, window_frames);
             let mut patch_shape = logmel.shape().to_vec();
             patch_shape[0] = t;
             let patches = Tensor::new(patch_shape, logmel.data()[w * t * patch_len..(w + 1) * t * patch_len].to_vec());
-
-            let logits = self.infer_window(&window_frames, &patches, &mut times)?;
+            // Past the clip's end, repeat its last frame: the padded outputs are discarded.
+            let frame_at = |i: usize| (w * t + i).min(n - 1);
+            let logits = match &frames {
+                Some(frames) => {
+                    let frame_len = frames.item_len();
+                    let mut window_frames = Vec::with_capacity(t * frame_len);
+                    for i in 0..t {
+                        window_frames.extend_from_slice(frames.item(frame_at(i)));
+                    }
+                    let mut shape = frames.shape().to_vec();
+                    shape[0] = t;
+                    self.infer_window(&Tensor::new(shape, window_frames), &patches, &mut times)?
+                }
+                None => {
+                    let mut raw: heapless::Vec<RawFrame<'_>, MAX_FRAMES_PER_CALL> = heapless::Vec::new();
+                    for i in 0..t {
+                        raw.push(raw_frame(&clip.frames[frame_at(i)].image)).map_err(|_| Error::internal(format!("{t} frames per call, over {MAX_FRAMES_PER_CALL}")))?;
+                    }
+                    let mut logits = Tensor::zeros(Vec::new());
+                    self.infer_window_frames_into(&raw, &patches, &mut times, &mut logits)?;
+                    logits
+                }
+            };
+            let keep = t.min(n - w * t);
             if self.package.two_stage().is_some() {
-                let keep = t.min(n - w * t);
                 tags_data.extend_from_slice(&self.audio_embedding.data()[..keep * self.audio_embedding.item_len()]);
+            }
+            if on_device {
+                let start = Instant::now();
+                for i in 0..keep {
+                    let mut mask = FrameMask::background(0, 0);
+                    self.device_mask_into(i, clip.frames[w * t + i].image.dimensions(), &mut mask)?;
+                    masks.push(mask);
+                }
+                times.post += start.elapsed();
             }
 
             let dims = [logits.shape()[1], logits.shape()[2], logits.shape()[3]];
             logit_dims.get_or_insert(dims);
-            let keep = t.min(n - w * t);
             logits_data.extend_from_slice(&logits.data()[..keep * logits.item_len()]);
         }
         let [k, h, w] = logit_dims.expect("at least one window");
@@ -502,9 +568,32 @@ impl Engine {
         let tags = self.package.two_stage().map(|two| Tensor::new(vec![n, two.audio_labels.len()], tags_data));
 
         let start = Instant::now();
-        let frames_out = self.post_process_tagged(clip, &logits, tags.as_ref())?;
-        times.post = start.elapsed();
+        let premade = if on_device { Some(masks) } else { None };
+        let frames_out = self.post_process_with(clip, &logits, tags.as_ref(), premade)?;
+        times.post += start.elapsed();
         Ok(ClipOutput { frames: frames_out, logits, tags, times })
+    }
+
+    /// Whether frames are pre-processed and masks made on the runner's device.
+    pub(crate) fn pre_post_on_device(&self) -> bool {
+        self.runner.pre_post_on_device()
+    }
+
+    /// How this engine's package turns logits into a mask, on the device.
+    fn mask_rule(&self) -> MaskRule {
+        match &self.package.manifest().output {
+            OutputSpec::Binary { threshold } => MaskRule::Binary { threshold: self.options.threshold.unwrap_or(*threshold) },
+            OutputSpec::Semantic { .. } => MaskRule::Classes,
+        }
+    }
+
+    /// Frame `index` of the last segmenter call's mask at `size`, made on the device, into `mask`
+    /// (its buffers reused).
+    pub(crate) fn device_mask_into(&mut self, index: usize, (fw, fh): (u32, u32), mask: &mut FrameMask) -> Result<(), Error> {
+        let rule = self.mask_rule();
+        mask.reset(fw, fh);
+        self.runner.frame_mask_into(index, (fw, fh), rule, &mut mask.labels, &mut mask.confidence)?;
+        Ok(())
     }
 
     /// Runs the package's graphs on model inputs prepared elsewhere (for example by your own
@@ -567,12 +656,25 @@ impl Engine {
     /// [`Engine::infer_window`] into `logits`, reusing its buffers and the engine's own for the
     /// audio embedding: after the first call of a shape, nothing here allocates (tract's run does).
     pub(crate) fn infer_window_into(&mut self, frames: &Tensor, patches: &Tensor, times: &mut StageTimes, logits: &mut Tensor) -> Result<(), Error> {
+        self.infer_into(WindowFrames::Normalised(frames), patches, times, logits)
+    }
+
+    /// As [`Engine::infer_window_into`], with RGB frames at their own sizes that the runner
+    /// pre-processes on its device ([`Runner::segment_frames_into`]).
+    pub(crate) fn infer_window_frames_into(&mut self, frames: &[RawFrame<'_>], patches: &Tensor, times: &mut StageTimes, logits: &mut Tensor) -> Result<(), Error> {
+        self.infer_into(WindowFrames::Raw(frames), patches, times, logits)
+    }
+
+    fn infer_into(&mut self, frames: WindowFrames<'_>, patches: &Tensor, times: &mut StageTimes, logits: &mut Tensor) -> Result<(), Error> {
         let start = Instant::now();
         let encoded = self.runner.encode_audio_into(patches, &mut self.audio_embedding)?;
         times.audio_encoder += start.elapsed();
         let audio = if encoded { &self.audio_embedding } else { patches };
         let start = Instant::now();
-        self.runner.segment_into(frames, audio, logits)?;
+        match frames {
+            WindowFrames::Normalised(frames) => self.runner.segment_into(frames, audio, logits)?,
+            WindowFrames::Raw(frames) => self.runner.segment_frames_into(frames, audio, logits)?,
+        }
         times.segmenter += start.elapsed();
         Ok(())
     }
@@ -613,6 +715,9 @@ impl Engine {
     /// once its frame size and object count were seen). Shared by clips and streams so the masks
     /// are identical.
     ///
+    /// With `mask_ready`, `mask` already holds the frame's mask (made on the device) and the logits
+    /// are not read for it.
+    ///
     /// Two-stage packages also take the frame's second of tag probabilities (`tags`): each object
     /// is kept when a heard sound of the label tree supports its class, carrying that sound; the
     /// others go to `silent`, and their classes' pixels become background in the mask.
@@ -624,19 +729,23 @@ impl Engine {
         (k, h, w): (usize, usize, usize),
         (fw, fh): (u32, u32),
         tags: Option<&[f32]>,
+        mask_ready: bool,
         mask: &mut FrameMask,
         objects: &mut Vec<SoundingObject>,
         silent: &mut Vec<SoundingObject>,
     ) -> Result<(), Error> {
         let manifest = self.package.manifest();
         let labels = match &manifest.output {
+            OutputSpec::Binary { .. } if mask_ready => None,
             OutputSpec::Binary { threshold } => {
                 let th = self.options.threshold.unwrap_or(*threshold);
                 post.builder.binary_into(frame_logits, h, w, fw, fh, th, mask)?;
                 None
             }
             OutputSpec::Semantic { labels, .. } => {
-                post.builder.semantic_into(frame_logits, k, h, w, fw, fh, mask)?;
+                if !mask_ready {
+                    post.builder.semantic_into(frame_logits, k, h, w, fw, fh, mask)?;
+                }
                 Some(labels.as_slice())
             }
         };
@@ -736,6 +845,12 @@ impl Engine {
     /// [`Engine::post_process`] with `tags` `[n, A]`, each frame's tag probabilities, which a
     /// two-stage package needs ([`ClipOutput::tags`]) and other packages ignore.
     pub fn post_process_tagged(&self, clip: &ClipInput, logits: &Tensor, tags: Option<&Tensor>) -> Result<Vec<FrameOutput>, Error> {
+        self.post_process_with(clip, logits, tags, None)
+    }
+
+    /// [`Engine::post_process_tagged`], with the frames' masks already made (on the device) when
+    /// `premade` holds them, one per frame.
+    fn post_process_with(&self, clip: &ClipInput, logits: &Tensor, tags: Option<&Tensor>, premade: Option<Vec<FrameMask>>) -> Result<Vec<FrameOutput>, Error> {
         let (k, h, w) = (logits.shape()[1], logits.shape()[2], logits.shape()[3]);
         let two_stage = self.package.two_stage().is_some();
         if two_stage && tags.is_none_or(|t| t.shape().first() != Some(&clip.frames.len())) {
@@ -744,13 +859,18 @@ impl Engine {
                 format!("a two-stage package needs one row of tag probabilities per frame ({} frames)", clip.frames.len()),
             ));
         }
+        if premade.as_ref().is_some_and(|m| m.len() != clip.frames.len()) {
+            return Err(Error::internal("device masks and frames differ in number"));
+        }
+        let mask_ready = premade.is_some();
+        let mut premade = premade.map(Vec::into_iter);
         let mut post = FramePost::default();
         let mut out = Vec::with_capacity(clip.frames.len());
         for (i, frame) in clip.frames.iter().enumerate() {
-            let mut mask = FrameMask::background(0, 0);
+            let mut mask = premade.as_mut().and_then(Iterator::next).unwrap_or_else(|| FrameMask::background(0, 0));
             let (mut objects, mut silent_objects) = (Vec::new(), Vec::new());
             let frame_tags = tags.filter(|_| two_stage).map(|t| t.item(i));
-            self.post_frame_into(&mut post, logits.item(i), (k, h, w), frame.image.dimensions(), frame_tags, &mut mask, &mut objects, &mut silent_objects)?;
+            self.post_frame_into(&mut post, logits.item(i), (k, h, w), frame.image.dimensions(), frame_tags, mask_ready, &mut mask, &mut objects, &mut silent_objects)?;
             out.push(FrameOutput {
                 index: i,
                 timestamp: i as f64 + FRAME_TIME_OFFSET_S,

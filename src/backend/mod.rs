@@ -40,6 +40,9 @@ pub struct BackendOptions {
     /// Storage precision of the CUDA runner's weights and activations (`cuda`, `cuda-emulated`);
     /// arithmetic is fp32 either way, and tract ignores it.
     pub cuda_precision: cuda::plan::Precision,
+    /// Whether the CUDA runner resizes and normalises frames and makes masks on the device
+    /// ([`Runner::pre_post_on_device`]); tract ignores it.
+    pub pre_post_on_device: bool,
 }
 
 impl Default for BackendOptions {
@@ -52,6 +55,7 @@ impl Default for BackendOptions {
             frames_per_call: None,
             tpavi_window: None,
             cuda_precision: cuda::plan::Precision::F32,
+            pre_post_on_device: false,
         }
     }
 }
@@ -106,6 +110,28 @@ pub trait Runner: Send {
         Ok(out)
     }
 
+    /// Whether this runner resizes and normalises frames itself ([`Runner::segment_frames_into`])
+    /// and makes masks from the logits it holds ([`Runner::frame_mask_into`]): the CUDA runner
+    /// prepared with [`BackendOptions::pre_post_on_device`].
+    fn pre_post_on_device(&self) -> bool {
+        false
+    }
+
+    /// As [`Runner::segment_into`], from RGB8 frames at their own sizes (T of them), which the
+    /// runner resizes and normalises as the package's manifest says.
+    fn segment_frames_into(&mut self, frames: &[RawFrame<'_>], audio: &Tensor, out: &mut Tensor) -> Result<(), BackendError> {
+        let _ = (frames, audio, out);
+        Err(BackendError::Run { graph: "segmenter", detail: format!("the {} backend pre-processes frames on the host", self.backend_name()) })
+    }
+
+    /// Frame `index` of the last segmenter call → its mask at `width`×`height` by `rule`, into
+    /// `labels` and `confidence` (`width·height` values each, row-major), as `src/post/mask.rs`
+    /// makes it on the host.
+    fn frame_mask_into(&mut self, index: usize, (width, height): (u32, u32), rule: MaskRule, labels: &mut [u8], confidence: &mut [f32]) -> Result<(), BackendError> {
+        let _ = (index, width, height, rule, labels, confidence);
+        Err(BackendError::Run { graph: "segmenter", detail: format!("the {} backend makes masks on the host", self.backend_name()) })
+    }
+
     /// Starts (or stops) timing every operator of the following calls. Returns false when the
     /// backend cannot profile.
     fn set_profiling(&mut self, on: bool) -> bool {
@@ -117,6 +143,26 @@ pub trait Runner: Send {
     fn take_profile(&mut self) -> Vec<OpTime> {
         Vec::new()
     }
+}
+
+/// The most frames one graph call takes: a manifest's `frames_per_clip` is at most 64.
+pub const MAX_FRAMES_PER_CALL: usize = 64;
+
+/// One RGB8 frame at its own size: `width·height` pixels, 3 bytes each, rows packed.
+#[derive(Clone, Copy, Debug)]
+pub struct RawFrame<'a> {
+    pub pixels: &'a [u8],
+    pub width: u32,
+    pub height: u32,
+}
+
+/// How logits become a mask ([`Runner::frame_mask_into`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaskRule {
+    /// One logit map: bilinear upsampling, then foreground where sigmoid(logit) > `threshold`.
+    Binary { threshold: f32 },
+    /// K class maps: the arg-max class and its softmax probability, upsampled nearest-neighbour.
+    Classes,
 }
 
 /// Time spent in one node of a graph, summed over the profiled calls.

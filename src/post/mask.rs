@@ -59,7 +59,8 @@ impl FrameMask {
         self.labels.iter().copied().max().unwrap_or(0)
     }
 
-    fn reset(&mut self, width: u32, height: u32) {
+    /// Resizes to `width`×`height`, all background with zero confidence, keeping the buffers.
+    pub(crate) fn reset(&mut self, width: u32, height: u32) {
         let n = width as usize * height as usize;
         self.width = width;
         self.height = height;

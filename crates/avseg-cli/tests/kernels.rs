@@ -103,4 +103,9 @@ fn segment_on_the_emulated_device_matches_tract() {
     let refused = avseg_bin(&["segment", "--model", &model, "--clip", &sample, "--out", out.to_str().unwrap(), "--backend", "cpu", "--precision", "fp16"], &[]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("fp16 storage runs on the CUDA runner only"), "{stderr}");
+    // So is pre- and post-processing on a device there is none of.
+    let out = dir.path().join("cpu-device-pre-post");
+    let refused = avseg_bin(&["segment", "--model", &model, "--clip", &sample, "--out", out.to_str().unwrap(), "--backend", "cpu", "--pre-post", "device"], &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("pre- and post-processing on the device need the CUDA runner"), "{stderr}");
 }

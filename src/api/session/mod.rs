@@ -96,7 +96,8 @@ use image::RgbImage;
 use self::results::ResultRing;
 use self::schedule::{Assignments, Scheduler, MAX_FRAME_QUEUE};
 use self::sliding::SlidingWindow;
-use super::{CallShape, Engine, EngineOptions, FramePost, StageTimes, FRAME_TIME_OFFSET_S};
+use super::{raw_frame, CallShape, Engine, EngineOptions, FramePost, StageTimes, FRAME_TIME_OFFSET_S};
+use crate::backend::{RawFrame, MAX_FRAMES_PER_CALL};
 use crate::error::Error;
 use crate::frontend::audio::patches::PATCH_LEN;
 use crate::frontend::audio::stream::{AudioStream, PatchSource, RING_HEADROOM};
@@ -584,11 +585,22 @@ impl Session {
 
         let start = Instant::now();
         let last_real = real_end.min(self.schedule.next_instant()).saturating_sub(1).max(base);
+        // With pre-processing on the device, the window's frames go to the runner as they are.
+        let on_device = self.engine.pre_post_on_device();
+        let mut raw: heapless::Vec<RawFrame<'_>, MAX_FRAMES_PER_CALL> = heapless::Vec::new();
         for i in 0..t {
             let k = (base + i as u64).min(last_real);
             let slot = self.schedule.slot_of(k);
             let range = slot * self.frame_len..(slot + 1) * self.frame_len;
             match self.schedule.slot_mut(slot) {
+                Some(info) if on_device => {
+                    let image = &self.raw_slots[slot];
+                    if image.width() == 0 || image.height() == 0 {
+                        return Err(Error::stream("process", format!("frame at {:.3} s is {}x{}, empty", info.timestamp, image.width(), image.height())));
+                    }
+                    raw.push(raw_frame(image)).map_err(|_| Error::internal(format!("{t} frames per call, over {MAX_FRAMES_PER_CALL}")))?;
+                    continue;
+                }
                 Some(info) if !info.prepped => {
                     self.engine
                         .vision
@@ -605,6 +617,10 @@ impl Session {
 
         self.last_logits_first = None;
         let emit = match &mut self.window {
+            None if on_device => {
+                self.engine.infer_window_frames_into(&raw, &self.patches_in, &mut self.times, &mut self.logits)?;
+                true
+            }
             None => {
                 self.engine.infer_window_into(&self.frames_in, &self.patches_in, &mut self.times, &mut self.logits)?;
                 true
@@ -622,6 +638,7 @@ impl Session {
                 emit
             }
         };
+        drop(raw);
         let logits = &self.logits;
         let shape = logits.shape();
         let (k, h, w) = (shape[1], shape[2], shape[3]);
@@ -637,6 +654,9 @@ impl Session {
             let Some(info) = self.schedule.slot(self.schedule.slot_of(inst)).copied() else { continue };
             let r = self.results.push_slot();
             // A two-stage package's tags for this frame: the audio graph's row i.
+            if on_device {
+                self.engine.device_mask_into(i, (info.width, info.height), &mut r.mask)?;
+            }
             let tags = self.engine.package.two_stage().map(|_| self.engine.audio_embedding.item(i));
             self.engine.post_frame_into(
                 &mut self.post,
@@ -644,6 +664,7 @@ impl Session {
                 (k, h, w),
                 (info.width, info.height),
                 tags,
+                on_device,
                 &mut r.mask,
                 &mut r.objects,
                 &mut r.silent_objects,

@@ -8,6 +8,8 @@
 #include "decoder.cu"
 #include "tpavi.cu"
 #include "graph.cu"
+#include "preprocess.cu"
+#include "postprocess.cu"
 
 #define AVS_EMU_FLAT(name, params, args)                                   \
   extern "C" int avs_emu_##name(dim3 grid, dim3 block, params) {          \
@@ -50,3 +52,32 @@ AVS_EMU_FLAT(tpavi_apply_nchw_f16,
                float eps),
              (v, weff, cvec, g, be, out, frames, c, hw, eps))
 AVS_EMU_FLAT(tpavi_widen_f16, P(const h16* x, float* out, int n), (x, out, n))
+AVS_EMU_FLAT(preprocess_bilinear_f32,
+             P(const unsigned char* src, int sw, int sh, int stride, float* dst, int dw, int dh, float m0, float m1, float m2, float s0,
+               float s1, float s2),
+             (src, sw, sh, stride, dst, dw, dh, m0, m1, m2, s0, s1, s2))
+AVS_EMU_FLAT(preprocess_bilinear_f16,
+             P(const unsigned char* src, int sw, int sh, int stride, h16* dst, int dw, int dh, float m0, float m1, float m2, float s0,
+               float s1, float s2),
+             (src, sw, sh, stride, dst, dw, dh, m0, m1, m2, s0, s1, s2))
+AVS_EMU_FLAT(resample_rows_u8,
+             P(const unsigned char* src, int stride, int row0, int rows, const int* bounds, const int* coeffs, int taps, unsigned char* tmp,
+               int dw),
+             (src, stride, row0, rows, bounds, coeffs, taps, tmp, dw))
+AVS_EMU_FLAT(resample_columns_f32,
+             P(const unsigned char* tmp, int dw, const int* bounds, const int* coeffs, int taps, float* dst, int dh, float m0, float m1,
+               float m2, float s0, float s1, float s2),
+             (tmp, dw, bounds, coeffs, taps, dst, dh, m0, m1, m2, s0, s1, s2))
+AVS_EMU_FLAT(resample_columns_f16,
+             P(const unsigned char* tmp, int dw, const int* bounds, const int* coeffs, int taps, h16* dst, int dh, float m0, float m1,
+               float m2, float s0, float s1, float s2),
+             (tmp, dw, bounds, coeffs, taps, dst, dh, m0, m1, m2, s0, s1, s2))
+AVS_EMU_FLAT(mask_binary_f32, P(const float* l, int h, int w, unsigned char* lab, float* conf, int ow, int oh, float th),
+             (l, h, w, lab, conf, ow, oh, th))
+AVS_EMU_FLAT(mask_binary_f16, P(const h16* l, int h, int w, unsigned char* lab, float* conf, int ow, int oh, float th),
+             (l, h, w, lab, conf, ow, oh, th))
+AVS_EMU_FLAT(argmax_classes_f32, P(const float* l, int k, int plane, unsigned char* lab, float* conf), (l, k, plane, lab, conf))
+AVS_EMU_FLAT(argmax_classes_f16, P(const h16* l, int k, int plane, unsigned char* lab, float* conf), (l, k, plane, lab, conf))
+AVS_EMU_FLAT(nearest_labels,
+             P(const unsigned char* lab, const float* conf, int h, int w, unsigned char* ol, float* oc, int ow, int oh),
+             (lab, conf, h, w, ol, oc, ow, oh))

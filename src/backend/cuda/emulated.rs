@@ -10,6 +10,8 @@
 //! and tensor-core numerics (the emulated kernels round each product like the scalar code).
 
 use super::launch::{Device, Launch};
+#[cfg(not(avseg_emulator_missing))]
+use super::launch::Normalise;
 use super::plan::{Precision, ALIGN};
 use super::CudaError;
 
@@ -47,6 +49,16 @@ mod ffi {
         avs_emu_tpavi_widen_f16(x: P, out: M, n: i32);
         avs_emu_tpavi_apply_nchw_f32(v: P, weff: P, cvec: P, g: P, be: P, out: M, frames: i32, c: i32, hw: i32, eps: f32);
         avs_emu_tpavi_apply_nchw_f16(v: P, weff: P, cvec: P, g: P, be: P, out: M, frames: i32, c: i32, hw: i32, eps: f32);
+        avs_emu_preprocess_bilinear_f32(src: P, sw: i32, sh: i32, stride: i32, dst: M, dw: i32, dh: i32, m0: f32, m1: f32, m2: f32, s0: f32, s1: f32, s2: f32);
+        avs_emu_preprocess_bilinear_f16(src: P, sw: i32, sh: i32, stride: i32, dst: M, dw: i32, dh: i32, m0: f32, m1: f32, m2: f32, s0: f32, s1: f32, s2: f32);
+        avs_emu_resample_rows_u8(src: P, stride: i32, row0: i32, rows: i32, bounds: P, coeffs: P, taps: i32, tmp: M, dw: i32);
+        avs_emu_resample_columns_f32(tmp: P, dw: i32, bounds: P, coeffs: P, taps: i32, dst: M, dh: i32, m0: f32, m1: f32, m2: f32, s0: f32, s1: f32, s2: f32);
+        avs_emu_resample_columns_f16(tmp: P, dw: i32, bounds: P, coeffs: P, taps: i32, dst: M, dh: i32, m0: f32, m1: f32, m2: f32, s0: f32, s1: f32, s2: f32);
+        avs_emu_mask_binary_f32(l: P, h: i32, w: i32, lab: M, conf: M, ow: i32, oh: i32, th: f32);
+        avs_emu_mask_binary_f16(l: P, h: i32, w: i32, lab: M, conf: M, ow: i32, oh: i32, th: f32);
+        avs_emu_argmax_classes_f32(l: P, k: i32, plane: i32, lab: M, conf: M);
+        avs_emu_argmax_classes_f16(l: P, k: i32, plane: i32, lab: M, conf: M);
+        avs_emu_nearest_labels(lab: P, conf: P, h: i32, w: i32, ol: M, oc: M, ow: i32, oh: i32);
     }
 }
 
@@ -71,6 +83,12 @@ impl EmulatedDevice {
             return Err(CudaError::NoEmulator("its kernels were not compiled (no C++20 compiler for the target at build time)"));
         }
         Ok(EmulatedDevice { precision, regions: Vec::new() })
+    }
+
+    /// How many allocations are live.
+    #[cfg(test)]
+    pub fn allocations(&self) -> usize {
+        self.regions.len()
     }
 
     /// Checks that `[addr, addr + bytes)` lies inside one allocation: an address the runner got
@@ -114,6 +132,13 @@ impl Device for EmulatedDevice {
         self.check(src, dst.len(), "download")?;
         // SAFETY: the source range lies inside one of this device's allocations (checked).
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    fn free(&mut self, addr: u64) -> Result<(), CudaError> {
+        let at = self.regions.iter().position(|r| r.base == addr);
+        let at = at.ok_or_else(|| CudaError::Shape { kernel: "free", detail: format!("{addr:#x} is not an allocation of this device") })?;
+        self.regions.swap_remove(at);
         Ok(())
     }
 
@@ -209,6 +234,40 @@ fn run(precision: Precision, launch: &Launch) -> Result<(), CudaError> {
                 } else {
                     avs_emu_tpavi_apply_nchw_f32(g, b, p(v), p(weff), p(cvec), p(gamma), p(beta), m(out), frames, c, hw, eps)
                 }
+            }
+            Launch::PreprocessBilinear { src, sw, sh, stride, dst, dw, dh, norm: Normalise { mean: mn, std: sd }, .. } => {
+                if half {
+                    avs_emu_preprocess_bilinear_f16(g, b, p(src), sw, sh, stride, m(dst), dw, dh, mn[0], mn[1], mn[2], sd[0], sd[1], sd[2])
+                } else {
+                    avs_emu_preprocess_bilinear_f32(g, b, p(src), sw, sh, stride, m(dst), dw, dh, mn[0], mn[1], mn[2], sd[0], sd[1], sd[2])
+                }
+            }
+            Launch::ResampleRows { src, stride, row0, rows, bounds, coeffs, taps, tmp, dw, .. } => {
+                avs_emu_resample_rows_u8(g, b, p(src), stride, row0, rows, p(bounds), p(coeffs), taps, m(tmp), dw)
+            }
+            Launch::ResampleColumns { tmp, dw, bounds, coeffs, taps, dst, dh, norm: Normalise { mean: mn, std: sd }, .. } => {
+                if half {
+                    avs_emu_resample_columns_f16(g, b, p(tmp), dw, p(bounds), p(coeffs), taps, m(dst), dh, mn[0], mn[1], mn[2], sd[0], sd[1], sd[2])
+                } else {
+                    avs_emu_resample_columns_f32(g, b, p(tmp), dw, p(bounds), p(coeffs), taps, m(dst), dh, mn[0], mn[1], mn[2], sd[0], sd[1], sd[2])
+                }
+            }
+            Launch::MaskBinary { logits, h, w, labels, confidence, ow, oh, threshold, .. } => {
+                if half {
+                    avs_emu_mask_binary_f16(g, b, p(logits), h, w, m(labels), m(confidence), ow, oh, threshold)
+                } else {
+                    avs_emu_mask_binary_f32(g, b, p(logits), h, w, m(labels), m(confidence), ow, oh, threshold)
+                }
+            }
+            Launch::ArgmaxClasses { logits, k, plane, labels, confidence, .. } => {
+                if half {
+                    avs_emu_argmax_classes_f16(g, b, p(logits), k, plane, m(labels), m(confidence))
+                } else {
+                    avs_emu_argmax_classes_f32(g, b, p(logits), k, plane, m(labels), m(confidence))
+                }
+            }
+            Launch::NearestLabels { labels, confidence, h, w, out_labels, out_confidence, ow, oh, .. } => {
+                avs_emu_nearest_labels(g, b, p(labels), p(confidence), h, w, m(out_labels), m(out_confidence), ow, oh)
             }
         }
     };

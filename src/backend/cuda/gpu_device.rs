@@ -5,7 +5,9 @@
 //! on-device checklist). It is compiled in every `cuda` build and used only when `--backend cuda`
 //! is asked for explicitly; `auto` stays on tract until the checklist has passed.
 //!
-//! Allocations are made at load (one per region of a program) and kept for the device's life.
+//! Allocations are made at load (one per region of a program) and kept for the device's life;
+//! only the frame and mask buffers of pre- and post-processing on the device grow, freeing the one
+//! they replace.
 //! Uploads and downloads go through the stream and wait for it, so the host buffers they read or
 //! fill are free to reuse when they return.
 
@@ -14,8 +16,8 @@ use std::collections::HashMap;
 use cudarc::driver::{result, CudaFunction, CudaSlice, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
 
 use super::device::{driver, guarded, Gpu};
-use super::kernels::{GRAPH, TPAVI};
-use super::launch::{ConvParams, Device, Launch, MatMulParams, PoolParams, ResizeParams, Strided};
+use super::kernels::{GRAPH, POSTPROCESS, PREPROCESS, TPAVI};
+use super::launch::{ConvParams, Device, Launch, MatMulParams, Normalise, PoolParams, ResizeParams, Strided};
 use super::plan::Precision;
 use super::CudaError;
 
@@ -53,6 +55,8 @@ impl GpuDevice {
         }
         let file = match launch {
             Launch::TpaviFrameSumNchw { .. } | Launch::TpaviSmallGemm { .. } | Launch::TpaviWidenF16 { .. } | Launch::TpaviApplyNchw { .. } => &TPAVI,
+            Launch::PreprocessBilinear { .. } | Launch::ResampleRows { .. } | Launch::ResampleColumns { .. } => &PREPROCESS,
+            Launch::MaskBinary { .. } | Launch::ArgmaxClasses { .. } | Launch::NearestLabels { .. } => &POSTPROCESS,
             _ => &GRAPH,
         };
         let f = self.gpu.function(file, name)?;
@@ -80,6 +84,18 @@ impl Device for GpuDevice {
         };
         self.allocations.push(slice);
         Ok(addr)
+    }
+
+    fn free(&mut self, addr: u64) -> Result<(), CudaError> {
+        let stream = self.gpu.stream().clone();
+        let at = self.allocations.iter().position(|a| a.device_ptr(&stream).0 as u64 == addr);
+        let at = at.ok_or_else(|| CudaError::Shape { kernel: "free", detail: format!("{addr:#x} is not an allocation of this device") })?;
+        // Dropping the slice frees it (cuMemFreeAsync on the stream, after the work queued on it).
+        let slice = self.allocations.swap_remove(at);
+        guarded("free", move || {
+            drop(slice);
+            Ok(())
+        })
     }
 
     fn upload(&mut self, dst: u64, src: &[u8]) -> Result<(), CudaError> {
@@ -158,6 +174,26 @@ impl Device for GpuDevice {
                 }
                 Launch::TpaviApplyNchw { v, weff, cvec, gamma, beta, out, frames, c, hw, eps, .. } => {
                     b.arg(v).arg(weff).arg(cvec).arg(gamma).arg(beta).arg(out).arg(frames).arg(c).arg(hw).arg(eps);
+                }
+                Launch::PreprocessBilinear { src, sw, sh, stride, dst, dw, dh, norm: Normalise { mean, std }, .. } => {
+                    b.arg(src).arg(sw).arg(sh).arg(stride).arg(dst).arg(dw).arg(dh);
+                    b.arg(&mean[0]).arg(&mean[1]).arg(&mean[2]).arg(&std[0]).arg(&std[1]).arg(&std[2]);
+                }
+                Launch::ResampleRows { src, stride, row0, rows, bounds, coeffs, taps, tmp, dw, .. } => {
+                    b.arg(src).arg(stride).arg(row0).arg(rows).arg(bounds).arg(coeffs).arg(taps).arg(tmp).arg(dw);
+                }
+                Launch::ResampleColumns { tmp, dw, bounds, coeffs, taps, dst, dh, norm: Normalise { mean, std }, .. } => {
+                    b.arg(tmp).arg(dw).arg(bounds).arg(coeffs).arg(taps).arg(dst).arg(dh);
+                    b.arg(&mean[0]).arg(&mean[1]).arg(&mean[2]).arg(&std[0]).arg(&std[1]).arg(&std[2]);
+                }
+                Launch::MaskBinary { logits, h, w, labels, confidence, ow, oh, threshold, .. } => {
+                    b.arg(logits).arg(h).arg(w).arg(labels).arg(confidence).arg(ow).arg(oh).arg(threshold);
+                }
+                Launch::ArgmaxClasses { logits, k, plane, labels, confidence, .. } => {
+                    b.arg(logits).arg(k).arg(plane).arg(labels).arg(confidence);
+                }
+                Launch::NearestLabels { labels, confidence, h, w, out_labels, out_confidence, ow, oh, .. } => {
+                    b.arg(labels).arg(confidence).arg(h).arg(w).arg(out_labels).arg(out_confidence).arg(ow).arg(oh);
                 }
             }
             // SAFETY: every pointer argument is an address inside this device's allocations, and

@@ -28,7 +28,7 @@ const EXACT: &[&str] = &["--std=c++17", "--fmad=false"];
 pub const PREPROCESS: KernelFile = KernelFile {
     name: "preprocess",
     source: include_str!("../../../kernels/preprocess.cu"),
-    entry_points: &["preprocess_bilinear_f32", "preprocess_bilinear_f16"],
+    entry_points: &["preprocess_bilinear_f32", "preprocess_bilinear_f16", "resample_rows_u8", "resample_columns_f32", "resample_columns_f16"],
     options: EXACT,
 };
 

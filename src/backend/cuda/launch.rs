@@ -39,6 +39,23 @@ impl Shape {
         }
         Ok(Shape { grid: Dim3 { x: blocks as u32, y: 1, z: 1 }, block: Dim3 { x: BLOCK, y: 1, z: 1 } })
     }
+
+    /// One thread per pixel of a `w`×`h` image, in 16×16 blocks (the frame and mask kernels).
+    pub fn planar(w: usize, h: usize) -> Result<Shape, CudaError> {
+        let (gx, gy) = (w.div_ceil(16).max(1), h.div_ceil(16).max(1));
+        // CUDA allows 2³¹ − 1 blocks in x and 65,535 in y.
+        if gx > i32::MAX as usize || gy > 65_535 {
+            return Err(CudaError::Shape { kernel: "launch", detail: format!("a {w}x{h} image needs {gx}x{gy} blocks, over CUDA's limit") });
+        }
+        Ok(Shape { grid: Dim3 { x: gx as u32, y: gy as u32, z: 1 }, block: Dim3 { x: 16, y: 16, z: 1 } })
+    }
+}
+
+/// The per-channel normalisation of a frame kernel: `(p / 255 − mean) / std`, RGB order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalise {
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
 }
 
 /// Axes of the strided kernels (broadcast, transpose).
@@ -208,6 +225,18 @@ pub enum Launch {
     /// fp16 bits → fp32 (`n` values).
     TpaviWidenF16 { shape: Shape, x: u64, out: u64, n: i32 },
     TpaviApplyNchw { shape: Shape, v: u64, weff: u64, cvec: u64, gamma: u64, beta: u64, out: u64, frames: i32, c: i32, hw: i32, eps: f32 },
+    /// RGB8 frame (HWC, `stride` bytes per row) → OpenCV-bilinear resized, normalised CHW.
+    PreprocessBilinear { shape: Shape, src: u64, sw: i32, sh: i32, stride: i32, dst: u64, dw: i32, dh: i32, norm: Normalise },
+    /// PIL resize, horizontal pass: frame rows `[row0, row0 + rows)` → `dw` RGB8 columns in `tmp`.
+    ResampleRows { shape: Shape, src: u64, stride: i32, row0: i32, rows: i32, bounds: u64, coeffs: u64, taps: i32, tmp: u64, dw: i32 },
+    /// PIL resize, vertical pass: `tmp` → `dh` rows, normalised CHW.
+    ResampleColumns { shape: Shape, tmp: u64, dw: i32, bounds: u64, coeffs: u64, taps: i32, dst: u64, dh: i32, norm: Normalise },
+    /// Binary logits `[h, w]` → labels (u8) and confidences (f32) at `ow`×`oh`.
+    MaskBinary { shape: Shape, logits: u64, h: i32, w: i32, labels: u64, confidence: u64, ow: i32, oh: i32, threshold: f32 },
+    /// Class logits `[k, plane]` → arg-max labels and their softmax probabilities.
+    ArgmaxClasses { shape: Shape, logits: u64, k: i32, plane: i32, labels: u64, confidence: u64 },
+    /// Labels and confidences `[h, w]` → nearest-neighbour at `ow`×`oh`.
+    NearestLabels { shape: Shape, labels: u64, confidence: u64, h: i32, w: i32, out_labels: u64, out_confidence: u64, ow: i32, oh: i32 },
 }
 
 impl Launch {
@@ -228,6 +257,14 @@ impl Launch {
             Launch::TpaviSmallGemm { .. } => "tpavi_small_gemm",
             Launch::TpaviWidenF16 { .. } => "tpavi_widen_f16",
             Launch::TpaviApplyNchw { .. } => at("tpavi_apply_nchw_f32", "tpavi_apply_nchw_f16"),
+            Launch::PreprocessBilinear { .. } => at("preprocess_bilinear_f32", "preprocess_bilinear_f16"),
+            // Bytes in, bytes out.
+            Launch::ResampleRows { .. } => "resample_rows_u8",
+            Launch::ResampleColumns { .. } => at("resample_columns_f32", "resample_columns_f16"),
+            Launch::MaskBinary { .. } => at("mask_binary_f32", "mask_binary_f16"),
+            Launch::ArgmaxClasses { .. } => at("argmax_classes_f32", "argmax_classes_f16"),
+            // u8 labels and f32 confidences at either storage precision.
+            Launch::NearestLabels { .. } => "nearest_labels",
         }
     }
 
@@ -244,7 +281,13 @@ impl Launch {
             | Launch::TpaviFrameSumNchw { shape, .. }
             | Launch::TpaviSmallGemm { shape, .. }
             | Launch::TpaviWidenF16 { shape, .. }
-            | Launch::TpaviApplyNchw { shape, .. } => *shape,
+            | Launch::TpaviApplyNchw { shape, .. }
+            | Launch::PreprocessBilinear { shape, .. }
+            | Launch::ResampleRows { shape, .. }
+            | Launch::ResampleColumns { shape, .. }
+            | Launch::MaskBinary { shape, .. }
+            | Launch::ArgmaxClasses { shape, .. }
+            | Launch::NearestLabels { shape, .. } => *shape,
         }
     }
 }
@@ -261,6 +304,9 @@ pub trait Device {
     fn upload(&mut self, dst: u64, src: &[u8]) -> Result<(), CudaError>;
     /// Copies `dst.len()` bytes from the device address `src`.
     fn download(&mut self, src: u64, dst: &mut [u8]) -> Result<(), CudaError>;
+    /// Releases an allocation made by `alloc` (its address). Only the frame and mask buffers,
+    /// which grow with the largest frame seen, are ever released.
+    fn free(&mut self, addr: u64) -> Result<(), CudaError>;
     /// Runs one kernel.
     fn launch(&mut self, launch: &Launch) -> Result<(), CudaError>;
     /// Readies every kernel `launches` will use, at load, so that a kernel that fails to compile

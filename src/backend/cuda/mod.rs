@@ -10,22 +10,29 @@
 //! * [`ops`]: typed, shape-checked launch wrappers, one per kernel;
 //! * [`reference`]: the CPU reference of every kernel's math, which the tests hold the kernels to;
 //! * [`plan`]: the runner's plan for a graph (kernel per node, FLOPs, one arena with an offset per
-//!   activation), made and tested on the CPU.
+//!   activation), made and tested on the CPU;
+//! * [`launch`]: one kernel launch as data, and the [`launch::Device`] trait that a GPU
+//!   ([`gpu_device`], cudarc) and the emulated device ([`emulated`], the same kernels compiled for
+//!   the host) implement;
+//! * [`runner`]: a plan made into a program of launches at load, and the whole package's runner;
+//! * [`frames`] and [`resample`]: pre- and post-processing on the device (frames up and masks
+//!   down as bytes), and PIL's resize tables.
 //!
 //! Everything that loads a CUDA library is gated on the library being present, and every driver
 //! call runs under `catch_unwind`, so a machine without CUDA gets an error value, never a crash.
 //!
-//! **Status.** The kernels, their host wrappers, the compile/cache path and the device probe are
-//! in place; there is no CUDA model runner yet (the convolutions and the per-family plan are still
-//! to be written and measured on a GPU), so [`prepare`] reports [`CudaError::Unsupported`] once a
-//! device is found, and `--backend auto` falls back to tract.
+//! **Status.** The runner covers the TPAVI family with CNN encoders and runs in CI on the emulated
+//! device; it has not yet run on a GPU (docs/cuda.md keeps the on-device checklist), so `--backend
+//! auto` stays on tract and `--backend cuda` must be asked for.
 
 pub mod build;
+pub mod frames;
 #[cfg(feature = "cuda-emulated")]
 pub mod emulated;
 pub mod kernels;
 pub mod launch;
 pub mod plan;
+pub mod resample;
 pub mod runner;
 // The CPU references, the launch wrappers and the device's module loading wait for the CUDA model
 // runner (issue 17); until it lands only the tests call them.
@@ -53,6 +60,8 @@ pub use kernels::Arch;
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(all(test, feature = "cuda-emulated"))]
+mod frames_tests;
 #[cfg(all(test, feature = "cuda-emulated"))]
 mod runner_tests;
 

@@ -25,8 +25,10 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::frames::{FrameStage, MaskStage};
+use crate::backend::{MaskRule, RawFrame};
 use super::launch::{BinaryKind, ConvParams, Device, Launch, MatMulParams, PoolParams, ResizeParams, Shape, Strided, UnaryKind, MAX_RANK};
-use super::plan::{device_product, Kernel, Plan, Precision, ALIGN};
+use super::plan::{Kernel, Plan, Precision, ALIGN};
 use super::CudaError;
 use crate::backend::cpu::binary::{AvBinary, BinKind};
 use crate::backend::cpu::conv::{AvConv, Clamp, Layout};
@@ -197,6 +199,21 @@ fn int(v: usize, graph: &str, node: &str) -> Result<i32, CudaError> {
     i32::try_from(v).map_err(|_| plan_error(graph, node, format!("size {v} exceeds the kernels' 32-bit sizes")))
 }
 
+/// Graph constant `node` (`k`) in the weights, with its axes permuted by `perm` (empty: as it
+/// is): stored on first use, then found in `stored`.
+fn store_constant(weights: &mut Weights, stored: &mut HashMap<(usize, Vec<usize>), Loc>, node: usize, k: &Const, perm: &[usize]) -> TractResult<Loc> {
+    if let Some(l) = stored.get(&(node, perm.to_vec())) {
+        return Ok(*l);
+    }
+    let mut t = k.val().cast_to::<f32>()?.into_owned();
+    if !perm.is_empty() {
+        t = t.permute_axes(perm)?;
+    }
+    let l = Loc::Weights(weights.stored(t.try_as_plain_ram()?.as_slice::<f32>()?));
+    stored.insert((node, perm.to_vec()), l);
+    Ok(l)
+}
+
 /// A launch with its operands still as region offsets, resolved to addresses once the regions
 /// are allocated.
 struct Pending {
@@ -219,6 +236,12 @@ fn addresses_mut(l: &mut Launch) -> Vec<&mut u64> {
         Launch::TpaviSmallGemm { a, b, bias, out, .. } => vec![a, b, bias, out],
         Launch::TpaviWidenF16 { x, out, .. } => vec![x, out],
         Launch::TpaviApplyNchw { v, weff, cvec, gamma, beta, out, .. } => vec![v, weff, cvec, gamma, beta, out],
+        Launch::PreprocessBilinear { src, dst, .. } => vec![src, dst],
+        Launch::ResampleRows { src, bounds, coeffs, tmp, .. } => vec![src, bounds, coeffs, tmp],
+        Launch::ResampleColumns { tmp, bounds, coeffs, dst, .. } => vec![tmp, bounds, coeffs, dst],
+        Launch::MaskBinary { logits, labels, confidence, .. } => vec![logits, labels, confidence],
+        Launch::ArgmaxClasses { logits, labels, confidence, .. } => vec![logits, labels, confidence],
+        Launch::NearestLabels { labels, confidence, out_labels, out_confidence, .. } => vec![labels, confidence, out_labels, out_confidence],
     }
 }
 
@@ -239,9 +262,8 @@ impl Program {
         let mut scratch_bytes = 0u64;
         // Each outlet's place: an arena buffer or a constant in the weights.
         let mut place: HashMap<OutletId, Loc> = HashMap::new();
-        let mut consts: HashMap<usize, Loc> = HashMap::new();
-        // Constants a product reads with their axes permuted: by node and permutation.
-        let mut permuted_consts: HashMap<(usize, Vec<usize>), Loc> = HashMap::new();
+        // Graph constants in the weights, by node and the permutation of their axes (none: empty).
+        let mut consts: HashMap<(usize, Vec<usize>), Loc> = HashMap::new();
         let by_name: HashMap<&str, usize> = model.nodes().iter().map(|n| (n.name.as_str(), n.id)).collect();
         let err = |node: &str, d: String| plan_error(graph, node, d);
         let mut trace = Vec::new();
@@ -255,10 +277,10 @@ impl Program {
             if node.outputs[0].fact.datum_type != f32::datum_type() {
                 return Err(err(name, format!("{:?} output; the runner carries f32 tensors only", node.outputs[0].fact.datum_type)));
             }
-            // A product step's reading of its node; it may ask for a constant operand stored with
+            // A product step's reading of its node (the plan's); it may ask for a constant operand stored with
             // its axes permuted.
-            let product = if step.kernel == Kernel::Gemm { device_product(model, node).map_err(|e| err(name, format!("{e}")))? } else { None };
-            let permuted = product.as_ref().and_then(|(_, p)| p.as_ref());
+            let product = step.product.as_ref();
+            let permuted = product.and_then(|(_, p)| p.as_ref());
             // Each input's location and shape; constants go to the weights on first use.
             let mut ins: Vec<(Loc, Vec<usize>)> = Vec::new();
             for (i, o) in node.inputs.iter().enumerate() {
@@ -266,30 +288,11 @@ impl Program {
                 let shape = concrete(fact).ok_or_else(|| err(name, "symbolic input shape".into()))?;
                 let loc = if let Some(p) = permuted.filter(|p| p.operand == i) {
                     let k = model.node(o.node).op_as::<Const>().ok_or_else(|| err(name, format!("input {i} is to be stored permuted but is not a graph constant")))?;
-                    match permuted_consts.get(&(o.node, p.perm.clone())) {
-                        Some(l) => *l,
-                        None => {
-                            let t = k.val().cast_to::<f32>().map_err(|e| err(name, format!("constant: {e}")))?;
-                            let t = t.into_owned().permute_axes(&p.perm).map_err(|e| err(name, format!("constant: {e}")))?;
-                            let v = t.try_as_plain_ram().and_then(|r| r.as_slice::<f32>()).map_err(|e| err(name, format!("constant: {e}")))?;
-                            let l = Loc::Weights(weights.stored(v));
-                            permuted_consts.insert((o.node, p.perm.clone()), l);
-                            l
-                        }
-                    }
+                    store_constant(&mut weights, &mut consts, o.node, k, &p.perm).map_err(|e| err(name, format!("constant: {e}")))?
                 } else if let Some(l) = place.get(o) {
                     *l
                 } else if let Some(k) = model.node(o.node).op_as::<Const>() {
-                    match consts.get(&o.node) {
-                        Some(l) => *l,
-                        None => {
-                            let t = k.val().cast_to::<f32>().map_err(|e| err(name, format!("constant: {e}")))?;
-                            let v = t.try_as_plain_ram().and_then(|r| r.as_slice::<f32>()).map_err(|e| err(name, format!("constant: {e}")))?;
-                            let l = Loc::Weights(weights.stored(v));
-                            consts.insert(o.node, l);
-                            l
-                        }
-                    }
+                    store_constant(&mut weights, &mut consts, o.node, k, &[]).map_err(|e| err(name, format!("constant: {e}")))?
                 } else {
                     return Err(err(name, format!("input {o:?} has no place")));
                 };
@@ -350,7 +353,7 @@ impl Program {
                     push(Launch::Conv2d { shape, x: 0, w: 0, bias: 0, res: 0, y: 0, p }, vec![ins[0].0, w, b, residual, out_loc]);
                 }
                 Kernel::Gemm => {
-                    let (mm, _) = product.as_ref().ok_or_else(|| err(name, "gemm step on another operator".into()))?;
+                    let (mm, _) = product.ok_or_else(|| err(name, "gemm step on another operator".into()))?;
                     if mm.batch.len() > 4 || ins.len() < 2 {
                         return Err(err(name, format!("{} batch axes, {} inputs", mm.batch.len(), ins.len())));
                     }
@@ -556,18 +559,24 @@ impl Program {
 
     /// Copies `inputs` into their arena buffers.
     pub(crate) fn upload_inputs(&mut self, device: &mut dyn Device, inputs: &[&[f32]]) -> Result<(), CudaError> {
-        for (port, data) in self.inputs.iter().zip(inputs) {
-            if data.len() != port.len() {
-                return Err(CudaError::Shape { kernel: "upload", detail: format!("input of {} values, the graph's {:?} holds {}", data.len(), port.shape, port.len()) });
-            }
-            self.staging.clear();
-            match self.precision {
-                Precision::F32 => data.iter().for_each(|x| self.staging.extend_from_slice(&x.to_ne_bytes())),
-                Precision::F16 => data.iter().for_each(|x| self.staging.extend_from_slice(&half::f16::from_f32(*x).to_bits().to_ne_bytes())),
-            }
-            device.upload(self.arena + port.offset, &self.staging)?;
+        for (i, data) in inputs.iter().enumerate() {
+            self.upload_input(device, i, data)?;
         }
         Ok(())
+    }
+
+    /// Copies `data` into input `index`'s arena buffer, at the storage precision.
+    pub(crate) fn upload_input(&mut self, device: &mut dyn Device, index: usize, data: &[f32]) -> Result<(), CudaError> {
+        let port = self.inputs.get(index).ok_or_else(|| CudaError::Plan { graph: self.graph.clone(), detail: format!("no input #{index}") })?;
+        if data.len() != port.len() {
+            return Err(CudaError::Shape { kernel: "upload", detail: format!("input of {} values, the graph's {:?} holds {}", data.len(), port.shape, port.len()) });
+        }
+        self.staging.clear();
+        match self.precision {
+            Precision::F32 => data.iter().for_each(|x| self.staging.extend_from_slice(&x.to_ne_bytes())),
+            Precision::F16 => data.iter().for_each(|x| self.staging.extend_from_slice(&half::f16::from_f32(*x).to_bits().to_ne_bytes())),
+        }
+        device.upload(self.arena + port.offset, &self.staging)
     }
 
     /// The arena's device address.
@@ -576,13 +585,32 @@ impl Program {
         self.arena
     }
 
+    /// The device address of input `index`'s buffer (frames pre-processed on the device are
+    /// written there) and of output `index`'s (masks are made from there).
+    pub(crate) fn input_address(&self, index: usize) -> Option<u64> {
+        self.inputs.get(index).map(|p| self.arena + p.offset)
+    }
+
+    pub(crate) fn output_address(&self, index: usize) -> Option<u64> {
+        self.outputs.get(index).map(|p| self.arena + p.offset)
+    }
+
     /// One call: `inputs` (f32, in graph order) uploaded, every launch run, the outputs
     /// downloaded into `outputs` (resized to each output's length).
     pub fn run(&mut self, device: &mut dyn Device, inputs: &[&[f32]], outputs: &mut [Vec<f32>]) -> Result<(), CudaError> {
-        if inputs.len() != self.inputs.len() || outputs.len() != self.outputs.len() {
-            return Err(CudaError::Plan { graph: self.graph.clone(), detail: format!("{} inputs and {} outputs given, the graph has {} and {}", inputs.len(), outputs.len(), self.inputs.len(), self.outputs.len()) });
+        if inputs.len() != self.inputs.len() {
+            return Err(CudaError::Plan { graph: self.graph.clone(), detail: format!("{} inputs given, the graph has {}", inputs.len(), self.inputs.len()) });
         }
         self.upload_inputs(device, inputs)?;
+        self.execute(device, outputs)
+    }
+
+    /// Every launch run on the inputs already in the arena, then the outputs downloaded into
+    /// `outputs` (resized to each output's length).
+    pub(crate) fn execute(&mut self, device: &mut dyn Device, outputs: &mut [Vec<f32>]) -> Result<(), CudaError> {
+        if outputs.len() != self.outputs.len() {
+            return Err(CudaError::Plan { graph: self.graph.clone(), detail: format!("{} outputs given, the graph has {}", outputs.len(), self.outputs.len()) });
+        }
         for l in &self.launches {
             device.launch(l)?;
         }
@@ -679,7 +707,8 @@ fn tpavi_launches(
 }
 
 /// The runner of a whole package on one [`Device`]: the audio encoder's program (if any) and the
-/// segmenter's, each planned for the package's T frames (or `frames_per_call`).
+/// segmenter's, each planned for the package's T frames (or `frames_per_call`); with
+/// [`crate::backend::BackendOptions::pre_post_on_device`], also the frame and mask stages.
 pub struct DeviceRunner<D: Device + Send> {
     device: D,
     name: &'static str,
@@ -687,6 +716,11 @@ pub struct DeviceRunner<D: Device + Send> {
     segmenter: Program,
     /// Output staging, reused across calls.
     outputs: Vec<Vec<f32>>,
+    frames: Option<FrameStage>,
+    masks: MaskStage,
+    /// The segmenter's last call's logits `[T, K, h, w]`, still in its arena: what masks are
+    /// made from. None before the first call.
+    logits: Option<[usize; 4]>,
 }
 
 impl<D: Device + Send> DeviceRunner<D> {
@@ -706,18 +740,32 @@ impl<D: Device + Send> DeviceRunner<D> {
         };
         let audio = package.audio_graph().map(|info| load(info, vec![patches])).transpose()?;
         let segmenter = load(package.segmenter(), package.segmenter_inputs(t))?;
+        let frames = options.pre_post_on_device.then(|| FrameStage::new(&package.manifest().vision));
+        if let Some(stage) = &frames {
+            // The frames input must be [T, 3, H, W] at the manifest's size for the stage to fill it.
+            let want = [t, 3, stage.frame_len() / 3];
+            let port = &segmenter.inputs[0].shape;
+            if port.len() != 4 || [port[0], port[1], port[2] * port[3]] != want {
+                return Err(CudaError::Plan { graph: segmenter.graph.clone(), detail: format!("frames input {port:?} is not the manifest's frames [T, 3, H, W]; pre-processing on the device needs it") }.into());
+            }
+        }
         let name = device.name();
-        Ok(DeviceRunner { device, name, audio, segmenter, outputs: vec![Vec::new()] })
+        Ok(DeviceRunner { device, name, audio, segmenter, outputs: vec![Vec::new()], frames, masks: MaskStage::default(), logits: None })
+    }
+
+    /// Checks `inputs` against `program`'s ports from `first` on.
+    fn check_inputs(program: &Program, role: &'static str, first: usize, inputs: &[&AvTensor]) -> Result<(), crate::backend::BackendError> {
+        for (i, (port, t)) in program.inputs.iter().skip(first).zip(inputs).enumerate() {
+            if t.shape() != port.shape.as_slice() {
+                return Err(crate::backend::BackendError::InputShape { graph: role, input: format!("#{}", first + i), expected: port.shape.clone(), actual: t.shape().to_vec() });
+            }
+        }
+        Ok(())
     }
 
     /// Runs `program` on `inputs` and writes its first output into `out` (its buffer reused).
     fn call(device: &mut D, program: &mut Program, role: &'static str, inputs: &[&AvTensor], outputs: &mut Vec<Vec<f32>>, out: &mut AvTensor) -> Result<(), crate::backend::BackendError> {
-        use crate::backend::BackendError;
-        for (i, (port, t)) in program.inputs.iter().zip(inputs).enumerate() {
-            if t.shape() != port.shape.as_slice() {
-                return Err(BackendError::InputShape { graph: role, input: format!("#{i}"), expected: port.shape.clone(), actual: t.shape().to_vec() });
-            }
-        }
+        Self::check_inputs(program, role, 0, inputs)?;
         // On the stack: a call allocates nothing once `outputs` has grown to its largest size.
         let mut slices: heapless::Vec<&[f32], MAX_GRAPH_INPUTS> = heapless::Vec::new();
         for t in inputs {
@@ -726,6 +774,20 @@ impl<D: Device + Send> DeviceRunner<D> {
         outputs.resize(program.outputs.len(), Vec::new());
         program.run(device, &slices, outputs)?;
         out.reshape_for_write(&program.outputs[0].shape).copy_from_slice(&outputs[0]);
+        Ok(())
+    }
+
+    /// After a segmenter call: its logits' shape kept for masks, and non-finite logits refused.
+    fn segmented(&mut self, out: &AvTensor) -> Result<(), crate::backend::BackendError> {
+        self.logits = match *out.shape() {
+            [t, k, h, w] => Some([t, k, h, w]),
+            _ => None,
+        };
+        // Logits with a NaN or infinity are the graph's failure, not masks.
+        if let Some((index, value)) = out.first_non_finite() {
+            self.logits = None;
+            return Err(crate::backend::BackendError::Output { graph: "segmenter", output: "#0".into(), detail: format!("has a non-finite value ({value}) at index {index}") });
+        }
         Ok(())
     }
 }
@@ -742,13 +804,52 @@ impl<D: Device + Send> crate::backend::Runner for DeviceRunner<D> {
     }
 
     fn segment_into(&mut self, frames: &AvTensor, audio: &AvTensor, out: &mut AvTensor) -> Result<(), crate::backend::BackendError> {
+        self.logits = None;
         // A two-stage package's segmenter sees the frames alone.
         let inputs: &[&AvTensor] = if self.segmenter.inputs.len() == 1 { &[frames] } else { &[frames, audio] };
         Self::call(&mut self.device, &mut self.segmenter, "segmenter", inputs, &mut self.outputs, out)?;
-        // Logits with a NaN or infinity are the graph's failure, not masks.
-        if let Some((index, value)) = out.first_non_finite() {
-            return Err(crate::backend::BackendError::Output { graph: "segmenter", output: "#0".into(), detail: format!("has a non-finite value ({value}) at index {index}") });
+        self.segmented(out)
+    }
+
+    fn pre_post_on_device(&self) -> bool {
+        self.frames.is_some()
+    }
+
+    fn segment_frames_into(&mut self, frames: &[RawFrame<'_>], audio: &AvTensor, out: &mut AvTensor) -> Result<(), crate::backend::BackendError> {
+        use crate::backend::BackendError;
+        self.logits = None;
+        let Some(stage) = self.frames.as_mut() else {
+            return Err(BackendError::Run { graph: "segmenter", detail: "this runner was prepared to pre-process frames on the host".into() });
+        };
+        let t = self.segmenter.inputs[0].shape[0];
+        if frames.len() != t {
+            return Err(BackendError::InputShape { graph: "segmenter", input: "frames".into(), expected: vec![t], actual: vec![frames.len()] });
         }
+        let base = self.segmenter.input_address(0).expect("the segmenter has a frames input (checked at load)");
+        let frame_bytes = (stage.frame_len() * self.segmenter.precision.bytes() as usize) as u64;
+        for (i, f) in frames.iter().enumerate() {
+            stage.frame_into(&mut self.device, f, base + i as u64 * frame_bytes).map_err(|e| BackendError::Run { graph: "segmenter", detail: format!("frame {i}: {e}") })?;
+        }
+        if self.segmenter.inputs.len() > 1 {
+            Self::check_inputs(&self.segmenter, "segmenter", 1, &[audio])?;
+            self.segmenter.upload_input(&mut self.device, 1, audio.data())?;
+        }
+        self.outputs.resize(self.segmenter.outputs.len(), Vec::new());
+        self.segmenter.execute(&mut self.device, &mut self.outputs)?;
+        out.reshape_for_write(&self.segmenter.outputs[0].shape).copy_from_slice(&self.outputs[0]);
+        self.segmented(out)
+    }
+
+    fn frame_mask_into(&mut self, index: usize, (width, height): (u32, u32), rule: MaskRule, labels: &mut [u8], confidence: &mut [f32]) -> Result<(), crate::backend::BackendError> {
+        use crate::backend::BackendError;
+        let Some([t, k, h, w]) = self.logits else {
+            return Err(BackendError::Run { graph: "segmenter", detail: "no logits to make a mask from: the last segmenter call failed or none was made".into() });
+        };
+        if index >= t {
+            return Err(BackendError::Run { graph: "segmenter", detail: format!("frame {index} of a call of {t}") });
+        }
+        let logits = self.segmenter.output_address(0).expect("the segmenter has an output") + (index * k * h * w) as u64 * self.segmenter.precision.bytes();
+        self.masks.mask_into(&mut self.device, logits, (k, h, w), (width as usize, height as usize), rule, labels, confidence)?;
         Ok(())
     }
 }

@@ -244,6 +244,9 @@ fn a_program_prepares_its_launches_at_load() {
         fn alloc(&mut self, bytes: usize) -> Result<u64, CudaError> {
             self.inner.alloc(bytes)
         }
+        fn free(&mut self, addr: u64) -> Result<(), CudaError> {
+            self.inner.free(addr)
+        }
         fn upload(&mut self, dst: u64, src: &[u8]) -> Result<(), CudaError> {
             self.inner.upload(dst, src)
         }

@@ -90,6 +90,16 @@ pub(crate) enum PrecisionArg {
     Fp16,
 }
 
+/// `--pre-post`: where frames are resized and normalised and masks are made.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum PrePostArg {
+    /// On the CPU (fast_image_resize, src/post/mask.rs); the default.
+    Host,
+    /// On the CUDA runner's device (kernels/preprocess.cu, kernels/postprocess.cu); needs
+    /// --backend cuda or cuda-emulated.
+    Device,
+}
+
 /// `--cpu-kernels`: which kernels run convolutions and resizes on the CPU.
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum CpuKernelsArg {
@@ -151,6 +161,10 @@ pub(crate) struct SegmentArgs {
     /// runs fp32 only, and refuses fp16.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
     pub precision: PrecisionArg,
+    /// Where frames are resized and normalised and masks are made: host, or device (the CUDA
+    /// runner, --backend cuda or cuda-emulated; frames go up and masks come down as bytes).
+    #[arg(long, value_enum, default_value_t = PrePostArg::Host)]
+    pub pre_post: PrePostArg,
     /// With --video: window advance in sampled frames (1..=T; default T, non-overlapping windows).
     #[arg(long, default_value_t = 0)]
     pub hop: usize,
@@ -184,6 +198,7 @@ pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
             PrecisionArg::Fp32 => DevicePrecision::F32,
             PrecisionArg::Fp16 => DevicePrecision::F16,
         },
+        pre_post_on_device: a.pre_post == PrePostArg::Device,
     };
     if let Some(video) = &a.clip.video {
         return video_run(&a, video, options);
