@@ -3,7 +3,8 @@
 # session may get. Two halves:
 #
 #   tools/gpu_check.sh pack   # here, no GPU needed: release builds, CUBINs precompiled for the
-#                             # target architectures, all under target/gpu-check (carry that path)
+#                             # target architectures, all in target/gpu-check.tar.gz (carry that
+#                             # file: about 23 MB, where the folder is 75 MB)
 #   tools/gpu_check.sh run    # on the GPU machine, from the repository root; writes its logs and
 #                             # the logits it compares under $OUT (default target/gpu-check/out)
 #
@@ -25,7 +26,7 @@ pack() {
   cp target/release/avseg "$PACK/avseg"
   # The library's unit tests (the GPU tests skip without a device): the newest release test binary.
   local tests
-  tests=$(cargo test --release -p avseg --lib --no-run --message-format=json 2>/dev/null \
+  tests=$(cargo test --release -p avseg --features cuda-emulated --lib --no-run --message-format=json 2>/dev/null \
     | "$PY" -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("reason")=="compiler-artifact" and m.get("executable") and m["target"]["kind"]==["lib"]][-1])')
   cp "$tests" "$PACK/avseg-lib-tests"
   strip "$PACK/avseg" "$PACK/avseg-lib-tests"
@@ -35,7 +36,8 @@ pack() {
   LD_LIBRARY_PATH="$nvrtc" "$PACK/avseg" kernels --precompile --arch "$ARCHS" --cache-dir "$PACK/kernels"
   # The unit tests read models/ and tests/data/ under the path they were built in.
   echo "$ROOT" > "$PACK/built-in"
-  du -sh "$PACK"
+  tar -C target -czf "$PACK.tar.gz" gpu-check
+  du -sh "$PACK" "$PACK.tar.gz"
 }
 
 # One step: a name, a time limit in seconds, the command; its output goes to $OUT/NAME.log.
@@ -50,6 +52,9 @@ step() {
 }
 
 run() {
+  if [ ! -x "$PACK/avseg" ]; then
+    tar -C target -xzf "$PACK.tar.gz" || { echo "no $PACK.tar.gz: run 'tools/gpu_check.sh pack' first and carry it" >&2; exit 1; }
+  fi
   OUT=${OUT:-$PACK/out}
   mkdir -p "$OUT"
   : > "$OUT/summary.txt"
@@ -80,7 +85,7 @@ run() {
         --gt models/sample/gt_masks
     done
   done
-  grep -h "backend" "$OUT"/*-*.log | tee "$OUT/timings.txt"
+  grep -h "frames, backend" "$OUT"/*-*.log | tee "$OUT/timings.txt"
   echo "summary: $OUT/summary.txt"
 }
 
