@@ -100,7 +100,7 @@ pub use backend::cuda::plan::{plan_package, Kernel as DeviceKernel, Plan as Devi
 // Errors and tensors.
 pub use backend::cuda::CudaError;
 pub use backend::cpu::CpuKernels;
-pub use backend::{BackendError, OpTime};
+pub use backend::{BackendError, DeviceReport, OpTime};
 pub use error::{Error, ErrorKind};
 pub use frontend::FrontendError;
 pub use io::DecodeError;

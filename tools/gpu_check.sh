@@ -86,6 +86,15 @@ run() {
     done
   done
   grep -h "frames, backend" "$OUT"/*-*.log | tee "$OUT/timings.txt"
+  # 3. Timings: per-stage medians, GFLOP/s and device memory on the GPU.
+  for model in default tiny-tpavi; do
+    for run in fp32:host fp16:host fp32:device fp16:device; do
+      IFS=: read -r precision prepost <<< "$run"
+      step "bench-$model-$precision-$prepost" 120 "$bin" bench --model "models/$model" --runs 20 \
+        --backend cuda --precision "$precision" --pre-post "$prepost"
+    done
+  done
+  grep -h -A8 "^model" "$OUT"/bench-*.log | tee "$OUT/bench.txt"
   echo "summary: $OUT/summary.txt"
 }
 

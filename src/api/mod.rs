@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use crate::backend::cpu::CpuKernels;
-use crate::backend::{self, BackendError, BackendOptions, MaskRule, OpTime, RawFrame, Runner, MAX_FRAMES_PER_CALL};
+use crate::backend::{self, BackendError, BackendOptions, DeviceReport, MaskRule, OpTime, RawFrame, Runner, MAX_FRAMES_PER_CALL};
 use crate::error::Error;
 use crate::frontend::audio::AudioFrontend;
 use crate::frontend::vision::VisionFrontend;
@@ -572,6 +572,12 @@ impl Engine {
         let frames_out = self.post_process_with(clip, &logits, tags.as_ref(), premade)?;
         times.post += start.elapsed();
         Ok(ClipOutput { frames: frames_out, logits, tags, times })
+    }
+
+    /// The CUDA runner's FLOPs per call and its device memory (now and at its peak); None on
+    /// tract.
+    pub fn device_report(&self) -> Option<DeviceReport> {
+        self.runner.device_report()
     }
 
     /// Whether frames are pre-processed and masks made on the runner's device.

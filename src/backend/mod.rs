@@ -132,6 +132,11 @@ pub trait Runner: Send {
         Err(BackendError::Run { graph: "segmenter", detail: format!("the {} backend makes masks on the host", self.backend_name()) })
     }
 
+    /// What a device runner does per call and holds: None for tract.
+    fn device_report(&self) -> Option<DeviceReport> {
+        None
+    }
+
     /// Starts (or stops) timing every operator of the following calls. Returns false when the
     /// backend cannot profile.
     fn set_profiling(&mut self, on: bool) -> bool {
@@ -143,6 +148,19 @@ pub trait Runner: Send {
     fn take_profile(&mut self) -> Vec<OpTime> {
         Vec::new()
     }
+}
+
+/// The CUDA runner's work per call and its device memory ([`Runner::device_report`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceReport {
+    /// Floating-point operations (a multiply-add is 2) of one audio encoder call, by the plan.
+    pub audio_encoder_flops: u64,
+    /// Of one segmenter call.
+    pub segmenter_flops: u64,
+    /// Device memory held now (weights, arenas, scratch, frame and mask buffers), in bytes.
+    pub memory_bytes: u64,
+    /// The most device memory held at once so far.
+    pub peak_memory_bytes: u64,
 }
 
 /// The most frames one graph call takes: a manifest's `frames_per_clip` is at most 64.

@@ -109,3 +109,37 @@ fn segment_on_the_emulated_device_matches_tract() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.contains("pre- and post-processing on the device need the CUDA runner"), "{stderr}");
 }
+
+/// `avseg bench --backend cuda-emulated` adds the device line: the plan's FLOPs per clip (as
+/// `avseg kernels --plan` counts them: one call of each graph for the sample's 5 frames), the
+/// FLOP/s achieved, and the device memory held; on tract there is no such line.
+#[test]
+fn bench_reports_flops_and_device_memory_on_the_cuda_runner() {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let model = format!("{repo}/models/tiny-tpavi");
+    let sample = format!("{repo}/models/sample");
+    let plan = avseg_bin(&["kernels", "--plan", "--model", &model], &[]);
+    assert!(plan.status.success(), "{}", String::from_utf8_lossy(&plan.stderr));
+    // "segmenter: 165 steps, 4.69 GFLOP per call"
+    let plan_stdout = String::from_utf8_lossy(&plan.stdout);
+    let per_call = |graph: &str| -> String {
+        let l = plan_stdout.lines().find(|l| l.starts_with(graph)).unwrap_or_else(|| panic!("{graph} in the plan"));
+        l.split(", ").nth(1).unwrap().split_whitespace().next().unwrap().to_string()
+    };
+    let (audio, segmenter) = (per_call("audio_encoder:"), per_call("segmenter:"));
+    for prepost in ["host", "device"] {
+        let run = avseg_bin(&["bench", "--model", &model, "--clip", &sample, "--runs", "1", "--backend", "cuda-emulated", "--pre-post", prepost], &[]);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let line = stdout.lines().find(|l| l.starts_with("device")).unwrap_or_else(|| panic!("no device line:\n{stdout}"));
+        say(line);
+        let number_after = |key: &str| -> f64 {
+            let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
+            rest.trim_start().split_whitespace().next().unwrap().parse().unwrap()
+        };
+        assert!(number_after("device") > 0.0 && number_after("device memory") > 0.0, "{line}");
+        assert!(line.contains(&format!("audio enc. {audio} at")) && line.contains(&format!("segmenter {segmenter} at")), "{line}: the plan's {audio} and {segmenter}");
+    }
+    let run = avseg_bin(&["bench", "--model", &model, "--clip", &sample, "--runs", "1", "--backend", "cpu"], &[]);
+    assert!(run.status.success() && !String::from_utf8_lossy(&run.stdout).lines().any(|l| l.starts_with("device")));
+}

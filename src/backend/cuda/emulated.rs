@@ -9,7 +9,7 @@
 //! threads or blocks (they run one after another), the device memory model, occupancy and timing,
 //! and tensor-core numerics (the emulated kernels round each product like the scalar code).
 
-use super::launch::{Device, Launch};
+use super::launch::{Device, DeviceMemory, Launch};
 #[cfg(not(avseg_emulator_missing))]
 use super::launch::Normalise;
 use super::plan::{Precision, ALIGN};
@@ -74,6 +74,7 @@ struct Region {
 pub struct EmulatedDevice {
     precision: Precision,
     regions: Vec<Region>,
+    memory: DeviceMemory,
 }
 
 impl EmulatedDevice {
@@ -82,7 +83,7 @@ impl EmulatedDevice {
         if cfg!(avseg_emulator_missing) {
             return Err(CudaError::NoEmulator("its kernels were not compiled (no C++20 compiler for the target at build time)"));
         }
-        Ok(EmulatedDevice { precision, regions: Vec::new() })
+        Ok(EmulatedDevice { precision, regions: Vec::new(), memory: DeviceMemory::default() })
     }
 
     /// How many allocations are live.
@@ -118,6 +119,7 @@ impl Device for EmulatedDevice {
         let raw = store.as_ptr() as u64;
         let base = raw.div_ceil(ALIGN) * ALIGN;
         self.regions.push(Region { base, bytes, _store: store });
+        self.memory.allocated(bytes as u64);
         Ok(base)
     }
 
@@ -138,12 +140,17 @@ impl Device for EmulatedDevice {
     fn free(&mut self, addr: u64) -> Result<(), CudaError> {
         let at = self.regions.iter().position(|r| r.base == addr);
         let at = at.ok_or_else(|| CudaError::Shape { kernel: "free", detail: format!("{addr:#x} is not an allocation of this device") })?;
-        self.regions.swap_remove(at);
+        let region = self.regions.swap_remove(at);
+        self.memory.freed(region.bytes as u64);
         Ok(())
     }
 
     fn launch(&mut self, launch: &Launch) -> Result<(), CudaError> {
         run(self.precision, launch)
+    }
+
+    fn memory(&self) -> DeviceMemory {
+        self.memory
     }
 }
 

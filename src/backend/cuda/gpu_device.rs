@@ -17,7 +17,7 @@ use cudarc::driver::{result, CudaFunction, CudaSlice, DevicePtr, DeviceRepr, Lau
 
 use super::device::{driver, guarded, Gpu};
 use super::kernels::{GRAPH, POSTPROCESS, PREPROCESS, TPAVI};
-use super::launch::{ConvParams, Device, Launch, MatMulParams, Normalise, PoolParams, ResizeParams, Strided};
+use super::launch::{ConvParams, Device, DeviceMemory, Launch, MatMulParams, Normalise, PoolParams, ResizeParams, Strided};
 use super::plan::Precision;
 use super::CudaError;
 
@@ -35,12 +35,13 @@ pub struct GpuDevice {
     precision: Precision,
     allocations: Vec<CudaSlice<u8>>,
     functions: HashMap<&'static str, CudaFunction>,
+    memory: DeviceMemory,
 }
 
 impl GpuDevice {
     /// Opens GPU `ordinal` for storage at `precision`.
     pub fn open(ordinal: usize, precision: Precision) -> Result<Self, CudaError> {
-        Ok(GpuDevice { gpu: Gpu::open(ordinal)?, precision, allocations: Vec::new(), functions: HashMap::new() })
+        Ok(GpuDevice { gpu: Gpu::open(ordinal)?, precision, allocations: Vec::new(), functions: HashMap::new(), memory: DeviceMemory::default() })
     }
 
     /// The device's name and compute capability, for logs.
@@ -82,6 +83,7 @@ impl Device for GpuDevice {
             let (ptr, _sync) = slice.device_ptr(&stream);
             ptr as u64
         };
+        self.memory.allocated(slice.len() as u64);
         self.allocations.push(slice);
         Ok(addr)
     }
@@ -92,6 +94,7 @@ impl Device for GpuDevice {
         let at = at.ok_or_else(|| CudaError::Shape { kernel: "free", detail: format!("{addr:#x} is not an allocation of this device") })?;
         // Dropping the slice frees it (cuMemFreeAsync on the stream, after the work queued on it).
         let slice = self.allocations.swap_remove(at);
+        self.memory.freed(slice.len() as u64);
         guarded("free", move || {
             drop(slice);
             Ok(())
@@ -115,6 +118,10 @@ impl Device for GpuDevice {
             unsafe { result::memcpy_dtoh_async(dst, src, stream.cu_stream()) }.map_err(driver("cuMemcpyDtoHAsync"))?;
             stream.synchronize().map_err(driver("cuStreamSynchronize"))
         })
+    }
+
+    fn memory(&self) -> DeviceMemory {
+        self.memory
     }
 
     /// Compiles (or loads from the cache) each module the launches use and resolves each entry

@@ -292,6 +292,26 @@ impl Launch {
     }
 }
 
+/// Device memory a [`Device`] holds: now, and the most it has held at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceMemory {
+    pub now: u64,
+    pub peak: u64,
+}
+
+impl DeviceMemory {
+    /// Counts an allocation of `bytes`.
+    pub fn allocated(&mut self, bytes: u64) {
+        self.now += bytes;
+        self.peak = self.peak.max(self.now);
+    }
+
+    /// Counts the release of `bytes`.
+    pub fn freed(&mut self, bytes: u64) {
+        self.now = self.now.saturating_sub(bytes);
+    }
+}
+
 /// A device that runs [`Launch`]es: memory, copies and kernels, in submission order.
 pub trait Device {
     /// For logs and errors (`"cuda"`, `"cuda-emulated"`).
@@ -309,6 +329,8 @@ pub trait Device {
     fn free(&mut self, addr: u64) -> Result<(), CudaError>;
     /// Runs one kernel.
     fn launch(&mut self, launch: &Launch) -> Result<(), CudaError>;
+    /// The device memory this device allocated and holds, and its peak.
+    fn memory(&self) -> DeviceMemory;
     /// Readies every kernel `launches` will use, at load, so that a kernel that fails to compile
     /// or is missing from its module fails the load instead of a later call. Nothing by default.
     fn prepare(&mut self, launches: &[Launch]) -> Result<(), CudaError> {

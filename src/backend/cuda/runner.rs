@@ -721,6 +721,8 @@ pub struct DeviceRunner<D: Device + Send> {
     /// The segmenter's last call's logits `[T, K, h, w]`, still in its arena: what masks are
     /// made from. None before the first call.
     logits: Option<[usize; 4]>,
+    /// Plan FLOPs of one call: audio encoder, segmenter.
+    flops: [u64; 2],
 }
 
 impl<D: Device + Send> DeviceRunner<D> {
@@ -732,14 +734,16 @@ impl<D: Device + Send> DeviceRunner<D> {
         }
         let t = options.frames_per_call.unwrap_or(package.frames_per_clip());
         let patches = vec![t, 1, crate::frontend::audio::PATCH_FRAMES, crate::frontend::audio::MEL_BANDS];
-        let mut load = |info: &crate::model::GraphInfo, shapes: Vec<Vec<usize>>| -> Result<Program, BackendError> {
+        let mut load = |info: &crate::model::GraphInfo, shapes: Vec<Vec<usize>>| -> Result<(Program, u64), BackendError> {
             let prepare = |e: anyhow::Error| BackendError::Prepare { backend: "cuda planner", path: info.path.clone(), detail: format!("{e:#}") };
             let model = crate::backend::tract::decluttered_model(&info.path, &shapes, crate::backend::cpu::CpuKernels::Avseg).map_err(prepare)?;
             let plan = super::plan::plan(&model, device.precision()).map_err(prepare)?;
-            Ok(Program::new(&info.path.display().to_string(), &model, &plan, &mut device)?)
+            Ok((Program::new(&info.path.display().to_string(), &model, &plan, &mut device)?, plan.flops))
         };
         let audio = package.audio_graph().map(|info| load(info, vec![patches])).transpose()?;
-        let segmenter = load(package.segmenter(), package.segmenter_inputs(t))?;
+        let (segmenter, segmenter_flops) = load(package.segmenter(), package.segmenter_inputs(t))?;
+        let flops = [audio.as_ref().map_or(0, |a| a.1), segmenter_flops];
+        let audio = audio.map(|a| a.0);
         let frames = options.pre_post_on_device.then(|| FrameStage::new(&package.manifest().vision));
         if let Some(stage) = &frames {
             // The frames input must be [T, 3, H, W] at the manifest's size for the stage to fill it.
@@ -750,7 +754,7 @@ impl<D: Device + Send> DeviceRunner<D> {
             }
         }
         let name = device.name();
-        Ok(DeviceRunner { device, name, audio, segmenter, outputs: vec![Vec::new()], frames, masks: MaskStage::default(), logits: None })
+        Ok(DeviceRunner { device, name, audio, segmenter, outputs: vec![Vec::new()], frames, masks: MaskStage::default(), logits: None, flops })
     }
 
     /// Checks `inputs` against `program`'s ports from `first` on.
@@ -813,6 +817,16 @@ impl<D: Device + Send> crate::backend::Runner for DeviceRunner<D> {
 
     fn pre_post_on_device(&self) -> bool {
         self.frames.is_some()
+    }
+
+    fn device_report(&self) -> Option<crate::backend::DeviceReport> {
+        let memory = self.device.memory();
+        Some(crate::backend::DeviceReport {
+            audio_encoder_flops: self.flops[0],
+            segmenter_flops: self.flops[1],
+            memory_bytes: memory.now,
+            peak_memory_bytes: memory.peak,
+        })
     }
 
     fn segment_frames_into(&mut self, frames: &[RawFrame<'_>], audio: &AvTensor, out: &mut AvTensor) -> Result<(), crate::backend::BackendError> {

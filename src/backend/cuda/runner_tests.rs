@@ -247,6 +247,9 @@ fn a_program_prepares_its_launches_at_load() {
         fn free(&mut self, addr: u64) -> Result<(), CudaError> {
             self.inner.free(addr)
         }
+        fn memory(&self) -> super::launch::DeviceMemory {
+            self.inner.memory()
+        }
         fn upload(&mut self, dst: u64, src: &[u8]) -> Result<(), CudaError> {
             self.inner.upload(dst, src)
         }

@@ -8,7 +8,7 @@ use clap::Args;
 
 use avseg::{find_clip, CpuKernels, write_npy, ClipInput, Engine, EngineOptions, Session, SessionOptions, StreamMode};
 
-use super::segment::CpuKernelsArg;
+use super::segment::{BackendArg, CpuKernelsArg, PrePostArg, PrecisionArg};
 use crate::{python as pytools, CliError};
 
 #[derive(Args)]
@@ -28,6 +28,17 @@ pub(crate) struct BenchArgs {
     /// Kernels for convolutions and resizes on the CPU.
     #[arg(long, value_enum, default_value_t = CpuKernelsArg::Avseg)]
     pub cpu_kernels: CpuKernelsArg,
+    /// What runs the graphs, as `avseg segment --backend`. On the CUDA runner (cuda,
+    /// cuda-emulated) the report adds the plan's FLOPs, the FLOP/s achieved on the graphs and the
+    /// device memory held.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub backend: BackendArg,
+    /// Storage precision on the CUDA runner, as `avseg segment --precision`.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fp32)]
+    pub precision: PrecisionArg,
+    /// Where frames are pre-processed and masks made, as `avseg segment --pre-post`.
+    #[arg(long, value_enum, default_value_t = PrePostArg::Host)]
+    pub pre_post: PrePostArg,
     /// Also time the package's graphs in ONNX Runtime (tools/avseg_tools/bench_ort.py, via $AVSEG_PYTHON or
     /// .venv/bin/python) on the same inputs.
     #[arg(long, conflicts_with = "stream")]
@@ -98,6 +109,9 @@ fn engine_options(a: &BenchArgs) -> EngineOptions {
         threads: a.threads,
         cpu_kernels: a.cpu_kernels.into(),
         package: a.package.options(),
+        backend: a.backend.into(),
+        device_precision: a.precision.into(),
+        pre_post_on_device: a.pre_post == PrePostArg::Device,
         ..EngineOptions::default()
     }
 }
@@ -158,6 +172,22 @@ fn clip(a: &BenchArgs) -> Result<(), CliError> {
     println!("  segmenter   median {:>8.1} ms", pct(&stages[3], 50.0));
     println!("  post        median {:>8.1} ms", pct(&stages[4], 50.0));
     println!("peak RSS {} (VmHWM), RSS now {}", mb(proc_kb("VmHWM:")), mb(proc_kb("VmRSS:")));
+    if let Some(d) = engine.device_report() {
+        // Each window of T frames is one call of each graph.
+        let calls = clip.frames.len().div_ceil(engine.package().frames_per_clip()) as f64;
+        let gflop = |f: u64| f as f64 * calls / 1e9;
+        let per_s = |f: u64, ms: f64| gflop(f) / (ms / 1e3);
+        println!(
+            "device        {:.2} GFLOP per clip (audio enc. {:.2} at {:.1} GFLOP/s, segmenter {:.2} at {:.1} GFLOP/s); device memory {:.1} MiB held, peak {:.1} MiB",
+            gflop(d.audio_encoder_flops + d.segmenter_flops),
+            gflop(d.audio_encoder_flops),
+            per_s(d.audio_encoder_flops, pct(&stages[2], 50.0)),
+            gflop(d.segmenter_flops),
+            per_s(d.segmenter_flops, pct(&stages[3], 50.0)),
+            d.memory_bytes as f64 / (1 << 20) as f64,
+            d.peak_memory_bytes as f64 / (1 << 20) as f64
+        );
+    }
     // One key=value line for scripts (tools/bench_cpu.sh): the medians in ms, RSS in MB.
     let mut summary = format!(
         "summary kernels={} threads={} load_ms={:.0} graphs_ms={:.2} audio_encoder_ms={:.2} segmenter_ms={:.2} peak_rss_mb={:.0}",

@@ -100,6 +100,26 @@ pub(crate) enum PrePostArg {
     Device,
 }
 
+impl From<BackendArg> for BackendChoice {
+    fn from(a: BackendArg) -> Self {
+        match a {
+            BackendArg::Auto => BackendChoice::Auto,
+            BackendArg::Cpu => BackendChoice::Cpu,
+            BackendArg::Cuda => BackendChoice::Cuda,
+            BackendArg::CudaEmulated => BackendChoice::CudaEmulated,
+        }
+    }
+}
+
+impl From<PrecisionArg> for DevicePrecision {
+    fn from(a: PrecisionArg) -> Self {
+        match a {
+            PrecisionArg::Fp32 => DevicePrecision::F32,
+            PrecisionArg::Fp16 => DevicePrecision::F16,
+        }
+    }
+}
+
 /// `--cpu-kernels`: which kernels run convolutions and resizes on the CPU.
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum CpuKernelsArg {
@@ -182,22 +202,14 @@ pub(crate) struct SegmentArgs {
 /// Runs `avseg segment`.
 pub(crate) fn run(a: SegmentArgs) -> Result<(), CliError> {
     let options = EngineOptions {
-        backend: match a.backend {
-            BackendArg::Auto => BackendChoice::Auto,
-            BackendArg::Cpu => BackendChoice::Cpu,
-            BackendArg::Cuda => BackendChoice::Cuda,
-            BackendArg::CudaEmulated => BackendChoice::CudaEmulated,
-        },
+        backend: a.backend.into(),
         threads: a.threads,
         cpu_kernels: a.cpu_kernels.into(),
         threshold: a.threshold,
         min_object_area: a.min_area,
         package: a.package.options(),
         input_limits: a.inputs.limits()?,
-        device_precision: match a.precision {
-            PrecisionArg::Fp32 => DevicePrecision::F32,
-            PrecisionArg::Fp16 => DevicePrecision::F16,
-        },
+        device_precision: a.precision.into(),
         pre_post_on_device: a.pre_post == PrePostArg::Device,
     };
     if let Some(video) = &a.clip.video {
