@@ -585,8 +585,9 @@ impl Session {
 
         let start = Instant::now();
         let last_real = real_end.min(self.schedule.next_instant()).saturating_sub(1).max(base);
-        // With pre-processing on the device, the window's frames go to the runner as they are.
-        let on_device = self.engine.pre_post_on_device();
+        // With pre-processing on the device, the window's frames go to the runner as they are
+        // (sliding windows run on tract only, so they never are).
+        let on_device = self.engine.pre_post_on_device() && self.window.is_none();
         let mut raw: heapless::Vec<RawFrame<'_>, MAX_FRAMES_PER_CALL> = heapless::Vec::new();
         for i in 0..t {
             let k = (base + i as u64).min(last_real);
@@ -653,10 +654,10 @@ impl Session {
             }
             let Some(info) = self.schedule.slot(self.schedule.slot_of(inst)).copied() else { continue };
             let r = self.results.push_slot();
-            // A two-stage package's tags for this frame: the audio graph's row i.
             if on_device {
                 self.engine.device_mask_into(i, (info.width, info.height), &mut r.mask)?;
             }
+            // A two-stage package's tags for this frame: the audio graph's row i.
             let tags = self.engine.package.two_stage().map(|_| self.engine.audio_embedding.item(i));
             self.engine.post_frame_into(
                 &mut self.post,
