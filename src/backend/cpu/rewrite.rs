@@ -235,31 +235,43 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModelPa
     }
 
     // Fold a following Max(x, c) / Min(x, c) chain with scalar constants: ReLU, ReLU6, Clip.
-    let mut clamp = Clamp::NONE;
-    let mut last = OutletId::new(id, 0);
-    let mut clamps = 0;
-    while let Some((next, bound)) = clamp_successor(model, last, ClampOps::Tract)? {
-        match bound {
-            Bound::Lo(v) => clamp.lo = clamp.lo.max(v),
-            Bound::Hi(v) => clamp.hi = clamp.hi.min(v),
-        }
-        last = OutletId::new(next, 0);
-        clamps += 1;
-    }
     // max(min(x, hi), lo) and min(max(x, lo), hi) differ only when lo > hi; keep tract's order then.
-    if clamp.lo > clamp.hi {
-        return Ok(None);
-    }
+    let Some(chain) = clamp_chain(model, OutletId::new(id, 0), ClampOps::Tract)? else { return Ok(None) };
 
-    let op = AvConv::new(geo, weights, bias, clamp);
+    let op = AvConv::new(geo, weights, bias, chain.clamp);
     let mut patch = TypedModelPatch::new(format!("avseg conv {}", node.name));
     let x = patch.tap_model(model, node.inputs[0])?;
     let y = patch.wire_node(&node.name, op, &[x])?[0];
-    patch.shunt_outside(model, last, y)?;
-    Ok(Some((patch, clamps)))
+    patch.shunt_outside(model, chain.last, y)?;
+    Ok(Some((patch, chain.nodes.len())))
 }
 
-pub(crate) enum Bound {
+/// The Max/Min-against-a-constant nodes that follow one another after `outlet` ([`clamp_successor`]).
+pub(crate) struct ClampChain {
+    /// Their bounds combined: the largest lower bound and the smallest upper bound.
+    pub clamp: Clamp,
+    /// The chain's nodes, in order (none when nothing clamps `outlet`).
+    pub nodes: Vec<usize>,
+    /// The chain's last outlet (`outlet` itself when it is empty).
+    pub last: OutletId,
+}
+
+/// The clamp chain after `outlet`, or None when its bounds cross (lo > hi), where applying them
+/// as one clamp (max, then min) would not be what the nodes compute.
+pub(crate) fn clamp_chain(model: &TypedModel, outlet: OutletId, ops: ClampOps) -> TractResult<Option<ClampChain>> {
+    let mut chain = ClampChain { clamp: Clamp::NONE, nodes: Vec::new(), last: outlet };
+    while let Some((next, bound)) = clamp_successor(model, chain.last, ops)? {
+        match bound {
+            Bound::Lo(v) => chain.clamp.lo = chain.clamp.lo.max(v),
+            Bound::Hi(v) => chain.clamp.hi = chain.clamp.hi.min(v),
+        }
+        chain.nodes.push(next);
+        chain.last = OutletId::new(next, 0);
+    }
+    Ok((chain.clamp.lo <= chain.clamp.hi).then_some(chain))
+}
+
+enum Bound {
     Lo(f32),
     Hi(f32),
 }
@@ -277,7 +289,7 @@ pub(crate) enum ClampOps {
 
 /// The single consumer of `outlet` when it is a Max or Min (of `ops`) against one constant value,
 /// with `outlet`'s shape: its node and the bound it sets.
-pub(crate) fn clamp_successor(model: &TypedModel, outlet: OutletId, ops: ClampOps) -> TractResult<Option<(usize, Bound)>> {
+fn clamp_successor(model: &TypedModel, outlet: OutletId, ops: ClampOps) -> TractResult<Option<(usize, Bound)>> {
     let succ = model.outlet_successors(outlet);
     if succ.len() != 1 || model.output_outlets()?.contains(&outlet) {
         return Ok(None);
@@ -659,17 +671,14 @@ fn matmul_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModel
             fused += 1;
         }
     }
-    while let Some((next, bound)) = clamp_successor(model, last, ClampOps::Tract)? {
-        match bound {
-            Bound::Lo(v) => op.clamp.lo = op.clamp.lo.max(v),
-            Bound::Hi(v) => op.clamp.hi = op.clamp.hi.min(v),
-        }
-        last = OutletId::new(next, 0);
-        fused += 1;
-    }
+    let Some(chain) = clamp_chain(model, last, ClampOps::Tract)? else { return Ok(None) };
+    op.clamp.lo = op.clamp.lo.max(chain.clamp.lo);
+    op.clamp.hi = op.clamp.hi.min(chain.clamp.hi);
     if op.clamp.lo > op.clamp.hi {
         return Ok(None);
     }
+    let last = chain.last;
+    fused += chain.nodes.len();
     let mut patch = TypedModelPatch::new(format!("avseg matmul {}", node.name));
     let a = patch.tap_model(model, node.inputs[0])?;
     let b = patch.tap_model(model, node.inputs[1])?;

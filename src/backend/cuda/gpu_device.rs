@@ -33,7 +33,8 @@ unsafe impl DeviceRepr for ResizeParams {}
 pub struct GpuDevice {
     gpu: Gpu,
     precision: Precision,
-    allocations: Vec<CudaSlice<u8>>,
+    /// Each allocation with its device address, kept for the device's life (or until freed).
+    allocations: Vec<(u64, CudaSlice<u8>)>,
     functions: HashMap<&'static str, CudaFunction>,
     memory: DeviceMemory,
 }
@@ -84,16 +85,15 @@ impl Device for GpuDevice {
             ptr as u64
         };
         self.memory.allocated(slice.len() as u64);
-        self.allocations.push(slice);
+        self.allocations.push((addr, slice));
         Ok(addr)
     }
 
     fn free(&mut self, addr: u64) -> Result<(), CudaError> {
-        let stream = self.gpu.stream().clone();
-        let at = self.allocations.iter().position(|a| a.device_ptr(&stream).0 as u64 == addr);
+        let at = self.allocations.iter().position(|(a, _)| *a == addr);
         let at = at.ok_or_else(|| CudaError::Shape { kernel: "free", detail: format!("{addr:#x} is not an allocation of this device") })?;
         // Dropping the slice frees it (cuMemFreeAsync on the stream, after the work queued on it).
-        let slice = self.allocations.swap_remove(at);
+        let (_, slice) = self.allocations.swap_remove(at);
         self.memory.freed(slice.len() as u64);
         guarded("free", move || {
             drop(slice);

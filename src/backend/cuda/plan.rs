@@ -30,7 +30,7 @@ use crate::backend::cpu::conv::AvConv;
 use crate::backend::cpu::gather_sum::AvGatherSum;
 use crate::backend::cpu::matmul::AvMatMul;
 use crate::backend::cpu::resize::AvResize;
-use crate::backend::cpu::rewrite::{clamp_successor, einsum_as_matmul, einsum_as_matmul_permuting_constant, Bound, ClampOps, PermutedConstant};
+use crate::backend::cpu::rewrite::{clamp_chain, einsum_as_matmul, einsum_as_matmul_permuting_constant, ClampOps, PermutedConstant};
 use crate::backend::cpu::tpavi::{AvTpavi, AvTpaviWindow};
 
 /// Storage precision of weights and activations (arithmetic is fp32 either way).
@@ -336,20 +336,11 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
                 // A convolution also takes the clamps after the sum (the CPU kernels' order: max,
                 // then min; bounds that cross are left as their own launches).
                 if matches!(kernel, Kernel::ConvGemm { .. } | Kernel::Depthwise { .. }) {
-                    let (mut lo, mut hi, mut at, mut chain) = (f32::NEG_INFINITY, f32::INFINITY, OutletId::new(add, 0), Vec::new());
-                    while let Some((next, bound)) = clamp_successor(model, at, ClampOps::TractOrAvseg)? {
-                        match bound {
-                            Bound::Lo(v) => lo = lo.max(v),
-                            Bound::Hi(v) => hi = hi.min(v),
-                        }
-                        chain.push(next);
-                        at = OutletId::new(next, 0);
-                    }
-                    if !chain.is_empty() && lo <= hi {
-                        chain.into_iter().for_each(|c| {
+                    if let Some(chain) = clamp_chain(model, OutletId::new(add, 0), ClampOps::TractOrAvseg)?.filter(|c| !c.nodes.is_empty()) {
+                        chain.nodes.iter().for_each(|&c| {
                             fused_clamps.insert(c, output);
                         });
-                        residual_clamp = Some((lo, hi));
+                        residual_clamp = Some((chain.clamp.lo, chain.clamp.hi));
                     }
                 }
                 Some(other)
