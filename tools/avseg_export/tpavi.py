@@ -262,6 +262,53 @@ def decoder(gb, sd, fused, out):
 
 
 # ---------------------------------------------------------------------------
+# Presence gate (avseg's default model only; tools/train_default/model.py)
+# ---------------------------------------------------------------------------
+
+# Must equal train_default.model.GATE_EPS and GATE_TAPS.
+PRESENCE_EPS = 0.1
+PRESENCE_TAPS = ((2, "visual16"), (3, "visual32"))
+
+
+def presence_gate(gb, sd, logits, feats, audio, height, width, out):
+    """min(logits, s) per frame, s = <U16 v16 + U32 v32 + c, V a + d> + b (`presence.*` keys).
+
+    v_i is encoder tap i averaged under the frame's mask probabilities: sigmoid(logits) averaged
+    onto the tap's grid, then sum(w * tap) / (sum(w) + eps) over the grid. Where s > 0 a pixel's
+    logit changes only if it was above s, so the mask is the same; where s <= 0 the frame's mask
+    is empty.
+
+    Every sum here is a convolution with constant weights (the pooling a stride-k average, the sums
+    over the grid kernels as large as the grid, the sum over the rank a 1x1): Conv, Gemm and
+    element-wise operators are what each of avseg's runtimes runs (tract, and the CUDA runner,
+    which has no reduction launch), so the gated graph runs wherever the ungated one did."""
+    prob = gb.op("Sigmoid", [logits], "presence.mask_prob")
+    proj = []
+    for i, key in PRESENCE_TAPS:
+        f, c, h, w = feats[i]
+        k = height // h
+        if k * h != height or k * w != width:
+            raise ValueError(f"presence gate: tap {i} ({h}x{w}) does not tile the {height}x{width} input")
+        weight = gb.conv(prob, np.full((1, 1, k, k), 1.0 / (k * k), np.float32), None, f"presence.{key}.pool", stride=k)
+        weighted = gb.mul(weight, f, f"presence.{key}.weighted")
+        total = gb.conv(weighted, np.ones((c, 1, h, w), np.float32), None, f"presence.{key}.sum", group=c)
+        mass = gb.conv(weight, np.ones((1, 1, h, w), np.float32), np.array([PRESENCE_EPS], np.float32),
+                       f"presence.{key}.mass")
+        pooled = gb.op("Div", [total, mass], f"presence.{key}.pooled")
+        wk = sd.get(f"presence.{key}.weight")
+        rank = wk.shape[0]
+        if wk.shape != (rank, c):
+            raise ValueError(f"presence.{key}.weight: shape {wk.shape}, expected ({rank}, {c})")
+        proj.append(gb.conv(pooled, wk.reshape(rank, c, 1, 1), sd.opt(f"presence.{key}.bias", (rank,)), f"presence.{key}"))
+    visual = gb.add(proj[0], proj[1], "presence.visual")
+    heard = gb.linear(audio, sd.get("presence.audio.weight"), sd.get("presence.audio.bias"), "presence.audio")
+    heard = gb.op("Unsqueeze", [heard, gb.int_const([2, 3])], "presence.audio_map")
+    product = gb.mul(visual, heard, "presence.product")
+    score = gb.conv(product, np.ones((1, rank, 1, 1), np.float32), sd.get("presence.bias", (1,)), "presence.logit")
+    return gb.op("Min", [logits, score], "presence.gated", out=out)
+
+
+# ---------------------------------------------------------------------------
 # Whole segmenter
 # ---------------------------------------------------------------------------
 
@@ -301,7 +348,10 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
             y, _ = tpavi_block(gb, sd, f"tpavi_b{k}", y, audio, frames, h, w, group=tpavi_group)
         fused.append(y)
 
-    logits, n_classes = decoder(gb, sd, fused, out="mask_logits")
+    gated = sd.has_prefix("presence.")
+    logits, n_classes = decoder(gb, sd, fused, out="mask_logits_ungated" if gated else "mask_logits")
+    if gated:
+        logits = presence_gate(gb, sd, logits, feats, audio, height, width, out="mask_logits")
     gb.output(logits, [frames, n_classes, height, width])
 
     leftover = sd.unused()
@@ -318,5 +368,6 @@ def build_tpavi(tensors, frames=5, height=224, width=224, strict=True, check=Tru
         "tpavi_group_size": tpavi_group,
         "encoder_channels": [int(c) for _, c, _, _ in feats],
         "parameters": gb.parameter_count(),
+        "presence_gate": gated,
     }
     return model, info

@@ -292,3 +292,70 @@ def test_open_frame_axis(tmp_path):
     grouped, _ = build_tpavi(seg, frames=t, height=size, width=size, **fx.export)
     with pytest.raises(ValueError, match="attention group of 1"):
         open_frame_axis(grouped, t)
+
+
+def presence_gate_literal(sd, logits, feats, audio):
+    """The default model's presence gate (train_default/model.py) written out in numpy: each gate
+    tap's features averaged under the mask probabilities pooled onto its grid, a rank-R product
+    with the audio projection, and min(logits, s) per frame."""
+    p = 1.0 / (1.0 + np.exp(-logits[:, :1]))
+    n, _, hh, ww = p.shape
+    pooled = []
+    for f in (feats[2], feats[3]):
+        h, w = f.shape[2:]
+        weight = p.reshape(n, 1, h, hh // h, w, ww // w).mean((3, 5))
+        pooled.append((weight * f).sum((2, 3)) / (weight.sum((2, 3)) + 0.1))
+    visual = pooled[0] @ sd["presence.visual16.weight"].T + pooled[1] @ sd["presence.visual32.weight"].T \
+        + sd["presence.visual32.bias"]
+    heard = audio @ sd["presence.audio.weight"].T + sd["presence.audio.bias"]
+    s = (visual * heard).sum(1) + sd["presence.bias"]
+    return np.minimum(logits, s[:, None, None, None]), s
+
+
+def test_presence_gate(tmp_path):
+    """build_tpavi with `presence.*` keys: ORT against the numpy literal gate on the literal
+    model's logits and taps (tolerance as the families'), with the bias set so that some frames are vetoed and some kept; the
+    gated graph equals the ungated one wherever s is above every logit; its frame axis opens."""
+    from avseg_export.batch import open_frame_axis
+
+    fx, seg, _ = load_fixture("tpavi-r50", 0, tmp_path)
+    size, t, rank = 64, GROUP, 4
+    rng = np.random.default_rng(11)
+    fr = rng.standard_normal((t, 3, size, size)).astype(np.float32)
+    emb = np.abs(rng.standard_normal((t, 128))).astype(np.float32)
+    sd64 = {k: v.astype(np.float64) for k, v in seg.items()}
+    feats = resnet50(sd64, fr.astype(np.float64))
+    logits = tpavi_model(sd64, fr.astype(np.float64), emb.astype(np.float64))
+    gate = {
+        "presence.visual16.weight": rng.standard_normal((rank, feats[2].shape[1])) * 0.1,
+        "presence.visual32.weight": rng.standard_normal((rank, feats[3].shape[1])) * 0.1,
+        "presence.visual32.bias": rng.standard_normal(rank),
+        "presence.audio.weight": rng.standard_normal((rank, 128)) * 0.1,
+        "presence.audio.bias": rng.standard_normal(rank),
+        "presence.bias": np.zeros(1),
+    }
+    _, s = presence_gate_literal(gate, logits, feats, emb.astype(np.float64))
+    # Between the frames' scores: the lower half vetoed (s below zero), the upper half kept.
+    gate["presence.bias"] = np.array([-np.median(s)])
+    want, s = presence_gate_literal(gate, logits, feats, emb.astype(np.float64))
+    assert (s < 0).any() and (s > logits.reshape(t, -1).max(1)).any(), s
+    gated_sd = {**seg, **{k: v.astype(np.float32) for k, v in gate.items()}}
+    model, info = build_tpavi(gated_sd, frames=t, height=size, width=size, **fx.export)
+    assert info["presence_gate"]
+    run = lambda m, a, b: session(m).run(["mask_logits"], {"frames": a, "audio_embedding": b})[0]
+    got = run(model, fr, emb)
+    d = np.abs(got - want).max()
+    print(f"presence gate: ORT vs numpy literal max|diff| {d:.3e} (max|ref| {np.abs(want).max():.3g}); "
+          f"s {np.round(s, 2)}")
+    assert d < TOL
+    plain, _ = build_tpavi(seg, frames=t, height=size, width=size, **fx.export)
+    ungated = run(plain, fr, emb)
+    kept = s > ungated.reshape(t, -1).max(1)
+    assert np.array_equal(got[kept], ungated[kept])
+    assert (got[s < 0] < 0).all()
+    # The literal model attends over groups of 5; the default model's group is 1.
+    closed, _ = build_tpavi(gated_sd, frames=t, height=size, width=size, tpavi_group=1, **fx.export)
+    window = run(closed, fr, emb)
+    opened = open_frame_axis(closed, t)
+    for i in range(t):
+        assert np.abs(run(opened, fr[i:i + 1], emb[i:i + 1])[0] - window[i]).max() <= 1e-5 * np.abs(window).max()

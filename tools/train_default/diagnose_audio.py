@@ -29,7 +29,7 @@ def main():
     ap.add_argument("--every", type=int, default=6)
     args = ap.parse_args()
     targs = json.loads((args.run / "train_record.json").read_text())["args"]
-    head, audio, _ = torch_modules(read_safetensors(args.run / "checkpoint.safetensors"), targs)
+    head, audio, _, _ = torch_modules(read_safetensors(args.run / "checkpoint.safetensors"), targs)
     cache = Cache(args.run / "cache_val")
     with torch.no_grad():
         for i in range(0, len(cache), args.every):

@@ -26,14 +26,23 @@ from avseg_export.tpavi import build_tpavi
 from avseg_export.vggish import build_vggish
 from avseg_export.weights import read_safetensors
 from train_default.data import T, Cache, load_frames
-from train_default.model import LITE0_TAP_CHANNELS, EffLiteEncoder, TPAVIHead, VGGishLite
+from train_default.model import (LITE0_TAP_CHANNELS, EffLiteEncoder, PresenceGate, TPAVIHead, VGGishLite,
+                                  gate_inputs, gated_logits)
 
 
 def torch_modules(tensors: dict, args: dict):
+    """(head, audio encoder, encoder, presence gate or None) holding a checkpoint's weights."""
     head = TPAVIHead(LITE0_TAP_CHANNELS, args["channels"], args["audio_dim"], args["head_mid"], args["head_last"],
                      align_bias="tpavi_b1.align_channel.bias" in tensors, group=args.get("tpavi_group", T))
+    gate = None
+    if "presence.bias" in tensors:
+        w16, w32 = tensors["presence.visual16.weight"], tensors["presence.visual32.weight"]
+        gate = PresenceGate((w16.shape[1], w32.shape[1]), tensors["presence.audio.weight"].shape[1], w16.shape[0])
+        gate.load_state_dict({k[len("presence."):]: torch.from_numpy(v) for k, v in tensors.items()
+                              if k.startswith("presence.")})
+        gate.eval()
     missing, unexpected = head.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()
-                                                if not k.startswith(("encoder.", "vggish."))}, strict=False)
+                                                if not k.startswith(("encoder.", "vggish.", "presence."))}, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise SystemExit(f"checkpoint does not match the head: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -42,7 +51,7 @@ def torch_modules(tensors: dict, args: dict):
                            if k.startswith("vggish.")})
     enc = EffLiteEncoder({k[len("encoder."):]: torch.from_numpy(v) for k, v in tensors.items()
                           if k.startswith("encoder.")})
-    return head.eval(), audio.eval(), enc
+    return head.eval(), audio.eval(), enc, gate
 
 
 def main():
@@ -72,7 +81,7 @@ def main():
         seg = open_frame_axis(seg, T)
 
     # Trained modules vs exported graphs on real validation clips (frames re-read from disk).
-    head, audio, enc = torch_modules(tensors, targs)
+    head, audio, enc, gate = torch_modules(tensors, targs)
     cache = Cache(args.run / "cache_val")
     root = Path(cache.meta["root"])
     from train_default.data import clip_paths, list_clips
@@ -85,7 +94,11 @@ def main():
         logmel = cache.logmel[ci][:, None]
         with torch.no_grad():
             emb_t = audio(torch.from_numpy(logmel))
-            logit_t = head(enc(torch.from_numpy(frames)), emb_t.view(1, T, -1)).numpy()
+            taps = enc(torch.from_numpy(frames))
+            logit_t = head(taps, emb_t.view(1, T, -1))
+            if gate is not None:
+                logit_t = gated_logits(logit_t, gate(gate_inputs(logit_t, taps), emb_t))
+            logit_t = logit_t.numpy()
         emb_o = s_aud.run(None, {"audio_logmel": logmel})[0]
         logit_o = s_seg.run(None, {"frames": frames, "audio_embedding": emb_o})[0]
         d_emb = float(np.abs(emb_o - emb_t.numpy()).max())

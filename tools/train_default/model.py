@@ -353,3 +353,50 @@ class VGGishLiteBN(nn.Module):
             out[key + ".weight"] = w.float().clone()
             out[key + ".bias"] = b.float().clone()
         return out
+
+
+# The presence gate (issue 15, fifth round; tools/avsreg/unseen_split.md). Under this mass (in
+# grid cells) a frame's mask is treated as lying on nothing: the pooled features then shrink
+# towards zero instead of dividing noise by noise.
+GATE_EPS = 0.1
+# Encoder taps the gate pools (strides 16 and 32): the deep features that name an object.
+GATE_TAPS = (2, 3)
+
+
+def gate_inputs(logits, taps):
+    """The gate's visual inputs: for each of GATE_TAPS, the tap's features averaged under the
+    frame's own mask probabilities (sigmoid of the logits, averaged onto the tap's grid).
+
+    logits [N,1,H,W], taps the encoder's four maps [N,C_i,h_i,w_i] -> [[N,C] per gate tap]."""
+    p = torch.sigmoid(logits[:, :1])
+    out = []
+    for i in GATE_TAPS:
+        tap = taps[i]
+        w = F.avg_pool2d(p, p.shape[-1] // tap.shape[-1])
+        out.append((w * tap).sum((2, 3)) / (w.sum((2, 3)) + GATE_EPS))
+    return out
+
+
+class PresenceGate(nn.Module):
+    """s = <U16 v16 + U32 v32 + c, V a + d> + b: is the thing the mask lies on what sounds?
+
+    Keys `presence.*` in a checkpoint (folded: the inputs' standardisation is already in the
+    weights), which `avseg_export.tpavi.build_tpavi` turns into graph nodes ending in
+    min(logits, s)."""
+
+    def __init__(self, tap_channels=(112, 320), audio_dim=128, rank=32):
+        super().__init__()
+        self.visual16 = nn.Linear(tap_channels[0], rank, bias=False)
+        self.visual32 = nn.Linear(tap_channels[1], rank)
+        self.audio = nn.Linear(audio_dim, rank)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, pooled, audio):
+        """pooled: gate_inputs(...); audio [N,D] -> presence logit [N]."""
+        v = self.visual16(pooled[0]) + self.visual32(pooled[1])
+        return (v * self.audio(audio)).sum(1) + self.bias
+
+
+def gated_logits(logits, presence):
+    """What the exported graph outputs: no pixel's logit above the frame's presence logit."""
+    return torch.minimum(logits, presence.view(-1, 1, 1, 1))
