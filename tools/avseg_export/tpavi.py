@@ -265,46 +265,59 @@ def decoder(gb, sd, fused, out):
 # Presence gate (avseg's default model only; tools/train_default/model.py)
 # ---------------------------------------------------------------------------
 
-# Must equal train_default.model.GATE_EPS and GATE_TAPS.
+# Must equal train_default.model's GATE_EPS, GATE_TAP, GATE_GAIN and GATE_EXP_CAP.
 PRESENCE_EPS = 0.1
-PRESENCE_TAPS = ((2, "visual16"), (3, "visual32"))
+PRESENCE_TAP = 2
+PRESENCE_GAIN = 1000.0
+PRESENCE_EXP_CAP = 80.0
 
 
 def presence_gate(gb, sd, logits, feats, audio, height, width, out):
-    """min(logits, s) per frame, s = <U16 v16 + U32 v32 + c, V a + d> + b (`presence.*` keys).
+    """min(logits, G (a - tau)) per frame (`presence.*` keys; train_default.model.AgreementGate).
 
-    v_i is encoder tap i averaged under the frame's mask probabilities: sigmoid(logits) averaged
-    onto the tap's grid, then sum(w * tap) / (sum(w) + eps) over the grid. Where s > 0 a pixel's
-    logit changes only if it was above s, so the mask is the same; where s <= 0 the frame's mask
-    is empty.
+    a = sum_k softmax(z)_k sigmoid(y)_k: z a linear classifier of what the mask lies on (encoder
+    tap PRESENCE_TAP averaged under sigmoid(logits) pooled onto the tap's grid, i.e.
+    sum(w * tap) / (sum(w) + eps)), y a linear tagger of the audio embedding. Where a > tau (by a
+    few hundredths) every logit passes, so the mask is the same; where a <= tau the frame is empty.
 
-    Every sum here is a convolution with constant weights (the pooling a stride-k average, the sums
-    over the grid kernels as large as the grid, the sum over the rank a 1x1): Conv, Gemm and
-    element-wise operators are what each of avseg's runtimes runs (tract, and the CUDA runner,
-    which has no reduction launch), so the gated graph runs wherever the ungated one did."""
+    Every sum is a convolution with constant weights (the pooling a stride-k average, the sums over
+    the grid kernels as large as the grid, the sums over the classes 1x1 convolutions), and the
+    softmax is exp of the centred, capped logits over their sum: Conv, Gemm and element-wise
+    operators are what each of avseg's runtimes runs (tract, and the CUDA runner, which has no
+    reduction or softmax launch), so the gated graph runs wherever the ungated one did."""
+    f, c, h, w = feats[PRESENCE_TAP]
+    k = height // h
+    if k * h != height or k * w != width:
+        raise ValueError(f"presence gate: tap {PRESENCE_TAP} ({h}x{w}) does not tile the {height}x{width} input")
+    wv = sd.get("presence.visual.weight")
+    classes = wv.shape[0]
+    if wv.shape != (classes, c):
+        raise ValueError(f"presence.visual.weight: shape {wv.shape}, expected ({classes}, {c})")
+    f32 = lambda name, v: gb.const(name, np.array(v, np.float32))  # noqa: E731
+    ones = np.ones((1, classes, 1, 1), np.float32)
+
     prob = gb.op("Sigmoid", [logits], "presence.mask_prob")
-    proj = []
-    for i, key in PRESENCE_TAPS:
-        f, c, h, w = feats[i]
-        k = height // h
-        if k * h != height or k * w != width:
-            raise ValueError(f"presence gate: tap {i} ({h}x{w}) does not tile the {height}x{width} input")
-        weight = gb.conv(prob, np.full((1, 1, k, k), 1.0 / (k * k), np.float32), None, f"presence.{key}.pool", stride=k)
-        weighted = gb.mul(weight, f, f"presence.{key}.weighted")
-        total = gb.conv(weighted, np.ones((c, 1, h, w), np.float32), None, f"presence.{key}.sum", group=c)
-        mass = gb.conv(weight, np.ones((1, 1, h, w), np.float32), np.array([PRESENCE_EPS], np.float32),
-                       f"presence.{key}.mass")
-        pooled = gb.op("Div", [total, mass], f"presence.{key}.pooled")
-        wk = sd.get(f"presence.{key}.weight")
-        rank = wk.shape[0]
-        if wk.shape != (rank, c):
-            raise ValueError(f"presence.{key}.weight: shape {wk.shape}, expected ({rank}, {c})")
-        proj.append(gb.conv(pooled, wk.reshape(rank, c, 1, 1), sd.opt(f"presence.{key}.bias", (rank,)), f"presence.{key}"))
-    visual = gb.add(proj[0], proj[1], "presence.visual")
-    heard = gb.linear(audio, sd.get("presence.audio.weight"), sd.get("presence.audio.bias"), "presence.audio")
-    heard = gb.op("Unsqueeze", [heard, gb.int_const([2, 3])], "presence.audio_map")
-    product = gb.mul(visual, heard, "presence.product")
-    score = gb.conv(product, np.ones((1, rank, 1, 1), np.float32), sd.get("presence.bias", (1,)), "presence.logit")
+    weight = gb.conv(prob, np.full((1, 1, k, k), 1.0 / (k * k), np.float32), None, "presence.pool", stride=k)
+    total = gb.conv(gb.mul(weight, f, "presence.weighted"), np.ones((c, 1, h, w), np.float32), None,
+                    "presence.sum", group=c)
+    mass = gb.conv(weight, np.ones((1, 1, h, w), np.float32), np.array([PRESENCE_EPS], np.float32), "presence.mass")
+    pooled = gb.op("Div", [total, mass], "presence.pooled")
+    z = gb.conv(pooled, wv.reshape(classes, c, 1, 1), sd.get("presence.visual.bias", (classes,)), "presence.visual")
+    z = gb.op("Sub", [z, gb.conv(z, ones / classes, None, "presence.visual_mean")], "presence.visual_centred")
+    z = gb.op("Min", [z, f32("const.f32.presence_exp_cap", PRESENCE_EXP_CAP)], "presence.visual_capped")
+    e = gb.op("Exp", [z], "presence.visual_exp")
+    seen = gb.conv(e, ones, None, "presence.visual_total")
+    wa = sd.get("presence.audio.weight")
+    if wa.shape[0] != classes:
+        raise ValueError(f"presence.audio.weight: {wa.shape[0]} classes, presence.visual.weight {classes}")
+    heard = gb.linear(audio, wa, sd.get("presence.audio.bias", (classes,)), "presence.audio")
+    heard = gb.op("Unsqueeze", [gb.op("Sigmoid", [heard], "presence.audio_prob"), gb.int_const([2, 3])],
+                  "presence.audio_map")
+    both = gb.conv(gb.mul(e, heard, "presence.joint"), ones, None, "presence.agreement_total")
+    agreement = gb.op("Div", [both, seen], "presence.agreement")
+    tau = sd.get("presence.threshold", (1,))
+    score = gb.mul(gb.op("Sub", [agreement, f32("presence.threshold", tau)], "presence.margin"),
+                   f32("const.f32.presence_gain", PRESENCE_GAIN), "presence.logit")
     return gb.op("Min", [logits, score], "presence.gated", out=out)
 
 

@@ -26,7 +26,7 @@ from avseg_export.tpavi import build_tpavi
 from avseg_export.vggish import build_vggish
 from avseg_export.weights import read_safetensors
 from train_default.data import T, Cache, load_frames
-from train_default.model import (LITE0_TAP_CHANNELS, EffLiteEncoder, PresenceGate, TPAVIHead, VGGishLite,
+from train_default.model import (LITE0_TAP_CHANNELS, AgreementGate, EffLiteEncoder, TPAVIHead, VGGishLite,
                                   gate_inputs, gated_logits)
 
 
@@ -35,12 +35,8 @@ def torch_modules(tensors: dict, args: dict):
     head = TPAVIHead(LITE0_TAP_CHANNELS, args["channels"], args["audio_dim"], args["head_mid"], args["head_last"],
                      align_bias="tpavi_b1.align_channel.bias" in tensors, group=args.get("tpavi_group", T))
     gate = None
-    if "presence.bias" in tensors:
-        w16, w32 = tensors["presence.visual16.weight"], tensors["presence.visual32.weight"]
-        gate = PresenceGate((w16.shape[1], w32.shape[1]), tensors["presence.audio.weight"].shape[1], w16.shape[0])
-        gate.load_state_dict({k[len("presence."):]: torch.from_numpy(v) for k, v in tensors.items()
-                              if k.startswith("presence.")})
-        gate.eval()
+    if "presence.threshold" in tensors:
+        gate = AgreementGate.from_state({k: v for k, v in tensors.items() if k.startswith("presence.")}).eval()
     missing, unexpected = head.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()
                                                 if not k.startswith(("encoder.", "vggish.", "presence."))}, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]

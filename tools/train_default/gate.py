@@ -1,30 +1,38 @@
 #!/usr/bin/env python3
-"""Train a presence gate on a frozen default model (issue 15, fifth round).
+"""Train a presence gate on a frozen default model (issue 15).
 
     avseg-train-gate --init-from CHECKPOINT --record TRAIN_RECORD.json \
-        --cache RUN/cache_train --val-cache RUN/cache_val --out GATE_RUN [--positive-weight 1]
+        --cache RUN/cache_train --val-cache RUN/cache_val --out GATE_RUN
     avseg-train-export --run GATE_RUN --out PACKAGE
 
 Why a gate: the default model's remaining error is off-screen sounds (a sound whose object is not
 in view, and the model masks a visible object anyway). Rounds that pushed the mask logits
 themselves (more off-screen twins, heavier false-positive losses, higher thresholds) gained under
 a point each and cost J. The gate asks a different question, once per frame: is the thing the
-mask lies on the thing that sounds? It reads the encoder's deep features pooled under the frame's
-own mask probabilities and the frame's audio embedding (`model.gate_inputs`, `PresenceGate`), and
-the exported logits are min(logits, s): a kept frame's mask is unchanged, a vetoed frame is empty.
+mask lies on a thing that sounds? (`model.AgreementGate`, the rule in
+tools/avsreg/unseen_split.md, sixth round.) A visual classifier names the object under the mask
+from the encoder's features pooled under the frame's own mask probabilities (`model.gate_inputs`);
+an audio tagger names the objects that sound; the exported logits are min(L, G (a - tau)), a their
+agreement, so a kept frame's mask is unchanged and a vetoed frame is empty.
 
-Everything of the checkpoint stays frozen, so the gate trains on features computed once:
-  1. every training clip runs through the frozen head with its own audio, with the sound of two
-     clips none of whose sounding objects is in view (off-screen twins: targets 0), and, for S4
-     clips, with another clip's audio (target 1 only in the seconds where the clip's own object
-     sounds in the new mix);
-  2. frames the frozen model leaves empty (under --active-fraction of pixels with a positive
-     logit) are dropped: the gate changes nothing there;
-  3. binary cross-entropy on s, positives weighted by --positive-weight, a fixed number of epochs
-     from a fixed seed (no early stopping, no checkpoint picking);
-  4. the checkpoint is written with the gate's `presence.*` keys, its input standardisation
-     folded into the weights, beside the frozen model's keys; `train_record.json` keeps the frozen
-     run's arguments (what the exporter reads) and this run's.
+Everything of the checkpoint stays frozen, so the gate trains on features computed once (and
+cached in the run folder):
+  1. every training clip runs through the frozen head with its own audio, with the sound of
+     --offscreen clips none of whose sounding objects is in view, and, for S4 clips, with another
+     clip's audio; the frame's pooled features, audio embedding, the fraction of its pixels with a
+     positive logit, and whether its ground truth (for a swap: in the seconds its own object still
+     sounds) has foreground are stored;
+  2. the visual classifier (softmax over the stamps) learns from S4 own-audio frames with
+     foreground that the frozen model masks (at least --active-fraction of positive logits): the
+     object is the clip's one stamp. The audio tagger (a sigmoid per stamp) learns from every
+     own-audio frame which stamps sound in that second, on or off screen. Fixed epochs from a
+     fixed seed, no early stopping;
+  3. tau: from --thresholds, on val's own-audio frames, the one with the most negative frames
+     empty among those that veto at most --max-vetoed of the frames with foreground that the
+     frozen model masks (a tie to the lower);
+  4. the checkpoint is written with the gate's `presence.*` keys (the inputs' standardisation
+     folded into the weights) beside the frozen model's keys; `train_record.json` keeps the frozen
+     run's arguments (what the exporter reads) and this run's, with the val table of every tau.
 """
 
 from __future__ import annotations
@@ -37,14 +45,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from train_default.data import EMPTY_MAX_FOREGROUND, T, Cache, is_negative
 from train_default.export import torch_modules
-from train_default.model import PresenceGate, gate_inputs
+from train_default.model import AgreementGate, gate_inputs
 from train_default.train import HERE, batch_tensors, offscreen_audio, stamp_vocab
 
-FEATURE_KEYS = ("v16", "v32", "audio", "active", "target")
+FEATURE_KEYS = ("pooled", "audio", "active", "target", "clip", "audio_clip")
 
 
 @torch.no_grad()
@@ -53,16 +62,17 @@ def frame_features(head, audio_enc, cache: Cache, pairs, batch: int = 8) -> dict
     out = {k: [] for k in FEATURE_KEYS}
     for i0 in range(0, len(pairs), batch):
         chunk = pairs[i0:i0 + batch]
-        taps, _, _, _ = batch_tensors(cache, np.array([c for c, _, _ in chunk]))
-        _, logmel, _, _ = batch_tensors(cache, np.array([a for _, a, _ in chunk]))
+        clips, audio_clips = np.array([c for c, _, _ in chunk]), np.array([a for _, a, _ in chunk])
+        taps, _, _, _ = batch_tensors(cache, clips)
+        _, logmel, _, _ = batch_tensors(cache, audio_clips)
         emb = audio_enc(logmel)
         logits = head(taps, emb.view(len(chunk), T, -1))
-        v16, v32 = gate_inputs(logits, taps)
-        out["v16"].append(v16.numpy())
-        out["v32"].append(v32.numpy())
+        out["pooled"].append(gate_inputs(logits, taps).numpy())
         out["audio"].append(emb.numpy())
         out["active"].append((logits > 0).float().mean((1, 2, 3)).numpy())
         out["target"].append(np.concatenate([t for _, _, t in chunk]).astype(np.float32))
+        out["clip"].append(np.repeat(clips, T))
+        out["audio_clip"].append(np.repeat(audio_clips, T))
         if (i0 // batch) % 100 == 0:
             print(f"[features] {i0 + len(chunk)}/{len(pairs)}", flush=True)
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -93,86 +103,92 @@ def own_pairs(cache: Cache) -> list:
 
 
 def standardiser(x: np.ndarray):
-    mean = x.mean(0)
-    std = x.std(0) + 1e-3
-    return torch.from_numpy(mean), torch.from_numpy(std)
+    return torch.from_numpy(x.mean(0)), torch.from_numpy(x.std(0) + 1e-3)
 
 
-def fit_gate(feats: dict, args) -> tuple[PresenceGate, dict, list, dict]:
-    """(gate on standardised inputs, the standardisation, the epoch log, what it trained on)."""
-    torch.manual_seed(args.seed)
-    keep = feats["active"] >= args.active_fraction
-    x16, x32, xa = (torch.from_numpy(feats[k][keep]) for k in ("v16", "v32", "audio"))
-    y = torch.from_numpy(feats["target"][keep])
-    norms = {k: standardiser(feats[k][keep]) for k in ("v16", "v32", "audio")}
-    z = lambda k, x: (x - norms[k][0]) / norms[k][1]  # noqa: E731
-    x16, x32, xa = z("v16", x16), z("v32", x32), z("audio", xa)
-    gate = PresenceGate((x16.shape[1], x32.shape[1]), xa.shape[1], args.rank)
-    opt = torch.optim.AdamW(gate.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    n = len(y)
-    log = []
-    g = torch.Generator().manual_seed(args.seed)
-    for epoch in range(1, args.epochs + 1):
-        order = torch.randperm(n, generator=g)
-        total = 0.0
-        for i0 in range(0, n, args.batch):
-            b = order[i0:i0 + args.batch]
-            s = gate([x16[b], x32[b]], xa[b])
-            loss = F.binary_cross_entropy_with_logits(
-                s, y[b], pos_weight=torch.tensor(args.positive_weight))
+def fit_linear(x, y, classes: int, multi_label: bool, args, seed: int) -> nn.Linear:
+    torch.manual_seed(seed)
+    layer = nn.Linear(x.shape[1], classes)
+    opt = torch.optim.AdamW(layer.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(args.epochs):
+        for b in torch.randperm(len(x), generator=g).split(args.batch):
+            out = layer(x[b])
+            loss = F.binary_cross_entropy_with_logits(out, y[b]) if multi_label else F.cross_entropy(out, y[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * len(b)
-        with torch.no_grad():
-            s = gate([x16, x32], xa)
-            acc = float(((s > 0).float() == y).float().mean())
-        log.append({"epoch": epoch, "loss": round(total / n, 4), "train_accuracy": round(acc, 4)})
-        if epoch % 5 == 0 or epoch == 1:
-            print(json.dumps(log[-1]), flush=True)
-    return gate, norms, log, {"frames": int(n), "positives": int(y.sum()), "dropped_inactive": int((~keep).sum())}
+    return layer
 
 
-@torch.no_grad()
-def folded(gate: PresenceGate, norms) -> dict[str, np.ndarray]:
-    """presence.* with the standardisation folded in: W (x - m) / s = (W / s) x - (W / s) m."""
+def fit_gate(feats: dict, cache: Cache, vocab, args) -> tuple[dict, dict]:
+    """(presence.* tensors without the threshold, what they trained on)."""
+    own = feats["clip"] == feats["audio_clip"]
+    frame = np.tile(np.arange(T), len(own) // T)
+    s4 = np.array([cache.clips[c]["kind"] == "s4" for c in feats["clip"]])
+    visual = own & s4 & (feats["target"] > 0) & (feats["active"] >= args.active_fraction)
+    stamp = np.array([vocab[cache.clips[c]["stamps"][0]] for c in feats["clip"][visual]])
+    sounding = cache.labels[feats["clip"][own], frame[own]]
+    norms = {k: standardiser(feats[k]) for k in ("pooled", "audio")}
+    z = lambda k, m: (torch.from_numpy(feats[k][m]) - norms[k][0]) / norms[k][1]  # noqa: E731
+    k = len(vocab)
+    vis = fit_linear(z("pooled", visual), torch.from_numpy(stamp), k, False, args, args.seed)
+    aud = fit_linear(z("audio", own), torch.from_numpy(sounding), k, True, args, args.seed + 1)
+    with torch.no_grad():
+        vis_acc = float((vis(z("pooled", visual)).argmax(1).numpy() == stamp).mean())
+
     def fold(layer, key):
         mean, std = norms[key]
-        w = layer.weight / std
-        return w, -(w @ mean)
+        with torch.no_grad():
+            w = layer.weight / std
+            return w.numpy(), (layer.bias - w @ mean).numpy()
 
-    w16, o16 = fold(gate.visual16, "v16")
-    w32, o32 = fold(gate.visual32, "v32")
-    wa, oa = fold(gate.audio, "audio")
-    return {
-        "presence.visual16.weight": w16.numpy(),
-        "presence.visual32.weight": w32.numpy(),
-        "presence.visual32.bias": (gate.visual32.bias + o16 + o32).numpy(),
-        "presence.audio.weight": wa.numpy(),
-        "presence.audio.bias": (gate.audio.bias + oa).numpy(),
-        "presence.bias": gate.bias.detach().numpy().copy(),
-    }
+    wv, bv = fold(vis, "pooled")
+    wa, ba = fold(aud, "audio")
+    state = {"presence.visual.weight": wv, "presence.visual.bias": bv,
+             "presence.audio.weight": wa, "presence.audio.bias": ba}
+    return state, {"visual_frames": int(visual.sum()), "visual_train_accuracy": round(vis_acc, 4),
+                   "audio_frames": int(own.sum())}
 
 
-def val_report(gate_state: dict, feats: dict, cache: Cache) -> dict:
-    """The gate on val's own-audio frames: what `avseg eval` will count, approximately (the
-    frozen model's logits from the cached float16 taps)."""
-    gate = PresenceGate(rank=gate_state["presence.audio.weight"].shape[0])
-    gate.load_state_dict({k[len("presence."):]: torch.from_numpy(v) for k, v in gate_state.items()})
+def val_table(state: dict, feats: dict, cache: Cache, thresholds) -> list[dict]:
+    """Each tau on val's own-audio frames: what `avseg eval` will count, approximately (the frozen
+    model's logits from the cached float16 taps, the host's resize replaced by PIL's)."""
     with torch.no_grad():
-        s = gate([torch.from_numpy(feats["v16"]), torch.from_numpy(feats["v32"])],
-                 torch.from_numpy(feats["audio"])).numpy()
-    raw_empty = feats["active"] < EMPTY_MAX_FOREGROUND
-    kinds = np.repeat([c["kind"] for c in cache.clips], T)
-    neg = np.array([is_negative(k) for k in kinds])
-    pos = feats["target"] > 0
-    return {
-        "negative_frames": int(neg.sum()),
-        "negatives_empty_before": round(float(raw_empty[neg].mean()), 4),
-        "negatives_empty_after": round(float((raw_empty | (s <= 0))[neg].mean()), 4),
-        "positive_frames": int(pos.sum()),
-        "positives_vetoed": round(float(((s <= 0) & ~raw_empty)[pos].mean()), 4),
-    }
+        a = AgreementGate.from_state(state).agreement(torch.from_numpy(feats["pooled"]), torch.from_numpy(feats["audio"])).numpy()
+    masked = feats["active"] >= EMPTY_MAX_FOREGROUND
+    neg = np.array([is_negative(cache.clips[c]["kind"]) for c in feats["clip"]])
+    offscreen = np.array([cache.clips[c]["kind"].endswith("offscreen") for c in feats["clip"]])
+    pos = (feats["target"] > 0) & masked
+    rows = []
+    for tau in thresholds:
+        empty = ~masked | (a < tau)
+        rows.append({"threshold": tau,
+                     "negatives_empty": round(float(empty[neg].mean()), 4),
+                     "offscreen_empty": round(float(empty[offscreen].mean()), 4),
+                     "masked_positives_vetoed": round(float((a < tau)[pos].mean()), 4),
+                     "negative_frames": int(neg.sum()), "masked_positive_frames": int(pos.sum())})
+    return rows
+
+
+def choose_threshold(rows: list[dict], max_vetoed: float) -> float | None:
+    ok = [r for r in rows if r["masked_positives_vetoed"] <= max_vetoed]
+    if not ok:
+        return None
+    best = max(r["negatives_empty"] for r in ok)
+    return min(r["threshold"] for r in ok if r["negatives_empty"] == best)
+
+
+def cached_features(path: Path, make) -> dict[str, np.ndarray]:
+    if path.exists():
+        feats = dict(np.load(path))
+        missing = [k for k in FEATURE_KEYS if k not in feats]
+        if not missing:
+            return feats
+        print(f"{path}: lacks {missing}, computed again")
+    feats = make()
+    np.savez(path, **feats)
+    return feats
 
 
 def main():
@@ -186,14 +202,15 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--offscreen", type=int, default=2, help="off-screen twins per positive clip")
     ap.add_argument("--active-fraction", type=float, default=0.005,
-                    help="train only on frames where the frozen model has at least this fraction of "
-                         "positive logits")
-    ap.add_argument("--positive-weight", type=float, default=1.0)
-    ap.add_argument("--rank", type=int, default=32)
-    ap.add_argument("--epochs", type=int, default=40)
+                    help="the visual classifier learns from frames where the frozen model has at least "
+                         "this fraction of positive logits")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.05, 0.08, 0.10, 0.12, 0.15])
+    ap.add_argument("--max-vetoed", type=float, default=0.01,
+                    help="the most of val's masked frames with foreground a threshold may veto")
+    ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=3e-3)
-    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--weight-decay", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--limit", type=int, help="first N clips of each cache (smoke runs)")
     args = ap.parse_args()
@@ -214,27 +231,24 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    feat_file = args.out / "features_train.npz"
-    if feat_file.exists():
-        train_feats = dict(np.load(feat_file))
-    else:
-        rng = np.random.default_rng(args.seed)
-        train_feats = frame_features(head, audio_enc, train_cache, training_pairs(train_cache, vocab, rng, args.offscreen))
-        np.savez(feat_file, **train_feats)
-    val_file = args.out / "features_val.npz"
-    if val_file.exists():
-        val_feats = dict(np.load(val_file))
-    else:
-        val_feats = frame_features(head, audio_enc, val_cache, own_pairs(val_cache))
-        np.savez(val_file, **val_feats)
+    rng = np.random.default_rng(args.seed)
+    train_feats = cached_features(args.out / "features_train.npz", lambda: frame_features(
+        head, audio_enc, train_cache, training_pairs(train_cache, vocab, rng, args.offscreen)))
+    val_feats = cached_features(args.out / "features_val.npz",
+                                lambda: frame_features(head, audio_enc, val_cache, own_pairs(val_cache)))
     t_feat = time.time() - t0
 
     t0 = time.time()
-    gate, norms, log, data = fit_gate(train_feats, args)
+    state, data = fit_gate(train_feats, train_cache, vocab, args)
     t_fit = time.time() - t0
-    state = folded(gate, norms)
-    report = val_report(state, val_feats, val_cache)
-    print("val", json.dumps(report), flush=True)
+    table = val_table(state, val_feats, val_cache, args.thresholds)
+    for row in table:
+        print("val", json.dumps(row), flush=True)
+    tau = choose_threshold(table, args.max_vetoed)
+    if tau is None:
+        raise SystemExit(f"no threshold vetoes at most {args.max_vetoed} of val's masked frames with foreground")
+    state["presence.threshold"] = np.array([tau], np.float32)
+    print(f"threshold {tau}", flush=True)
 
     write_safetensors(args.out / "checkpoint.safetensors", {**tensors, **state},
                       {"format": "avseg default model checkpoint with a presence gate (presence.*)"})
@@ -247,8 +261,8 @@ def main():
         "data": data,
         "feature_seconds": round(t_feat, 1),
         "fit_seconds": round(t_fit, 1),
-        "log": log,
-        "val_approx": report,
+        "val_thresholds": table,
+        "threshold": tau,
     }
     (args.out / "train_record.json").write_text(json.dumps(record, indent=1))
     print(f"wrote {args.out / 'checkpoint.safetensors'} (features {t_feat:.0f} s, fit {t_fit:.0f} s)")

@@ -12,6 +12,7 @@ state dict exactly as it reads an official checkpoint.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -355,46 +356,66 @@ class VGGishLiteBN(nn.Module):
         return out
 
 
-# The presence gate (issue 15, fifth round; tools/avsreg/unseen_split.md). Under this mass (in
+# The presence gate (issue 15; tools/avsreg/unseen_split.md, sixth round). Under this mass (in
 # grid cells) a frame's mask is treated as lying on nothing: the pooled features then shrink
 # towards zero instead of dividing noise by noise.
 GATE_EPS = 0.1
-# Encoder taps the gate pools (strides 16 and 32): the deep features that name an object.
-GATE_TAPS = (2, 3)
+# The encoder tap the gate pools (stride 16): features that name an object and, unlike the stride-32
+# tap's, still named it on val's unseen photos (the fifth round's bilinear gate read both and
+# vetoed good masks there).
+GATE_TAP = 2
+# s = GATE_GAIN * (agreement - tau): a frame just above tau keeps logits up to GATE_GAIN times the
+# margin, which passes every logit the model makes (|L| < 30) once the margin is a few hundredths.
+GATE_GAIN = 1000.0
+# The visual classifier's logits are centred and capped before exp (the graph has no max
+# reduction to subtract): exp(80) is finite in float32.
+GATE_EXP_CAP = 80.0
 
 
 def gate_inputs(logits, taps):
-    """The gate's visual inputs: for each of GATE_TAPS, the tap's features averaged under the
-    frame's own mask probabilities (sigmoid of the logits, averaged onto the tap's grid).
+    """The gate's visual input: tap GATE_TAP's features averaged under the frame's own mask
+    probabilities (sigmoid of the logits, averaged onto the tap's grid).
 
-    logits [N,1,H,W], taps the encoder's four maps [N,C_i,h_i,w_i] -> [[N,C] per gate tap]."""
+    logits [N,1,H,W], taps the encoder's four maps [N,C_i,h_i,w_i] -> [N,C]."""
     p = torch.sigmoid(logits[:, :1])
-    out = []
-    for i in GATE_TAPS:
-        tap = taps[i]
-        w = F.avg_pool2d(p, p.shape[-1] // tap.shape[-1])
-        out.append((w * tap).sum((2, 3)) / (w.sum((2, 3)) + GATE_EPS))
-    return out
+    tap = taps[GATE_TAP]
+    w = F.avg_pool2d(p, p.shape[-1] // tap.shape[-1])
+    return (w * tap).sum((2, 3)) / (w.sum((2, 3)) + GATE_EPS)
 
 
-class PresenceGate(nn.Module):
-    """s = <U16 v16 + U32 v32 + c, V a + d> + b: is the thing the mask lies on what sounds?
+class AgreementGate(nn.Module):
+    """Does the masked object sound? a = sum_k p_visual(k) p_audio(k) over the training objects,
+    p_visual a softmax over what the mask lies on, p_audio a sigmoid per object from the audio
+    embedding; the presence logit is GATE_GAIN * (a - threshold).
 
     Keys `presence.*` in a checkpoint (folded: the inputs' standardisation is already in the
     weights), which `avseg_export.tpavi.build_tpavi` turns into graph nodes ending in
     min(logits, s)."""
 
-    def __init__(self, tap_channels=(112, 320), audio_dim=128, rank=32):
+    def __init__(self, tap_channels=112, audio_dim=128, classes=100, threshold=0.1):
         super().__init__()
-        self.visual16 = nn.Linear(tap_channels[0], rank, bias=False)
-        self.visual32 = nn.Linear(tap_channels[1], rank)
-        self.audio = nn.Linear(audio_dim, rank)
-        self.bias = nn.Parameter(torch.zeros(1))
+        self.visual = nn.Linear(tap_channels, classes)
+        self.audio = nn.Linear(audio_dim, classes)
+        self.register_buffer("threshold", torch.tensor([float(threshold)]))
+
+    @classmethod
+    def from_state(cls, state: dict) -> "AgreementGate":
+        """The gate of a checkpoint's `presence.*` tensors (numpy), threshold 0 if it has none."""
+        w = state["presence.visual.weight"]
+        gate = cls(w.shape[1], state["presence.audio.weight"].shape[1], w.shape[0])
+        sd = {k[len("presence."):]: torch.as_tensor(np.asarray(v, np.float32)) for k, v in state.items()}
+        sd.setdefault("threshold", torch.zeros(1))
+        gate.load_state_dict(sd)
+        return gate
+
+    def agreement(self, pooled, audio):
+        z = self.visual(pooled)
+        z = torch.clamp(z - z.mean(1, keepdim=True), max=GATE_EXP_CAP)
+        return (torch.softmax(z, 1) * torch.sigmoid(self.audio(audio))).sum(1)
 
     def forward(self, pooled, audio):
         """pooled: gate_inputs(...); audio [N,D] -> presence logit [N]."""
-        v = self.visual16(pooled[0]) + self.visual32(pooled[1])
-        return (v * self.audio(audio)).sum(1) + self.bias
+        return GATE_GAIN * (self.agreement(pooled, audio) - self.threshold)
 
 
 def gated_logits(logits, presence):
