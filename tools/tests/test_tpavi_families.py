@@ -295,31 +295,33 @@ def test_open_frame_axis(tmp_path):
 
 
 def presence_gate_literal(sd, logits, feats, audio):
-    """The default model's presence gate (train_default/model.py) written out in numpy: each gate
-    tap's features averaged under the mask probabilities pooled onto its grid, a rank-R product
-    with the audio projection, and min(logits, s) per frame."""
+    """The default model's presence gate (train_default/model.py, AgreementGate) written out in
+    numpy: tap 2's features averaged under the mask probabilities pooled onto its grid, a softmax
+    over the visual classes, a sigmoid per audio class, their agreement a, and
+    min(logits, 1000 (a - tau)) per frame."""
     p = 1.0 / (1.0 + np.exp(-logits[:, :1]))
     n, _, hh, ww = p.shape
-    pooled = []
-    for f in (feats[2], feats[3]):
-        h, w = f.shape[2:]
-        weight = p.reshape(n, 1, h, hh // h, w, ww // w).mean((3, 5))
-        pooled.append((weight * f).sum((2, 3)) / (weight.sum((2, 3)) + 0.1))
-    visual = pooled[0] @ sd["presence.visual16.weight"].T + pooled[1] @ sd["presence.visual32.weight"].T \
-        + sd["presence.visual32.bias"]
-    heard = audio @ sd["presence.audio.weight"].T + sd["presence.audio.bias"]
-    s = (visual * heard).sum(1) + sd["presence.bias"]
+    f = feats[2]
+    h, w = f.shape[2:]
+    weight = p.reshape(n, 1, h, hh // h, w, ww // w).mean((3, 5))
+    pooled = (weight * f).sum((2, 3)) / (weight.sum((2, 3)) + 0.1)
+    z = pooled @ sd["presence.visual.weight"].T + sd["presence.visual.bias"]
+    z = np.exp(z - z.max(1, keepdims=True))
+    seen = z / z.sum(1, keepdims=True)
+    heard = 1.0 / (1.0 + np.exp(-(audio @ sd["presence.audio.weight"].T + sd["presence.audio.bias"])))
+    s = 1000.0 * ((seen * heard).sum(1) - sd["presence.threshold"])
     return np.minimum(logits, s[:, None, None, None]), s
 
 
 def test_presence_gate(tmp_path):
     """build_tpavi with `presence.*` keys: ORT against the numpy literal gate on the literal
-    model's logits and taps (tolerance as the families'), with the bias set so that some frames are vetoed and some kept; the
-    gated graph equals the ungated one wherever s is above every logit; its frame axis opens."""
+    model's logits and taps (tolerance as the families'), with the threshold set so that some
+    frames are vetoed and some kept; the gated graph equals the ungated one wherever s is above
+    every logit; its frame axis opens."""
     from avseg_export.batch import open_frame_axis
 
     fx, seg, _ = load_fixture("tpavi-r50", 0, tmp_path)
-    size, t, rank = 64, GROUP, 4
+    size, t, classes = 64, GROUP, 7
     rng = np.random.default_rng(11)
     fr = rng.standard_normal((t, 3, size, size)).astype(np.float32)
     emb = np.abs(rng.standard_normal((t, 128))).astype(np.float32)
@@ -327,16 +329,15 @@ def test_presence_gate(tmp_path):
     feats = resnet50(sd64, fr.astype(np.float64))
     logits = tpavi_model(sd64, fr.astype(np.float64), emb.astype(np.float64))
     gate = {
-        "presence.visual16.weight": rng.standard_normal((rank, feats[2].shape[1])) * 0.1,
-        "presence.visual32.weight": rng.standard_normal((rank, feats[3].shape[1])) * 0.1,
-        "presence.visual32.bias": rng.standard_normal(rank),
-        "presence.audio.weight": rng.standard_normal((rank, 128)) * 0.1,
-        "presence.audio.bias": rng.standard_normal(rank),
-        "presence.bias": np.zeros(1),
+        "presence.visual.weight": rng.standard_normal((classes, feats[2].shape[1])),
+        "presence.visual.bias": rng.standard_normal(classes),
+        "presence.audio.weight": rng.standard_normal((classes, 128)) * 0.3,
+        "presence.audio.bias": rng.standard_normal(classes),
+        "presence.threshold": np.zeros(1),
     }
     _, s = presence_gate_literal(gate, logits, feats, emb.astype(np.float64))
-    # Between the frames' scores: the lower half vetoed (s below zero), the upper half kept.
-    gate["presence.bias"] = np.array([-np.median(s)])
+    # Between the frames' agreements: the lower half vetoed, the upper half kept.
+    gate["presence.threshold"] = np.array([np.median(s) / 1000.0 + 1e-3])
     want, s = presence_gate_literal(gate, logits, feats, emb.astype(np.float64))
     assert (s < 0).any() and (s > logits.reshape(t, -1).max(1)).any(), s
     gated_sd = {**seg, **{k: v.astype(np.float32) for k, v in gate.items()}}
@@ -344,6 +345,8 @@ def test_presence_gate(tmp_path):
     assert info["presence_gate"]
     run = lambda m, a, b: session(m).run(["mask_logits"], {"frames": a, "audio_embedding": b})[0]
     got = run(model, fr, emb)
+    # A vetoed frame's logits are s, the agreement times 1000: float32 rounding of the agreement
+    # shows there at ~5e-5, inside the families' tolerance.
     d = np.abs(got - want).max()
     print(f"presence gate: ORT vs numpy literal max|diff| {d:.3e} (max|ref| {np.abs(want).max():.3g}); "
           f"s {np.round(s, 2)}")

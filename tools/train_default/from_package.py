@@ -101,16 +101,12 @@ def invert_segmenter(init: dict[str, np.ndarray], size: int, path: Path) -> dict
     for k, v in init.items():
         if k.startswith(prefixes):
             out[k] = v
-    if "presence.logit.bias" in init:
-        # A presence gate (avseg-train-gate): its projections are stored as 1x1 convolutions and
-        # its bias on the convolution that sums over the rank.
-        for key in ("visual16", "visual32"):
-            w = take(f"presence.{key}.weight")
-            out[f"presence.{key}.weight"] = w.reshape(w.shape[0], w.shape[1])
-        out["presence.visual32.bias"] = take("presence.visual32.bias")
-        out["presence.audio.weight"] = take("presence.audio.weight")
-        out["presence.audio.bias"] = take("presence.audio.bias")
-        out["presence.bias"] = take("presence.logit.bias")
+    if "presence.threshold" in init:
+        # A presence gate (avseg-train-gate): the visual classifier is stored as a 1x1 convolution.
+        w = take("presence.visual.weight")
+        out["presence.visual.weight"] = w.reshape(w.shape[0], w.shape[1])
+        for key in ("presence.visual.bias", "presence.audio.weight", "presence.audio.bias", "presence.threshold"):
+            out[key] = take(key)
     return out
 
 
