@@ -265,7 +265,7 @@ def decoder(gb, sd, fused, out):
 # Presence gate (avseg's default model only; tools/train_default/model.py)
 # ---------------------------------------------------------------------------
 
-# Must equal train_default.model's GATE_EPS, GATE_TAP, GATE_GAIN and GATE_EXP_CAP.
+# The gate's constants; train_default.model (which trains it) imports them from here.
 PRESENCE_EPS = 0.1
 PRESENCE_TAP = 2
 PRESENCE_GAIN = 1000.0

@@ -127,7 +127,10 @@ def fit_gate(feats: dict, cache: Cache, vocab, args) -> tuple[dict, dict]:
     frame = np.tile(np.arange(T), len(own) // T)
     s4 = np.array([cache.clips[c]["kind"] == "s4" for c in feats["clip"]])
     visual = own & s4 & (feats["target"] > 0) & (feats["active"] >= args.active_fraction)
-    stamp = np.array([vocab[cache.clips[c]["stamps"][0]] for c in feats["clip"][visual]])
+    if not visual.any():
+        raise SystemExit("no S4 frame with foreground that the frozen model masks: nothing to train the visual "
+                         "classifier on (too few clips, or --active-fraction too high)")
+    stamp = np.array([vocab[cache.clips[c]["stamps"][0]] for c in feats["clip"][visual]], np.int64)
     sounding = cache.labels[feats["clip"][own], frame[own]]
     norms = {k: standardiser(feats[k]) for k in ("pooled", "audio")}
     z = lambda k, m: (torch.from_numpy(feats[k][m]) - norms[k][0]) / norms[k][1]  # noqa: E731
@@ -218,13 +221,27 @@ def main():
     torch.use_deterministic_algorithms(True)
     from avseg_export.weights import read_safetensors, write_safetensors
 
-    tensors = read_safetensors(args.init_from)
+    try:
+        tensors = read_safetensors(args.init_from)
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"{args.init_from}: not a readable train.py checkpoint ({e})")
     if any(k.startswith("presence.") for k in tensors):
         raise SystemExit(f"{args.init_from}: already has a presence gate")
-    frozen = json.loads(args.record.read_text())
-    head, audio_enc, _enc, _gate = torch_modules(tensors, frozen["args"])
+    try:
+        frozen = json.loads(args.record.read_text())
+        frozen_args = frozen["args"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{args.record}: not a train.py record ({str(e)[:160]})")
+    head, audio_enc, _enc, _gate = torch_modules(tensors, frozen_args)
     vocab = stamp_vocab(HERE.parent / "avsreg" / "sources.lock.json")
-    train_cache, val_cache = Cache(args.cache), Cache(args.val_cache)
+
+    def cache(d: Path) -> Cache:
+        try:
+            return Cache(d)
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"{d}: not a train.py cache folder ({e})")
+
+    train_cache, val_cache = cache(args.cache), cache(args.val_cache)
     if args.limit:
         train_cache.clips = train_cache.clips[:args.limit]
         val_cache.clips = val_cache.clips[:args.limit]

@@ -356,20 +356,20 @@ class VGGishLiteBN(nn.Module):
         return out
 
 
-# The presence gate (issue 15; tools/avsreg/unseen_split.md, sixth round). Under this mass (in
-# grid cells) a frame's mask is treated as lying on nothing: the pooled features then shrink
-# towards zero instead of dividing noise by noise.
-GATE_EPS = 0.1
-# The encoder tap the gate pools (stride 16): features that name an object and, unlike the stride-32
-# tap's, still named it on val's unseen photos (the fifth round's bilinear gate read both and
-# vetoed good masks there).
-GATE_TAP = 2
-# s = GATE_GAIN * (agreement - tau): a frame just above tau keeps logits up to GATE_GAIN times the
-# margin, which passes every logit the model makes (|L| < 30) once the margin is a few hundredths.
-GATE_GAIN = 1000.0
-# The visual classifier's logits are centred and capped before exp (the graph has no max
-# reduction to subtract): exp(80) is finite in float32.
-GATE_EXP_CAP = 80.0
+# The presence gate (issue 15; tools/avsreg/unseen_split.md, sixth round). Its constants are the
+# exporter's, so the trained gate and the graph cannot drift apart:
+# - GATE_EPS: under this mass (in grid cells) a frame's mask is treated as lying on nothing, and
+#   the pooled features shrink towards zero instead of dividing noise by noise;
+# - GATE_TAP: the encoder tap pooled (stride 16), whose features still named objects on val's
+#   unseen photos where the stride-32 tap's did not (the fifth round's gate read both);
+# - GATE_GAIN: s = GATE_GAIN * (agreement - tau), so a frame a few hundredths above tau passes
+#   every logit the model makes (|L| < 30);
+# - GATE_EXP_CAP: the visual classifier's logits are centred and capped before exp (the graph has
+#   no max reduction to subtract).
+from avseg_export.tpavi import PRESENCE_EPS as GATE_EPS  # noqa: E402
+from avseg_export.tpavi import PRESENCE_EXP_CAP as GATE_EXP_CAP  # noqa: E402
+from avseg_export.tpavi import PRESENCE_GAIN as GATE_GAIN  # noqa: E402
+from avseg_export.tpavi import PRESENCE_TAP as GATE_TAP  # noqa: E402
 
 
 def gate_inputs(logits, taps):
