@@ -126,6 +126,41 @@ def seg_loss(logits, target, object_weight: float):
     return object_weight * fg + (1 - object_weight) * bg
 
 
+def init_from(head, path: Path, objectness: bool = False) -> dict:
+    """Copies into `head` every tensor of the checkpoint at `path` whose name and shape match one of
+    its own, so a segmenter can start from a TPAVI model's trained ASPPs and decoder: TPAVI's
+    blocks and audio encoder have no place in it, and a head with another output count keeps its
+    fresh last layer. With `objectness`, a factored head's two-output last layer starts from a
+    binary model's one-output layer instead: its sounding-object logit becomes the objectness and
+    its negative the background, so the first steps start from the binary model's outlines rather
+    than from a random layer over large activations. Returns what was taken and what was not, for
+    the record."""
+    from avseg_export.weights import read_safetensors
+    try:
+        ckpt = read_safetensors(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--init-from {path}: cannot read the checkpoint: {e}")
+    own = head.state_dict()
+    taken = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in ckpt.items()
+             if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not taken:
+        raise SystemExit(f"--init-from {path}: no tensor matches the segmenter's names and shapes "
+                         f"(is it a TPAVI-key-layout checkpoint with --channels {own['conv1.conv2d_list.0.weight'].shape[0]}?)")
+    if objectness:
+        w, b = ckpt.get("output_conv.4.weight"), ckpt.get("output_conv.4.bias")
+        want = tuple(own["output_conv.4.weight"].shape)
+        if w is None or b is None or w.shape[0] != 1 or want != (2,) + tuple(w.shape[1:]):
+            raise SystemExit(f"--init-objectness: {path} needs a one-output output_conv.4 of the head's width "
+                             f"(the head's is {want}, the checkpoint's {None if w is None else tuple(w.shape)})")
+        w, b = torch.from_numpy(np.asarray(w, np.float32)), torch.from_numpy(np.asarray(b, np.float32))
+        taken["output_conv.4.weight"], taken["output_conv.4.bias"] = torch.cat([-w, w]), torch.cat([-b, b])
+    head.load_state_dict(taken, strict=False)
+    fresh = sorted(k for k in own if k not in taken)
+    print(f"--init-from {path}: {len(taken)} of {len(own)} tensors taken; fresh: {', '.join(fresh[:8])}"
+          + (" ..." if len(fresh) > 8 else ""), flush=True)
+    return {"checkpoint": str(path), "taken": len(taken), "fresh": fresh, "objectness_from_binary": objectness}
+
+
 def export_checkpoint(head, lite0: dict, path: Path):
     from avseg_export.weights import write_safetensors
     tensors = {k: v.detach().float().numpy() for k, v in head.state_dict().items()}
@@ -148,6 +183,12 @@ def main():
     ap.add_argument("--head-last", type=int, default=48)
     ap.add_argument("--class-branch", type=int, default=0,
                     help="width of the factored class branch (model.SemanticHead; 0: classes from the decoder alone)")
+    ap.add_argument("--init-from", type=Path,
+                    help="start from a checkpoint's ASPP, decoder and head tensors whose names and shapes match "
+                         "(a TPAVI default's, or another segmenter's); the rest starts fresh")
+    ap.add_argument("--init-objectness", action="store_true",
+                    help="with --init-from a binary (TPAVI) checkpoint and a factored head: start the head's last "
+                         "layer from the checkpoint's, its logit as objectness and its negative as background")
     ap.add_argument("--iters", type=int, default=1500)
     ap.add_argument("--batch", type=int, default=16, help="frames per step")
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -178,6 +219,9 @@ def main():
     print(f"{len(rows)} training frames from {len(train)} caches ({t_cache:.0f} s)", flush=True)
 
     head = SemanticHead(LITE0_TAP_CHANNELS, args.channels, args.head_mid, args.head_last, n_classes, args.class_branch)
+    if args.init_objectness and not args.init_from:
+        ap.error("--init-objectness needs --init-from")
+    init = init_from(head, args.init_from, args.init_objectness) if args.init_from else None
     opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=1e-4)
     warm = max(1, args.iters // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -218,6 +262,7 @@ def main():
         "classes": n_classes,
         "data": [{"root": str(sp.cache.meta["root"]), "clips": len(sp.cache)} for sp in train],
         **run_context(lite0_path, args.threads),
+        "init_from": init,
         "cache_seconds": round(t_cache, 1),
         "train_seconds": round(t_train, 1),
         "log": log,
