@@ -74,7 +74,7 @@ pub use frontend::vision::{ResizeFilter, VisionConfig, VisionFrontend};
 // Model packages.
 pub use model::{
     AudioFrontendKind, AudioSpec, Dim, Family, FileCheck, GraphInfo, GraphSpec, Graphs, LabelTreeSpec, Manifest, ModelPackage,
-    OutputSpec, PackageOptions, Provenance, TensorDecl, TwoStage, SCHEMA_VERSION,
+    OutputSpec, PackageOptions, PixelRule, Provenance, TensorDecl, TwoStage, SCHEMA_VERSION,
 };
 // Outputs.
 pub use post::mask::{binary_mask, semantic_mask, FrameMask, MaskBuilder};

@@ -168,6 +168,56 @@ fn edited(file: &str, edit: impl FnOnce(String) -> String) -> tempfile::TempDir 
     dir
 }
 
+/// The tiny package with the heard-mass pixel rule in its manifest.
+fn heard_mass_package(silent_ratio: f32) -> tempfile::TempDir {
+    edited("avseg.json", |t| {
+        let key = "\"audio_labels\": \"audio_labels.txt\"";
+        assert!(t.contains(key));
+        t.replace(key, &format!("{key}, \"pixel_rule\": {{\"kind\": \"heard_mass\", \"silent_ratio\": {silent_ratio}}}"))
+    })
+}
+
+/// Under the heard-mass pixel rule, clean colour squares (each pixel's classes far apart) keep
+/// and drop the same objects as under the arg-max rule, and `avseg eval`'s scores
+/// (`two_stage_logits`) are above 0.5 exactly on the mask, for both rules. (Where the rules part,
+/// on mixed class probabilities, is `post::mask`'s unit test.)
+#[test]
+fn the_heard_mass_rule_keeps_what_the_arg_max_rule_keeps_on_clean_colours() {
+    let dir = heard_mass_package(0.1);
+    let rule = avseg::ModelPackage::load(dir.path()).unwrap().two_stage().unwrap().pixel_rule;
+    assert_eq!(rule, avseg::PixelRule::HeardMass { silent_ratio: 0.1 });
+    let mut arg_max = Engine::load(model(), &EngineOptions::default()).unwrap();
+    assert_eq!(arg_max.package().two_stage().unwrap().pixel_rule, avseg::PixelRule::ArgMax);
+    let mut heard_mass = Engine::load(dir.path(), &EngineOptions::default()).unwrap();
+    // 64x64 frames, the model's size: the mask is the model-resolution decision pixel for pixel.
+    let mut img = RgbImage::from_pixel(64, 64, Rgb([128, 128, 128]));
+    for (colour, x0) in [(RED, 4), (BLUE, 36)] {
+        for y in 20..44 {
+            for x in x0..x0 + 20 {
+                img.put_pixel(x, y, Rgb(colour));
+            }
+        }
+    }
+    for tones in [vec![500.0], vec![1500.0], vec![500.0, 1500.0], vec![4000.0], vec![]] {
+        let c = clip(&img, sound(&tones, false));
+        let a = arg_max.run_clip(&c).unwrap();
+        let h = heard_mass.run_clip(&c).unwrap();
+        for (engine, out) in [(&arg_max, &a), (&heard_mass, &h)] {
+            let scores = engine.two_stage_logits(&out.logits, out.tags.as_ref().unwrap()).unwrap();
+            for (i, f) in out.frames.iter().enumerate() {
+                let kept: Vec<bool> = scores.item(i).iter().map(|&l| l > 0.0).collect();
+                let shown: Vec<bool> = f.mask.labels.iter().map(|&l| l != 0).collect();
+                assert_eq!(kept, shown, "tones {tones:?}, frame {i}: scores and mask differ");
+            }
+        }
+        for (fa, fh) in a.frames.iter().zip(&h.frames) {
+            assert_eq!(names(&fh.objects), names(&fa.objects), "tones {tones:?}: kept objects");
+            assert_eq!(names(&fh.silent_objects), names(&fa.silent_objects), "tones {tones:?}: silent objects");
+            assert_eq!(fh.mask.labels, fa.mask.labels, "tones {tones:?}: masks");
+        }
+    }
+}
+
 /// Loading checks the whole two-stage package and names the file and the field on each error.
 #[test]
 fn loading_names_the_file_and_field_of_each_error() {
@@ -187,6 +237,8 @@ fn loading_names_the_file_and_field_of_each_error() {
             let end = t[start..].find('}').unwrap() + start + 1;
             format!("{}{}", &t[..start], &t[end..])
         }), &["avseg.json", "label_tree", "is missing"]),
+        ("avseg.json", Box::new(|t: String| t.replace("\"audio_labels\": \"audio_labels.txt\"", "\"audio_labels\": \"audio_labels.txt\", \"pixel_rule\": {\"kind\": \"heard_mass\", \"silent_ratio\": -0.5}")), &["avseg.json", "label_tree.pixel_rule.silent_ratio", "-0.5"]),
+        ("avseg.json", Box::new(|t: String| t.replace("\"audio_labels\": \"audio_labels.txt\"", "\"audio_labels\": \"audio_labels.txt\", \"pixel_rule\": {\"kind\": \"soft\"}")), &["avseg.json", "soft"]),
     ];
     for (file, edit, want) in cases {
         let dir = edited(file, edit);

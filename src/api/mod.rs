@@ -31,11 +31,11 @@ use crate::io::clip::ClipFiles;
 #[cfg(feature = "image-files")]
 use crate::io::image::decode_image_with;
 use crate::io::limits::InputLimits;
-use crate::model::{ModelPackage, OutputSpec, PackageError, PackageOptions};
+use crate::model::{ModelPackage, OutputSpec, PackageError, PackageOptions, PixelRule};
 use crate::post::mask::{FrameMask, MaskBuilder};
 use crate::post::objects::{ObjectFinder, ObjectSound, SoundingObject};
-use crate::post::softmax::softmax_argmax;
-use crate::post::sound_match::{SoundMatcher, Verdict};
+use crate::post::softmax::{heard_mass, heard_mass_keeps, softmax_argmax};
+use crate::post::sound_match::{SoundMatcher, SoundSupport, Verdict};
 use crate::tensor::Tensor;
 
 pub mod session;
@@ -320,6 +320,23 @@ pub(crate) struct FramePost {
     /// Two-stage packages: the sounds heard in the frame's second, and the verdict per class.
     matcher: Option<SoundMatcher>,
     verdicts: Vec<Verdict>,
+    /// Whether a heard sound supports each class (the heard-mass pixel rule's input).
+    heard: Vec<bool>,
+    /// The heard-mass rule's arg-max mask, whose objects of silent classes are reported.
+    arg_max: FrameMask,
+}
+
+/// `o` is kept by the tree node `support` names: it carries that node's name and score (reusing
+/// the object's string when it already has one).
+fn attach_sound(o: &mut SoundingObject, tree: &crate::LabelTree, support: &SoundSupport) {
+    let tag = &tree.nodes()[support.node].name;
+    match &mut o.sound {
+        Some(sound) => {
+            sound.tag.clone_from(tag);
+            sound.score = support.score;
+        }
+        none => *none = Some(ObjectSound { tag: tag.clone(), score: support.score }),
+    }
 }
 
 /// How an engine prepares its graphs (sessions choose; clips take the defaults).
@@ -726,7 +743,9 @@ impl Engine {
     ///
     /// Two-stage packages also take the frame's second of tag probabilities (`tags`): each object
     /// is kept when a heard sound of the label tree supports its class, carrying that sound; the
-    /// others go to `silent`, and their classes' pixels become background in the mask.
+    /// others go to `silent`, and their classes' pixels become background in the mask. Under the
+    /// heard-mass pixel rule the mask itself depends on the heard sounds
+    /// ([`Engine::post_heard_mass_into`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn post_frame_into(
         &self,
@@ -740,6 +759,11 @@ impl Engine {
         objects: &mut Vec<SoundingObject>,
         silent: &mut Vec<SoundingObject>,
     ) -> Result<(), Error> {
+        if let Some(PixelRule::HeardMass { silent_ratio }) = self.package.two_stage().map(|two| two.pixel_rule) {
+            // The mask comes from the logits (every path has them on the host, device masks
+            // included), since it depends on the heard sounds.
+            return self.post_heard_mass_into(post, frame_logits, (k, h, w), (fw, fh), tags, silent_ratio, mask, objects, silent);
+        }
         let manifest = self.package.manifest();
         let labels = match &manifest.output {
             OutputSpec::Binary { .. } if mask_ready => None,
@@ -767,14 +791,7 @@ impl Engine {
         let mut kept = 0;
         for j in 0..objects.len() {
             if let Some(Verdict::Sounding(support)) = post.verdicts.get(objects[j].class as usize) {
-                let tag = &tree.nodes()[support.node].name;
-                match &mut objects[j].sound {
-                    Some(sound) => {
-                        sound.tag.clone_from(tag);
-                        sound.score = support.score;
-                    }
-                    none => *none = Some(ObjectSound { tag: tag.clone(), score: support.score }),
-                }
+                attach_sound(&mut objects[j], tree, support);
                 objects.swap(kept, j);
                 kept += 1;
             }
@@ -797,13 +814,63 @@ impl Engine {
         Ok(())
     }
 
+    /// [`Engine::post_frame_into`] for a two-stage package under the heard-mass pixel rule: the
+    /// heard sounds decide which classes are heard, one pass over the logits makes the heard-mass
+    /// mask and the arg-max mask ([`MaskBuilder::heard_mass_into`]), the kept objects are the
+    /// heard-mass mask's (each carrying the sound that supports its class) and the silent ones
+    /// are the arg-max mask's objects of classes no heard sound supports.
+    #[allow(clippy::too_many_arguments)]
+    fn post_heard_mass_into(
+        &self,
+        post: &mut FramePost,
+        frame_logits: &[f32],
+        (k, h, w): (usize, usize, usize),
+        (fw, fh): (u32, u32),
+        tags: Option<&[f32]>,
+        silent_ratio: f32,
+        mask: &mut FrameMask,
+        objects: &mut Vec<SoundingObject>,
+        silent: &mut Vec<SoundingObject>,
+    ) -> Result<(), Error> {
+        let (Some(two), OutputSpec::Semantic { labels, .. }) = (self.package.two_stage(), &self.package.manifest().output) else {
+            return Err(Error::internal("the heard-mass pixel rule outside a semantic two-stage package"));
+        };
+        let tags = tags.ok_or_else(|| Error::internal("a two-stage package's frame was post-processed without its tags"))?;
+        let tree = &two.tree;
+        let matcher = post.matcher.get_or_insert_with(|| SoundMatcher::new(tree));
+        matcher.hear(tree, tags)?;
+        matcher.judge_classes(tree, k, &mut post.verdicts);
+        post.heard.clear();
+        post.heard.extend(post.verdicts.iter().map(|v| matches!(v, Verdict::Sounding(_))));
+        post.builder.heard_mass_into(frame_logits, (k, h, w), &post.heard, silent_ratio, fw, fh, mask, &mut post.arg_max)?;
+        let min_area = self.options.min_object_area;
+        post.finder.find_into(&post.arg_max, Some(labels), min_area, silent);
+        let heard = &post.heard;
+        silent.retain(|o| !heard.get(o.class as usize).copied().unwrap_or(false));
+        for (i, o) in silent.iter_mut().enumerate() {
+            o.id = i as u32 + 1;
+            o.sound = None;
+        }
+        post.finder.find_into(mask, Some(labels), min_area, objects);
+        for o in objects.iter_mut() {
+            // Every kept pixel's class is heard, so every object has its sound.
+            match post.verdicts.get(o.class as usize) {
+                Some(Verdict::Sounding(support)) => attach_sound(o, tree, support),
+                _ => return Err(Error::internal(format!("a heard-mass object of class {} that no heard sound supports", o.class))),
+            }
+        }
+        Ok(())
+    }
+
     /// A two-stage package's clip as one binary score per pixel, at model resolution: what
     /// `avseg eval` scores on the binary (S4/MS3-style) subsets. From the per-class `logits`
-    /// `[n, K, h, w]` and `tags` `[n, A]` of [`Engine::run_clip`]: a pixel whose arg-max class a
-    /// heard sound supports scores `(1 + p) / 2`, p its softmax probability; every other pixel
-    /// scores 0. The score is above 0.5 exactly on the mask the clip's output shows, so J is the
-    /// mask's, and it ranks the kept pixels by the segmenter's probability for F. Returned as
-    /// logits `[n, 1, h, w]` (`ln(s / (1 − s))`, s clamped below 1; −100 for a score of 0).
+    /// `[n, K, h, w]` and `tags` `[n, A]` of [`Engine::run_clip`]: a pixel the package's pixel
+    /// rule keeps scores `(1 + p) / 2`, where p is its arg-max class's softmax probability
+    /// ([`PixelRule::ArgMax`]) or the heard classes' summed probability
+    /// ([`PixelRule::HeardMass`]); every other pixel scores 0. The score is above 0.5 exactly on
+    /// the mask the clip's output shows, so J is the mask's, and it ranks the kept pixels by the
+    /// segmenter's probability for F. Returned as logits `[n, 1, h, w]` (`ln(s / (1 − s))`, s
+    /// clamped below 1; −100 for a score of 0).
     pub fn two_stage_logits(&self, logits: &Tensor, tags: &Tensor) -> Result<Tensor, Error> {
         let two = self
             .package
@@ -824,20 +891,35 @@ impl Engine {
         let mut matcher = SoundMatcher::new(&two.tree);
         let mut verdicts = Vec::with_capacity(k);
         let mut out = Tensor::zeros(vec![n, 1, h, w]);
+        let mut heard = Vec::with_capacity(k);
+        let score = |kept: bool, p: f32| {
+            if kept {
+                let s = ((1.0 + p) / 2.0).min(1.0 - 1e-7);
+                (s / (1.0 - s)).ln()
+            } else {
+                -100.0
+            }
+        };
         for i in 0..n {
             matcher.hear(&two.tree, tags.item(i))?;
             matcher.judge_classes(&two.tree, k, &mut verdicts);
             let dst = &mut out.data_mut()[i * hw..(i + 1) * hw];
-            softmax_argmax(logits.item(i), k, hw, |start, best, prob| {
-                for ((d, &b), &p) in dst[start..start + best.len()].iter_mut().zip(best).zip(prob) {
-                    *d = if matches!(verdicts[b as usize], Verdict::Sounding(_)) {
-                        let s = ((1.0 + p) / 2.0).min(1.0 - 1e-7);
-                        (s / (1.0 - s)).ln()
-                    } else {
-                        -100.0
-                    };
+            match two.pixel_rule {
+                PixelRule::ArgMax => softmax_argmax(logits.item(i), k, hw, |start, best, prob| {
+                    for ((d, &b), &p) in dst[start..start + best.len()].iter_mut().zip(best).zip(prob) {
+                        *d = score(matches!(verdicts[b as usize], Verdict::Sounding(_)), p);
+                    }
+                }),
+                PixelRule::HeardMass { silent_ratio } => {
+                    heard.clear();
+                    heard.extend(verdicts.iter().map(|v| matches!(v, Verdict::Sounding(_))));
+                    heard_mass(logits.item(i), k, hw, &heard, |start, b| {
+                        for ((d, &p0), &m) in dst[start..start + b.heard.len()].iter_mut().zip(b.background).zip(b.heard) {
+                            *d = score(heard_mass_keeps(p0, m, silent_ratio), m);
+                        }
+                    });
                 }
-            });
+            }
         }
         Ok(out)
     }

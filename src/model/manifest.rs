@@ -53,14 +53,46 @@ pub struct Manifest {
     pub label_tree: Option<LabelTreeSpec>,
 }
 
-/// The manifest's `label_tree` section (two-stage packages): files inside the package.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The manifest's `label_tree` section (two-stage packages): files inside the package, and how
+/// the heard sounds choose pixels.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelTreeSpec {
     /// The tree, in the `avseg-label-tree` format ([`crate::LabelTree`]).
     pub file: String,
     /// The tagger's labels, one per line, in the order of its output scores.
     pub audio_labels: String,
+    /// Which pixels the heard sounds keep (optional; [`PixelRule::ArgMax`] when absent, as every
+    /// package before it was written).
+    #[serde(default, skip_serializing_if = "PixelRule::is_arg_max")]
+    pub pixel_rule: PixelRule,
+}
+
+/// How a two-stage package turns a frame's class probabilities and its heard sounds into a mask
+/// (the manifest's `label_tree.pixel_rule`, `{"kind": "arg_max"}` or `{"kind": "heard_mass",
+/// "silent_ratio": 0.05}`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PixelRule {
+    /// A pixel is kept when its most probable class is one a heard sound supports.
+    #[default]
+    ArgMax,
+    /// A pixel is kept when the heard classes together are more probable than the background, and
+    /// more than `silent_ratio` times the classes no heard sound supports; it takes its most
+    /// probable heard class. An object whose pixels the segmenter splits between its own class
+    /// and look-alikes is kept whole, which the arg-max rule loses when a look-alike wins a pixel.
+    HeardMass {
+        /// How much of the silent classes' probability the heard classes must exceed (0: the
+        /// silent classes do not count; larger values keep fewer pixels). Finite, at least 0.
+        silent_ratio: f32,
+    },
+}
+
+impl PixelRule {
+    /// True for the default rule (which the manifest leaves out).
+    pub fn is_arg_max(&self) -> bool {
+        *self == PixelRule::ArgMax
+    }
 }
 
 impl Manifest {

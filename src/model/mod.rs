@@ -14,7 +14,7 @@ pub mod package;
 
 use std::path::PathBuf;
 
-pub use manifest::{AudioFrontendKind, AudioSpec, Family, GraphSpec, Graphs, LabelTreeSpec, Manifest, OutputSpec, Provenance, SCHEMA_VERSION};
+pub use manifest::{AudioFrontendKind, AudioSpec, Family, GraphSpec, Graphs, LabelTreeSpec, Manifest, OutputSpec, PixelRule, Provenance, SCHEMA_VERSION};
 pub use integrity::FileCheck;
 pub use package::{Dim, GraphInfo, ModelPackage, PackageOptions, TensorDecl, TwoStage};
 

@@ -12,7 +12,7 @@ use super::integrity::{self, FileCheck};
 use super::onnx_summary;
 
 use super::label_tree::LabelTree;
-use super::manifest::{Family, GraphSpec, LabelTreeSpec, Manifest, OutputSpec, FORMAT, MANIFEST_FILE, SCHEMA_VERSION};
+use super::manifest::{Family, GraphSpec, LabelTreeSpec, Manifest, OutputSpec, PixelRule, FORMAT, MANIFEST_FILE, SCHEMA_VERSION};
 use super::PackageError;
 use crate::frontend::audio::{MEL_BANDS, PATCH_FRAMES};
 
@@ -38,6 +38,8 @@ pub struct TwoStage {
     pub tree_path: PathBuf,
     /// The label file.
     pub audio_labels_path: PathBuf,
+    /// Which pixels the heard sounds keep (the manifest's `label_tree.pixel_rule`).
+    pub pixel_rule: PixelRule,
 }
 
 /// Declared signature of one ONNX graph.
@@ -402,7 +404,7 @@ fn read_two_stage(dir: &Path, spec: &LabelTreeSpec, visual: &[String]) -> Result
     }
     let tree_path = dir.join(&spec.file);
     let tree = LabelTree::load(&tree_path, &audio_labels, visual)?;
-    Ok(TwoStage { audio_labels, tree, tree_path, audio_labels_path })
+    Ok(TwoStage { audio_labels, tree, tree_path, audio_labels_path, pixel_rule: spec.pixel_rule })
 }
 
 impl Manifest {
@@ -525,6 +527,11 @@ pub fn validate_manifest(path: &Path, m: &Manifest) -> Result<(), PackageError> 
         };
         for (field, file) in [("label_tree.file", &tree.file), ("label_tree.audio_labels", &tree.audio_labels)] {
             check_inside(path, field, file)?;
+        }
+        if let PixelRule::HeardMass { silent_ratio } = tree.pixel_rule {
+            if !(silent_ratio.is_finite() && silent_ratio >= 0.0) {
+                return Err(field_err(path, "label_tree.pixel_rule.silent_ratio", format!("is {silent_ratio}; a finite number at least 0 is needed")));
+            }
         }
         if !matches!(m.output, OutputSpec::Semantic { .. }) {
             return Err(field_err(path, "output.kind", "is binary; a bavs segmenter has per-class logits (semantic), whose classes the label tree names"));

@@ -8,7 +8,7 @@
 //! index, so all-equal logits give background), then nearest-neighbour upsampling of the labels.
 //! Upsampling labels instead of logits keeps the work per output pixel independent of K.
 
-use super::softmax::softmax_argmax;
+use super::softmax::{heard_mass, heard_mass_keeps, softmax_argmax};
 use super::PostError;
 
 /// A per-pixel label map at the source frame's size.
@@ -26,6 +26,13 @@ pub struct FrameMask {
     pub labels: Vec<u8>,
     /// Row-major probability of the chosen label per pixel, `width·height` values in 0..1.
     pub confidence: Vec<f32>,
+}
+
+impl Default for FrameMask {
+    /// An empty (0×0) mask, to be sized by a builder.
+    fn default() -> Self {
+        Self::background(0, 0)
+    }
 }
 
 impl FrameMask {
@@ -116,6 +123,9 @@ pub struct MaskBuilder {
     rows: Vec<f32>,
     small_labels: Vec<u8>,
     small_conf: Vec<f32>,
+    /// The arg-max labels and probabilities beside the heard-mass ones (`heard_mass_into`).
+    small_arg_labels: Vec<u8>,
+    small_arg_conf: Vec<f32>,
 }
 
 impl MaskBuilder {
@@ -234,6 +244,80 @@ impl MaskBuilder {
             }
             conf[start..start + prob.len()].copy_from_slice(prob);
         });
+        self.upsample_small(h, w, out);
+        Ok(())
+    }
+
+    /// A two-stage package's mask under the heard-mass rule ([`crate::PixelRule::HeardMass`]):
+    /// per pixel at model resolution, with b the background's softmax probability, m the heard
+    /// classes' (`is_heard`, one flag per class) and s = 1 − b − m the rest's, the pixel is kept
+    /// when m > b and m > `silent_ratio`·s, labelled with its most probable heard class, with
+    /// confidence m; otherwise it is background with confidence 1 − m (the probability that no
+    /// heard class is there). Then nearest-neighbour upsampling to `out_w`×`out_h`, as
+    /// [`MaskBuilder::semantic_into`]. The same pass also writes the arg-max mask
+    /// ([`MaskBuilder::semantic_into`]'s, exactly) into `arg_max`, whose objects the package
+    /// reports as silent when no heard sound supports them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn heard_mass_into(
+        &mut self,
+        logits: &[f32],
+        (k, h, w): (usize, usize, usize),
+        is_heard: &[bool],
+        silent_ratio: f32,
+        out_w: u32,
+        out_h: u32,
+        out: &mut FrameMask,
+        arg_max: &mut FrameMask,
+    ) -> Result<(), PostError> {
+        check_len(logits, &[k, h, w], "k*h*w")?;
+        if k == 0 || k > 256 || is_heard.len() != k {
+            return Err(PostError::LogitShape {
+                shape: vec![k, h, w],
+                expected: format!("1..=256 classes (labels are stored as u8), one heard flag per class ({} given)", is_heard.len()),
+            });
+        }
+        out.reset(out_w, out_h);
+        arg_max.reset(out_w, out_h);
+        if out_w == 0 || out_h == 0 {
+            return Ok(());
+        }
+        if h == 0 || w == 0 {
+            return Err(PostError::LogitShape { shape: vec![k, h, w], expected: "h >= 1, w >= 1".into() });
+        }
+        let plane = h * w;
+        for v in [&mut self.small_labels, &mut self.small_arg_labels] {
+            v.clear();
+            v.resize(plane, 0);
+        }
+        for v in [&mut self.small_conf, &mut self.small_arg_conf] {
+            v.clear();
+            v.resize(plane, 0.0);
+        }
+        let (labels, conf) = (&mut self.small_labels, &mut self.small_conf);
+        let (arg_labels, arg_conf) = (&mut self.small_arg_labels, &mut self.small_arg_conf);
+        heard_mass(logits, k, plane, is_heard, |start, b| {
+            let n = b.best.len();
+            let dst = labels[start..start + n].iter_mut().zip(conf[start..start + n].iter_mut());
+            for ((l, c), ((&best, &p0), &m)) in dst.zip(b.best_heard.iter().zip(b.background).zip(b.heard)) {
+                // k <= 256 was checked, so every class index fits the u8 label.
+                (*l, *c) = if heard_mass_keeps(p0, m, silent_ratio) { (best as u8, m) } else { (0, 1.0 - m) };
+            }
+            for (l, &best) in arg_labels[start..start + n].iter_mut().zip(b.best) {
+                *l = best as u8;
+            }
+            arg_conf[start..start + n].copy_from_slice(b.prob);
+        });
+        self.upsample_small(h, w, out);
+        std::mem::swap(&mut self.small_labels, &mut self.small_arg_labels);
+        std::mem::swap(&mut self.small_conf, &mut self.small_arg_conf);
+        self.upsample_small(h, w, arg_max);
+        Ok(())
+    }
+
+    /// The model-resolution labels and confidences (`small_*`, `h`×`w`) into `out`, already reset
+    /// to its size, by nearest neighbour.
+    fn upsample_small(&mut self, h: usize, w: usize, out: &mut FrameMask) {
+        let (ow, oh) = (out.width as usize, out.height as usize);
         nearest_taps(w, ow, &mut self.x_near);
         nearest_taps(h, oh, &mut self.y_near);
         for (oy, &sy) in self.y_near.iter().enumerate() {
@@ -246,7 +330,6 @@ impl MaskBuilder {
                 conf[x] = src_c[sx];
             }
         }
-        Ok(())
     }
 
     /// Semantic mask of one frame, as [`semantic_mask`], but returning an error instead of
@@ -339,5 +422,60 @@ mod tests {
         let m = binary_mask(&[f32::NAN, 3.0], 1, 2, 2, 1, 0.5);
         assert_eq!(m.labels, vec![0, 1]);
         assert_eq!(m.confidence[0], 0.0);
+    }
+
+    /// Four pixels (2×2) over background and three classes, from probabilities (logits = ln p).
+    fn probability_logits(pixels: [[f32; 4]; 4]) -> Vec<f32> {
+        (0..4).flat_map(|c| pixels.iter().map(move |p| p[c].ln())).collect()
+    }
+
+    #[test]
+    fn heard_mass_keeps_what_the_heard_classes_together_win() {
+        // Classes 1 and 2 are heard, class 3 is not.
+        let logits = probability_logits([
+            // The silent class 3 wins the arg-max, but the heard 1 + 2 (0.55) beat the
+            // background (0.1) and the silent class (0.35): kept, as class 2, its best heard.
+            [0.10, 0.25, 0.30, 0.35],
+            // The background (0.6) beats the heard classes together (0.3): not kept, with
+            // confidence 1 - 0.3.
+            [0.60, 0.20, 0.10, 0.10],
+            // Only a little heard mass (0.15) against much silence (0.8): kept at silent_ratio
+            // 0.1 (0.15 > 0.08), dropped at 0.5 (0.15 < 0.4).
+            [0.05, 0.15, 0.00001, 0.79999],
+            // A heard class wins outright.
+            [0.05, 0.90, 0.02, 0.03],
+        ]);
+        let heard = [false, true, true, false];
+        let mut b = MaskBuilder::new();
+        let mut m = FrameMask::background(0, 0);
+        let mut arg = FrameMask::background(0, 0);
+        b.heard_mass_into(&logits, (4, 2, 2), &heard, 0.1, 4, 4, &mut m, &mut arg).unwrap();
+        let small = |m: &FrameMask| [m.labels[0], m.labels[2], m.labels[8], m.labels[10]];
+        assert_eq!(small(&m), [2, 0, 1, 1]);
+        // Nearest upsampling: each model pixel covers a 2x2 block.
+        assert_eq!(&m.labels[..4], &[2, 2, 0, 0]);
+        let want_conf = [0.55, 1.0 - 0.3, 0.15001, 0.92];
+        for (i, (&got, want)) in [m.confidence[0], m.confidence[2], m.confidence[8], m.confidence[10]].iter().zip(want_conf).enumerate() {
+            assert!((got - want).abs() < 1e-5, "pixel {i}: confidence {got} vs {want}");
+        }
+        b.heard_mass_into(&logits, (4, 2, 2), &heard, 0.5, 4, 4, &mut m, &mut arg).unwrap();
+        assert_eq!(small(&m), [2, 0, 0, 1]);
+        // Nothing heard: nothing kept, every pixel background with confidence 1.
+        b.heard_mass_into(&logits, (4, 2, 2), &[false; 4], 0.0, 2, 2, &mut m, &mut arg).unwrap();
+        assert_eq!((m.labels.as_slice(), m.confidence.as_slice()), (&[0u8; 4][..], &[1.0f32; 4][..]));
+        // The arg-max mask of the same pass, for contrast (pixel 0 is class 3's), is
+        // semantic_into's.
+        b.semantic_into(&logits, 4, 2, 2, 2, 2, &mut m).unwrap();
+        assert_eq!(m.labels, vec![3, 0, 3, 1]);
+        assert_eq!(arg, m);
+    }
+
+    #[test]
+    fn heard_mass_reports_shape_errors() {
+        let mut b = MaskBuilder::new();
+        let (mut m, mut a) = (FrameMask::background(0, 0), FrameMask::background(0, 0));
+        assert!(b.heard_mass_into(&[0.0; 8], (2, 2, 2), &[false, true, true], 0.1, 2, 2, &mut m, &mut a).is_err(), "flags per class");
+        assert!(b.heard_mass_into(&[0.0; 7], (2, 2, 2), &[false, true], 0.1, 2, 2, &mut m, &mut a).is_err(), "length");
+        assert!(b.heard_mass_into(&[0.0; 2], (2, 1, 1), &[false, true], 0.1, 0, 0, &mut m, &mut a).is_ok(), "an empty frame");
     }
 }

@@ -15,10 +15,12 @@
   98 % of the off-screen negative frames empty, the highest mean of the S4 and MS3 J over frames
   with foreground; if none does, the most off-screen frames empty (ties: the higher threshold).
 
-The choice replays the runtime's rule (src/post/sound_match.rs, src/api: argmax class per pixel at
-model resolution; a class keeps its pixels when a tree node over it is heard, its tag probability
-at or above the threshold) on the cached validation features, with the PyTorch segmenter and the
-ONNX tagger. Only leaves carry sounds in the AVS-Reg tree (the stamps'; the folders have no tag),
+The choice replays the runtime's rule (src/post/sound_match.rs, src/api: a class is heard when a
+tree node over it is, its tag probability at or above the threshold; a pixel at model resolution
+is kept when its arg-max class is heard, or, with `--silent-ratio G`, by the heard-mass rule that
+the manifest then names: the heard classes' summed probability beats the background's and G times
+the other classes') on the cached validation features, with the PyTorch segmenter and the ONNX
+tagger. Only leaves carry sounds in the AVS-Reg tree (the stamps'; the folders have no tag),
 so a class is heard exactly when its own sound's probability reaches the threshold; the tool
 refuses a tree where that is not so.
 """
@@ -45,29 +47,44 @@ from train_default.model import LITE0_TAP_CHANNELS, EffLiteEncoder, SemanticHead
 from train_default.semantic import Split
 
 @torch.no_grad()
-def val_predictions(head, val: Split, tagger, batch: int = 8):
-    """Per val frame: the argmax class map [N,T,S,S] and the tag probabilities [N,T,A]."""
+def val_masks(head, val: Split, tagger, keeps: np.ndarray, thresholds, silent_ratio=None, batch: int = 8):
+    """The kept-pixel masks of every val frame at model resolution, one set per threshold
+    ([len(thresholds), N, T, S, S] bool), by the runtime's pixel rule: the arg-max class is heard
+    (`silent_ratio` None), or the heard-mass rule (src/post/softmax.rs `heard_mass_keeps`: the
+    heard classes' summed softmax probability h beats the background's b and `silent_ratio` times
+    the rest, 1 - b - h). Also returns the tag probabilities [N, T, A]."""
     cache = val.cache
-    classes = np.zeros((len(cache), T) + val.classes.shape[2:], np.uint8)
+    logmel = cache.logmel.reshape(-1, 1, 96, 64).astype(np.float32)
+    probs = np.concatenate([tagger.run(["tag_scores"], {"audio_logmel": logmel[i:i + 256]})[0]
+                            for i in range(0, len(logmel), 256)]).reshape(len(cache), T, -1)
+    masks = np.zeros((len(thresholds), len(cache), T) + val.classes.shape[2:], bool)
     for i0 in range(0, len(cache), batch):
         clips = np.arange(i0, min(i0 + batch, len(cache)))
         rows = np.stack(np.meshgrid(clips, np.arange(T), indexing="ij"), -1).reshape(-1, 2)
         taps, _ = val.frames(rows)
-        classes[clips] = head(taps).argmax(1).numpy().astype(np.uint8).reshape(len(clips), T, *classes.shape[2:])
-    logmel = cache.logmel.reshape(-1, 1, 96, 64).astype(np.float32)
-    probs = np.concatenate([tagger.run(["tag_scores"], {"audio_logmel": logmel[i:i + 256]})[0]
-                            for i in range(0, len(logmel), 256)])
-    return classes, probs.reshape(len(cache), T, -1)
+        logits = head(taps)
+        classes = logits.argmax(1).numpy()
+        p = torch.softmax(logits, 1).numpy() if silent_ratio is not None else None
+        for r, (ci, t) in enumerate(rows):
+            for k, th in enumerate(thresholds):
+                heard = np.unique(keeps[(probs[ci, t] >= th) & (keeps >= 0)])
+                if silent_ratio is None:
+                    masks[k, ci, t] = np.isin(classes[r], heard)
+                else:
+                    b = p[r, 0]
+                    h = p[r, heard].sum(0) if len(heard) else np.zeros_like(b)
+                    masks[k, ci, t] = (h > b) & (h > silent_ratio * np.maximum(1 - b - h, 0))
+    return masks, probs
 
 
-def score(val: Split, classes: np.ndarray, probs: np.ndarray, keeps: np.ndarray, threshold: float) -> dict:
+def score(val: Split, masks: np.ndarray, threshold: float) -> dict:
+    """One threshold's val numbers from its kept-pixel masks [N, T, S, S] (val_masks)."""
     cache = val.cache
     j = {"s4": [], "ms3": []}
     empty = {"offscreen": [], "silence": []}
     for ci, c in enumerate(cache.clips):
         for t in range(T):
-            heard = keeps[(probs[ci, t] >= threshold) & (keeps >= 0)]
-            mask = np.isin(classes[ci, t], heard)
+            mask = masks[ci, t]
             if is_negative(c["kind"]):
                 empty["offscreen" if c["kind"].endswith("offscreen") else "silence"].append(
                     mask.mean() < EMPTY_MAX_FOREGROUND)
@@ -97,7 +114,12 @@ def main():
     ap.add_argument("--avseg-bin", default="target/release/avseg")
     ap.add_argument("--check-clips", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--silent-ratio", type=float,
+                    help="use the heard-mass pixel rule with this silent_ratio (the manifest's label_tree.pixel_rule); "
+                         "without it, the arg-max rule")
     args = ap.parse_args()
+    if args.silent_ratio is not None and not (np.isfinite(args.silent_ratio) and args.silent_ratio >= 0):
+        ap.error(f"--silent-ratio {args.silent_ratio}: a finite number at least 0 is needed")
     torch.set_num_threads(args.threads)
 
     record = json.loads((args.segmenter / "train_record.json").read_text())
@@ -143,8 +165,8 @@ def main():
             raise SystemExit("the exported segmenter disagrees with the trained modules")
 
     tagger = session(tagger_bytes, threads=args.threads)
-    classes, probs = val_predictions(head, val, tagger)
-    sweep = [score(val, classes, probs, keeps, t) for t in THRESHOLDS]
+    masks, _ = val_masks(head, val, tagger, keeps, THRESHOLDS, args.silent_ratio)
+    sweep = [score(val, masks[k], t) for k, t in enumerate(THRESHOLDS)]
     for s in sweep:
         print("val", json.dumps(s))
     chosen = choose(sweep)
@@ -184,6 +206,8 @@ def main():
         },
         "label_tree": {"file": "tree.json", "audio_labels": "audio_labels.txt"},
     }
+    if args.silent_ratio is not None:
+        meta["label_tree"]["pixel_rule"] = {"kind": "heard_mass", "silent_ratio": args.silent_ratio}
     for role, data in (("audio_tagger", tagger_bytes), ("segmenter", seg_bytes)):
         (out / meta["graphs"][role]["file"]).write_bytes(data)
         record_file(meta["graphs"][role], data)

@@ -160,6 +160,17 @@ fn segment_saves_a_two_stage_packages_tags() {
     assert!(tags.iter().all(|v| (0.0..=1.0).contains(v)), "probabilities: {tags:?}");
 }
 
+/// `avseg info` on a two-stage package prints its tree and its pixel rule.
+#[test]
+fn info_prints_a_two_stage_packages_tree_and_pixel_rule() {
+    let out = avseg(&["info", "--model", p(&repo().join("models/tiny-bavs"))]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in ["label tree", "4 tagger labels", "pixel rule  arg_max", "bark"] {
+        assert!(text.contains(want), "info should print {want:?}:\n{text}");
+    }
+}
+
 #[test]
 fn features_dump_the_model_inputs() {
     let dir = tempfile::tempdir().unwrap();

@@ -79,6 +79,12 @@ pub(crate) fn run(a: InfoArgs) -> Result<(), CliError> {
                 _ => "independent",
             }
         );
+        match two.pixel_rule {
+            avseg::PixelRule::ArgMax => println!("pixel rule  arg_max (a pixel is kept when its most probable class is heard)"),
+            avseg::PixelRule::HeardMass { silent_ratio } => println!(
+                "pixel rule  heard_mass, silent_ratio {silent_ratio} (a pixel is kept when the heard classes together beat the background and {silent_ratio} x the silent classes)"
+            ),
+        }
         for line in two.tree.describe(labels).lines() {
             println!("  {line}");
         }
