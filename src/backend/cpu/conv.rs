@@ -247,20 +247,26 @@ impl AvConv {
                 if cols.len() < len {
                     cols.resize(len, 0.0);
                 }
+                // Output channel c of pixel p is at c·(channel stride) + p·(pixel stride); an NHWC
+                // output (only chosen with one group, `choose_layouts`) only changes the strides.
+                let (c_stride, p_stride) = match self.output {
+                    Layout::Nchw => (g.out_plane(), 1),
+                    Layout::Nhwc => (1, g.c_out),
+                };
                 for (xi, yi) in images {
                     self.fill_bias(yi);
                     for grp in 0..g.groups {
                         let xg = &xi[grp * g.cin_g() * g.in_plane()..][..g.cin_g() * g.in_plane()];
                         let w = Matrix { ptr: self.weights[grp * g.cout_g() * g.patch_len()..].as_ptr(), rs: g.patch_len(), cs: 1 };
-                        let yg = &mut yi[grp * g.cout_g() * g.out_plane()..][..g.cout_g() * g.out_plane()];
+                        let yg = &mut yi[grp * g.cout_g() * c_stride..];
                         for r0 in (0..g.out_h).step_by(rows) {
                             let r1 = (r0 + rows).min(g.out_h);
                             let n = (r1 - r0) * g.out_w;
                             im2col::im2col(g, xg, r0..r1, &mut cols[..g.patch_len() * n], threads);
                             // y_g[C_out/g, block] += W_g[C_out/g, K] · cols[K, block]
                             let rhs = Matrix { ptr: cols.as_ptr(), rs: n, cs: 1 };
-                            let dst = yg[r0 * g.out_w..].as_mut_ptr();
-                            unsafe { gemm_acc(g.cout_g(), n, g.patch_len(), w, rhs, dst, g.out_plane(), 1, threads) };
+                            let dst = yg[r0 * g.out_w * p_stride..].as_mut_ptr();
+                            unsafe { gemm_acc(g.cout_g(), n, g.patch_len(), w, rhs, dst, c_stride, p_stride, threads) };
                         }
                     }
                     self.finish(yi, threads);
@@ -632,6 +638,14 @@ mod tests {
                 check_layouts(pw.clone(), relu6, threads, i, o);
                 check_layouts(dw.clone(), relu6, threads, i, o);
             }
+            // An im2col convolution writing NHWC (a stem before a depthwise one): the stem's
+            // geometry, and one whose output rows take several column blocks.
+            let stem = geometry(2, 3, 32, 1, (3, 3), 2, 1, (0, 0, 1, 1), (16, 16));
+            assert_eq!(stem.kind(), ConvKind::Im2col);
+            check_layouts(stem, relu6, threads, Layout::Nchw, Layout::Nhwc);
+            let wide = geometry(1, 12, 20, 1, (3, 3), 1, 1, (1, 1, 1, 1), (70, 90));
+            assert_eq!(wide.kind(), ConvKind::Im2col);
+            check_layouts(wide, Clamp::NONE, threads, Layout::Nchw, Layout::Nhwc);
         }
     }
 

@@ -116,9 +116,18 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<RewriteReport> {
 
 /// Switches the tensors between a pointwise and a depthwise [`AvConv`] to NHWC when no other node
 /// reads them: the depthwise kernel then needs no transposes, and the pointwise GEMM only changes
-/// strides. Returns how many tensors were switched.
+/// strides. So does a depthwise convolution's input made by an im2col convolution of one group
+/// (MobileNet and EfficientNet stems): its GEMM writes NHWC through strides too. Returns how many
+/// tensors were switched.
 fn choose_layouts(model: &mut TypedModel) -> TractResult<usize> {
     let kind = |model: &TypedModel, id: usize| model.node(id).op_as::<AvConv>().map(|c| c.geo.kind());
+    let writes_nhwc = |model: &TypedModel, id: usize| {
+        model.node(id).op_as::<AvConv>().is_some_and(|c| match c.geo.kind() {
+            ConvKind::Pointwise => true,
+            ConvKind::Im2col => c.geo.groups == 1,
+            _ => false,
+        })
+    };
     // The outlet's only reader, when nothing else (not even the model's outputs) reads it.
     let sole_reader = |model: &TypedModel, outlet: OutletId| -> TractResult<Option<usize>> {
         let succ = model.outlet_successors(outlet);
@@ -131,7 +140,7 @@ fn choose_layouts(model: &mut TypedModel) -> TractResult<usize> {
         }
         let producer = model.node(id).inputs[0];
         if producer.slot == 0
-            && kind(model, producer.node) == Some(ConvKind::Pointwise)
+            && writes_nhwc(model, producer.node)
             && sole_reader(model, producer)? == Some(id)
         {
             set_layout(model, producer.node, None, Some(Layout::Nhwc))?;
@@ -866,8 +875,9 @@ mod tests {
         let report = rewrite(&mut typed).unwrap();
         assert_eq!((report.convs, report.resizes, report.left_to_tract), (78, 5, 0), "{report:?}");
         assert!(report.clamps >= 70, "{report:?}");
-        // 16 depthwise convolutions: 15 with an expand before and all with a project after.
-        assert_eq!(report.nhwc_links, 31, "{report:?}");
+        // 16 depthwise convolutions: 15 with an expand before, the first with the stem before, and
+        // all with a project after.
+        assert_eq!(report.nhwc_links, 32, "{report:?}");
         // The four TPAVI blocks (attention groups of one frame) as their fold.
         assert_eq!(report.tpavi_blocks, 4, "{report:?}");
         // The rewritten graph still optimises and its output shape is unchanged.
