@@ -73,6 +73,18 @@ fn semantic_masks(c: &mut Criterion) {
             black_box(&out);
         })
     });
+    // A two-stage package's heard-mass rule on the same logits, two classes heard: both masks
+    // (heard mass and arg-max) from one pass.
+    let mut is_heard = vec![false; k];
+    is_heard[5] = true;
+    is_heard[40] = true;
+    let mut arg_max = FrameMask::background(1, 1);
+    c.bench_function("heard_mass_mask_101x160x160_to_224x224", |b| {
+        b.iter(|| {
+            builder.heard_mass_into(black_box(&logits), (k, h, w), &is_heard, 0.05, 224, 224, &mut out, &mut arg_max).unwrap();
+            black_box((&out, &arg_max));
+        })
+    });
     // The per-pixel definition (one scalar exp per class and pixel), which semantic_into used
     // before src/post/softmax.rs: the softmax arg-max alone, without the upsampling.
     c.bench_function("semantic_softmax_argmax_101x160x160_per_pixel_naive", |b| {

@@ -326,6 +326,19 @@ pub(crate) struct FramePost {
     arg_max: FrameMask,
 }
 
+impl FramePost {
+    /// A two-stage package's frame: hears its second's tag probabilities and sets one verdict per
+    /// class in `verdicts` (the verdict depends on the class alone, so the objects and the pixels
+    /// share it).
+    fn judge(&mut self, tree: &crate::LabelTree, tags: Option<&[f32]>, k: usize) -> Result<(), Error> {
+        let tags = tags.ok_or_else(|| Error::internal("a two-stage package's frame was post-processed without its tags"))?;
+        let matcher = self.matcher.get_or_insert_with(|| SoundMatcher::new(tree));
+        matcher.hear(tree, tags)?;
+        matcher.judge_classes(tree, k, &mut self.verdicts);
+        Ok(())
+    }
+}
+
 /// `o` is kept by the tree node `support` names: it carries that node's name and score (reusing
 /// the object's string when it already has one).
 fn attach_sound(o: &mut SoundingObject, tree: &crate::LabelTree, support: &SoundSupport) {
@@ -782,12 +795,8 @@ impl Engine {
         post.finder.find_into(mask, labels, self.options.min_object_area, objects);
         silent.clear();
         let Some(two) = self.package.two_stage() else { return Ok(()) };
-        let tags = tags.ok_or_else(|| Error::internal("a two-stage package's frame was post-processed without its tags"))?;
         let tree = &two.tree;
-        let matcher = post.matcher.get_or_insert_with(|| SoundMatcher::new(tree));
-        matcher.hear(tree, tags)?;
-        // The verdict depends on the class alone: one per class, for the objects and the pixels.
-        matcher.judge_classes(tree, k, &mut post.verdicts);
+        post.judge(tree, tags, k)?;
         let mut kept = 0;
         for j in 0..objects.len() {
             if let Some(Verdict::Sounding(support)) = post.verdicts.get(objects[j].class as usize) {
@@ -835,11 +844,8 @@ impl Engine {
         let (Some(two), OutputSpec::Semantic { labels, .. }) = (self.package.two_stage(), &self.package.manifest().output) else {
             return Err(Error::internal("the heard-mass pixel rule outside a semantic two-stage package"));
         };
-        let tags = tags.ok_or_else(|| Error::internal("a two-stage package's frame was post-processed without its tags"))?;
         let tree = &two.tree;
-        let matcher = post.matcher.get_or_insert_with(|| SoundMatcher::new(tree));
-        matcher.hear(tree, tags)?;
-        matcher.judge_classes(tree, k, &mut post.verdicts);
+        post.judge(tree, tags, k)?;
         post.heard.clear();
         post.heard.extend(post.verdicts.iter().map(|v| matches!(v, Verdict::Sounding(_))));
         post.builder.heard_mass_into(frame_logits, (k, h, w), &post.heard, silent_ratio, fw, fh, mask, &mut post.arg_max)?;

@@ -5,16 +5,107 @@
 //!
 //! **Why blocks of pixels.** The logits are `[K, plane]`: a pixel's classes lie `plane` apart. Taking
 //! a block of [`BLOCK`] pixels through all `K` planes twice (the maximum, then the sum of
-//! exponentials) reads each plane's run of the block contiguously, keeps the block's `K` runs in
-//! cache between the two passes, and lets the exponentials run 8 lanes at a time (`wide`'s
-//! `f32x8::exp`: SSE2/AVX on x86-64, NEON on aarch64, a portable fallback elsewhere) instead of one
-//! libm call per value. [`softmax_argmax_naive`] is the per-pixel definition the tests hold it to.
+//! exponentials) reads each plane's run of the block contiguously and keeps the block's `K` runs in
+//! cache between the two passes. [`softmax_argmax_naive`] is the per-pixel definition the tests
+//! hold it to.
+//!
+//! **Why our own `exp`.** A libm call per value cannot be vectorised, and a SIMD library's `exp`
+//! is compiled for the build's baseline (SSE2 on x86-64) whatever the CPU has. [`exp_f32`] is plain
+//! arithmetic on `f32` and its bits, so the block loops, compiled per instruction set by
+//! [`per_isa!`] (AVX-512 or AVX2+FMA on x86-64, chosen at run time; NEON on aarch64), run it
+//! 8 or 16 lanes at a time. Its accuracy is tested against `f32::exp`.
 
-use wide::f32x8;
+use crate::backend::cpu::per_isa;
 
 /// Pixels per block: 256 pixels × 101 classes × 4 bytes is about 100 KiB of logits, which stays
 /// in L2 between the two passes.
 pub const BLOCK: usize = 256;
+
+/// e^x in f32 without a libm call, so that loops over it vectorise: x = n·ln 2 + r with
+/// |r| ≤ ln 2 / 2 (n rounded to nearest through the 1.5·2²³ shift, ln 2 in two parts so that r is
+/// exact), e^r by Cephes' degree-7 polynomial, and 2ⁿ written into the exponent bits. Within
+/// 2 ulp of `f32::exp` on finite results; below about −87.3 it gives 0 (where `f32::exp` goes
+/// subnormal, under 1.2e-38), above 88 it gives +∞, and NaN stays NaN. `exp_f32(0.0)` is exactly 1.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer in the low bits
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const LOW: f32 = -87.336_55; // ln of the smallest normal f32
+    const HIGH: f32 = 88.0; // n stays ≤ 127, a normal exponent
+    // NaN passes through the clamp, and then through every step below.
+    let xc = x.clamp(LOW, HIGH);
+    let shifted = xc * std::f32::consts::LOG2_E + SHIFT;
+    let n = shifted - SHIFT;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let er = p * (r * r) + r + 1.0;
+    // n as an integer is the shifted value's low bits; |n| ≤ 127 by the clamp.
+    let n_int = shifted.to_bits().wrapping_sub(SHIFT.to_bits()) as i32;
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
+    let y = er * scale;
+    if x < LOW {
+        0.0
+    } else if x > HIGH {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
+/// Block pass 1: for pixels `start..start + max.len()`, the lowest class holding the largest logit
+/// (strict `>`, so a NaN never wins) into `best`, and that logit into `max`.
+#[inline(always)]
+fn block_max(logits: &[f32], k: usize, plane: usize, start: usize, best: &mut [u16], max: &mut [f32]) {
+    let n = max.len();
+    max.copy_from_slice(&logits[start..start + n]);
+    best.fill(0);
+    for c in 1..k {
+        let row = &logits[c * plane + start..c * plane + start + n];
+        for ((b, m), &v) in best.iter_mut().zip(max.iter_mut()).zip(row) {
+            if v > *m {
+                *m = v;
+                *b = c as u16;
+            }
+        }
+    }
+}
+
+/// Block pass 2: `sum[j] = Σ_c exp(l_c − max[j])` over all classes in order.
+#[inline(always)]
+fn block_exp_sum(logits: &[f32], k: usize, plane: usize, start: usize, max: &[f32], sum: &mut [f32]) {
+    let n = max.len();
+    sum.fill(0.0);
+    for c in 0..k {
+        let row = &logits[c * plane + start..c * plane + start + n];
+        for ((s, &m), &v) in sum.iter_mut().zip(max).zip(row) {
+            *s += exp_f32(v - m);
+        }
+    }
+}
+
+/// The sums become the arg-max class's probability `1 / sum` (0 where not finite).
+#[inline(always)]
+fn block_inverse(sum: &mut [f32]) {
+    for s in sum.iter_mut() {
+        let p = 1.0 / *s;
+        *s = if p.is_finite() { p } else { 0.0 };
+    }
+}
+
+#[inline(always)]
+fn argmax_block(logits: &[f32], k: usize, plane: usize, start: usize, best: &mut [u16], max: &mut [f32], sum: &mut [f32]) {
+    block_max(logits, k, plane, start, best, max);
+    block_exp_sum(logits, k, plane, start, max, sum);
+    block_inverse(sum);
+}
+
+per_isa!(fn argmax_block_simd(logits: &[f32], k: usize, plane: usize, start: usize, best: &mut [u16], max: &mut [f32], sum: &mut [f32]) = argmax_block);
 
 /// Calls `emit(first_pixel, best, prob)` for consecutive blocks of at most [`BLOCK`] pixels that
 /// together cover `0..plane` in order. `best[j]` is the lowest class index holding pixel
@@ -34,36 +125,7 @@ pub fn softmax_argmax(logits: &[f32], k: usize, plane: usize, mut emit: impl FnM
     while start < plane {
         let n = BLOCK.min(plane - start);
         let (best, max, sum) = (&mut best[..n], &mut max[..n], &mut sum[..n]);
-        max.copy_from_slice(&logits[start..start + n]);
-        best.fill(0);
-        for c in 1..k {
-            let row = &logits[c * plane + start..c * plane + start + n];
-            for ((b, m), &v) in best.iter_mut().zip(max.iter_mut()).zip(row) {
-                if v > *m {
-                    *m = v;
-                    *b = c as u16;
-                }
-            }
-        }
-        sum.fill(0.0);
-        let lanes = n / 8 * 8;
-        for c in 0..k {
-            let row = &logits[c * plane + start..c * plane + start + n];
-            for ((s, m), v) in sum[..lanes].chunks_exact_mut(8).zip(max[..lanes].chunks_exact(8)).zip(row.chunks_exact(8)) {
-                let m = f32x8::from(<[f32; 8]>::try_from(m).unwrap());
-                let v = f32x8::from(<[f32; 8]>::try_from(v).unwrap());
-                let acc = f32x8::from(<[f32; 8]>::try_from(&*s).unwrap()) + (v - m).exp();
-                s.copy_from_slice(&acc.to_array());
-            }
-            for j in lanes..n {
-                sum[j] += (row[j] - max[j]).exp();
-            }
-        }
-        // The block's probabilities go where the sums were.
-        for s in sum.iter_mut() {
-            let p = 1.0 / *s;
-            *s = if p.is_finite() { p } else { 0.0 };
-        }
+        argmax_block_simd(logits, k, plane, start, best, max, sum);
         emit(start, best, sum);
         start += n;
     }
@@ -81,6 +143,67 @@ pub struct HeardBlock<'a> {
     /// The heard classes' summed softmax probability (0 when none is heard).
     pub heard: &'a [f32],
 }
+
+/// One block's per-pixel values in [`heard_mass`], each slice the block's length.
+struct HeardScratch<'a> {
+    best: &'a mut [u16],
+    max: &'a mut [f32],
+    best_heard: &'a mut [u16],
+    /// The largest heard logit; then the background's probability.
+    heard_max: &'a mut [f32],
+    /// The sum of exponentials; then the arg-max probability.
+    sum: &'a mut [f32],
+    /// The heard classes' sum of exponentials; then their probability.
+    heard: &'a mut [f32],
+}
+
+/// [`heard_mass`]'s work on one block.
+#[inline(always)]
+fn heard_block(logits: &[f32], k: usize, plane: usize, start: usize, is_heard: &[bool], out: &mut HeardScratch<'_>) {
+    let (best, max, best_heard) = (&mut *out.best, &mut *out.max, &mut *out.best_heard);
+    let (heard_max, sum, heard) = (&mut *out.heard_max, &mut *out.sum, &mut *out.heard);
+    let n = max.len();
+    block_max(logits, k, plane, start, best, max);
+    best_heard.fill(0);
+    heard_max.fill(f32::NEG_INFINITY);
+    for c in (1..k).filter(|&c| is_heard[c]) {
+        let row = &logits[c * plane + start..c * plane + start + n];
+        for ((b, m), &v) in best_heard.iter_mut().zip(heard_max.iter_mut()).zip(row) {
+            if v > *m {
+                *m = v;
+                *b = c as u16;
+            }
+        }
+    }
+    // One exponential per class and pixel feeds both sums (the same order as `block_exp_sum`, so
+    // the arg-max probability is `softmax_argmax`'s bit for bit).
+    sum.fill(0.0);
+    heard.fill(0.0);
+    for c in 0..k {
+        let row = &logits[c * plane + start..c * plane + start + n];
+        if c > 0 && is_heard[c] {
+            for (((s, h), &m), &v) in sum.iter_mut().zip(heard.iter_mut()).zip(&*max).zip(row) {
+                let e = exp_f32(v - m);
+                *s += e;
+                *h += e;
+            }
+        } else {
+            for ((s, &m), &v) in sum.iter_mut().zip(&*max).zip(row) {
+                *s += exp_f32(v - m);
+            }
+        }
+    }
+    // The background's probability goes where the heard maxima were, the heard mass where its
+    // sum was, and the arg-max probability where the sum was.
+    let finite = |v: f32| if v.is_finite() { v } else { 0.0 };
+    for ((((b, hm), s), &m), &l0) in heard_max.iter_mut().zip(heard.iter_mut()).zip(sum.iter_mut()).zip(max.iter()).zip(&logits[start..start + n]) {
+        *b = finite(exp_f32(l0 - m) / *s);
+        *hm = finite(*hm / *s);
+        *s = finite(1.0 / *s);
+    }
+}
+
+per_isa!(fn heard_block_simd(logits: &[f32], k: usize, plane: usize, start: usize, is_heard: &[bool], out: &mut HeardScratch<'_>) = heard_block);
 
 /// For a two-stage package's heard-mass rule, and in the same pass what [`softmax_argmax`] gives
 /// (the silent objects are the arg-max mask's): calls `emit(first_pixel, block)` for consecutive
@@ -102,61 +225,16 @@ pub fn heard_mass(logits: &[f32], k: usize, plane: usize, is_heard: &[bool], mut
     let mut start = 0;
     while start < plane {
         let n = BLOCK.min(plane - start);
-        let (best, max, best_heard, heard_max) = (&mut best[..n], &mut max[..n], &mut best_heard[..n], &mut heard_max[..n]);
-        let (sum, heard) = (&mut sum[..n], &mut heard[..n]);
-        max.copy_from_slice(&logits[start..start + n]);
-        best.fill(0);
-        best_heard.fill(0);
-        heard_max.fill(f32::NEG_INFINITY);
-        for c in 1..k {
-            let row = &logits[c * plane + start..c * plane + start + n];
-            for ((b, m), &v) in best.iter_mut().zip(max.iter_mut()).zip(row) {
-                if v > *m {
-                    *m = v;
-                    *b = c as u16;
-                }
-            }
-            if is_heard[c] {
-                for ((b, m), &v) in best_heard.iter_mut().zip(heard_max.iter_mut()).zip(row) {
-                    if v > *m {
-                        *m = v;
-                        *b = c as u16;
-                    }
-                }
-            }
-        }
-        sum.fill(0.0);
-        heard.fill(0.0);
-        let lanes = n / 8 * 8;
-        let load = |s: &[f32]| f32x8::from(<[f32; 8]>::try_from(s).unwrap());
-        for c in 0..k {
-            let row = &logits[c * plane + start..c * plane + start + n];
-            let counts = c > 0 && is_heard[c];
-            for (((s, hm), m), v) in
-                sum[..lanes].chunks_exact_mut(8).zip(heard[..lanes].chunks_exact_mut(8)).zip(max[..lanes].chunks_exact(8)).zip(row.chunks_exact(8))
-            {
-                let e = (load(v) - load(m)).exp();
-                s.copy_from_slice(&(load(s) + e).to_array());
-                if counts {
-                    hm.copy_from_slice(&(load(hm) + e).to_array());
-                }
-            }
-            for j in lanes..n {
-                let e = (row[j] - max[j]).exp();
-                sum[j] += e;
-                if counts {
-                    heard[j] += e;
-                }
-            }
-        }
-        // The background's probability goes where the heard maxima were, the heard mass where its
-        // sum was, and the arg-max probability where the sum was.
-        let finite = |v: f32| if v.is_finite() { v } else { 0.0 };
-        for ((((b, hm), s), &m), &l0) in heard_max.iter_mut().zip(heard.iter_mut()).zip(sum.iter_mut()).zip(max.iter()).zip(&logits[start..start + n]) {
-            *b = finite((l0 - m).exp() / *s);
-            *hm = finite(*hm / *s);
-            *s = finite(1.0 / *s);
-        }
+        let mut block = HeardScratch {
+            best: &mut best[..n],
+            max: &mut max[..n],
+            best_heard: &mut best_heard[..n],
+            heard_max: &mut heard_max[..n],
+            sum: &mut sum[..n],
+            heard: &mut heard[..n],
+        };
+        heard_block_simd(logits, k, plane, start, is_heard, &mut block);
+        let HeardScratch { best, best_heard, heard_max, sum, heard, .. } = block;
         emit(start, HeardBlock { best, prob: sum, best_heard, background: heard_max, heard });
         start += n;
     }
@@ -245,6 +323,60 @@ mod tests {
             let tol = 2e-6 * w.1.abs().max(1e-30);
             assert!((g.1 - w.1).abs() <= tol, "{what}: pixel {i} prob {} vs {}", g.1, w.1);
         }
+    }
+
+    /// Distance in units in the last place between two finite non-negative f32.
+    fn ulps(a: f32, b: f32) -> u32 {
+        a.to_bits().abs_diff(b.to_bits())
+    }
+
+    #[test]
+    fn exp_f32_is_within_two_ulp_of_libm_and_keeps_the_special_values() {
+        // Every 997th f32 from the smallest normal result to the largest clamped input, plus the
+        // integers and the points where the rounding of n changes.
+        let mut worst = (0u32, 0f32);
+        let mut check = |x: f32| {
+            let (got, want) = (exp_f32(x), x.exp());
+            let d = ulps(got, want);
+            if d > worst.0 {
+                worst = (d, x);
+            }
+        };
+        let (lo, hi) = (-87.33f32, 88.0f32);
+        let mut bits = lo.to_bits();
+        // Negative floats: bits decrease towards zero.
+        while f32::from_bits(bits) < 0.0 {
+            check(f32::from_bits(bits));
+            bits = bits.saturating_sub(997).max(0x8000_0000);
+            if bits == 0x8000_0000 {
+                break;
+            }
+        }
+        let mut bits = 0u32;
+        while f32::from_bits(bits) <= hi {
+            check(f32::from_bits(bits));
+            bits += 997;
+        }
+        for i in -87..=88 {
+            for d in [-0.5f32, -0.25, 0.0, 0.25, 0.5] {
+                let x = i as f32 + d;
+                if (lo..=hi).contains(&x) {
+                    check(x);
+                }
+                check((i as f32 + d) * std::f32::consts::LN_2);
+            }
+        }
+        assert!(worst.0 <= 2, "exp_f32 is {} ulp from f32::exp at {}", worst.0, worst.1);
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert_eq!(exp_f32(-0.0), 1.0);
+        assert!(exp_f32(f32::NAN).is_nan());
+        assert_eq!(exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_f32(-100.0), 0.0);
+        assert_eq!(exp_f32(-1e30), 0.0);
+        assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp_f32(88.5), f32::INFINITY);
+        // Below the smallest normal result libm goes subnormal; we give 0: both tiny.
+        assert!(exp_f32(-87.5) == 0.0 && (-87.5f32).exp() < 1.2e-38);
     }
 
     #[test]

@@ -71,6 +71,29 @@ def run_semantic(logits: np.ndarray):
     return labels[ys][:, xs], prob[ys][:, xs]
 
 
+def run_heard_mass(logits: np.ndarray, heard=(5, 40), silent_ratio=np.float32(0.05)):
+    """avseg's heard_mass_into (benches/vision.rs, classes 5 and 40 heard): the arg-max mask as in
+    run_semantic, and the heard-mass mask (kept where the heard classes' probability beats the
+    background's and silent_ratio times the rest's, labelled with the best heard class), both
+    upsampled to 224x224."""
+    m = logits.max(axis=0)
+    e = np.exp(logits - m)
+    z = e.sum(axis=0)
+    prob = np.float32(1.0) / z
+    labels = logits.argmax(axis=0).astype(np.uint8)
+    idx = np.asarray(heard)
+    hm = e[idx].sum(axis=0) / z
+    bg = e[0] / z
+    best_heard = idx[logits[idx].argmax(axis=0)].astype(np.uint8)
+    keep = (hm > bg) & (hm > silent_ratio * np.maximum(np.float32(1.0) - bg - hm, 0))
+    kept_labels = np.where(keep, best_heard, 0).astype(np.uint8)
+    kept_conf = np.where(keep, hm, np.float32(1.0) - hm)
+    h, w = labels.shape
+    ys = np.minimum(((2 * np.arange(224) + 1) * h) // 448, h - 1)
+    xs = np.minimum(((2 * np.arange(224) + 1) * w) // 448, w - 1)
+    return labels[ys][:, xs], prob[ys][:, xs], kept_labels[ys][:, xs], kept_conf[ys][:, xs]
+
+
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     path = REPO / "tests/data/resize/card_1920x1080.png"
@@ -88,6 +111,7 @@ def main() -> None:
     # benches/vision.rs semantic_mask_101x160x160_to_224x224 (numpy runs single-threaded here).
     logits = semantic_logits()
     print(f"semantic mask, 101x160x160 -> 224x224 (numpy):     {median_us(run_semantic, logits, max(runs // 10, 20)):9.1f} us")
+    print(f"heard-mass masks, 101x160x160 -> 224x224 (numpy):  {median_us(run_heard_mass, logits, max(runs // 10, 20)):9.1f} us")
 
 
 if __name__ == "__main__":

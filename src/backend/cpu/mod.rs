@@ -145,6 +145,8 @@ macro_rules! per_isa {
         }
     };
 }
+// Other stages with hot loops (the softmax of semantic masks) use it too.
+pub(crate) use per_isa;
 
 pub mod binary;
 pub mod conv;
