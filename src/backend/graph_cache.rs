@@ -38,6 +38,7 @@ use super::cpu::binary::{AvBinary, BinKind};
 use super::cpu::conv::{AvConv, Clamp, ConvGeometry, Layout};
 use super::cpu::gather_sum::AvGatherSum;
 use super::cpu::matmul::{AvMatMul, BatchAxis, Bias};
+use super::cpu::maxpool::AvMaxPool;
 use super::cpu::resize::{AvResize, LinearAxis};
 use super::cpu::tpavi::AvTpavi;
 use super::Fnv1a;
@@ -240,6 +241,7 @@ fn registry() -> Registry {
     r.register_unit_element_wise("avseg_gelu_exact", &GeluExact {});
     register::<AvConv>(&mut r);
     register::<AvResize>(&mut r);
+    register::<AvMaxPool>(&mut r);
     register::<AvBinary>(&mut r);
     register::<AvMatMul>(&mut r);
     register::<AvGatherSum>(&mut r);
@@ -322,6 +324,38 @@ impl Ints<'_> {
     }
 }
 
+impl Ints<'_> {
+    /// A [`ConvGeometry`] as [`geometry_ints`] wrote it.
+    fn geometry(&mut self) -> TractResult<ConvGeometry> {
+        Ok(ConvGeometry {
+            n: self.next()?,
+            c_in: self.next()?,
+            c_out: self.next()?,
+            groups: self.next()?,
+            kh: self.next()?,
+            kw: self.next()?,
+            stride_h: self.next()?,
+            stride_w: self.next()?,
+            dil_h: self.next()?,
+            dil_w: self.next()?,
+            pad_top: self.next()?,
+            pad_left: self.next()?,
+            in_h: self.next()?,
+            in_w: self.next()?,
+            out_h: self.next()?,
+            out_w: self.next()?,
+        })
+    }
+}
+
+/// A convolution's or a pooling's geometry as integers, in [`Ints::geometry`]'s order.
+fn geometry_ints(g: &ConvGeometry) -> Vec<i64> {
+    [g.n, g.c_in, g.c_out, g.groups, g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.in_h, g.in_w, g.out_h, g.out_w]
+        .iter()
+        .map(|&v| v as i64)
+        .collect()
+}
+
 fn push_shape(v: &mut Vec<i64>, shape: &[usize]) {
     v.push(shape.len() as i64);
     v.extend(shape.iter().map(|&d| d as i64));
@@ -345,37 +379,13 @@ fn layout(code: usize) -> TractResult<Layout> {
 impl Cached for AvConv {
     const NAME: &'static str = "avseg_conv";
     fn encode(&self) -> (Vec<i64>, Vec<f32>, Vec<Arc<Tensor>>) {
-        let g = &self.geo;
-        let mut ints: Vec<i64> = [
-            g.n, g.c_in, g.c_out, g.groups, g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_top, g.pad_left, g.in_h,
-            g.in_w, g.out_h, g.out_w,
-        ]
-        .iter()
-        .map(|&v| v as i64)
-        .collect();
+        let mut ints = geometry_ints(&self.geo);
         ints.extend([layout_code(self.input), layout_code(self.output)]);
         (ints, vec![self.clamp.lo, self.clamp.hi], vec![f32_tensor(&self.weights), f32_tensor(&self.bias)])
     }
     fn decode(ints: &[i64], floats: &[f32], tensors: &[Arc<Tensor>]) -> TractResult<Self> {
         let mut i = Ints(ints);
-        let geo = ConvGeometry {
-            n: i.next()?,
-            c_in: i.next()?,
-            c_out: i.next()?,
-            groups: i.next()?,
-            kh: i.next()?,
-            kw: i.next()?,
-            stride_h: i.next()?,
-            stride_w: i.next()?,
-            dil_h: i.next()?,
-            dil_w: i.next()?,
-            pad_top: i.next()?,
-            pad_left: i.next()?,
-            in_h: i.next()?,
-            in_w: i.next()?,
-            out_h: i.next()?,
-            out_w: i.next()?,
-        };
+        let geo = i.geometry()?;
         let (input, output) = (layout(i.next()?)?, layout(i.next()?)?);
         ensure!(floats.len() == 2 && tensors.len() == 2, "graph cache: avseg_conv parameters");
         let (weights, bias) = (f32_values(&tensors[0])?, f32_values(&tensors[1])?);
@@ -384,6 +394,22 @@ impl Cached for AvConv {
         op.input = input;
         op.output = output;
         Ok(op)
+    }
+}
+
+impl Cached for AvMaxPool {
+    const NAME: &'static str = "avseg_max_pool";
+    fn encode(&self) -> (Vec<i64>, Vec<f32>, Vec<Arc<Tensor>>) {
+        (geometry_ints(&self.geo), vec![], vec![])
+    }
+    fn decode(ints: &[i64], _: &[f32], _: &[Arc<Tensor>]) -> TractResult<Self> {
+        let geo = Ints(ints).geometry()?;
+        let g = &geo;
+        let steps_ok = [g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w].iter().all(|&v| v >= 1);
+        let one_group_per_channel = g.c_in >= 1 && g.c_out == g.c_in && g.groups == g.c_in;
+        let padding_ok = g.pad_top < (g.kh - 1) * g.dil_h + 1 && g.pad_left < (g.kw - 1) * g.dil_w + 1;
+        ensure!(steps_ok && one_group_per_channel && padding_ok, "graph cache: avseg_max_pool geometry");
+        Ok(AvMaxPool { geo })
     }
 }
 

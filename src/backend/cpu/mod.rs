@@ -18,6 +18,8 @@
 //! * [`tpavi::AvTpavi`]: a whole TPAVI block as its fold ([`crate::backend::tpavi`]).
 //! * [`resize::AvResize`]: separable linear Resize on the last two axes, every ONNX coordinate mode
 //!   tract supports for it.
+//! * [`maxpool::AvMaxPool`]: 2-D max pooling (VGGish's, ResNet's stem), a running maximum of whole
+//!   rows.
 //!
 //! Every kernel is tested against a naive reference and against tract's own operator; the switch
 //! [`CpuKernels`] turns the rewrite off so that the comparison stays possible.
@@ -154,6 +156,7 @@ pub mod depthwise;
 pub mod gather_sum;
 pub mod im2col;
 pub mod matmul;
+pub mod maxpool;
 pub mod resize;
 pub mod rewrite;
 pub mod tpavi;

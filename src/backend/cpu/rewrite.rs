@@ -3,7 +3,8 @@
 //! Runs on the typed graph after constant propagation and before tract's declutter (which would
 //! turn 1×1 convolutions into einsums and split their bias off): every float NCHW convolution with
 //! constant weights becomes an [`AvConv`], absorbing a following ReLU / ReLU6 (`Max`, `Min` with a
-//! constant), and every linear ONNX Resize over the last two axes becomes an [`AvResize`]. Any node
+//! constant), every linear ONNX Resize over the last two axes becomes an [`AvResize`], and every 2-D
+//! max pooling an [`AvMaxPool`]. Any node
 //! that does not fit is left to tract, and the report says how many were taken.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tract_onnx::prelude::*;
 use anyhow::Context;
 use tract_onnx::tract_core::internal::{bail, ensure};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PoolSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 use tract_onnx_opl::resize::{CoordTransform, Resize as OnnxResize};
 use tract_onnx::tract_core::ops::nn::resize::Interpolator;
@@ -27,6 +28,7 @@ use super::gather_sum::AvGatherSum;
 use super::matmul::{strides, AvMatMul, BatchAxis, Bias};
 use super::tpavi::AvTpavi;
 use super::conv::{AvConv, Clamp, ConvGeometry, ConvKind, Layout};
+use super::maxpool::AvMaxPool;
 use super::resize::{AvResize, LinearAxis};
 
 /// What [`rewrite`] replaced.
@@ -38,7 +40,9 @@ pub struct RewriteReport {
     pub clamps: usize,
     /// Resize nodes now run by avseg's kernel.
     pub resizes: usize,
-    /// Convolution and Resize nodes left to tract.
+    /// Max pooling nodes now run by avseg's kernel.
+    pub pools: usize,
+    /// Convolution, Resize and max pooling nodes left to tract.
     pub left_to_tract: usize,
     /// Broadcasting element-wise nodes now run by avseg's kernel.
     pub binaries: usize,
@@ -78,6 +82,14 @@ pub fn rewrite(model: &mut TypedModel) -> TractResult<RewriteReport> {
                     patch.apply(model)?;
                     report.convs += 1;
                     report.clamps += clamps;
+                }
+                None => report.left_to_tract += 1,
+            }
+        } else if node.op_as::<MaxPool>().is_some() {
+            match maxpool_patch(model, id)? {
+                Some(patch) => {
+                    patch.apply(model)?;
+                    report.pools += 1;
                 }
                 None => report.left_to_tract += 1,
             }
@@ -220,25 +232,7 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModelPa
             _ => return Ok(None),
         },
     };
-    let padding = spec.computed_padding(&[in_h, in_w]);
-    let geo = ConvGeometry {
-        n,
-        c_in,
-        c_out,
-        groups,
-        kh,
-        kw,
-        stride_h: spec.stride(0),
-        stride_w: spec.stride(1),
-        dil_h: spec.dilation(0),
-        dil_w: spec.dilation(1),
-        pad_top: padding[0].pad_before,
-        pad_left: padding[1].pad_before,
-        in_h,
-        in_w,
-        out_h: padding[0].convoluted,
-        out_w: padding[1].convoluted,
-    };
+    let geo = window_geometry(spec, [n, c_in, c_out, groups], [in_h, in_w]);
     if geo.out_h == 0 || geo.out_w == 0 || concrete(&node.outputs[0].fact) != Some(vec![n, c_out, geo.out_h, geo.out_w]) {
         return Ok(None);
     }
@@ -253,6 +247,60 @@ fn conv_patch(model: &TypedModel, id: usize) -> TractResult<Option<(TypedModelPa
     let y = patch.wire_node(&node.name, op, &[x])?[0];
     patch.shunt_outside(model, chain.last, y)?;
     Ok(Some((patch, chain.nodes.len())))
+}
+
+/// The concrete geometry of a 2-D window (a convolution's or a pooling's) from tract's `spec`,
+/// for `[n, c_in, c_out, groups]` and an input of `[in_h, in_w]`.
+fn window_geometry(spec: &PoolSpec, [n, c_in, c_out, groups]: [usize; 4], [in_h, in_w]: [usize; 2]) -> ConvGeometry {
+    let padding = spec.computed_padding(&[in_h, in_w]);
+    ConvGeometry {
+        n,
+        c_in,
+        c_out,
+        groups,
+        kh: spec.kernel_shape[0],
+        kw: spec.kernel_shape[1],
+        stride_h: spec.stride(0),
+        stride_w: spec.stride(1),
+        dil_h: spec.dilation(0),
+        dil_w: spec.dilation(1),
+        pad_top: padding[0].pad_before,
+        pad_left: padding[1].pad_before,
+        in_h,
+        in_w,
+        out_h: padding[0].convoluted,
+        out_w: padding[1].convoluted,
+    }
+}
+
+/// A 2-D NCHW f32 max pooling without index output, as [`AvMaxPool`].
+fn maxpool_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let pool = node.op_as::<MaxPool>().unwrap();
+    let spec = &pool.pool_spec;
+    if pool.with_index_outputs.is_some() || spec.data_format != DataFormat::NCHW || spec.kernel_shape.len() != 2 {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    let Some(ishape) = concrete(input) else { return Ok(None) };
+    if input.datum_type != f32::datum_type() || ishape.len() != 4 {
+        return Ok(None);
+    }
+    let (n, c, in_h, in_w) = (ishape[0], ishape[1], ishape[2], ishape[3]);
+    // One group per channel: the window walks each plane alone, as a depthwise convolution's.
+    let geo = window_geometry(spec, [n, c, c, c], [in_h, in_w]);
+    // Padding at least as wide as the window would make windows of padding alone.
+    let geometry_ok = [geo.kh, geo.kw, geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w].iter().all(|&v| v >= 1)
+        && geo.pad_top < (geo.kh - 1) * geo.dil_h + 1
+        && geo.pad_left < (geo.kw - 1) * geo.dil_w + 1;
+    if !geometry_ok || geo.out_h == 0 || geo.out_w == 0 || concrete(&node.outputs[0].fact) != Some(vec![n, c, geo.out_h, geo.out_w]) {
+        return Ok(None);
+    }
+    let mut patch = TypedModelPatch::new(format!("avseg max pool {}", node.name));
+    let x = patch.tap_model(model, node.inputs[0])?;
+    let y = patch.wire_node(&node.name, AvMaxPool { geo }, &[x])?[0];
+    patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+    Ok(Some(patch))
 }
 
 /// The Max/Min-against-a-constant nodes that follow one another after `outlet` ([`clamp_successor`]).
@@ -864,6 +912,23 @@ mod tests {
     /// The bundled default model's segmenter: every convolution and resize is taken, the
     /// ReLU6 / ReLU nodes after them are folded, and the expand → depthwise → project chains of the
     /// encoder keep NHWC between them.
+    /// The bundled default model's audio encoder (VGGish's layout): its convolutions and its four
+    /// 2×2 max pools are avseg's.
+    #[test]
+    fn the_default_audio_encoders_pools_are_rewritten() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default/audio_encoder.onnx");
+        let mut model = tract_onnx::onnx().model_for_path(&path).unwrap();
+        model.set_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), &[5usize, 1, 96, 64][..])).unwrap();
+        let mut typed = model.into_typed().unwrap();
+        typed.prop_consts().unwrap();
+        let report = rewrite(&mut typed).unwrap();
+        assert_eq!((report.convs, report.pools, report.left_to_tract), (6, 4, 0), "{report:?}");
+        let pools = typed.nodes().iter().filter(|n| n.op_is::<AvMaxPool>()).count();
+        assert_eq!(pools, 4);
+        let optimized = typed.into_optimized().unwrap();
+        assert_eq!(optimized.output_fact(0).unwrap().shape.as_concrete().unwrap(), &[5, 128]);
+    }
+
     #[test]
     fn the_default_segmenter_is_rewritten_whole() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default/segmenter.onnx");

@@ -29,6 +29,7 @@ use crate::backend::cpu::binary::{AvBinary, BinKind};
 use crate::backend::cpu::conv::AvConv;
 use crate::backend::cpu::gather_sum::AvGatherSum;
 use crate::backend::cpu::matmul::AvMatMul;
+use crate::backend::cpu::maxpool::AvMaxPool;
 use crate::backend::cpu::resize::AvResize;
 use crate::backend::cpu::rewrite::{clamp_chain, einsum_as_matmul, einsum_as_matmul_permuting_constant, ClampOps, PermutedConstant};
 use crate::backend::cpu::tpavi::{AvTpavi, AvTpaviWindow};
@@ -103,7 +104,8 @@ pub enum Kernel {
     Transpose,
     /// A reduction over axes (sums and means the rewrite left).
     Reduce,
-    /// Max pooling (ResNet's stem) in avseg's own kernel.
+    /// Max pooling (ResNet's stem, VGGish) in avseg's own kernel: tract's `MaxPool` or the CPU
+    /// rewrite's `AvMaxPool`.
     MaxPool {
         /// Window height.
         kh: usize,
@@ -291,6 +293,10 @@ pub fn plan(model: &TypedModel, precision: Precision) -> TractResult<Plan> {
             let k = &mp.pool_spec.kernel_shape;
             let (kh, kw) = (k.first().copied().unwrap_or(1), k.get(1).copied().unwrap_or(1));
             // One comparison per window element and output value.
+            (Some(Kernel::MaxPool { kh, kw }), out_numel * (kh * kw) as u64)
+        } else if let Some(mp) = op.downcast_ref::<AvMaxPool>() {
+            // The CPU rewrite's max pooling: the same device kernel.
+            let (kh, kw) = (mp.geo.kh, mp.geo.kw);
             (Some(Kernel::MaxPool { kh, kw }), out_numel * (kh * kw) as u64)
         } else if let Some(a) = op.downcast_ref::<AxisOp>() {
             match a {

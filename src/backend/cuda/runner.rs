@@ -33,6 +33,7 @@ use super::CudaError;
 use crate::backend::cpu::binary::{AvBinary, BinKind};
 use crate::backend::cpu::conv::{AvConv, Clamp, Layout};
 use crate::backend::cpu::matmul::Bias;
+use crate::backend::cpu::maxpool::AvMaxPool;
 use crate::backend::cpu::resize::AvResize;
 use crate::backend::cpu::tpavi::AvTpavi;
 use crate::tensor::Tensor as AvTensor;
@@ -444,14 +445,26 @@ impl Program {
                     push(Launch::Transpose { shape: Shape::linear(n_out)?, x: 0, out: 0, s }, vec![ins[0].0, out_loc]);
                 }
                 Kernel::MaxPool { .. } => {
-                    let mp = op.downcast_ref::<MaxPool>().ok_or_else(|| err(name, "max-pool step on another operator".into()))?;
-                    let spec = &mp.pool_spec;
                     let in_shape = &ins[0].1;
-                    if mp.with_index_outputs.is_some() || spec.data_format != DataFormat::NCHW || in_shape.len() != 4 || spec.kernel_shape.len() != 2 || spec.dilations().iter().any(|&d| d != 1) {
-                        return Err(err(name, "max-pool other than NCHW 2-D without dilation or indices".into()));
-                    }
-                    let pads = spec.computed_padding(&in_shape[2..]);
-                    let strides = spec.strides();
+                    // (kernel, strides, padding before) of tract's MaxPool or the CPU rewrite's AvMaxPool.
+                    let window = if let Some(mp) = op.downcast_ref::<MaxPool>() {
+                        let spec = &mp.pool_spec;
+                        if mp.with_index_outputs.is_some() || spec.data_format != DataFormat::NCHW || in_shape.len() != 4 || spec.kernel_shape.len() != 2 || spec.dilations().iter().any(|&d| d != 1) {
+                            return Err(err(name, "max-pool other than NCHW 2-D without dilation or indices".into()));
+                        }
+                        let pads = spec.computed_padding(&in_shape[2..]);
+                        let strides = spec.strides();
+                        ([spec.kernel_shape[0], spec.kernel_shape[1]], [strides[0], strides[1]], [pads[0].pad_before, pads[1].pad_before])
+                    } else if let Some(mp) = op.downcast_ref::<AvMaxPool>() {
+                        let g = &mp.geo;
+                        if in_shape.len() != 4 || g.dil_h != 1 || g.dil_w != 1 {
+                            return Err(err(name, "max-pool other than NCHW 2-D without dilation".into()));
+                        }
+                        ([g.kh, g.kw], [g.stride_h, g.stride_w], [g.pad_top, g.pad_left])
+                    } else {
+                        return Err(err(name, "max-pool step on another operator".into()));
+                    };
+                    let ([kh, kw], [stride_h, stride_w], [pad_top, pad_left]) = window;
                     let i = |v: usize| int(v, graph, name);
                     let p = PoolParams {
                         nc: i(in_shape[0] * in_shape[1])?,
@@ -459,12 +472,12 @@ impl Program {
                         in_w: i(in_shape[3])?,
                         out_h: i(out_shape[2])?,
                         out_w: i(out_shape[3])?,
-                        kh: i(spec.kernel_shape[0])?,
-                        kw: i(spec.kernel_shape[1])?,
-                        stride_h: i(strides[0])?,
-                        stride_w: i(strides[1])?,
-                        pad_top: i(pads[0].pad_before)?,
-                        pad_left: i(pads[1].pad_before)?,
+                        kh: i(kh)?,
+                        kw: i(kw)?,
+                        stride_h: i(stride_h)?,
+                        stride_w: i(stride_w)?,
+                        pad_top: i(pad_top)?,
+                        pad_left: i(pad_left)?,
                     };
                     push(Launch::MaxPool { shape: Shape::linear(n_out)?, x: 0, out: 0, p }, vec![ins[0].0, out_loc]);
                 }
