@@ -75,6 +75,20 @@ pub fn max_abs_diff_f64(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if m.is_nan() || d.is_nan() { f64::NAN } else { m.max(d) })
 }
 
+/// `n` pseudo-random values in [-1, 1] from `seed` (xorshift): kernel tests' inputs, the same on
+/// every machine.
+pub fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
 #[test]
 fn max_abs_diff_fails_on_nan() {
     assert_eq!(max_abs_diff(&[1.0, 2.0], &[1.5, 2.0]), 0.5);

@@ -7,6 +7,10 @@
 //! * depthwise (one input channel per group): [`super::depthwise`], a direct kernel;
 //! * everything else: [`super::im2col`] per group, then one GEMM.
 //!
+//! Where the weights outweigh the image (`C_out ≥ H·W`, one group: [`ConvGeometry::runs_tiled`]),
+//! the pointwise and im2col products run through [`super::tiled_gemm`], with the weights packed
+//! once at load, instead of the `gemm` crate, which packs them on every call.
+//!
 //! The GEMMs start from the bias (the output is pre-filled with it, and the GEMM accumulates), and
 //! the clamp is applied to each image's output while it is still in cache.
 
@@ -18,7 +22,7 @@ use rayon::prelude::*;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
-use super::{depthwise, im2col, output, winograd};
+use super::{depthwise, im2col, output, tiled_gemm, winograd, SendPtr};
 
 /// Shape and hyper-parameters of one convolution, all concrete.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -82,6 +86,16 @@ impl ConvGeometry {
             ConvKind::Im2col
         }
     }
+    /// Whether a pointwise or im2col convolution runs through [`tiled_gemm`]: one group, and
+    /// weights (`C_out × K`) at least as large as one image's GEMM operand (`K × HW`, the input of
+    /// a pointwise convolution or the im2col columns), that is `C_out ≥ HW`: the deep layers at
+    /// 1/16 and 1/32 scale. There the `gemm` crate's packing of the weights on every call cost
+    /// more than the product, and `tiled_gemm`, with the weights packed once at load, is faster;
+    /// on larger planes it is not (`docs/cpu.md`, "Stop 35").
+    pub fn runs_tiled(&self) -> bool {
+        matches!(self.kind(), ConvKind::Pointwise | ConvKind::Im2col) && self.groups == 1 && self.c_out >= self.out_plane()
+    }
+
     /// Multiply-accumulates per call.
     pub fn macs(&self) -> usize {
         self.n * self.c_out * self.out_plane() * self.patch_len()
@@ -150,6 +164,9 @@ pub struct AvConv {
     /// The weights re-ordered for the kernel: depthwise taps as `[kh·kw, C]` (one tap is a run of
     /// channels), Winograd filters as [`winograd::transform_filters`]; empty for the GEMM kernels.
     packed: Arc<Vec<f32>>,
+    /// The weights packed as [`tiled_gemm`]'s right operand, `W^T` `[K, C_out]`, for the
+    /// convolutions it runs ([`ConvGeometry::runs_tiled`]); empty otherwise.
+    tiled: Arc<Vec<f32>>,
 }
 
 impl PartialEq for AvConv {
@@ -172,6 +189,8 @@ thread_local! {
     /// NHWC copies of an NCHW input and output around the depthwise kernel, likewise reused.
     static DW_IN: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static DW_OUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// One block of a pointwise output before its transposition to NCHW.
+    static PW_BLOCK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 impl AvConv {
@@ -185,6 +204,12 @@ impl AvConv {
             ConvKind::Winograd => winograd::transform_filters(&geo, &weights),
             _ => Vec::new(),
         };
+        let tiled = if geo.runs_tiled() {
+            let k = geo.patch_len();
+            tiled_gemm::pack_cols(&weights, k, geo.c_out, 1, k, tiled_gemm::TileShape::for_columns(geo.c_out))
+        } else {
+            Vec::new()
+        };
         AvConv {
             geo,
             weights: Arc::new(weights),
@@ -193,6 +218,7 @@ impl AvConv {
             input: Layout::Nchw,
             output: Layout::Nchw,
             packed: Arc::new(packed),
+            tiled: Arc::new(tiled),
         }
     }
 
@@ -225,12 +251,16 @@ impl AvConv {
             ConvKind::Depthwise => images.for_each(|(xi, yi)| self.depthwise_image(xi, yi, threads)),
             ConvKind::Pointwise => {
                 let hw = g.out_plane();
+                if g.runs_tiled() {
+                    // The whole batch as the product's left operand, [N·HW, C_in] through strides.
+                    let (x_rs, x_ks) = if self.input == Layout::Nchw { (1, hw) } else { (g.c_in, 1) };
+                    return self.tiled(x, (x_rs, x_ks), g.n, y, threads);
+                }
                 // (row stride, column stride) of x as [C_in, HW] and of y as [C_out, HW]
                 let (x_rs, x_cs) = if self.input == Layout::Nchw { (hw, 1) } else { (1, g.c_in) };
                 let (y_rs, y_cs) = if self.output == Layout::Nchw { (hw, 1) } else { (1, g.c_out) };
                 for (xi, yi) in images {
-                    // y[C_out, HW] = W[C_out, C_in] · x[C_in, HW], then bias and clamp in one pass:
-                    // these layers are memory-bound, and pre-filling the bias would cost a pass.
+                    // y[C_out, HW] = W[C_out, C_in] · x[C_in, HW], then bias and clamp in one pass.
                     let lhs = Matrix { ptr: self.weights.as_ptr(), rs: g.c_in, cs: 1 };
                     let rhs = Matrix { ptr: xi.as_ptr(), rs: x_rs, cs: x_cs };
                     unsafe { gemm_into(g.c_out, hw, g.c_in, lhs, rhs, yi.as_mut_ptr(), y_rs, y_cs, threads, false) };
@@ -239,6 +269,18 @@ impl AvConv {
             }
             ConvKind::Winograd => COLUMNS.with_borrow_mut(|scratch| {
                 winograd::conv(g, x, &self.packed, &self.bias, self.clamp, y, scratch, threads)
+            }),
+            ConvKind::Im2col if g.runs_tiled() => COLUMNS.with_borrow_mut(|cols| {
+                // Small planes: the whole image's columns `[K, HW]` at once (at most K·C_out
+                // floats, the weights' size), then the tiled product with the packed weights.
+                let len = g.patch_len() * g.out_plane();
+                if cols.len() < len {
+                    cols.resize(len, 0.0);
+                }
+                for (xi, yi) in images {
+                    im2col::im2col(g, xi, 0..g.out_h, &mut cols[..len], threads);
+                    self.tiled(&cols[..len], (1, g.out_plane()), 1, yi, threads);
+                }
             }),
             ConvKind::Im2col => COLUMNS.with_borrow_mut(|cols| {
                 // Output rows per block, so that one block of columns stays in L2.
@@ -311,6 +353,72 @@ impl AvConv {
                     add_clamp_rows(y, bias, clamp);
                 }
             }
+        }
+    }
+
+    /// `frames` images through one [`tiled_gemm`] product: `y[HW, C_out] = clamp(bias + X · W^T)`
+    /// per image, where X `[HW, K]` is element (p, kk) at `x[p·strides.0 + kk·strides.1]` and
+    /// images follow each other in `x` (one group). One product for the batch keeps the row tiles
+    /// full on small planes (5 frames of 5 × 5 pixels: 125 rows, not 5 × 25 in tiles of 6).
+    /// Pixels are broadcast and channels are in vectors, straight into an NHWC output. An NCHW
+    /// output is made in blocks of [`PIXEL_BLOCK`] pixels in scratch, each transposed into place
+    /// while in cache.
+    fn tiled(&self, x: &[f32], strides: (usize, usize), frames: usize, y: &mut [f32], threads: usize) {
+        let g = &self.geo;
+        let hw = g.out_plane();
+        let k = g.patch_len();
+        // Rows q0..q0 + rows of the batch (pixel q % hw of image q / hw; images K·HW apart).
+        let product = |q0: usize, rows: usize, dst: *mut f32| {
+            tiled_gemm::Product {
+                m: rows,
+                n: g.c_out,
+                k,
+                a: x.as_ptr(),
+                a_rs: strides.0,
+                a_ks: strides.1,
+                a_first: q0,
+                a_frame_rows: hw,
+                a_frame_stride: k * hw,
+                b: &self.tiled,
+                bias: &self.bias,
+                clamp: self.clamp,
+                dst,
+                dst_rs: g.c_out,
+            }
+        };
+        let total = frames * hw;
+        if self.output == Layout::Nhwc {
+            return unsafe { tiled_gemm::run(&product(0, total, y.as_mut_ptr()), threads) };
+        }
+        let y_ptr = SendPtr(y.as_mut_ptr());
+        let block = |b: usize| {
+            let q0 = b * PIXEL_BLOCK;
+            let rows = PIXEL_BLOCK.min(total - q0);
+            PW_BLOCK.with_borrow_mut(|scratch| {
+                scratch.resize(PIXEL_BLOCK * g.c_out, 0.0);
+                unsafe { tiled_gemm::run(&product(q0, rows, scratch.as_mut_ptr()), 1) };
+                let y = y_ptr;
+                // Runs of the block within one image: pixels p0..p0 + len of image f.
+                let mut q = q0;
+                while q < q0 + rows {
+                    let (f, p0) = (q / hw, q % hw);
+                    let len = (hw - p0).min(q0 + rows - q);
+                    for c in 0..g.c_out {
+                        // SAFETY: block b writes only its own pixels of each channel row of y.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(y.0.add((f * g.c_out + c) * hw + p0), len) };
+                        for (i, d) in dst.iter_mut().enumerate() {
+                            *d = scratch[(q - q0 + i) * g.c_out + c];
+                        }
+                    }
+                    q += len;
+                }
+            })
+        };
+        let blocks = total.div_ceil(PIXEL_BLOCK);
+        if threads > 1 && blocks > 1 {
+            (0..blocks).into_par_iter().for_each(block);
+        } else {
+            (0..blocks).for_each(block);
         }
     }
 
@@ -388,6 +496,10 @@ fn clamp_kernel(v: &mut [f32], clamp: Clamp) {
 /// im2col columns per GEMM: 256 Ki floats (1 MiB, about one core's L2), in whole output rows. Measured
 /// on the default model: 64 Ki floats 19.6 ms of im2col convolutions per clip, 256 Ki 16.5 ms, 1 Mi 16.3 ms.
 const COLUMN_BLOCK: usize = 1 << 18;
+
+/// Pixels per block of a pointwise convolution from NHWC to NCHW: a multiple of every tile's row
+/// count, and at most 96 × C_out floats of scratch (the widest layers, 1280 channels, 480 KiB).
+const PIXEL_BLOCK: usize = 96;
 
 /// A strided row-major view for the GEMM.
 #[derive(Clone, Copy)]
@@ -531,19 +643,7 @@ pub fn naive_conv(g: &ConvGeometry, x: &[f32], w: &[f32], bias: &[f32], clamp: C
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_common::max_abs_diff;
-
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::test_common::{max_abs_diff, pseudo};
 
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn geometry(
@@ -646,6 +746,40 @@ mod tests {
             let wide = geometry(1, 12, 20, 1, (3, 3), 1, 1, (1, 1, 1, 1), (70, 90));
             assert_eq!(wide.kind(), ConvKind::Im2col);
             check_layouts(wide, Clamp::NONE, threads, Layout::Nchw, Layout::Nhwc);
+        }
+    }
+
+    /// Convolutions whose weights outweigh the image (`runs_tiled`) go through `tiled_gemm`:
+    /// pointwise in every layout, with one and several pixel blocks of the NCHW transposition,
+    /// narrow (32 channels) and wide products, and im2col at the decoders' 1/32 scale.
+    #[test]
+    fn tiled_products_match_the_naive_convolution() {
+        let relu6 = Clamp { lo: 0.0, hi: 6.0 };
+        let layouts = [(Layout::Nchw, Layout::Nchw), (Layout::Nchw, Layout::Nhwc), (Layout::Nhwc, Layout::Nchw), (Layout::Nhwc, Layout::Nhwc)];
+        for threads in [1, 2] {
+            for (i, o) in layouts {
+                // 5 frames of 5 × 5 (the expansions at 1/32 scale; the second 96-pixel block starts
+                // inside the fourth image), 10 × 10 (two blocks), 32 channels (the narrow tile).
+                let deep = geometry(5, 40, 96, 1, (1, 1), 1, 1, (0, 0, 0, 0), (5, 5));
+                let two_blocks = geometry(1, 24, 130, 1, (1, 1), 1, 1, (0, 0, 0, 0), (10, 10));
+                let narrow = geometry(2, 70, 32, 1, (1, 1), 1, 1, (0, 0, 0, 0), (4, 6));
+                for g in [deep, two_blocks, narrow] {
+                    assert!(g.runs_tiled());
+                    check_layouts(g, relu6, threads, i, o);
+                }
+            }
+            // im2col, one group: the ASPP's 3×3 at 1/32 scale (K = 9·C_in, 32 channels out),
+            // dilated, and a wider one.
+            let aspp = geometry(2, 20, 32, 1, (3, 3), 1, 1, (1, 1, 1, 1), (5, 5));
+            let dilated = geometry(1, 16, 32, 1, (3, 3), 1, 2, (2, 2, 2, 2), (5, 4));
+            let wide = geometry(1, 12, 70, 1, (3, 3), 2, 1, (0, 0, 1, 1), (9, 9));
+            for g in [aspp, dilated, wide] {
+                assert_eq!(g.kind(), ConvKind::Im2col);
+                assert!(g.runs_tiled());
+                check(g.clone(), relu6, threads);
+                check(g.clone(), Clamp::NONE, threads);
+                check_layouts(g, relu6, threads, Layout::Nchw, Layout::Nhwc);
+            }
         }
     }
 

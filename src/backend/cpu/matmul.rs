@@ -17,7 +17,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::conv::{add_clamp, add_clamp_rows, clamp_simd, gemm_into, Clamp, Matrix};
-use super::output;
+use super::{output, SendPtr};
 
 /// A bias added to every product, broadcast along the other axis.
 #[derive(Clone, Debug, PartialEq)]
@@ -345,11 +345,6 @@ fn skinny_dot_m<const M: usize>(op: &AvMatMul, a: &[f32], b: &[f32], j0: usize, 
         }
     }
 }
-
-/// A raw output pointer shared by the tasks of [`AvMatMul::run`], which write disjoint elements.
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 impl Op for AvMatMul {
     fn name(&self) -> StaticName {

@@ -159,8 +159,17 @@ pub mod matmul;
 pub mod maxpool;
 pub mod resize;
 pub mod rewrite;
+pub mod tiled_gemm;
 pub mod tpavi;
 pub mod winograd;
+
+/// A raw output pointer shared by parallel tasks that write disjoint elements of one buffer
+/// (each use states why they are disjoint).
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: the tasks sharing it write disjoint elements, and the buffer outlives them.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
 
 /// Runs `f` on the thread pool of the tract executor in scope (the runner's), so that avseg's
 /// parallel kernels use the same threads as tract's matrix products; returns the pool's thread

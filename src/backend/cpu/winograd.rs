@@ -19,6 +19,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::conv::{Clamp, ConvGeometry};
+use super::SendPtr;
 
 /// Whether this convolution runs here. With few input channels the transforms cost more than the
 /// multiplications they save (measured on the default model's 16- and 32-channel decoder), so
@@ -284,6 +285,3 @@ fn output_tile_row(g: &ConvGeometry, m: [&[f32]; 16], bias: f32, clamp: Clamp, t
     }
 }
 
-struct SendPtr(*mut f32);
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
