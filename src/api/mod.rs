@@ -312,6 +312,19 @@ impl CallShape {
     }
 }
 
+/// One frame's graph output as the post stage reads it ([`Engine::post_frame_into`]).
+#[derive(Clone, Copy)]
+pub(crate) struct FrameLogits<'a> {
+    /// The frame's `[k, h, w]` logits.
+    pub logits: &'a [f32],
+    /// `(k, h, w)`: classes (1 for binary packages) and the model's resolution.
+    pub shape: (usize, usize, usize),
+    /// The frame's own size, `(width, height)`, to which the mask is resized.
+    pub size: (u32, u32),
+    /// Two-stage packages: the frame's second of tag probabilities.
+    pub tags: Option<&'a [f32]>,
+}
+
 /// Buffers of per-frame post-processing, kept between frames so that a stream reuses them.
 #[derive(Default)]
 pub(crate) struct FramePost {
@@ -759,14 +772,10 @@ impl Engine {
     /// others go to `silent`, and their classes' pixels become background in the mask. Under the
     /// heard-mass pixel rule the mask itself depends on the heard sounds
     /// ([`Engine::post_heard_mass_into`]).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn post_frame_into(
         &self,
         post: &mut FramePost,
-        frame_logits: &[f32],
-        (k, h, w): (usize, usize, usize),
-        (fw, fh): (u32, u32),
-        tags: Option<&[f32]>,
+        frame: FrameLogits,
         mask_ready: bool,
         mask: &mut FrameMask,
         objects: &mut Vec<SoundingObject>,
@@ -775,8 +784,9 @@ impl Engine {
         if let Some(PixelRule::HeardMass { silent_ratio }) = self.package.two_stage().map(|two| two.pixel_rule) {
             // The mask comes from the logits (every path has them on the host, device masks
             // included), since it depends on the heard sounds.
-            return self.post_heard_mass_into(post, frame_logits, (k, h, w), (fw, fh), tags, silent_ratio, mask, objects, silent);
+            return self.post_heard_mass_into(post, frame, silent_ratio, mask, objects, silent);
         }
+        let FrameLogits { logits: frame_logits, shape: (k, h, w), size: (fw, fh), tags } = frame;
         let manifest = self.package.manifest();
         let labels = match &manifest.output {
             OutputSpec::Binary { .. } if mask_ready => None,
@@ -828,19 +838,16 @@ impl Engine {
     /// mask and the arg-max mask ([`MaskBuilder::heard_mass_into`]), the kept objects are the
     /// heard-mass mask's (each carrying the sound that supports its class) and the silent ones
     /// are the arg-max mask's objects of classes no heard sound supports.
-    #[allow(clippy::too_many_arguments)]
     fn post_heard_mass_into(
         &self,
         post: &mut FramePost,
-        frame_logits: &[f32],
-        (k, h, w): (usize, usize, usize),
-        (fw, fh): (u32, u32),
-        tags: Option<&[f32]>,
+        frame: FrameLogits,
         silent_ratio: f32,
         mask: &mut FrameMask,
         objects: &mut Vec<SoundingObject>,
         silent: &mut Vec<SoundingObject>,
     ) -> Result<(), Error> {
+        let FrameLogits { logits: frame_logits, shape: (k, h, w), size: (fw, fh), tags } = frame;
         let (Some(two), OutputSpec::Semantic { labels, .. }) = (self.package.two_stage(), &self.package.manifest().output) else {
             return Err(Error::internal("the heard-mass pixel rule outside a semantic two-stage package"));
         };
@@ -964,7 +971,8 @@ impl Engine {
             let mut mask = premade.as_mut().and_then(Iterator::next).unwrap_or_else(|| FrameMask::background(0, 0));
             let (mut objects, mut silent_objects) = (Vec::new(), Vec::new());
             let frame_tags = tags.filter(|_| two_stage).map(|t| t.item(i));
-            self.post_frame_into(&mut post, logits.item(i), (k, h, w), frame.image.dimensions(), frame_tags, mask_ready, &mut mask, &mut objects, &mut silent_objects)?;
+            let frame_logits = FrameLogits { logits: logits.item(i), shape: (k, h, w), size: frame.image.dimensions(), tags: frame_tags };
+            self.post_frame_into(&mut post, frame_logits, mask_ready, &mut mask, &mut objects, &mut silent_objects)?;
             out.push(FrameOutput {
                 index: i,
                 timestamp: i as f64 + FRAME_TIME_OFFSET_S,

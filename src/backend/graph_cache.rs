@@ -405,10 +405,8 @@ impl Cached for AvMaxPool {
     fn decode(ints: &[i64], _: &[f32], _: &[Arc<Tensor>]) -> TractResult<Self> {
         let geo = Ints(ints).geometry()?;
         let g = &geo;
-        let steps_ok = [g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w].iter().all(|&v| v >= 1);
         let one_group_per_channel = g.c_in >= 1 && g.c_out == g.c_in && g.groups == g.c_in;
-        let padding_ok = g.pad_top < (g.kh - 1) * g.dil_h + 1 && g.pad_left < (g.kw - 1) * g.dil_w + 1;
-        ensure!(steps_ok && one_group_per_channel && padding_ok, "graph cache: avseg_max_pool geometry");
+        ensure!(g.pools_cleanly() && one_group_per_channel, "graph cache: avseg_max_pool geometry");
         Ok(AvMaxPool { geo })
     }
 }

@@ -96,7 +96,7 @@ use image::RgbImage;
 use self::results::ResultRing;
 use self::schedule::{Assignments, Scheduler, MAX_FRAME_QUEUE};
 use self::sliding::SlidingWindow;
-use super::{raw_frame, CallShape, Engine, EngineOptions, FramePost, StageTimes, FRAME_TIME_OFFSET_S};
+use super::{raw_frame, CallShape, Engine, EngineOptions, FrameLogits, FramePost, StageTimes, FRAME_TIME_OFFSET_S};
 use crate::backend::{RawFrame, MAX_FRAMES_PER_CALL};
 use crate::error::Error;
 use crate::frontend::audio::patches::PATCH_LEN;
@@ -659,17 +659,8 @@ impl Session {
             }
             // A two-stage package's tags for this frame: the audio graph's row i.
             let tags = self.engine.package.two_stage().map(|_| self.engine.audio_embedding.item(i));
-            self.engine.post_frame_into(
-                &mut self.post,
-                logits.item(i),
-                (k, h, w),
-                (info.width, info.height),
-                tags,
-                on_device,
-                &mut r.mask,
-                &mut r.objects,
-                &mut r.silent_objects,
-            )?;
+            let frame = FrameLogits { logits: logits.item(i), shape: (k, h, w), size: (info.width, info.height), tags };
+            self.engine.post_frame_into(&mut self.post, frame, on_device, &mut r.mask, &mut r.objects, &mut r.silent_objects)?;
             r.sequence = inst;
             r.frame_timestamp = info.timestamp;
             r.latency = info.pushed_at.elapsed();

@@ -96,6 +96,15 @@ impl ConvGeometry {
         matches!(self.kind(), ConvKind::Pointwise | ConvKind::Im2col) && self.groups == 1 && self.c_out >= self.out_plane()
     }
 
+    /// Whether the window can pool: every size, stride and dilation at least 1, and the padding
+    /// narrower than the dilated window, so that no window lies in the padding alone (whose
+    /// maximum would be −∞). The rewrite and the graph cache's decoder both ask here.
+    pub fn pools_cleanly(&self) -> bool {
+        [self.kh, self.kw, self.stride_h, self.stride_w, self.dil_h, self.dil_w].iter().all(|&v| v >= 1)
+            && self.pad_top < (self.kh - 1) * self.dil_h + 1
+            && self.pad_left < (self.kw - 1) * self.dil_w + 1
+    }
+
     /// Multiply-accumulates per call.
     pub fn macs(&self) -> usize {
         self.n * self.c_out * self.out_plane() * self.patch_len()

@@ -289,11 +289,7 @@ fn maxpool_patch(model: &TypedModel, id: usize) -> TractResult<Option<TypedModel
     let (n, c, in_h, in_w) = (ishape[0], ishape[1], ishape[2], ishape[3]);
     // One group per channel: the window walks each plane alone, as a depthwise convolution's.
     let geo = window_geometry(spec, [n, c, c, c], [in_h, in_w]);
-    // Padding at least as wide as the window would make windows of padding alone.
-    let geometry_ok = [geo.kh, geo.kw, geo.stride_h, geo.stride_w, geo.dil_h, geo.dil_w].iter().all(|&v| v >= 1)
-        && geo.pad_top < (geo.kh - 1) * geo.dil_h + 1
-        && geo.pad_left < (geo.kw - 1) * geo.dil_w + 1;
-    if !geometry_ok || geo.out_h == 0 || geo.out_w == 0 || concrete(&node.outputs[0].fact) != Some(vec![n, c, geo.out_h, geo.out_w]) {
+    if !geo.pools_cleanly() || geo.out_h == 0 || geo.out_w == 0 || concrete(&node.outputs[0].fact) != Some(vec![n, c, geo.out_h, geo.out_w]) {
         return Ok(None);
     }
     let mut patch = TypedModelPatch::new(format!("avseg max pool {}", node.name));
