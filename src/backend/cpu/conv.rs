@@ -86,14 +86,19 @@ impl ConvGeometry {
             ConvKind::Im2col
         }
     }
-    /// Whether a pointwise or im2col convolution runs through [`tiled_gemm`]: one group, and
-    /// weights (`C_out × K`) at least as large as one image's GEMM operand (`K × HW`, the input of
-    /// a pointwise convolution or the im2col columns), that is `C_out ≥ HW`: the deep layers at
-    /// 1/16 and 1/32 scale. There the `gemm` crate's packing of the weights on every call cost
-    /// more than the product, and `tiled_gemm`, with the weights packed once at load, is faster;
-    /// on larger planes it is not (`docs/cpu.md`, "Stop 35").
+    /// Whether a pointwise or im2col convolution runs through [`tiled_gemm`]: one group, weights
+    /// (`C_out × K`) at least as large as one image's GEMM operand (`K × HW`, the input of a
+    /// pointwise convolution or the im2col columns), that is `C_out ≥ HW`, and weights under
+    /// [`TILED_WEIGHTS_MAX`]: the deep layers of small encoders at 1/16 and 1/32 scale. There the
+    /// `gemm` crate's packing of the weights on every call cost more than the product, and
+    /// `tiled_gemm`, with the weights packed once at load, is faster. On larger planes it is not,
+    /// nor with larger weights, which every row tile streams again from beyond L2 (ResNet-50's
+    /// last stage, TPAVI's ASPP at 1/16 scale: `docs/cpu.md`, "Stop 35").
     pub fn runs_tiled(&self) -> bool {
-        matches!(self.kind(), ConvKind::Pointwise | ConvKind::Im2col) && self.groups == 1 && self.c_out >= self.out_plane()
+        matches!(self.kind(), ConvKind::Pointwise | ConvKind::Im2col)
+            && self.groups == 1
+            && self.c_out >= self.out_plane()
+            && self.c_out * self.patch_len() < TILED_WEIGHTS_MAX
     }
 
     /// Whether the window can pool: every size, stride and dilation at least 1, and the padding
@@ -506,6 +511,11 @@ fn clamp_kernel(v: &mut [f32], clamp: Clamp) {
 /// on the default model: 64 Ki floats 19.6 ms of im2col convolutions per clip, 256 Ki 16.5 ms, 1 Mi 16.3 ms.
 const COLUMN_BLOCK: usize = 1 << 18;
 
+/// Weights (floats) below which [`ConvGeometry::runs_tiled`] may choose `tiled_gemm`: 1 MiB, an
+/// L2's worth. The default model's tiled layers are at most 221 k floats; ResNet-50's last stage
+/// and TPAVI's 1/16-scale ASPP (1–2.4 M) ran up to twice as slowly through it.
+const TILED_WEIGHTS_MAX: usize = 1 << 18;
+
 /// Pixels per block of a pointwise convolution from NHWC to NCHW: a multiple of every tile's row
 /// count, and at most 96 × C_out floats of scratch (the widest layers, 1280 channels, 480 KiB).
 const PIXEL_BLOCK: usize = 96;
@@ -789,6 +799,24 @@ mod tests {
                 check(g.clone(), Clamp::NONE, threads);
                 check_layouts(g, relu6, threads, Layout::Nchw, Layout::Nhwc);
             }
+        }
+    }
+
+    /// The rule, on the shapes it was measured on (5 frames at 160² and 224²).
+    #[test]
+    fn tiled_products_run_where_they_measured_faster() {
+        let pw = |c_in, c_out, side| geometry(5, c_in, c_out, 1, (1, 1), 1, 1, (0, 0, 0, 0), (side, side));
+        let c3 = |c_in, c_out, dil, side| geometry(5, c_in, c_out, 1, (3, 3), 1, dil, (dil, dil, dil, dil), (side, side));
+        // The default model: expansions and projections at 1/16 and 1/32 scale, the ASPP's 3×3
+        // at 1/32.
+        for g in [pw(192, 1152, 5), pw(1152, 192, 5), pw(112, 672, 10), pw(80, 480, 10), c3(320, 32, 1, 5)] {
+            assert!(g.runs_tiled(), "{g:?}");
+        }
+        // Larger planes; ResNet-50's last stage and TPAVI's ASPP at 1/16 scale (weights past
+        // 1 MiB); one group per channel.
+        let dw = geometry(5, 96, 96, 96, (3, 3), 1, 1, (1, 1, 1, 1), (5, 5));
+        for g in [pw(16, 96, 80), pw(24, 144, 40), pw(2048, 512, 7), pw(512, 2048, 7), c3(1024, 256, 12, 14), c3(512, 512, 1, 7), dw] {
+            assert!(!g.runs_tiled(), "{g:?}");
         }
     }
 
