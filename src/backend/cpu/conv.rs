@@ -834,8 +834,10 @@ mod tests {
             check(geometry(1, 5, 5, 5, (5, 5), 2, 1, (1, 1, 2, 2), (13, 16)), Clamp::NONE, threads);
             check(geometry(2, 4, 4, 4, (5, 5), 1, 1, (2, 2, 2, 2), (7, 6)), relu, threads);
             check(geometry(1, 4, 4, 4, (3, 3), 1, 2, (2, 2, 2, 2), (9, 9)), relu, threads);
-            // depthwise with whole 16-channel blocks (the interior path, 4 and 1 pixels at a
-            // time) and a remainder of 5 channels; narrow images where no column is interior
+            // depthwise with every channel block (128, 32, 16, 8 and 1 wide on AVX-512; 64, 16,
+            // 8, 1 on AVX2; 32, 8, 4, 1 without): interior groups of pixels, the pixels alone
+            // at the borders and after the groups; narrow images where no column is interior;
+            // rows whose every tap is in the padding
             check(geometry(2, 32, 32, 32, (3, 3), 1, 1, (1, 1, 1, 1), (11, 13)), relu6, threads);
             check(geometry(1, 53, 53, 53, (3, 3), 2, 1, (0, 0, 1, 1), (12, 17)), relu6, threads);
             check(geometry(1, 48, 48, 48, (5, 5), 2, 1, (1, 1, 2, 2), (13, 16)), Clamp::NONE, threads);
@@ -843,6 +845,10 @@ mod tests {
             check(geometry(1, 16, 16, 16, (3, 3), 1, 2, (2, 2, 2, 2), (9, 10)), relu, threads);
             check(geometry(1, 32, 32, 32, (5, 5), 1, 1, (2, 2, 2, 2), (3, 3)), relu, threads);
             check(geometry(1, 16, 16, 16, (3, 3), 2, 1, (1, 1, 1, 1), (2, 1)), relu, threads);
+            check(geometry(1, 181, 181, 181, (5, 5), 1, 1, (2, 2, 2, 2), (10, 10)), relu6, threads);
+            check(geometry(1, 144, 144, 144, (5, 5), 2, 1, (1, 1, 2, 2), (10, 11)), Clamp::NONE, threads);
+            check(geometry(2, 100, 100, 100, (3, 3), 1, 1, (1, 1, 1, 1), (5, 5)), relu, threads);
+            check(geometry(1, 20, 20, 20, (2, 2), 1, 4, (2, 2, 2, 2), (1, 1)), relu6, threads);
             // im2col: stem (3 channels, stride 2), 3×3 same, dilated, strided 1×1, grouped, 7×7
             check(geometry(2, 3, 8, 1, (3, 3), 2, 1, (0, 0, 1, 1), (16, 16)), relu6, threads);
             check(geometry(1, 12, 10, 1, (3, 3), 1, 1, (1, 1, 1, 1), (10, 12)), relu, threads);
