@@ -20,6 +20,7 @@
 use rayon::prelude::*;
 
 use super::conv::{Clamp, ConvGeometry};
+#[cfg(target_arch = "x86_64")]
 use super::Isa;
 
 /// One image: `x` `[in_h, in_w, C]`, `taps` `[kh·kw, C]`, `bias` `[C]` → `y` `[out_h, out_w, C]`.
