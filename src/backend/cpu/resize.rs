@@ -299,8 +299,31 @@ mod tests {
         assert!(d.lo <= 1 && d.hi >= 39, "{d:?}");
         assert_eq!(d.w, [[0.25, 0.75], [0.75, 0.25]]);
         // Align-corners weights change along the row; other scales are not doublings.
+        let d = Doubling::of(&plan(CoordTransformer::Asymmetric, 40, 80)).unwrap();
+        assert_eq!(d.w, [[0.0, 1.0], [0.5, 0.5]]);
         assert_eq!(Doubling::of(&plan(CoordTransformer::AlignCorners, 40, 80)), None);
         assert_eq!(Doubling::of(&plan(CoordTransformer::HalfPixel, 40, 60)), None);
         assert_eq!(Doubling::of(&plan(CoordTransformer::HalfPixel, 4, 8)), None);
+    }
+
+    #[test]
+    fn the_contiguous_path_equals_the_gathers_bit_for_bit() {
+        let coords = [CoordTransformer::HalfPixel, CoordTransformer::Asymmetric, CoordTransformer::PytorchHalfPixel];
+        for (coord, w) in coords.into_iter().flat_map(|c| [(c.clone(), 8), (c.clone(), 13), (c, 40)]) {
+            let (h, oh, ow) = (3, 6, 2 * w);
+            let op = AvResize {
+                n: 1,
+                c: 1,
+                rows: Arc::new(LinearAxis::plan(&coord, 2.0, h, oh).unwrap()),
+                cols: Arc::new(LinearAxis::plan(&coord, 2.0, w, ow).unwrap()),
+            };
+            let doubling = Doubling::of(&op.cols);
+            assert!(doubling.is_some(), "{coord:?} {w}");
+            let x: Vec<f32> = (0..h * w).map(|i| ((i * 37) % 17) as f32 * 0.37 - 3.0).collect();
+            let (mut fast, mut gathered) = (vec![f32::NAN; oh * ow], vec![f32::NAN; oh * ow]);
+            op.plane(&x, &mut fast, doubling.as_ref());
+            op.plane(&x, &mut gathered, None);
+            assert_eq!(fast, gathered, "{coord:?} {w}");
+        }
     }
 }
