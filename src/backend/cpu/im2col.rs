@@ -47,6 +47,16 @@ fn fill_row(g: &ConvGeometry, x: &[f32], ky: usize, kx: usize, first_row: usize,
         let start = ((lo * g.stride_w) as isize + off) as usize;
         if g.stride_w == 1 {
             out[lo..hi].copy_from_slice(&xrow[start..start + (hi - lo)]);
+        } else if g.stride_w == 2 {
+            // Every other input: pairs, so that the compiler vectorises the loads (`step_by`
+            // does not). The last pair may be cut short by the row's end.
+            let n = hi - lo;
+            let src = &xrow[start..(start + 2 * n).min(xrow.len())];
+            let (pairs, last) = src.split_at(2 * (n - 1));
+            for (o, pair) in out[lo..hi - 1].iter_mut().zip(pairs.chunks_exact(2)) {
+                *o = pair[0];
+            }
+            out[hi - 1] = last[0];
         } else {
             for (o, s) in out[lo..hi].iter_mut().zip(xrow[start..].iter().step_by(g.stride_w)) {
                 *o = *s;
