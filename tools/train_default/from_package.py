@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
-"""avseg default-model package -> train.py checkpoint, so a shipped model can be fine-tuned.
+"""avseg default-model or two-stage package -> training checkpoint, so a shipped model can be
+fine-tuned.
 
     avseg-from-package --package models/default --out RUN/checkpoint.safetensors
+    avseg-from-package --package models/bavs-avsreg --out RUN/checkpoint.safetensors
 
-`train.py --init-from` reads train.py checkpoints; the package holds ONNX graphs in which the
+`train.py --init-from` reads train.py checkpoints, and `semantic.py --init-from` the segmenter
+checkpoints of a two-stage (`bavs`) package (the same key layout without TPAVI, plus the factored
+class head `cls.*`, which the exporter stores unchanged). The package holds ONNX graphs in which the
 exporter has folded or merged some weights. Each such rewrite is inverted into weights that
 compute the same function in `model.TPAVIHead` / `model.VGGishLite`:
 
@@ -78,6 +82,8 @@ def invert_segmenter(init: dict[str, np.ndarray], size: int, path: Path) -> dict
             out[f"{p}.{i}.bias"] = bias if i == 0 else np.zeros(c_out, np.float32)
 
         b = f"tpavi_b{stage}"
+        if f"{b}.theta.weight_t" not in init:
+            continue  # an audio-agnostic (two-stage) segmenter: no TPAVI blocks
         th_w = take(f"{b}.theta.weight_t").T                 # [C', C]
         cp, c = th_w.shape
         out[f"{b}.align_channel.weight"] = take(f"{b}.align_channel.weight")
@@ -97,7 +103,7 @@ def invert_segmenter(init: dict[str, np.ndarray], size: int, path: Path) -> dict
         out[f"{b}.W_z.1.running_var"] = np.ones(c, np.float32)
         out[f"{b}.norm_layer.weight"] = take(f"{b}.norm_layer.weight")
         out[f"{b}.norm_layer.bias"] = take(f"{b}.norm_layer.bias")
-    prefixes = ("path1.", "path2.", "path3.", "path4.", "output_conv.")
+    prefixes = ("path1.", "path2.", "path3.", "path4.", "output_conv.", "cls.")
     for k, v in init.items():
         if k.startswith(prefixes):
             out[k] = v
@@ -116,29 +122,29 @@ def invert_audio(init: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--package", type=Path, required=True, help="avseg package of the default model")
+    ap.add_argument("--package", type=Path, required=True, help="an avseg-trained package: a default model (TPAVI) or a two-stage (bavs) package")
     ap.add_argument("--out", type=Path, required=True, help="checkpoint.safetensors to write")
     args = ap.parse_args()
 
     record_path = args.package / "train_record.json"
     if not record_path.is_file():
-        raise SystemExit(f"{record_path}: missing: only default-model packages (with their training record) "
-                         "can be turned back into a train.py checkpoint")
+        raise SystemExit(f"{record_path}: missing: only avseg's own trained packages (with their training "
+                         "record) can be turned back into a training checkpoint")
     try:
-        targs = json.loads(record_path.read_text())["args"]
+        family = json.loads((args.package / "avseg.json").read_text()).get("family")
+        record = json.loads(record_path.read_text())
+        # A two-stage package's record holds the segmenter's training record under "segmenter".
+        targs = record["segmenter"]["args"] if family == "bavs" else record["args"]
         size, group = int(targs["size"]), int(targs.get("tpavi_group", 5))
-    except (ValueError, KeyError, TypeError) as e:
-        raise SystemExit(f"{record_path}: not a train.py record ({e})")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise SystemExit(f"{record_path}: not a training record of an avseg package ({e})")
 
     from avseg_export.ort import session
-    from avseg_export.tpavi import build_tpavi
-    from avseg_export.vggish import build_vggish
     from avseg_export.weights import write_safetensors
     from train_default.train import lite0_state
 
-    seg_path, aud_path = args.package / "segmenter.onnx", args.package / "audio_encoder.onnx"
+    seg_path = args.package / "segmenter.onnx"
     tensors = invert_segmenter(onnx_initializers(seg_path), size, seg_path)
-    tensors.update(invert_audio(onnx_initializers(aud_path)))
     _, lite0 = lite0_state()
     for k, v in lite0.items():
         tensors["encoder." + k] = v.float().numpy()
@@ -146,30 +152,42 @@ def main():
     # Round trip: the exporter must rebuild graphs that compute what the package computes.
     rng = np.random.default_rng(0)
     frames = rng.standard_normal((5, 3, size, size)).astype(np.float32)
-    audio_dim = tensors["tpavi_b1.align_channel.weight"].shape[1]
-    emb = np.abs(rng.standard_normal((5, audio_dim))).astype(np.float32)
-    logmel = rng.standard_normal((5, 1, 96, 64)).astype(np.float32)
-    try:
-        seg_model, _ = build_tpavi({k: v for k, v in tensors.items() if not k.startswith("vggish.")},
-                                   frames=5, height=size, width=size, tpavi_group=group)
-        aud_model, _ = build_vggish({k[len("vggish."):]: v for k, v in tensors.items() if k.startswith("vggish.")})
-    except (KeyError, ValueError) as e:
-        raise SystemExit(f"{args.package}: its weights do not rebuild a default-model graph ({e})")
+    if family == "bavs":
+        from avseg_export.semantic import build_semantic
+        try:
+            seg_model, _ = build_semantic(tensors, size, size)
+        except (KeyError, ValueError) as e:
+            raise SystemExit(f"{args.package}: its weights do not rebuild a two-stage segmenter graph ({e})")
+        checks = (("segmenter", seg_model, seg_path, {"frames": frames}),)
+    else:
+        from avseg_export.tpavi import build_tpavi
+        from avseg_export.vggish import build_vggish
+        aud_path = args.package / "audio_encoder.onnx"
+        tensors.update(invert_audio(onnx_initializers(aud_path)))
+        audio_dim = tensors["tpavi_b1.align_channel.weight"].shape[1]
+        emb = np.abs(rng.standard_normal((5, audio_dim))).astype(np.float32)
+        logmel = rng.standard_normal((5, 1, 96, 64)).astype(np.float32)
+        try:
+            seg_model, _ = build_tpavi({k: v for k, v in tensors.items() if not k.startswith("vggish.")},
+                                       frames=5, height=size, width=size, tpavi_group=group)
+            aud_model, _ = build_vggish({k[len("vggish."):]: v for k, v in tensors.items() if k.startswith("vggish.")})
+        except (KeyError, ValueError) as e:
+            raise SystemExit(f"{args.package}: its weights do not rebuild a default-model graph ({e})")
+        checks = (("segmenter", seg_model, seg_path, {"frames": frames, "audio_embedding": emb}),
+                  ("audio", aud_model, aud_path, {"audio_logmel": logmel}))
     worst = 0.0
-    checks = (("segmenter", seg_model, seg_path, {"frames": frames, "audio_embedding": emb}),
-              ("audio", aud_model, aud_path, {"audio_logmel": logmel}))
     for name, rebuilt, path, feed in checks:
         try:
             ya, yb = session(rebuilt).run(None, feed)[0], session(path).run(None, feed)[0]
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own types
-            raise SystemExit(f"{path}: does not run as a default-model {name} graph ({e})")
+            raise SystemExit(f"{path}: does not run as a {name} graph ({e})")
         diff = float(np.max(np.abs(ya - yb)))
         print(f"{name}: rebuilt vs package max abs diff {diff:.2e}")
         worst = max(worst, diff)
     if not worst <= TOLERANCE:
         raise SystemExit(f"round trip differs by {worst:.2e} (> {TOLERANCE}): checkpoint not written")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(args.out, tensors, {"format": "avseg default model checkpoint (from package "
+    write_safetensors(args.out, tensors, {"format": f"avseg {family or 'default-model'} checkpoint (from package "
                                                    f"{args.package.name})"})
     print(f"wrote {args.out} ({len(tensors)} tensors)")
 
