@@ -434,7 +434,7 @@ impl Cached for AvResize {
             let weights = f[..2 * len_out].chunks_exact(2).map(|w| [w[0], w[1]]).collect();
             f = &f[2 * len_out..];
             ensure!(taps.iter().flatten().all(|&t| (t as usize) < len_in), "graph cache: avseg_resize taps");
-            Ok(LinearAxis { len_in, taps, weights })
+            Ok(LinearAxis::new(len_in, taps, weights))
         };
         let rows = axis()?;
         let cols = axis()?;

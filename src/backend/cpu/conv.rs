@@ -856,6 +856,12 @@ mod tests {
             check(geometry(1, 8, 16, 1, (1, 1), 2, 1, (0, 0, 0, 0), (9, 9)), Clamp::NONE, threads);
             check(geometry(2, 8, 12, 4, (3, 3), 1, 1, (1, 1, 1, 1), (6, 5)), relu, threads);
             check(geometry(1, 3, 4, 1, (7, 7), 2, 1, (3, 3, 3, 3), (15, 15)), Clamp::NONE, threads);
+            // strides 4 (PVT-v2's first patch embedding) and 3 (no constant arm), rows read to
+            // their last input column and short of it
+            check(geometry(1, 3, 8, 1, (7, 7), 4, 1, (3, 3, 3, 3), (23, 21)), relu, threads);
+            check(geometry(1, 3, 8, 1, (7, 7), 4, 1, (3, 3, 3, 3), (20, 20)), relu, threads);
+            check(geometry(2, 4, 6, 1, (3, 3), 3, 1, (1, 1, 0, 0), (14, 17)), Clamp::NONE, threads);
+            check(geometry(1, 4, 6, 1, (2, 2), 3, 1, (0, 0, 0, 0), (13, 13)), Clamp::NONE, threads);
         }
     }
 }

@@ -105,10 +105,9 @@ unsafe fn row<const P: usize, const IN: usize, const TAIL: usize, const ONE: usi
     let (ky0, ky1) = tap_range(oy, g.stride_h, g.dil_h, g.pad_top, g.in_h, g.kh);
     if ky0 >= ky1 {
         // Every tap in the padding: the bias alone.
-        for px in out.chunks_mut(c) {
-            for (o, b) in px.iter_mut().zip(bias) {
-                *o = b.max(clamp.lo).min(clamp.hi);
-            }
+        for px in out.chunks_exact_mut(c) {
+            px.copy_from_slice(&bias[..c]);
+            clamp.apply(px);
         }
         return;
     }
@@ -148,15 +147,8 @@ unsafe fn row<const P: usize, const IN: usize, const TAIL: usize, const ONE: usi
             for gi in 0..groups {
                 let ox = lo + gi * P;
                 let first_input = (ox * g.stride_w - g.pad_left) * c;
-                unsafe {
-                    if width == IN {
-                        block::<P, IN, FMA>(&r, ox, first_input, 0..g.kw, sub)
-                    } else if width == TAIL {
-                        block::<P, TAIL, FMA>(&r, ox, first_input, 0..g.kw, sub)
-                    } else {
-                        block::<P, 1, FMA>(&r, ox, first_input, 0..g.kw, sub)
-                    }
-                }
+                // (IN twice: the interior never takes the `ONE` width.)
+                unsafe { block_of_width::<P, IN, IN, TAIL, FMA>(width, &r, ox, first_input, 0..g.kw, sub) }
             }
         }
         // Every other pixel alone, its taps clipped to the image.
@@ -164,28 +156,46 @@ unsafe fn row<const P: usize, const IN: usize, const TAIL: usize, const ONE: usi
         for ox in alone {
             let (kx0, kx1) = tap_range(ox, g.stride_w, g.dil_w, g.pad_left, g.in_w, g.kw);
             if kx0 >= kx1 {
-                for ch in c0..c0 + one_width {
-                    unsafe { *r.out.add(ox * c + ch) = (*r.bias.add(ch)).max(clamp.lo).min(clamp.hi) };
-                }
+                unsafe { bias_alone(&r, ox, c0, one_width) };
                 continue;
             }
             // Tap column 0's offset: before the row where kx0 > 0 (only kx0.. are read).
             let input0 = (ox * g.stride_w + kx0 * g.dil_w - g.pad_left) * c;
             let input0 = input0.wrapping_sub(kx0 * r.tap_step);
-            unsafe {
-                if one_width == ONE {
-                    block::<1, ONE, FMA>(&r, ox, input0, kx0..kx1, c0)
-                } else if one_width == IN {
-                    block::<1, IN, FMA>(&r, ox, input0, kx0..kx1, c0)
-                } else if one_width == TAIL {
-                    block::<1, TAIL, FMA>(&r, ox, input0, kx0..kx1, c0)
-                } else {
-                    block::<1, 1, FMA>(&r, ox, input0, kx0..kx1, c0)
-                }
-            }
+            unsafe { block_of_width::<1, ONE, IN, TAIL, FMA>(one_width, &r, ox, input0, kx0..kx1, c0) }
         }
         c0 += one_width;
     }
+}
+
+/// [`block`] at the run-time channel width `width`, which is `W1`, `W2`, `W3` or 1: the one place
+/// that maps a width to its compiled block.
+#[inline(always)]
+unsafe fn block_of_width<const Q: usize, const W1: usize, const W2: usize, const W3: usize, const FMA: bool>(
+    width: usize, r: &Row, ox: usize, input0: usize, kx: std::ops::Range<usize>, c0: usize,
+) {
+    debug_assert!([W1, W2, W3, 1].contains(&width), "block width {width}");
+    unsafe {
+        if width == W1 {
+            block::<Q, W1, FMA>(r, ox, input0, kx, c0)
+        } else if width == W2 {
+            block::<Q, W2, FMA>(r, ox, input0, kx, c0)
+        } else if width == W3 {
+            block::<Q, W3, FMA>(r, ox, input0, kx, c0)
+        } else {
+            block::<Q, 1, FMA>(r, ox, input0, kx, c0)
+        }
+    }
+}
+
+/// Channels `c0..c0 + n` of output pixel `ox` when every tap lies in the padding: the bias alone,
+/// clamped where the node has a clamp, as [`block`] does.
+#[inline(always)]
+unsafe fn bias_alone(r: &Row, ox: usize, c0: usize, n: usize) {
+    // SAFETY: the caller's pixel and channels lie inside the output row and the bias.
+    let px = unsafe { std::slice::from_raw_parts_mut(r.out.add(ox * r.c + c0), n) };
+    px.copy_from_slice(unsafe { std::slice::from_raw_parts(r.bias.add(c0), n) });
+    r.clamp.apply(px);
 }
 
 /// `Q` neighbouring output pixels from `ox`, channels `c0..c0 + W`, over the tap columns `kx`
@@ -210,15 +220,9 @@ unsafe fn block<const Q: usize, const W: usize, const FMA: bool>(r: &Row, ox: us
             }
         }
     }
-    let (lo, hi) = (r.clamp.lo, r.clamp.hi);
-    let clamped = !r.clamp.is_none();
     for (p, a) in acc.iter().enumerate() {
         let mut o = *a;
-        if clamped {
-            for v in o.iter_mut() {
-                *v = v.max(lo).min(hi);
-            }
-        }
+        r.clamp.apply(&mut o);
         unsafe { r.out.add((ox + p) * r.c + c0).cast::<[f32; W]>().write_unaligned(o) };
     }
 }

@@ -14,7 +14,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::nn::resize::{AxisPlan, CoordTransformer, Interpolator, Nearest, Resize};
 
-use super::{output, per_isa};
+use super::output;
 
 /// Two-tap linear weights of one axis: output index → (first tap, second tap, their weights).
 #[derive(Clone, Debug, PartialEq)]
@@ -22,9 +22,18 @@ pub struct LinearAxis {
     pub len_in: usize,
     pub taps: Vec<[u32; 2]>,
     pub weights: Vec<[f32; 2]>,
+    /// The repeating 2× middle of the plan, if it has one: found once, when the plan is made
+    /// (at the graph rewrite or the graph cache's load), not at every run.
+    doubling: Option<Doubling>,
 }
 
 impl LinearAxis {
+    /// The axis with these taps and weights (`taps[j]`, `weights[j]`: output index `j`).
+    pub fn new(len_in: usize, taps: Vec<[u32; 2]>, weights: Vec<[f32; 2]>) -> Self {
+        let doubling = Doubling::of(len_in, &taps, &weights);
+        LinearAxis { len_in, taps, weights, doubling }
+    }
+
     /// The plan of one axis for tract's linear Resize with `coord` at `scale` (output / input).
     pub fn plan(coord: &CoordTransformer, scale: f32, len_in: usize, len_out: usize) -> TractResult<Self> {
         let op = Resize {
@@ -37,11 +46,11 @@ impl LinearAxis {
         let AxisPlan { window, indices, weights, extrapolated } = op.plan_axis(scale, len_in, len_out);
         ensure!(window == 2, "linear resize with a {window}-tap window");
         ensure!(!extrapolated.iter().any(|e| *e), "linear resize extrapolates");
-        Ok(LinearAxis {
+        Ok(LinearAxis::new(
             len_in,
-            taps: indices.chunks_exact(2).map(|c| [c[0] as u32, c[1] as u32]).collect(),
-            weights: weights.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
-        })
+            indices.chunks_exact(2).map(|c| [c[0] as u32, c[1] as u32]).collect(),
+            weights.chunks_exact(2).map(|c| [c[0], c[1]]).collect(),
+        ))
     }
 
     pub fn len_out(&self) -> usize {
@@ -81,7 +90,7 @@ impl AvResize {
 
     /// Resizes every plane of `x` into `y`.
     pub fn run(&self, x: &[f32], y: &mut [f32], threads: usize) {
-        let doubling = Doubling::of(&self.cols);
+        let doubling = self.cols.doubling;
         let planes = x.chunks_exact(self.in_plane()).zip(y.chunks_exact_mut(self.out_plane()));
         if threads > 1 {
             x.par_chunks_exact(self.in_plane())
@@ -144,12 +153,12 @@ struct Doubling {
 }
 
 impl Doubling {
-    fn of(axis: &LinearAxis) -> Option<Doubling> {
-        let n = axis.len_in;
-        if axis.len_out() != 2 * n || n < 8 {
+    fn of(len_in: usize, taps: &[[u32; 2]], weights: &[[f32; 2]]) -> Option<Doubling> {
+        let n = len_in;
+        if taps.len() != 2 * n || weights.len() != taps.len() || n < 8 {
             return None;
         }
-        let at = |i: usize, r: usize| (axis.taps[2 * i + r], axis.weights[2 * i + r]);
+        let at = |i: usize, r: usize| (taps[2 * i + r], weights[2 * i + r]);
         let mid = n / 2;
         let mut shift = [0isize; 2];
         let mut w = [[0.0; 2]; 2];
@@ -293,17 +302,20 @@ mod tests {
 
     #[test]
     fn only_repeating_doublings_take_the_contiguous_path() {
-        let plan = |coord: CoordTransformer, n: usize, out: usize| LinearAxis::plan(&coord, out as f32 / n as f32, n, out).unwrap();
+        let plan = |coord: CoordTransformer, n: usize, out: usize| LinearAxis::plan(&coord, out as f32 / n as f32, n, out).unwrap().doubling;
         // Half-pixel 2×: every column but the clamped first and last repeats.
-        let d = Doubling::of(&plan(CoordTransformer::HalfPixel, 40, 80)).unwrap();
+        let d = plan(CoordTransformer::HalfPixel, 40, 80).unwrap();
         assert!(d.lo <= 1 && d.hi >= 39, "{d:?}");
         assert_eq!(d.w, [[0.25, 0.75], [0.75, 0.25]]);
         // Align-corners weights change along the row; other scales are not doublings.
-        let d = Doubling::of(&plan(CoordTransformer::Asymmetric, 40, 80)).unwrap();
+        let d = plan(CoordTransformer::Asymmetric, 40, 80).unwrap();
         assert_eq!(d.w, [[0.0, 1.0], [0.5, 0.5]]);
-        assert_eq!(Doubling::of(&plan(CoordTransformer::AlignCorners, 40, 80)), None);
-        assert_eq!(Doubling::of(&plan(CoordTransformer::HalfPixel, 40, 60)), None);
-        assert_eq!(Doubling::of(&plan(CoordTransformer::HalfPixel, 4, 8)), None);
+        assert_eq!(plan(CoordTransformer::AlignCorners, 40, 80), None);
+        assert_eq!(plan(CoordTransformer::HalfPixel, 40, 60), None);
+        assert_eq!(plan(CoordTransformer::HalfPixel, 4, 8), None);
+        // A plan rebuilt from its taps and weights (as the graph cache does) finds the same.
+        let axis = LinearAxis::plan(&CoordTransformer::HalfPixel, 2.0, 40, 80).unwrap();
+        assert_eq!(LinearAxis::new(axis.len_in, axis.taps.clone(), axis.weights.clone()), axis);
     }
 
     #[test]
@@ -317,7 +329,7 @@ mod tests {
                 rows: Arc::new(LinearAxis::plan(&coord, 2.0, h, oh).unwrap()),
                 cols: Arc::new(LinearAxis::plan(&coord, 2.0, w, ow).unwrap()),
             };
-            let doubling = Doubling::of(&op.cols);
+            let doubling = op.cols.doubling;
             assert!(doubling.is_some(), "{coord:?} {w}");
             let x: Vec<f32> = (0..h * w).map(|i| ((i * 37) % 17) as f32 * 0.37 - 3.0).collect();
             let (mut fast, mut gathered) = (vec![f32::NAN; oh * ow], vec![f32::NAN; oh * ow]);
