@@ -52,7 +52,9 @@ def stage_sizes(size: int) -> list[int]:
     return [size // s for s in (4, 8, 16, 32)]
 
 
-def invert_segmenter(init: dict[str, np.ndarray], size: int, path: Path) -> dict[str, np.ndarray]:
+def invert_segmenter(init: dict[str, np.ndarray], size: int, path: Path, tpavi: bool = True) -> dict[str, np.ndarray]:
+    """The segmenter's training weights from its ONNX initializers. `tpavi`: a default model's
+    segmenter (TPAVI blocks required); False for a two-stage package's, which has none."""
     out: dict[str, np.ndarray] = {}
 
     def take(name):
@@ -81,9 +83,9 @@ def invert_segmenter(init: dict[str, np.ndarray], size: int, path: Path) -> dict
         for i in range(len(ASPP_DILATIONS)):
             out[f"{p}.{i}.bias"] = bias if i == 0 else np.zeros(c_out, np.float32)
 
+        if not tpavi:
+            continue
         b = f"tpavi_b{stage}"
-        if f"{b}.theta.weight_t" not in init:
-            continue  # an audio-agnostic (two-stage) segmenter: no TPAVI blocks
         th_w = take(f"{b}.theta.weight_t").T                 # [C', C]
         cp, c = th_w.shape
         out[f"{b}.align_channel.weight"] = take(f"{b}.align_channel.weight")
@@ -126,12 +128,18 @@ def main():
     ap.add_argument("--out", type=Path, required=True, help="checkpoint.safetensors to write")
     args = ap.parse_args()
 
-    record_path = args.package / "train_record.json"
+    manifest_path, record_path = args.package / "avseg.json", args.package / "train_record.json"
+    try:
+        family = json.loads(manifest_path.read_text())["family"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{manifest_path}: not a readable avseg manifest with a family ({e})")
+    if family not in ("tpavi", "bavs"):
+        raise SystemExit(f"{manifest_path}: family {family!r}: only avseg's own TPAVI default models and two-stage "
+                         "(bavs) packages can be turned back into a training checkpoint")
     if not record_path.is_file():
         raise SystemExit(f"{record_path}: missing: only avseg's own trained packages (with their training "
                          "record) can be turned back into a training checkpoint")
     try:
-        family = json.loads((args.package / "avseg.json").read_text()).get("family")
         record = json.loads(record_path.read_text())
         # A two-stage package's record holds the segmenter's training record under "segmenter".
         targs = record["segmenter"]["args"] if family == "bavs" else record["args"]
@@ -144,7 +152,7 @@ def main():
     from train_default.train import lite0_state
 
     seg_path = args.package / "segmenter.onnx"
-    tensors = invert_segmenter(onnx_initializers(seg_path), size, seg_path)
+    tensors = invert_segmenter(onnx_initializers(seg_path), size, seg_path, tpavi=family == "tpavi")
     _, lite0 = lite0_state()
     for k, v in lite0.items():
         tensors["encoder." + k] = v.float().numpy()
@@ -187,7 +195,7 @@ def main():
     if not worst <= TOLERANCE:
         raise SystemExit(f"round trip differs by {worst:.2e} (> {TOLERANCE}): checkpoint not written")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(args.out, tensors, {"format": f"avseg {family or 'default-model'} checkpoint (from package "
+    write_safetensors(args.out, tensors, {"format": f"avseg {family} checkpoint (from package "
                                                    f"{args.package.name})"})
     print(f"wrote {args.out} ({len(tensors)} tensors)")
 
