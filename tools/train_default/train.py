@@ -174,16 +174,61 @@ def swap_audio(cache: Cache, idx: np.ndarray, rng: np.random.Generator, prob: fl
     return src, keep
 
 
-def offscreen_audio(cache: Cache, ci: int, rng: np.random.Generator, vocab, tries: int = 50) -> int | None:
+def offscreen_audio(cache: Cache, ci: int, rng: np.random.Generator, vocab, tries: int = 50,
+                    look_alike: np.ndarray | None = None, pool: int = 8) -> int | None:
     """Index of a clip whose sound is never that of a stamp visible in clip `ci` and is not
-    silent: giving `ci` that audio makes an off-screen negative (every frame's GT empty)."""
+    silent: giving `ci` that audio makes an off-screen negative (every frame's GT empty).
+
+    With `look_alike` (stamp x stamp similarity, `stamp_look_alike`), up to `pool` such clips are
+    drawn and the one whose sounding stamps look most like a visible stamp is returned: a hard
+    off-screen negative."""
     visible = [vocab[s] for s in cache.clips[ci]["stamps"]]
+    found = []
     for _ in range(tries):
         other = int(rng.integers(len(cache)))
         lab = cache.labels[other]
         if lab.sum() > 0 and lab[:, visible].sum() == 0:
-            return other
-    return None
+            if look_alike is None:
+                return other
+            found.append(other)
+            if len(found) == pool:
+                break
+    if not found:
+        return None
+    score = [look_alike[np.flatnonzero(cache.labels[o].max(0) > 0)][:, visible].max() for o in found]
+    return found[int(np.argmax(score))]
+
+
+def stamp_look_alike(cache: Cache, vocab, tap: int = 2) -> np.ndarray:
+    """Cosine similarity between the stamps' mean encoder features (`tap`: 2 is the 1/16 map),
+    pooled under the ground truth of the single-object (S4) clips where the stamp sounds.
+
+    Why: on val, the frames the model wrongly masks for an off-screen sound put the mask on a
+    visible object that looks like the sound's own (a cow's sound masking a pig, a zebra's a
+    giraffe). Random off-screen sounds rarely pose that case; this table lets the twins pose it.
+    Stamps with no S4 clip get similarity 0 to every other stamp."""
+    feats = cache.taps[tap]
+    sums = np.zeros((len(vocab), feats.shape[2]), np.float64)
+    counts = np.zeros(len(vocab))
+    for ci, c in enumerate(cache.clips):
+        if c["kind"] != "s4":
+            continue
+        f = feats[ci].astype(np.float32)                                  # [T, C, h, w]
+        m = torch.from_numpy(cache.masks[ci].astype(np.float32))[:, None]
+        m = F.adaptive_avg_pool2d(m, f.shape[-2:])[:, 0].numpy()          # [T, h, w]
+        if m.sum() <= 0:
+            continue
+        sums[vocab[c["stamps"][0]]] += np.einsum("tchw,thw->c", f, m) / m.sum()
+        counts[vocab[c["stamps"][0]]] += 1
+    seen = counts > 0
+    means = np.zeros_like(sums)
+    # Centred over the stamps seen: the features are non-negative (after a ReLU6), so uncentred
+    # cosines sit at 0.6-0.8 for any pair and rank look-alikes poorly.
+    means[seen] = sums[seen] / counts[seen, None]
+    means[seen] -= means[seen].mean(0)
+    norm = np.linalg.norm(means, axis=1, keepdims=True)
+    unit = np.divide(means, norm, out=np.zeros_like(means), where=norm > 0)
+    return unit @ unit.T
 
 
 def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
@@ -234,6 +279,12 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
         # inside that noise instead of wherever the last step left the weights. It is what gets
         # evaluated and saved.
         ema = AveragedModel(trained, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+    look_alike = None
+    if args.offscreen_hard:
+        t_table = time.time()
+        look_alike = stamp_look_alike(train_cache, vocab)
+        print(f"look-alike table over {int((np.abs(look_alike).sum(1) > 0).sum())} stamps "
+              f"({time.time() - t_table:.0f} s)", flush=True)
     n = len(train_cache)
     order = rng.permutation(n)
     pos = 0
@@ -259,7 +310,10 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
             # lit up a visible object for an off-screen sound in about half their frames.
             positives = [ci for ci in idx[:args.batch] if not is_negative(train_cache.clips[ci]["kind"])]
             chosen = [positives[i] for i in rng.permutation(len(positives))[:args.offscreen_twins]]
-            twins = [(ci, offscreen_audio(train_cache, ci, rng, vocab)) for ci in chosen]
+            # With --offscreen-hard p, each twin is a hard one (`stamp_look_alike`) with probability p.
+            twins = [(ci, offscreen_audio(train_cache, ci, rng, vocab,
+                                          look_alike=look_alike if look_alike is not None and rng.random() < args.offscreen_hard else None))
+                     for ci in chosen]
             twins = [(ci, o) for ci, o in twins if o is not None]
             if twins:
                 idx = np.concatenate([idx, np.array([ci for ci, _ in twins], dtype=idx.dtype)])
@@ -367,6 +421,9 @@ def main():
     ap.add_argument("--offscreen-twins", type=non_negative_int, default=0,
                     help="per batch, up to N positive clips (S4 or MS3) also appear with the sound of "
                          "objects none of which is visible, and an empty GT")
+    ap.add_argument("--offscreen-hard", type=float, default=0.0,
+                    help="share of off-screen twins whose sound comes from a look-alike of a visible stamp "
+                         "(the most similar of 8 candidate sounds by the stamps' mean 1/16 features)")
     ap.add_argument("--init-from", type=Path, help="start from this train.py checkpoint (fine-tuning)")
     ap.add_argument("--tpavi-group", type=int, default=1,
                     help="frames per TPAVI attention group: 5 as the official models (the audio of all five "
@@ -386,6 +443,10 @@ def main():
     ap.add_argument("--limit", type=int, help="use only the first N clips of each split (smoke runs)")
     ap.add_argument("--cache-only", action="store_true", help="stop after building the caches")
     args = ap.parse_args()
+    if not 0.0 <= args.offscreen_hard <= 1.0:
+        ap.error(f"--offscreen-hard {args.offscreen_hard}: a share, in [0, 1]")
+    if args.offscreen_hard and not args.offscreen_twins:
+        ap.error("--offscreen-hard needs --offscreen-twins")
     if not 0.0 <= args.ema < 1.0:
         ap.error(f"--ema {args.ema}: the decay must be in [0, 1) (0 turns the average off)")
     torch.set_num_threads(args.threads)
