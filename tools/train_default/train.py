@@ -199,14 +199,57 @@ def offscreen_audio(cache: Cache, ci: int, rng: np.random.Generator, vocab, trie
     return found[int(np.argmax(score))]
 
 
+def centred_cosine(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Cosine similarity of per-stamp mean vectors, centred over the stamps seen (the features
+    and embeddings are non-negative after ReLUs, so uncentred cosines sit at 0.6-0.8 for any pair
+    and rank look-alikes poorly). Unseen stamps get 0 against every stamp."""
+    seen = counts > 0
+    means = np.zeros_like(sums)
+    means[seen] = sums[seen] / counts[seen, None]
+    means[seen] -= means[seen].mean(0)
+    norm = np.linalg.norm(means, axis=1, keepdims=True)
+    unit = np.divide(means, norm, out=np.zeros_like(means), where=norm > 0)
+    return unit @ unit.T
+
+
+def stamp_sound_alike(cache: Cache, vocab, audio_enc: nn.Module, batch: int = 500) -> np.ndarray:
+    """Cosine similarity between the stamps' mean audio embeddings (the starting audio encoder's)
+    over the seconds of the single-object (S4) clips where the stamp sounds.
+
+    Why: on the `--variety` val set the frames masked for an off-screen sound put the mask on a
+    visible object whose *sound* is like the heard one (a mouse's squeak on a blackbird, a frog on
+    a squirrel, a rabbit on a dog) rather than its looks."""
+    rows = [ci for ci, c in enumerate(cache.clips) if c["kind"] == "s4"]
+    sums = None
+    counts = np.zeros(len(vocab))
+    was_training = audio_enc.training
+    audio_enc.eval()
+    with torch.no_grad():
+        for i0 in range(0, len(rows), batch // T):
+            idx = np.array(rows[i0:i0 + batch // T])
+            emb = audio_enc(torch.from_numpy(cache.logmel[idx]).reshape(-1, 1, 96, 64)).numpy()
+            if sums is None:
+                sums = np.zeros((len(vocab), emb.shape[1]))
+            emb = emb.reshape(len(idx), T, -1)
+            for j, ci in enumerate(idx):
+                k = vocab[cache.clips[ci]["stamps"][0]]
+                on = cache.labels[ci][:, k] > 0
+                sums[k] += emb[j][on].sum(0)
+                counts[k] += on.sum()
+    audio_enc.train(was_training)
+    if sums is None:
+        raise SystemExit(f"{cache.meta['root']}: no S4 clips to tell the stamps' sounds apart")
+    return centred_cosine(sums, counts)
+
+
 def stamp_look_alike(cache: Cache, vocab, tap: int = 2) -> np.ndarray:
     """Cosine similarity between the stamps' mean encoder features (`tap`: 2 is the 1/16 map),
     pooled under the ground truth of the single-object (S4) clips where the stamp sounds.
 
-    Why: on val, the frames the model wrongly masks for an off-screen sound put the mask on a
-    visible object that looks like the sound's own (a cow's sound masking a pig, a zebra's a
-    giraffe). Random off-screen sounds rarely pose that case; this table lets the twins pose it.
-    Stamps with no S4 clip get similarity 0 to every other stamp."""
+    Why: on the default recipe's val set, the frames the model wrongly masks for an off-screen
+    sound put the mask on a visible object that looks like the sound's own (a cow's sound masking
+    a pig, a zebra's a giraffe). Random off-screen sounds rarely pose that case; this table lets
+    the twins pose it."""
     feats = cache.taps[tap]
     sums = np.zeros((len(vocab), feats.shape[2]), np.float64)
     counts = np.zeros(len(vocab))
@@ -220,15 +263,7 @@ def stamp_look_alike(cache: Cache, vocab, tap: int = 2) -> np.ndarray:
             continue
         sums[vocab[c["stamps"][0]]] += np.einsum("tchw,thw->c", f, m) / m.sum()
         counts[vocab[c["stamps"][0]]] += 1
-    seen = counts > 0
-    means = np.zeros_like(sums)
-    # Centred over the stamps seen: the features are non-negative (after a ReLU6), so uncentred
-    # cosines sit at 0.6-0.8 for any pair and rank look-alikes poorly.
-    means[seen] = sums[seen] / counts[seen, None]
-    means[seen] -= means[seen].mean(0)
-    norm = np.linalg.norm(means, axis=1, keepdims=True)
-    unit = np.divide(means, norm, out=np.zeros_like(means), where=norm > 0)
-    return unit @ unit.T
+    return centred_cosine(sums, counts)
 
 
 def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
@@ -282,7 +317,12 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
     look_alike = None
     if args.offscreen_hard:
         t_table = time.time()
-        look_alike = stamp_look_alike(train_cache, vocab)
+        tables = []
+        if args.hard_by in ("looks", "either"):
+            tables.append(stamp_look_alike(train_cache, vocab))
+        if args.hard_by in ("sound", "either"):
+            tables.append(stamp_sound_alike(train_cache, vocab, audio_enc))
+        look_alike = np.maximum.reduce(tables)
         print(f"look-alike table over {int((np.abs(look_alike).sum(1) > 0).sum())} stamps "
               f"({time.time() - t_table:.0f} s)", flush=True)
     n = len(train_cache)
@@ -424,6 +464,10 @@ def main():
     ap.add_argument("--offscreen-hard", type=float, default=0.0,
                     help="share of off-screen twins whose sound comes from a look-alike of a visible stamp "
                          "(the most similar of 8 candidate sounds by the stamps' mean 1/16 features)")
+    ap.add_argument("--hard-by", choices=("looks", "sound", "either"), default="looks",
+                    help="what makes a hard twin's sound hard: its stamp looks like a visible one (mean 1/16 "
+                         "features), sounds like one (mean audio embedding of the starting encoder), or the "
+                         "larger of the two similarities")
     ap.add_argument("--init-from", type=Path, help="start from this train.py checkpoint (fine-tuning)")
     ap.add_argument("--tpavi-group", type=int, default=1,
                     help="frames per TPAVI attention group: 5 as the official models (the audio of all five "
