@@ -79,6 +79,14 @@ pytest tools/tests/test_tpavi_families.py tools/tests/test_avsegformer_numpy.py
 stage "package checksums, the two-stage package's choice rule, and the .pth reader fuzzed with Hypothesis"
 pytest tools/tests/test_package_checksums.py tools/tests/test_bavs_rule.py tools/tests/test_checkpoint_fuzz.py
 
+stage "training tools that need PyTorch (only with the training venv, docs/training.md)"
+TRAIN_VENV=${AVSEG_TRAIN_VENV:-.venv-train}
+if "$TRAIN_VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+  "$TRAIN_VENV/bin/python" -m pytest tools/tests/test_hard_twins.py
+else
+  echo "skipped: no training venv at $TRAIN_VENV (PyTorch, ~6 GB; CI does not install it)"
+fi
+
 stage "tract vs ONNX Runtime, live, on the bundled sample (tiny TPAVI, the two-stage package)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
