@@ -179,9 +179,9 @@ def offscreen_audio(cache: Cache, ci: int, rng: np.random.Generator, vocab, trie
     """Index of a clip whose sound is never that of a stamp visible in clip `ci` and is not
     silent: giving `ci` that audio makes an off-screen negative (every frame's GT empty).
 
-    With `look_alike` (stamp x stamp similarity, `stamp_look_alike`), up to `pool` such clips are
-    drawn and the one whose sounding stamps look most like a visible stamp is returned: a hard
-    off-screen negative."""
+    With `look_alike` (stamp x stamp similarity: `stamp_look_alike`, `stamp_sound_alike` or their
+    maximum), up to `pool` such clips are drawn and the one whose sounding stamps are most like a
+    visible stamp is returned: a hard off-screen negative."""
     visible = [vocab[s] for s in cache.clips[ci]["stamps"]]
     found = []
     for _ in range(tries):
@@ -218,7 +218,7 @@ def stamp_sound_alike(cache: Cache, vocab, audio_enc: nn.Module, batch: int = 50
 
     Why: on the `--variety` val set the frames masked for an off-screen sound put the mask on a
     visible object whose *sound* is like the heard one (a mouse's squeak on a blackbird, a frog on
-    a squirrel, a rabbit on a dog) rather than its looks."""
+    a crossing sign, a rabbit on a dog) rather than its looks."""
     rows = [ci for ci, c in enumerate(cache.clips) if c["kind"] == "s4"]
     sums = None
     counts = np.zeros(len(vocab))
@@ -350,7 +350,7 @@ def train(args, run: Path, train_cache: Cache, val_cache: Cache | None, vocab):
             # lit up a visible object for an off-screen sound in about half their frames.
             positives = [ci for ci in idx[:args.batch] if not is_negative(train_cache.clips[ci]["kind"])]
             chosen = [positives[i] for i in rng.permutation(len(positives))[:args.offscreen_twins]]
-            # With --offscreen-hard p, each twin is a hard one (`stamp_look_alike`) with probability p.
+            # With --offscreen-hard p, each twin is a hard one (`offscreen_audio`) with probability p.
             twins = [(ci, offscreen_audio(train_cache, ci, rng, vocab,
                                           look_alike=look_alike if look_alike is not None and rng.random() < args.offscreen_hard else None))
                      for ci in chosen]
@@ -462,8 +462,8 @@ def main():
                     help="per batch, up to N positive clips (S4 or MS3) also appear with the sound of "
                          "objects none of which is visible, and an empty GT")
     ap.add_argument("--offscreen-hard", type=float, default=0.0,
-                    help="share of off-screen twins whose sound comes from a look-alike of a visible stamp "
-                         "(the most similar of 8 candidate sounds by the stamps' mean 1/16 features)")
+                    help="share of off-screen twins whose sound is the one most like a visible stamp's of 8 "
+                         "candidates (--hard-by says by what)")
     ap.add_argument("--hard-by", choices=("looks", "sound", "either"), default="looks",
                     help="what makes a hard twin's sound hard: its stamp looks like a visible one (mean 1/16 "
                          "features), sounds like one (mean audio embedding of the starting encoder), or the "
@@ -491,6 +491,8 @@ def main():
         ap.error(f"--offscreen-hard {args.offscreen_hard}: a share, in [0, 1]")
     if args.offscreen_hard and not args.offscreen_twins:
         ap.error("--offscreen-hard needs --offscreen-twins")
+    if args.hard_by != "looks" and not args.offscreen_hard:
+        ap.error(f"--hard-by {args.hard_by} has no effect without --offscreen-hard")
     if not 0.0 <= args.ema < 1.0:
         ap.error(f"--ema {args.ema}: the decay must be in [0, 1) (0 turns the average off)")
     torch.set_num_threads(args.threads)
