@@ -76,9 +76,9 @@ pytest tools/tests/test_tiny_numpy.py
 stage "every official family (width-reduced, official key layout) vs an independent numpy forward"
 pytest tools/tests/test_tpavi_families.py tools/tests/test_avsegformer_numpy.py
 
-stage "package checksums, the two-stage package's choice rule, the weight soup, and the .pth reader fuzzed with Hypothesis"
+stage "package checksums, the two-stage package's choice rule, the weight soup, the in-graph veto, and the .pth reader fuzzed with Hypothesis"
 pytest tools/tests/test_package_checksums.py tools/tests/test_bavs_rule.py tools/tests/test_soup.py \
-  tools/tests/test_checkpoint_fuzz.py
+  tools/tests/test_veto.py tools/tests/test_checkpoint_fuzz.py
 
 stage "training tools that need PyTorch (only with the training venv, docs/training.md)"
 TRAIN_VENV=${AVSEG_TRAIN_VENV:-.venv-train}

@@ -1,0 +1,507 @@
+#!/usr/bin/env python3
+"""Put the two-stage package's sound-source veto inside the default model's graph (issue 15).
+
+    avseg-train-veto --default models/default --two-stage models/bavs-avsreg \
+        --cache runs/x2/cache_train --val-cache runs/x2/cache_val --out PACKAGE
+
+Why: the default (TPAVI) head ties a sound to the objects that make sounds *like* it, so an
+off-screen sound of the visible object's own family gets the visible object masked. The two-stage
+package names the object before it masks, and keeps such frames empty, but it misses sounding
+objects that the TPAVI head finds. The veto keeps the TPAVI mask and drops the parts of it that
+lie far from anything the two-stage rules keep (tools/avsreg/unseen_split.md, eleventh round).
+
+What the output package computes, all inside its segmenter graph (same family, manifest schema and
+graph signatures as the default, so every interface runs it unchanged):
+  1. the default's TPAVI mask logits L, as before;
+  2. the two-stage segmenter's semantic head, on the *same* encoder features: both packages use
+     the same frozen EfficientNet-Lite0, so the encoder's nodes are merged (checked: a tensor is
+     shared only when its bytes are equal, a node only when its operator, attributes and inputs
+     are);
+  3. a tagger: one linear layer and a softmax over the 100 sounds and silence, on the default's
+     own audio embedding (already an input of the segmenter graph), fitted here on the default's
+     embeddings of the training clips' seconds;
+  4. the label tree (each sound's node, with its threshold, supports visual classes; the AVS-Reg
+     tree has independent parents) gives the heard classes, and the heard-mass pixel rule
+     (`avseg::post::heard_mass_keeps`) the kept pixels, as the two-stage package's own post stage;
+  5. n = 1 where a kept pixel lies within --radius pixels (separable max pooling), and the output
+     is min(L, 1000 (n - 1/2)): a pixel near a kept one keeps its logit, any other is -500.
+
+The graph uses only operators the CUDA runner has kernels for (no Slice, Concat, Softmax, Log or
+comparisons): a strict test x > 0 is min(relu(x) * 1e30, 1), and the heard-mass rule is written
+without a division or a logarithm (see `veto_tail`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from avseg_export.package import dumps_manifest, record_file
+
+BIG = 1e30       # relu(x) * BIG saturates at 1 for any x > 1e-30: a strict "x > 0"
+VETO = 1000.0    # min(L, VETO (n - 1/2)): -500 where vetoed
+
+
+# --- the tagger ------------------------------------------------------------------------------
+
+def embeddings(audio_encoder: Path, logmel: np.ndarray, threads: int) -> np.ndarray:
+    """The default's audio embedding of each second: logmel [S, 96, 64] -> [S, D]."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    s = ort.InferenceSession(str(audio_encoder), opts, providers=["CPUExecutionProvider"])
+    out = []
+    for i in range(0, len(logmel), 512):
+        out.append(s.run(["audio_embedding"], {"audio_logmel": np.ascontiguousarray(logmel[i:i + 512, None], np.float32)})[0])
+    return np.concatenate(out)
+
+
+def targets(sound_labels: np.ndarray) -> np.ndarray:
+    """[S, V] multi-hot sounds of each second -> [S, V + 1] targets: the sounds spread evenly,
+    silence (the last label) when none sounds (as `avseg-pretrain-audio`)."""
+    y = sound_labels.reshape(-1, sound_labels.shape[-1]).astype(np.float64)
+    y = np.concatenate([y, (y.sum(1) == 0)[:, None].astype(np.float64)], 1)
+    return (y / y.sum(1, keepdims=True)).astype(np.float32)
+
+
+def fit_tagger(x: np.ndarray, y: np.ndarray, *, steps: int, lr: float, weight_decay: float, seed: int):
+    """Full-batch Adam on the soft-target cross-entropy of softmax(x W + b). Returns W [D, A], b."""
+    import torch
+    torch.manual_seed(seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    lin = torch.nn.Linear(x.shape[1], y.shape[1])
+    opt = torch.optim.Adam(lin.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = -(torch.log_softmax(lin(xt), 1) * yt).sum(1).mean()
+        loss.backward()
+        opt.step()
+    w = lin.weight.detach().numpy().T.copy()
+    b = lin.bias.detach().numpy().copy()
+    return w.astype(np.float32), b.astype(np.float32), float(loss.detach())
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def top1_single(x, y, w, b) -> tuple[float, int]:
+    """Top-1 accuracy over seconds with exactly one label (one sound, or silence)."""
+    single = (y > 0).sum(1) == 1
+    pred = (x[single] @ w + b).argmax(1)
+    return float((pred == y[single].argmax(1)).mean()), int(single.sum())
+
+
+# --- the label tree ----------------------------------------------------------------------------
+
+def support_matrix(tree: dict, audio_labels: list[str], visual_labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """S [A, V-1]: 1 where audio label a's tree node supports object class v (visual labels
+    1..V-1; 0 is the background), support flowing up from children; and each audio label's
+    threshold. Only `independent` parents are written into a graph: under `needs_parent` a
+    sound's heard flag depends on its ancestors', which this matrix does not express."""
+    if tree.get("parent_rule", "independent") != "independent":
+        raise SystemExit(f"label tree: parent_rule {tree.get('parent_rule')!r}; only 'independent' can be put in a graph")
+    nodes = tree["nodes"]
+    index = {n["name"]: i for i, n in enumerate(nodes)}
+    vis = {v: i for i, v in enumerate(visual_labels)}
+    support = [set() for _ in nodes]
+    for i, n in enumerate(nodes):
+        for v in n.get("visual", []):
+            if v not in vis or vis[v] == 0:
+                raise SystemExit(f"label tree: node {n['name']!r} names visual label {v!r}, which the segmenter has not (or is the background)")
+            support[i].add(vis[v])
+    # Support flows up: a parent's sound can come from whatever its children's can.
+    def depth(i):
+        d, p = 0, nodes[i].get("parent")
+        while p is not None:
+            d += 1
+            p = nodes[index[p]].get("parent")
+        return d
+    for i in sorted(range(len(nodes)), key=depth, reverse=True):
+        p = nodes[i].get("parent")
+        if p is not None:
+            support[index[p]] |= support[i]
+    s = np.zeros((len(audio_labels), len(visual_labels) - 1), np.float32)
+    thr = np.full(len(audio_labels), np.inf, np.float32)  # a label with no node is never heard
+    for a, name in enumerate(audio_labels):
+        if name in index:
+            i = index[name]
+            thr[a] = nodes[i].get("threshold", tree.get("default_threshold", 0.5))
+            for v in support[i]:
+                s[a, v - 1] = 1.0
+    return s, thr
+
+
+def kept_reference(margin: np.ndarray, cls: np.ndarray, heard: np.ndarray, silent_ratio: float) -> np.ndarray:
+    """The heard-mass rule on class logits [bg, objectness + cls_k] in plain numpy (float64):
+    margin = objectness - background [N, 1, H, W], cls [N, K, H, W], heard [N, K] -> kept [N, H, W]."""
+    logits = np.concatenate([np.zeros_like(margin), margin + cls], 1).astype(np.float64)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    bg = p[:, 0]
+    h = (p[:, 1:] * heard[:, :, None, None]).sum(1)
+    return (h > bg) & (h > silent_ratio * np.maximum(1 - bg - h, 0))
+
+
+# --- the graph ---------------------------------------------------------------------------------
+
+def _key(node: onnx.NodeProto, inputs: list[str]):
+    return (node.domain, node.op_type, tuple(inputs), tuple(a.SerializeToString() for a in node.attribute))
+
+
+def _digest(t: onnx.TensorProto) -> str:
+    a = numpy_helper.to_array(t)
+    return f"{a.dtype}{a.shape}" + hashlib.sha256(a.tobytes()).hexdigest()
+
+
+def head_without_slices(b: onnx.GraphProto) -> onnx.GraphProto:
+    """The two-stage segmenter's graph with its last nodes rewritten for the veto: one `margin`
+    channel (objectness - background: the difference of output_conv.4's two filters) instead of
+    the Slices and the class_logits Concat, and cls.0 over its two inputs as two convolutions
+    summed instead of a Concat. Outputs: `head.margin`, `cls.up3`."""
+    inits = {i.name: numpy_helper.to_array(i) for i in b.initializer}
+    nodes = {n.name: n for n in b.node}
+    out4, cls0, concat = nodes["output_conv.4"], nodes["cls.0"], nodes["cls.concat"]
+    w4, b4 = inits[out4.input[1]], inits[out4.input[2]]
+    if w4.shape[0] != 2:
+        raise SystemExit(f"two-stage segmenter: output_conv.4 has {w4.shape[0]} filters, 2 expected (background, objectness)")
+    new_inits = [numpy_helper.from_array((w4[1:2] - w4[0:1]).astype(np.float32), "head.margin.weight"),
+                 numpy_helper.from_array((b4[1:2] - b4[0:1]).astype(np.float32), "head.margin.bias")]
+    a_in, d_in = concat.input
+    w0, b0 = inits[cls0.input[1]], inits[cls0.input[2]]
+    # The channel count of the Concat's first input: the encoder tap it reads (from the weights of
+    # the encoder node that makes it, whose first axis is its output channels).
+    producer = {o: n for n in b.node for o in n.output}
+    def channels(t):
+        n = producer[t]
+        while n.op_type not in ("Conv",):
+            n = producer[n.input[0]]
+        return inits[n.input[1]].shape[0]
+    split = channels(a_in)
+    if split + channels(d_in) != w0.shape[1]:
+        raise SystemExit("two-stage segmenter: cls.0's input channels are not its Concat's two inputs'")
+    new_inits += [numpy_helper.from_array(np.ascontiguousarray(w0[:, :split]), "cls.0a.weight"),
+                  numpy_helper.from_array(b0, "cls.0a.bias"),
+                  numpy_helper.from_array(np.ascontiguousarray(w0[:, split:]), "cls.0b.weight")]
+    attrs = {a.name: helper.get_attribute_value(a) for a in cls0.attribute}
+    keep = [n for n in b.node if n.name not in ("cls.concat", "cls.0", "output_conv.4", "head.background",
+                                                  "head.objectness", "head.objects", "class_logits")]
+    extra = [
+        helper.make_node("Conv", ["output_conv.3", "head.margin.weight", "head.margin.bias"], ["head.margin"], name="head.margin",
+                         kernel_shape=[1, 1], pads=[0, 0, 0, 0], strides=[1, 1]),
+        helper.make_node("Conv", [a_in, "cls.0a.weight", "cls.0a.bias"], ["cls.0a"], name="cls.0a", **attrs),
+        helper.make_node("Conv", [d_in, "cls.0b.weight"], ["cls.0b"], name="cls.0b", **attrs),
+        helper.make_node("Add", ["cls.0a", "cls.0b"], ["cls.0"], name="cls.0"),
+    ]
+    # Keep the topological order: each new node goes where the node it replaces was.
+    ordered = []
+    for n in keep:
+        if n.name == "cls.1":
+            ordered += extra[1:]
+        ordered.append(n)
+    ordered.append(extra[0])
+    used = {i for n in ordered for i in n.input}
+    g = helper.make_graph(ordered, b.name, list(b.input),
+                          [helper.make_tensor_value_info("head.margin", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("cls.up3", TensorProto.FLOAT, None)],
+                          [i for i in b.initializer if i.name in used] + [i for i in new_inits if i.name in used])
+    return g
+
+
+def merge(d: onnx.GraphProto, b: onnx.GraphProto, prefix: str = "veto.") -> tuple[list, list, dict, dict]:
+    """B's nodes and tensors added to D's: a B tensor whose bytes equal a D tensor's is D's; a B
+    node whose operator, attributes and (mapped) inputs equal a D node's is that node. Returns
+    (new nodes, new initializers, B's name -> merged name, counts)."""
+    by_digest = {_digest(t): t.name for t in d.initializer}
+    names = {i.name: i.name for i in b.input}
+    new_inits, shared_inits = [], 0
+    for t in b.initializer:
+        k = _digest(t)
+        if k in by_digest:
+            names[t.name] = by_digest[k]
+            shared_inits += 1
+        else:
+            names[t.name] = prefix + t.name
+            c = onnx.TensorProto()
+            c.CopyFrom(t)
+            c.name = prefix + t.name
+            new_inits.append(c)
+    index = {_key(n, list(n.input)): list(n.output) for n in d.node}
+    new_nodes, shared_nodes = [], 0
+    for n in b.node:
+        ins = [names[i] if i else "" for i in n.input]
+        k = _key(n, ins)
+        if k in index:
+            for o, m in zip(n.output, index[k]):
+                names[o] = m
+            shared_nodes += 1
+            continue
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        del c.input[:]
+        c.input.extend(ins)
+        del c.output[:]
+        c.output.extend(prefix + o for o in n.output)
+        c.name = prefix + n.name
+        for o in n.output:
+            names[o] = prefix + o
+        new_nodes.append(c)
+    return new_nodes, new_inits, names, {"shared_tensors": shared_inits, "shared_nodes": shared_nodes,
+                                          "new_nodes": len(new_nodes), "new_tensors": len(new_inits)}
+
+
+def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: str, w: np.ndarray, b: np.ndarray,
+              support: np.ndarray, thresholds: np.ndarray, silent_ratio: float, radius: int, size: tuple, out: str):
+    """The nodes and constants from (TPAVI logits, margin, per-class logits, audio embedding) to
+    the vetoed logits. With e_k = exp(cls_k - M), E = sum_k e_k, H = sum_{k heard} e_k, the
+    two-stage softmax over [background, objectness + cls_k] keeps a pixel when (heard-mass rule)
+    H e^(margin + M) > 1 and H > r (E - H): the first as H - exp(-(margin + M)) > 0 (no overflow
+    to inf * 0), the second as (1 + r) H - r E > 0. Both hold for any M; M only keeps the
+    exponentials in range. The per-class logits are a bilinear upsampling (`upsampling`: the
+    Resize nodes, from the coarse map `cls`) of a coarse map, and a bilinear weight sum is at most
+    the largest of its terms, so M = the same upsampling of the coarse map's channel maximum is
+    at least max_k cls_k at every pixel (e_k <= 1), and close to it; a channel maximum over the
+    full-size map costs more than the rest of the veto together on the CPU."""
+    n, c = [], []
+    def const(name, value):
+        c.append(numpy_helper.from_array(np.asarray(value, np.float32), "veto.const." + name))
+        return "veto.const." + name
+    def node(op, ins, name, **kw):
+        n.append(helper.make_node(op, ins, ["veto." + name], name="veto." + name, **kw))
+        return "veto." + name
+    big, one = const("big", BIG), const("one", 1.0)
+    def gt0(x, name):  # 1 where x > 0 (x > 1e-30), else 0
+        return node("Min", [node("Mul", [node("Relu", [x], name + ".relu"), big], name + ".big"), one], name)
+    # Tagger: softmax(z) >= threshold  <=>  exp(z - max z) >= threshold * sum exp(z - max z).
+    z = node("Add", [node("MatMul", [embedding, const("tagger.weight", w)], "tagger.matmul"), const("tagger.bias", b)], "tagger.logits")
+    ez = node("Exp", [node("Sub", [z, node("ReduceMax", [z], "tagger.max", axes=[1], keepdims=1)], "tagger.centred")], "tagger.exp")
+    total = node("ReduceSum", [ez, _axes(c)], "tagger.sum", keepdims=1)
+    finite = np.where(np.isfinite(thresholds), thresholds, 2.0).astype(np.float32)  # 2: never reached by a probability
+    below = gt0(node("Sub", [node("Mul", [total, const("tagger.thresholds", finite[None])], "tagger.needed"), ez], "tagger.short"), "tagger.below")
+    heard_sound = node("Sub", [one, below], "tagger.heard")
+    heard_class = node("Min", [node("MatMul", [heard_sound, const("tree.support", support)], "tree.count"), one], "tree.heard")
+    # Per frame, the weights of two sums over the classes: row 0 the heard classes' (H), row 1
+    # (1 + r) H - r E's; one batched product then makes both sums (channel reductions and a
+    # broadcast product over the full-size map cost several times more on the CPU).
+    heard3 = node("Unsqueeze", [heard_class, const_i64(c, "unsqueeze1", [1])], "tree.heard3")
+    rows = node("Add", [node("Mul", [heard3, const("rows.scale", [[1.0], [1.0 + silent_ratio]])], "rows.scaled"),
+                        const("rows.shift", [[0.0], [-silent_ratio]])], "rows")
+    # Heard mass.
+    m = node("ReduceMax", [upsampling[0].input[0]], "cls.coarse_max", axes=[1], keepdims=1)
+    for i, r in enumerate(upsampling):
+        m = node("Resize", [m] + list(r.input[1:]), f"cls.max_up{i}", **{a.name: helper.get_attribute_value(a) for a in r.attribute})
+    e = node("Exp", [node("Sub", [cls, m], "cls.centred")], "cls.exp")
+    h, wd = size
+    k_cls = support.shape[1]
+    sums = node("MatMul", [rows, node("Reshape", [e, const_i64(c, "flat", [0, k_cls, h * wd])], "cls.exp_flat")], "cls.sums")
+    plane = const_i64(c, "plane", [0, 1, h, wd])
+    def row(i, name):
+        pick = const(f"pick{i}", [[1.0 - i, float(i)]])
+        return node("Reshape", [node("MatMul", [pick, sums], name + ".flat"), plane], name)
+    e_heard, over_rest = row(0, "cls.heard_sum"), row(1, "pix.over_rest")
+    need = node("Exp", [node("Neg", [node("Add", [margin, m], "pix.margin_max")], "pix.neg")], "pix.need")
+    keep1 = gt0(node("Sub", [e_heard, need], "pix.over_background"), "pix.keep1")
+    keep2 = gt0(over_rest, "pix.keep2")
+    kept = node("Mul", [keep1, keep2], "pix.kept")
+    k = 2 * radius + 1
+    near = node("MaxPool", [node("MaxPool", [kept], "near.rows", kernel_shape=[1, k], pads=[0, radius, 0, radius], strides=[1, 1])],
+                "near", kernel_shape=[k, 1], pads=[radius, 0, radius, 0], strides=[1, 1])
+    cap = node("Sub", [node("Mul", [near, const("veto", VETO)], "cap.scaled"), const("half", VETO / 2)], "cap")
+    n.append(helper.make_node("Min", [logits, cap], [out], name="veto.out"))
+    return n, c
+
+
+def _axes(c):
+    name = "veto.const.axis1"
+    if not any(t.name == name for t in c):
+        c.append(numpy_helper.from_array(np.array([1], np.int64), name))
+    return name
+
+
+def const_i64(c, name, value):
+    full = "veto.const." + name
+    c.append(numpy_helper.from_array(np.array(value, np.int64), full))
+    return full
+
+
+def build(default_seg: onnx.ModelProto, bavs_seg: onnx.ModelProto, w, b, support, thresholds,
+          silent_ratio: float, radius: int, size: tuple) -> tuple[onnx.ModelProto, dict]:
+    d = default_seg.graph
+    (out,) = [o.name for o in d.output]
+    tpavi = "tpavi." + out
+    nodes = []
+    for nd in d.node:
+        c = onnx.NodeProto()
+        c.CopyFrom(nd)
+        c.output[:] = [tpavi if o == out else o for o in nd.output]
+        c.input[:] = [tpavi if i == out else i for i in nd.input]
+        nodes.append(c)
+    bg = head_without_slices(bavs_seg.graph)
+    new_nodes, new_inits, names, counts = merge(d, bg)
+    emb = [i.name for i in d.input if i.name != "frames"]
+    if len(emb) != 1:
+        raise SystemExit(f"default segmenter inputs {[i.name for i in d.input]}: frames and one audio embedding expected")
+    # The Resize chain that makes the per-class logits from the coarse class map.
+    made = {o: nd for nd in new_nodes for o in nd.output}
+    chain, at = [], names["cls.up3"]
+    while at in made and made[at].op_type == "Resize":
+        chain.insert(0, made[at])
+        at = made[at].input[0]
+    if not chain:
+        raise SystemExit("two-stage segmenter: cls.up3 is not made by Resize nodes")
+    tail, tail_inits = veto_tail(tpavi, names["head.margin"], names["cls.up3"], chain, emb[0], w, b, support, thresholds,
+                                 silent_ratio, radius, size, out)
+    g = helper.make_graph(nodes + new_nodes + tail, d.name, list(d.input), list(d.output),
+                          list(d.initializer) + new_inits + tail_inits)
+    m = helper.make_model(g, opset_imports=list(default_seg.opset_import), producer_name="avseg-train-veto")
+    m.ir_version = default_seg.ir_version
+    onnx.checker.check_model(m)
+    return m, counts
+
+
+def check(model: onnx.ModelProto, default: Path, dm: dict, two_stage: Path, bm: dict, w, b, support, thresholds,
+          silent_ratio: float, radius: int, cache: Path, clips: int) -> dict:
+    """The built graph (ONNX Runtime) against the veto computed in numpy (float64) from the two
+    packages' own graphs (ONNX Runtime), on `clips` clips of `cache`'s split, frames read again
+    from disk. Disagreements can only come from pixels on a rule's boundary (float32 against
+    float64), so the check counts them and requires them to be rare."""
+    import onnxruntime as ort
+    from scipy.ndimage import maximum_filter
+    from train_default.data import clip_paths, list_clips, load_frames
+    def sess(m):
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = 2
+        return ort.InferenceSession(m.SerializeToString() if isinstance(m, onnx.ModelProto) else str(m), o,
+                                    providers=["CPUExecutionProvider"])
+    s_new, s_tp = sess(model), sess(default / dm["graphs"]["segmenter"]["file"])
+    s_aud, s_bv = sess(default / dm["graphs"]["audio_encoder"]["file"]), sess(two_stage / bm["graphs"]["segmenter"]["file"])
+    meta = json.loads((cache / "clips.json").read_text())
+    root = Path(meta["root"])
+    recipes = {r["name"]: r for r in list_clips(root, "val")}
+    logmel = np.load(cache / "logmel.npy", mmap_mode="r")
+    size = dm["vision"]["width"]
+    worst, flips, pixels, vetoed = 0.0, 0, 0, 0
+    for ci in np.linspace(0, len(meta["clips"]) - 1, clips).astype(int):
+        name = meta["clips"][ci]["name"]
+        frames = load_frames(clip_paths(root, recipes[name])["frames"], size)
+        emb = s_aud.run(None, {"audio_logmel": np.ascontiguousarray(logmel[ci][:, None])})[0]
+        got = s_new.run(None, {"frames": frames, "audio_embedding": emb})[0]
+        lt = s_tp.run(None, {"frames": frames, "audio_embedding": emb})[0].astype(np.float64)
+        cl = s_bv.run(None, {"frames": frames})[0].astype(np.float64)
+        tags = softmax(emb.astype(np.float64) @ w + b)
+        heard = np.minimum((tags >= thresholds[None]).astype(np.float64) @ support, 1)
+        # class_logits = [background, objectness + cls_k]: the heard-mass rule on them directly.
+        p = np.exp(cl - cl.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        bg, h = p[:, 0], (p[:, 1:] * heard[:, :, None, None]).sum(1)
+        kept = (h > bg) & (h > silent_ratio * np.maximum(1 - bg - h, 0))
+        near = maximum_filter(kept.astype(np.uint8), size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant") > 0
+        want = np.where(near[:, None], lt, np.minimum(lt, -VETO / 2))
+        flips += int(((got > 0) != (want > 0)).sum())
+        pixels += got.size
+        vetoed += int(((lt > 0) & ~near[:, None]).sum())
+        worst = max(worst, float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-6)))
+        print(f"check {name}: max|d|/max|logit| {worst:.2e}, mask pixels flipped {flips} of {pixels}")
+    if flips > 1e-4 * pixels:
+        raise SystemExit(f"the veto graph disagrees with the numpy veto on {flips} of {pixels} pixels")
+    return {"clips": clips, "max_rel_diff": worst, "mask_pixels_flipped": flips, "pixels": pixels, "tpavi_pixels_vetoed": vetoed}
+
+
+# --- the package ------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--default", type=Path, required=True, help="the TPAVI package (binary, audio embedding input)")
+    ap.add_argument("--two-stage", type=Path, required=True, help="the bavs package whose segmenter shares the encoder")
+    ap.add_argument("--cache", type=Path, required=True, help="train.py cache (train split): logmel.npy, sound_labels.npy")
+    ap.add_argument("--val-cache", type=Path, help="train.py cache (val split), for the tagger's reported accuracy")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--radius", type=int, default=11)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--check-clips", type=int, default=6)
+    args = ap.parse_args()
+
+    t0 = time.time()
+    dm = json.loads((args.default / "avseg.json").read_text())
+    bm = json.loads((args.two_stage / "avseg.json").read_text())
+    if dm["family"] != "tpavi" or dm["output"]["kind"] != "binary":
+        raise SystemExit(f"{args.default / 'avseg.json'}: a binary tpavi package expected")
+    if bm["family"] != "bavs":
+        raise SystemExit(f"{args.two_stage / 'avseg.json'}: a bavs package expected")
+    if dm["vision"] != bm["vision"]:
+        raise SystemExit(f"{args.two_stage / 'avseg.json'}: vision pre-processing differs from {args.default}'s: the encoder cannot be shared")
+    ts = bm["label_tree"]
+    rule = ts.get("pixel_rule", {})
+    if rule.get("kind") != "heard_mass":
+        raise SystemExit(f"{args.two_stage / 'avseg.json'}: label_tree.pixel_rule {rule!r}; the veto writes the heard_mass rule")
+    audio_labels = (args.two_stage / ts["audio_labels"]).read_text().split()
+    visual = bm["output"]["labels"]
+    tree = json.loads((args.two_stage / ts["file"]).read_text())
+    support, thresholds = support_matrix(tree, audio_labels, visual)
+
+    # Tagger on the default's embedding.
+    enc = args.default / dm["graphs"]["audio_encoder"]["file"]
+    def split(cache):
+        x = np.load(cache / "logmel.npy", mmap_mode="r")
+        y = targets(np.load(cache / "sound_labels.npy"))
+        return embeddings(enc, np.asarray(x).reshape(-1, 96, 64), args.threads), y
+    x, y = split(args.cache)
+    if y.shape[1] != len(audio_labels):
+        raise SystemExit(f"{args.cache}: {y.shape[1]} sound labels with silence, the tagger has {len(audio_labels)}")
+    w, bias, loss = fit_tagger(x, y, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed)
+    report = {"train_seconds": int(len(x)), "final_loss": round(loss, 4)}
+    report["train_top1_single"], _ = top1_single(x, y, w, bias)
+    if args.val_cache:
+        xv, yv = split(args.val_cache)
+        report["val_top1_single"], report["val_single_seconds"] = top1_single(xv, yv, w, bias)
+    print("tagger:", report)
+
+    seg = onnx.load(args.default / dm["graphs"]["segmenter"]["file"])
+    bseg = onnx.load(args.two_stage / bm["graphs"]["segmenter"]["file"])
+    model, counts = build(seg, bseg, w, bias, support, thresholds, rule.get("silent_ratio", 0.0), args.radius,
+                          (dm["vision"]["height"], dm["vision"]["width"]))
+    print("merge:", counts)
+    checked = check(model, args.default, dm, args.two_stage, bm, w, bias, support, thresholds, rule.get("silent_ratio", 0.0),
+                    args.radius, args.val_cache or args.cache, args.check_clips)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = json.loads(json.dumps(dm))
+    data = model.SerializeToString()
+    (args.out / meta["graphs"]["segmenter"]["file"]).write_bytes(data)
+    record_file(meta["graphs"]["segmenter"], data)
+    shutil.copyfile(enc, args.out / meta["graphs"]["audio_encoder"]["file"])
+    meta["description"] = (dm["description"].rstrip(".") + ". With a sound-source veto in the segmenter graph: "
+                           "a mask pixel survives only near a pixel that the two-stage package's semantic head "
+                           "(on the same frozen encoder), a linear tagger on this model's audio embedding and "
+                           "the AVS-Reg label tree keep.")
+    prov = meta["provenance"]
+    prov["created_by"] = prov["created_by"] + " + tools/train_default/veto.py"
+    new_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer) - sum(int(np.prod(t.dims)) for t in seg.graph.initializer)
+    prov["parameters"] = int(prov["parameters"]) + new_params
+    (args.out / "avseg.json").write_text(dumps_manifest(meta))
+    record = json.loads((args.default / "train_record.json").read_text())
+    record["veto"] = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "two_stage_segmenter_sha256": hashlib.sha256((args.two_stage / bm["graphs"]["segmenter"]["file"]).read_bytes()).hexdigest(),
+        "default_segmenter_sha256": hashlib.sha256((args.default / dm["graphs"]["segmenter"]["file"]).read_bytes()).hexdigest(),
+        "tagger": report, "merge": counts, "check": checked, "seconds": round(time.time() - t0, 1),
+    }
+    (args.out / "train_record.json").write_text(json.dumps(record, indent=1))
+    print(f"wrote {args.out} ({len(data)} bytes segmenter, {new_params} new parameters) in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
