@@ -21,7 +21,7 @@ def run(model: onnx.ModelProto, feeds: dict, outputs=None):
     return s.run(outputs, feeds)
 
 
-def tail_model(w, b, support, thresholds, ratio, radius):
+def tail_model(w, b, support, thresholds, ratio, radius, mode="kept"):
     """Inputs (TPAVI logits, margin, coarse class map, embedding) -> (vetoed logits, the
     upsampled class map), through veto.veto_tail and a Resize chain like the two-stage head's."""
     inits, ups, at = [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")], [], "coarse"
@@ -30,7 +30,7 @@ def tail_model(w, b, support, thresholds, ratio, radius):
                                     coordinate_transformation_mode="half_pixel"))
         at = f"up{i}"
     tail, consts = veto.veto_tail("logits", "margin", at, ups, "embedding", w, b, support, thresholds, ratio, radius,
-                                  (SIDE, SIDE), "out")
+                                  (SIDE, SIDE), "out", mode)
     f = TensorProto.FLOAT
     g = helper.make_graph(ups + tail, "t",
                           [helper.make_tensor_value_info("logits", f, [N, 1, SIDE, SIDE]),
@@ -45,21 +45,45 @@ def tail_model(w, b, support, thresholds, ratio, radius):
     return m
 
 
+def margin(rng):
+    """Background everywhere but a few objects (squares of 3-6 pixels), so that which pixels are
+    near an object, and near which kind, differs across the frame."""
+    m = np.full((N, 1, SIDE, SIDE), -8.0) + rng.standard_normal((N, 1, SIDE, SIDE))
+    for i in range(N):
+        for _ in range(3):
+            y, x, s = rng.integers(0, SIDE - 6), rng.integers(0, SIDE - 6), rng.integers(3, 7)
+            m[i, 0, y:y + s, x:x + s] = 4.0 + rng.standard_normal((s, s))
+    return m.astype(np.float32)
+
+
 def inputs(seed):
     rng = np.random.default_rng(seed)
     return {
         "logits": (rng.standard_normal((N, 1, SIDE, SIDE)) * 4).astype(np.float32),
-        "margin": (rng.standard_normal((N, 1, SIDE, SIDE)) * 3).astype(np.float32),
+        "margin": margin(rng),
         "coarse": (rng.standard_normal((N, K, COARSE, COARSE)) * 4).astype(np.float32),
         "embedding": rng.standard_normal((N, D)).astype(np.float32),
     }
 
 
-def reference(feeds, cls, w, b, support, thresholds, ratio, radius):
+def window(x, radius):
+    return maximum_filter(x.astype(np.uint8), size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant") > 0
+
+
+def reference(feeds, cls, w, b, support, thresholds, ratio, radius, mode="kept"):
     tags = veto.softmax(feeds["embedding"].astype(np.float64) @ w + b)
     heard = np.minimum((tags >= thresholds[None]).astype(np.float64) @ support, 1)
     kept = veto.kept_reference(feeds["margin"].astype(np.float64), cls.astype(np.float64), heard, ratio)
-    near = maximum_filter(kept.astype(np.uint8), size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant") > 0
+    near = window(kept, radius)
+    if mode == "silent":
+        # The pixel's two-stage softmax, directly: a silent object's when the unheard classes
+        # outweigh both the background and the heard classes.
+        logits = np.concatenate([np.zeros_like(feeds["margin"]), feeds["margin"] + cls], 1).astype(np.float64)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        h = (p[:, 1:] * heard[:, :, None, None]).sum(1)
+        u = p[:, 1:].sum(1) - h
+        near = near | ~window((u > p[:, 0]) & (u > h), radius)
     lt = feeds["logits"]
     return np.where(near[:, None], lt, np.minimum(lt, -veto.VETO / 2)), kept, heard
 
@@ -76,19 +100,28 @@ def tagger(seed):
     return w, b, support, thresholds
 
 
+@pytest.mark.parametrize("mode", ["kept", "silent"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_the_veto_graph_is_the_two_stage_rule_and_a_window(seed):
+def test_the_veto_graph_is_the_two_stage_rule_and_a_window(seed, mode):
     w, b, support, thresholds = tagger(seed)
     feeds = inputs(seed)
-    out, cls = run(tail_model(w, b, support, thresholds, 0.05, 2), feeds)
-    want, kept, heard = reference(feeds, cls, w, b, support, thresholds, 0.05, 2)
+    out, cls = run(tail_model(w, b, support, thresholds, 0.05, 2, mode), feeds)
+    want, kept, heard = reference(feeds, cls, w, b, support, thresholds, 0.05, 2, mode)
     # The inputs reach every case: heard and unheard classes, kept and dropped pixels, vetoed mask.
     assert 0 < heard.sum() < heard.size
     assert 0 < kept.mean() < 1
     assert ((feeds["logits"] > 0) & (want <= -veto.VETO / 2)).any()
-    assert ((want > 0)).any()
+    assert (want > 0).any()
     assert np.array_equal(out > 0, want > 0)
     np.testing.assert_allclose(out, want, rtol=0, atol=1e-4)
+
+
+def test_under_the_silent_veto_a_pixel_near_no_silent_object_keeps_its_logit():
+    w, b, support, thresholds = tagger(6)
+    feeds = inputs(6)
+    feeds["margin"][:] = -30.0  # the two-stage head sees only background: nothing is silent
+    out, _ = run(tail_model(w, b, support, thresholds, 0.05, 2, "silent"), feeds)
+    assert np.array_equal(out, feeds["logits"])
 
 
 def test_a_silent_second_vetoes_every_pixel():

@@ -141,6 +141,12 @@ def support_matrix(tree: dict, audio_labels: list[str], visual_labels: list[str]
     return s, thr
 
 
+def window_reference(x: np.ndarray, radius: int) -> np.ndarray:
+    """[N, H, W] bool -> whether x holds within `radius` pixels (a (2 radius + 1)² window)."""
+    from scipy.ndimage import maximum_filter
+    return maximum_filter(x.astype(np.uint8), size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant") > 0
+
+
 def kept_reference(margin: np.ndarray, cls: np.ndarray, heard: np.ndarray, silent_ratio: float) -> np.ndarray:
     """The heard-mass rule on class logits [bg, objectness + cls_k] in plain numpy (float64):
     margin = objectness - background [N, 1, H, W], cls [N, K, H, W], heard [N, K] -> kept [N, H, W]."""
@@ -260,7 +266,8 @@ def merge(d: onnx.GraphProto, b: onnx.GraphProto, prefix: str = "veto.") -> tupl
 
 
 def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: str, w: np.ndarray, b: np.ndarray,
-              support: np.ndarray, thresholds: np.ndarray, silent_ratio: float, radius: int, size: tuple, out: str):
+              support: np.ndarray, thresholds: np.ndarray, silent_ratio: float, radius: int, size: tuple, out: str,
+              mode: str = "kept"):
     """The nodes and constants from (TPAVI logits, margin, per-class logits, audio embedding) to
     the vetoed logits. With e_k = exp(cls_k - M), E = sum_k e_k, H = sum_{k heard} e_k, the
     two-stage softmax over [background, objectness + cls_k] keeps a pixel when (heard-mass rule)
@@ -293,8 +300,12 @@ def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: s
     # (1 + r) H - r E's; one batched product then makes both sums (channel reductions and a
     # broadcast product over the full-size map cost several times more on the CPU).
     heard3 = node("Unsqueeze", [heard_class, const_i64(c, "unsqueeze1", [1])], "tree.heard3")
-    rows = node("Add", [node("Mul", [heard3, const("rows.scale", [[1.0], [1.0 + silent_ratio]])], "rows.scaled"),
-                        const("rows.shift", [[0.0], [-silent_ratio]])], "rows")
+    # Under the `silent` veto two more rows: E - H and E - 2 H (the unheard classes' sum, and
+    # whether it is above the heard classes').
+    scale, shift = [[1.0], [1.0 + silent_ratio]], [[0.0], [-silent_ratio]]
+    if mode == "silent":
+        scale, shift = scale + [[-1.0], [-2.0]], shift + [[1.0], [1.0]]
+    rows = node("Add", [node("Mul", [heard3, const("rows.scale", scale)], "rows.scaled"), const("rows.shift", shift)], "rows")
     # Heard mass.
     m = node("ReduceMax", [upsampling[0].input[0]], "cls.coarse_max", axes=[1], keepdims=1)
     for i, r in enumerate(upsampling):
@@ -305,7 +316,7 @@ def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: s
     sums = node("MatMul", [rows, node("Reshape", [e, const_i64(c, "flat", [0, k_cls, h * wd])], "cls.exp_flat")], "cls.sums")
     plane = const_i64(c, "plane", [0, 1, h, wd])
     def row(i, name):
-        pick = const(f"pick{i}", [[1.0 - i, float(i)]])
+        pick = const(f"pick{i}", [[float(j == i) for j in range(len(scale))]])
         return node("Reshape", [node("MatMul", [pick, sums], name + ".flat"), plane], name)
     e_heard, over_rest = row(0, "cls.heard_sum"), row(1, "pix.over_rest")
     need = node("Exp", [node("Neg", [node("Add", [margin, m], "pix.margin_max")], "pix.neg")], "pix.need")
@@ -313,8 +324,18 @@ def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: s
     keep2 = gt0(over_rest, "pix.keep2")
     kept = node("Mul", [keep1, keep2], "pix.kept")
     k = 2 * radius + 1
-    near = node("MaxPool", [node("MaxPool", [kept], "near.rows", kernel_shape=[1, k], pads=[0, radius, 0, radius], strides=[1, 1])],
-                "near", kernel_shape=[k, 1], pads=[radius, 0, radius, 0], strides=[1, 1])
+    def window(x, name):  # 1 where x is 1 within `radius` pixels (separable max pooling)
+        rows_ = node("MaxPool", [x], name + ".rows", kernel_shape=[1, k], pads=[0, radius, 0, radius], strides=[1, 1])
+        return node("MaxPool", [rows_], name, kernel_shape=[k, 1], pads=[radius, 0, radius, 0], strides=[1, 1])
+    near = window(kept, "near")
+    if mode == "silent":
+        # A silent object's pixel: the unheard classes' probability is above the background's
+        # (E - H > exp(-(margin + M)), as keep1) and above the heard classes' (E - 2 H > 0).
+        unheard, over_heard = row(2, "pix.unheard_sum"), row(3, "pix.unheard_over_heard")
+        silent = node("Mul", [gt0(node("Sub", [unheard, need], "pix.silent_over_background"), "pix.silent1"),
+                              gt0(over_heard, "pix.silent2")], "pix.silent")
+        # Survives unless a silent pixel is near and no kept one is: 1 - near_silent (1 - near).
+        near = node("Sub", [one, node("Mul", [window(silent, "near_silent"), node("Sub", [one, near], "far")], "vetoed")], "survives")
     cap = node("Sub", [node("Mul", [near, const("veto", VETO)], "cap.scaled"), const("half", VETO / 2)], "cap")
     n.append(helper.make_node("Min", [logits, cap], [out], name="veto.out"))
     return n, c
@@ -334,7 +355,7 @@ def const_i64(c, name, value):
 
 
 def build(default_seg: onnx.ModelProto, bavs_seg: onnx.ModelProto, w, b, support, thresholds,
-          silent_ratio: float, radius: int, size: tuple) -> tuple[onnx.ModelProto, dict]:
+          silent_ratio: float, radius: int, size: tuple, mode: str = "kept") -> tuple[onnx.ModelProto, dict]:
     d = default_seg.graph
     (out,) = [o.name for o in d.output]
     tpavi = "tpavi." + out
@@ -359,7 +380,7 @@ def build(default_seg: onnx.ModelProto, bavs_seg: onnx.ModelProto, w, b, support
     if not chain:
         raise SystemExit("two-stage segmenter: cls.up3 is not made by Resize nodes")
     tail, tail_inits = veto_tail(tpavi, names["head.margin"], names["cls.up3"], chain, emb[0], w, b, support, thresholds,
-                                 silent_ratio, radius, size, out)
+                                 silent_ratio, radius, size, out, mode)
     g = helper.make_graph(nodes + new_nodes + tail, d.name, list(d.input), list(d.output),
                           list(d.initializer) + new_inits + tail_inits)
     m = helper.make_model(g, opset_imports=list(default_seg.opset_import), producer_name="avseg-train-veto")
@@ -369,13 +390,12 @@ def build(default_seg: onnx.ModelProto, bavs_seg: onnx.ModelProto, w, b, support
 
 
 def check(model: onnx.ModelProto, default: Path, dm: dict, two_stage: Path, bm: dict, w, b, support, thresholds,
-          silent_ratio: float, radius: int, cache: Path, clips: int) -> dict:
+          silent_ratio: float, radius: int, mode: str, cache: Path, clips: int) -> dict:
     """The built graph (ONNX Runtime) against the veto computed in numpy (float64) from the two
     packages' own graphs (ONNX Runtime), on `clips` clips of `cache`'s split, frames read again
     from disk. Disagreements can only come from pixels on a rule's boundary (float32 against
     float64), so the check counts them and requires them to be rare."""
     import onnxruntime as ort
-    from scipy.ndimage import maximum_filter
     from train_default.data import clip_paths, list_clips, load_frames
     def sess(m):
         o = ort.SessionOptions()
@@ -404,7 +424,10 @@ def check(model: onnx.ModelProto, default: Path, dm: dict, two_stage: Path, bm: 
         p /= p.sum(1, keepdims=True)
         bg, h = p[:, 0], (p[:, 1:] * heard[:, :, None, None]).sum(1)
         kept = (h > bg) & (h > silent_ratio * np.maximum(1 - bg - h, 0))
-        near = maximum_filter(kept.astype(np.uint8), size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant") > 0
+        near = window_reference(kept, radius)
+        if mode == "silent":
+            u = 1 - bg - h
+            near = near | ~window_reference((u > bg) & (u > h), radius)
         want = np.where(near[:, None], lt, np.minimum(lt, -VETO / 2))
         flips += int(((got > 0) != (want > 0)).sum())
         pixels += got.size
@@ -426,6 +449,9 @@ def main():
     ap.add_argument("--val-cache", type=Path, help="train.py cache (val split), for the tagger's reported accuracy")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--radius", type=int, default=11)
+    ap.add_argument("--veto", choices=["kept", "silent"], default="kept",
+                    help="kept: a mask pixel survives only near a kept pixel (the eleventh round's V); silent: it is "
+                         "vetoed only near a silent object's pixel and far from any kept one (the twelfth round's W)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
@@ -472,10 +498,10 @@ def main():
     seg = onnx.load(args.default / dm["graphs"]["segmenter"]["file"])
     bseg = onnx.load(args.two_stage / bm["graphs"]["segmenter"]["file"])
     model, counts = build(seg, bseg, w, bias, support, thresholds, rule.get("silent_ratio", 0.0), args.radius,
-                          (dm["vision"]["height"], dm["vision"]["width"]))
+                          (dm["vision"]["height"], dm["vision"]["width"]), args.veto)
     print("merge:", counts)
     checked = check(model, args.default, dm, args.two_stage, bm, w, bias, support, thresholds, rule.get("silent_ratio", 0.0),
-                    args.radius, args.val_cache or args.cache, args.check_clips)
+                    args.radius, args.veto, args.val_cache or args.cache, args.check_clips)
 
     args.out.mkdir(parents=True, exist_ok=True)
     meta = json.loads(json.dumps(dm))
@@ -483,10 +509,11 @@ def main():
     (args.out / meta["graphs"]["segmenter"]["file"]).write_bytes(data)
     record_file(meta["graphs"]["segmenter"], data)
     shutil.copyfile(enc, args.out / meta["graphs"]["audio_encoder"]["file"])
-    meta["description"] = (dm["description"].rstrip(".") + ". With a sound-source veto in the segmenter graph: "
-                           "a mask pixel survives only near a pixel that the two-stage package's semantic head "
-                           "(on the same frozen encoder), a linear tagger on this model's audio embedding and "
-                           "the AVS-Reg label tree keep.")
+    judge = ("a linear tagger on this model's audio embedding, the AVS-Reg label tree and a semantic head (the "
+             "two-stage package's, on the same frozen encoder)")
+    meta["description"] = dm["description"].rstrip(".") + ". With a sound-source veto in the segmenter graph: " + (
+        f"a mask pixel survives only near a pixel that {judge} keep." if args.veto == "kept" else
+        f"a mask pixel is dropped when {judge} see a silent object within {args.radius} pixels and keep nothing there.")
     prov = meta["provenance"]
     prov["created_by"] = prov["created_by"] + " + tools/train_default/veto.py"
     new_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer) - sum(int(np.prod(t.dims)) for t in seg.graph.initializer)
