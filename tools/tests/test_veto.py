@@ -21,7 +21,7 @@ def run(model: onnx.ModelProto, feeds: dict, outputs=None):
     return s.run(outputs, feeds)
 
 
-def tail_model(w, b, support, thresholds, ratio, radius, mode="kept"):
+def tail_model(w, b, support, thresholds, ratio, radius, mode="kept", family=None):
     """Inputs (TPAVI logits, margin, coarse class map, embedding) -> (vetoed logits, the
     upsampled class map), through veto.veto_tail and a Resize chain like the two-stage head's."""
     inits, ups, at = [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")], [], "coarse"
@@ -30,7 +30,7 @@ def tail_model(w, b, support, thresholds, ratio, radius, mode="kept"):
                                     coordinate_transformation_mode="half_pixel"))
         at = f"up{i}"
     tail, consts = veto.veto_tail("logits", "margin", at, ups, "embedding", w, b, support, thresholds, ratio, radius,
-                                  (SIDE, SIDE), "out", mode)
+                                  (SIDE, SIDE), "out", mode, family)
     f = TensorProto.FLOAT
     g = helper.make_graph(ups + tail, "t",
                           [helper.make_tensor_value_info("logits", f, [N, 1, SIDE, SIDE]),
@@ -70,19 +70,21 @@ def window(x, radius):
     return maximum_filter(x.astype(np.uint8), size=(1, 2 * radius + 1, 2 * radius + 1), mode="constant") > 0
 
 
-def reference(feeds, cls, w, b, support, thresholds, ratio, radius, mode="kept"):
+def reference(feeds, cls, w, b, support, thresholds, ratio, radius, mode="kept", family=None):
     tags = veto.softmax(feeds["embedding"].astype(np.float64) @ w + b)
     heard = np.minimum((tags >= thresholds[None]).astype(np.float64) @ support, 1)
     kept = veto.kept_reference(feeds["margin"].astype(np.float64), cls.astype(np.float64), heard, ratio)
     near = window(kept, radius)
-    if mode == "silent":
+    if mode in ("silent", "family"):
         # The pixel's two-stage softmax, directly: a silent object's when the unheard classes
-        # outweigh both the background and the heard classes.
+        # (under `family`, those of a heard sound's family) outweigh both the background and the
+        # heard classes.
         logits = np.concatenate([np.zeros_like(feeds["margin"]), feeds["margin"] + cls], 1).astype(np.float64)
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         h = (p[:, 1:] * heard[:, :, None, None]).sum(1)
-        u = p[:, 1:].sum(1) - h
+        candidates = np.ones_like(heard) if mode == "silent" else np.minimum((tags >= thresholds[None]) @ family, 1)
+        u = (p[:, 1:] * np.clip(candidates - heard, 0, 1)[:, :, None, None]).sum(1)
         near = near | ~window((u > p[:, 0]) & (u > h), radius)
     lt = feeds["logits"]
     return np.where(near[:, None], lt, np.minimum(lt, -veto.VETO / 2)), kept, heard
@@ -100,13 +102,22 @@ def tagger(seed):
     return w, b, support, thresholds
 
 
-@pytest.mark.parametrize("mode", ["kept", "silent"])
+def families():
+    """Classes 0-2 one family, 3-5 another; the no-node sound and silence have none."""
+    f = np.zeros((K + 2, K), np.float32)
+    f[:3, :3] = 1
+    f[3:K, 3:K] = 1
+    return f
+
+
+@pytest.mark.parametrize("mode", ["kept", "silent", "family"])
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_the_veto_graph_is_the_two_stage_rule_and_a_window(seed, mode):
     w, b, support, thresholds = tagger(seed)
     feeds = inputs(seed)
-    out, cls = run(tail_model(w, b, support, thresholds, 0.05, 2, mode), feeds)
-    want, kept, heard = reference(feeds, cls, w, b, support, thresholds, 0.05, 2, mode)
+    fam = families() if mode == "family" else None
+    out, cls = run(tail_model(w, b, support, thresholds, 0.05, 2, mode, fam), feeds)
+    want, kept, heard = reference(feeds, cls, w, b, support, thresholds, 0.05, 2, mode, fam)
     # The inputs reach every case: heard and unheard classes, kept and dropped pixels, vetoed mask.
     assert 0 < heard.sum() < heard.size
     assert 0 < kept.mean() < 1
@@ -144,6 +155,26 @@ def test_support_flows_up_the_tree_and_only_independent_parents_are_written():
         veto.support_matrix(dict(tree, parent_rule="needs_parent"), ["bark"], ["background", "dog"])
     with pytest.raises(SystemExit, match="horse"):
         veto.support_matrix({"nodes": [{"name": "neigh", "visual": ["horse"]}]}, ["neigh"], ["background", "dog"])
+
+
+def test_a_sounds_family_is_its_ancestor_at_the_depth_or_its_parent():
+    tree = {"nodes": [
+        {"name": "animals"}, {"name": "animals/birds", "parent": "animals"},
+        {"name": "animals/mammals", "parent": "animals"},
+        {"name": "animals/mammals/dogs", "parent": "animals/mammals"},
+        {"name": "lark", "parent": "animals/birds", "visual": ["lark"]},
+        {"name": "crow", "parent": "animals/birds", "visual": ["crow"]},
+        {"name": "bark", "parent": "animals/mammals/dogs", "visual": ["dog"]},
+        {"name": "moo", "parent": "animals/mammals", "visual": ["cow"]},
+        {"name": "bell", "visual": ["bell"]}]}
+    visual = ["background", "lark", "crow", "dog", "cow", "bell"]
+    audio = ["lark", "bark", "moo", "bell", "silence"]
+    top = veto.family_matrix(tree, audio, visual, 0)
+    assert top.tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]
+    one = veto.family_matrix(tree, audio, visual, 1)
+    assert one.tolist() == [[1, 1, 0, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 0], [0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]
+    parent = veto.family_matrix(tree, audio, visual, 9)
+    assert parent.tolist()[1] == [0, 0, 1, 0, 0] and parent.tolist()[2] == [0, 0, 1, 1, 0]
 
 
 def conv(name, x, weight, out):

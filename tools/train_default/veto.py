@@ -141,6 +141,26 @@ def support_matrix(tree: dict, audio_labels: list[str], visual_labels: list[str]
     return s, thr
 
 
+def family_matrix(tree: dict, audio_labels: list[str], visual_labels: list[str], depth: int) -> np.ndarray:
+    """F [A, V-1]: 1 where object class v is in audio label a's family: the classes that a's
+    node's ancestor at `depth` (0: its top-level category) supports, or its parent's where the
+    node is not that deep (a top-level sound's family is what it supports itself)."""
+    nodes = {n["name"]: n for n in tree["nodes"]}
+    full, _ = support_matrix(tree, [n["name"] for n in tree["nodes"]], visual_labels)
+    row = {n["name"]: i for i, n in enumerate(tree["nodes"])}
+    f = np.zeros((len(audio_labels), len(visual_labels) - 1), np.float32)
+    for a, name in enumerate(audio_labels):
+        if name not in nodes:
+            continue
+        chain, p = [], nodes[name].get("parent")
+        while p is not None:
+            chain.insert(0, p)
+            p = nodes[p].get("parent")
+        top = chain[min(depth, len(chain) - 1)] if chain else name
+        f[a] = full[row[top]]
+    return f
+
+
 def window_reference(x: np.ndarray, radius: int) -> np.ndarray:
     """[N, H, W] bool -> whether x holds within `radius` pixels (a (2 radius + 1)² window)."""
     from scipy.ndimage import maximum_filter
@@ -267,7 +287,7 @@ def merge(d: onnx.GraphProto, b: onnx.GraphProto, prefix: str = "veto.") -> tupl
 
 def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: str, w: np.ndarray, b: np.ndarray,
               support: np.ndarray, thresholds: np.ndarray, silent_ratio: float, radius: int, size: tuple, out: str,
-              mode: str = "kept"):
+              mode: str = "kept", family: np.ndarray | None = None):
     """The nodes and constants from (TPAVI logits, margin, per-class logits, audio embedding) to
     the vetoed logits. With e_k = exp(cls_k - M), E = sum_k e_k, H = sum_{k heard} e_k, the
     two-stage softmax over [background, objectness + cls_k] keeps a pixel when (heard-mass rule)
@@ -305,7 +325,16 @@ def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: s
     scale, shift = [[1.0], [1.0 + silent_ratio]], [[0.0], [-silent_ratio]]
     if mode == "silent":
         scale, shift = scale + [[-1.0], [-2.0]], shift + [[1.0], [1.0]]
+    if mode == "family":
+        # Under the `family` veto the same two rows with the heard sounds' family classes (Fam)
+        # in place of every class: Fam - H and Fam - 2 H (a heard class is in its own family).
+        scale, shift = scale + [[-1.0], [-2.0]], shift + [[0.0], [0.0]]
     rows = node("Add", [node("Mul", [heard3, const("rows.scale", scale)], "rows.scaled"), const("rows.shift", shift)], "rows")
+    if mode == "family":
+        fam = node("Min", [node("MatMul", [heard_sound, const("tree.family", family)], "tree.family_count"), one], "tree.family_heard")
+        fam3 = node("Unsqueeze", [fam, const_i64(c, "unsqueeze1f", [1])], "tree.family3")
+        rows = node("Add", [rows, node("Mul", [fam3, const("rows.family", [[0.0], [0.0], [1.0], [1.0]])], "rows.family_scaled")],
+                    "rows.with_family")
     # Heard mass.
     m = node("ReduceMax", [upsampling[0].input[0]], "cls.coarse_max", axes=[1], keepdims=1)
     for i, r in enumerate(upsampling):
@@ -328,9 +357,10 @@ def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: s
         rows_ = node("MaxPool", [x], name + ".rows", kernel_shape=[1, k], pads=[0, radius, 0, radius], strides=[1, 1])
         return node("MaxPool", [rows_], name, kernel_shape=[k, 1], pads=[radius, 0, radius, 0], strides=[1, 1])
     near = window(kept, "near")
-    if mode == "silent":
-        # A silent object's pixel: the unheard classes' probability is above the background's
-        # (E - H > exp(-(margin + M)), as keep1) and above the heard classes' (E - 2 H > 0).
+    if mode in ("silent", "family"):
+        # A silent object's pixel: the unheard (family) classes' probability is above the
+        # background's (E - H > exp(-(margin + M)), as keep1) and above the heard classes'
+        # (E - 2 H > 0); under `family`, Fam in place of E.
         unheard, over_heard = row(2, "pix.unheard_sum"), row(3, "pix.unheard_over_heard")
         silent = node("Mul", [gt0(node("Sub", [unheard, need], "pix.silent_over_background"), "pix.silent1"),
                               gt0(over_heard, "pix.silent2")], "pix.silent")
@@ -355,7 +385,7 @@ def const_i64(c, name, value):
 
 
 def build(default_seg: onnx.ModelProto, bavs_seg: onnx.ModelProto, w, b, support, thresholds,
-          silent_ratio: float, radius: int, size: tuple, mode: str = "kept") -> tuple[onnx.ModelProto, dict]:
+          silent_ratio: float, radius: int, size: tuple, mode: str = "kept", family=None) -> tuple[onnx.ModelProto, dict]:
     d = default_seg.graph
     (out,) = [o.name for o in d.output]
     tpavi = "tpavi." + out
@@ -380,7 +410,7 @@ def build(default_seg: onnx.ModelProto, bavs_seg: onnx.ModelProto, w, b, support
     if not chain:
         raise SystemExit("two-stage segmenter: cls.up3 is not made by Resize nodes")
     tail, tail_inits = veto_tail(tpavi, names["head.margin"], names["cls.up3"], chain, emb[0], w, b, support, thresholds,
-                                 silent_ratio, radius, size, out, mode)
+                                 silent_ratio, radius, size, out, mode, family)
     g = helper.make_graph(nodes + new_nodes + tail, d.name, list(d.input), list(d.output),
                           list(d.initializer) + new_inits + tail_inits)
     m = helper.make_model(g, opset_imports=list(default_seg.opset_import), producer_name="avseg-train-veto")
@@ -390,7 +420,7 @@ def build(default_seg: onnx.ModelProto, bavs_seg: onnx.ModelProto, w, b, support
 
 
 def check(model: onnx.ModelProto, default: Path, dm: dict, two_stage: Path, bm: dict, w, b, support, thresholds,
-          silent_ratio: float, radius: int, mode: str, cache: Path, clips: int) -> dict:
+          silent_ratio: float, radius: int, mode: str, family, cache: Path, clips: int) -> dict:
     """The built graph (ONNX Runtime) against the veto computed in numpy (float64) from the two
     packages' own graphs (ONNX Runtime), on `clips` clips of `cache`'s split, frames read again
     from disk. Disagreements can only come from pixels on a rule's boundary (float32 against
@@ -425,8 +455,12 @@ def check(model: onnx.ModelProto, default: Path, dm: dict, two_stage: Path, bm: 
         bg, h = p[:, 0], (p[:, 1:] * heard[:, :, None, None]).sum(1)
         kept = (h > bg) & (h > silent_ratio * np.maximum(1 - bg - h, 0))
         near = window_reference(kept, radius)
-        if mode == "silent":
-            u = 1 - bg - h
+        if mode in ("silent", "family"):
+            if mode == "silent":
+                u = 1 - bg - h
+            else:
+                fam = np.minimum((tags >= thresholds[None]).astype(np.float64) @ family, 1)
+                u = (p[:, 1:] * (fam - heard)[:, :, None, None]).sum(1)
             near = near | ~window_reference((u > bg) & (u > h), radius)
         want = np.where(near[:, None], lt, np.minimum(lt, -VETO / 2))
         flips += int(((got > 0) != (want > 0)).sum())
@@ -449,15 +483,23 @@ def main():
     ap.add_argument("--val-cache", type=Path, help="train.py cache (val split), for the tagger's reported accuracy")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--radius", type=int, default=11)
-    ap.add_argument("--veto", choices=["kept", "silent"], default="kept",
+    ap.add_argument("--veto", choices=["kept", "silent", "family"], default="kept",
                     help="kept: a mask pixel survives only near a kept pixel (the eleventh round's V); silent: it is "
-                         "vetoed only near a silent object's pixel and far from any kept one (the twelfth round's W)")
+                         "vetoed only near a silent object's pixel and far from any kept one (the twelfth round's W); "
+                         "family: as silent, for objects of a heard sound's family only (the thirteenth round's F)")
+    ap.add_argument("--family-depth", type=int, default=1,
+                    help="with --veto family: a sound's family is the classes under its tree ancestor at this depth "
+                         "(0: the top level), or under its parent where the sound's node is not that deep")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--check-clips", type=int, default=6)
+    ap.add_argument("--metrics", type=Path, action="append", default=[],
+                    help="JSON files whose objects replace provenance.metrics (the default's are about the model "
+                         "without the veto); without any, those are kept")
+    ap.add_argument("--training", type=Path, help="JSON merged into provenance.training")
     args = ap.parse_args()
 
     t0 = time.time()
@@ -477,6 +519,7 @@ def main():
     visual = bm["output"]["labels"]
     tree = json.loads((args.two_stage / ts["file"]).read_text())
     support, thresholds = support_matrix(tree, audio_labels, visual)
+    family = family_matrix(tree, audio_labels, visual, args.family_depth) if args.veto == "family" else None
 
     # Tagger on the default's embedding.
     enc = args.default / dm["graphs"]["audio_encoder"]["file"]
@@ -498,10 +541,10 @@ def main():
     seg = onnx.load(args.default / dm["graphs"]["segmenter"]["file"])
     bseg = onnx.load(args.two_stage / bm["graphs"]["segmenter"]["file"])
     model, counts = build(seg, bseg, w, bias, support, thresholds, rule.get("silent_ratio", 0.0), args.radius,
-                          (dm["vision"]["height"], dm["vision"]["width"]), args.veto)
+                          (dm["vision"]["height"], dm["vision"]["width"]), args.veto, family)
     print("merge:", counts)
     checked = check(model, args.default, dm, args.two_stage, bm, w, bias, support, thresholds, rule.get("silent_ratio", 0.0),
-                    args.radius, args.veto, args.val_cache or args.cache, args.check_clips)
+                    args.radius, args.veto, family, args.val_cache or args.cache, args.check_clips)
 
     args.out.mkdir(parents=True, exist_ok=True)
     meta = json.loads(json.dumps(dm))
@@ -511,11 +554,20 @@ def main():
     shutil.copyfile(enc, args.out / meta["graphs"]["audio_encoder"]["file"])
     judge = ("a linear tagger on this model's audio embedding, the AVS-Reg label tree and a semantic head (the "
              "two-stage package's, on the same frozen encoder)")
-    meta["description"] = dm["description"].rstrip(".") + ". With a sound-source veto in the segmenter graph: " + (
-        f"a mask pixel survives only near a pixel that {judge} keep." if args.veto == "kept" else
-        f"a mask pixel is dropped when {judge} see a silent object within {args.radius} pixels and keep nothing there.")
+    meta["description"] = dm["description"].rstrip(".") + ". With a sound-source veto in the segmenter graph: " + {
+        "kept": f"a mask pixel survives only near a pixel that {judge} keep.",
+        "silent": f"a mask pixel is dropped when {judge} see a silent object within {args.radius} pixels and keep nothing there.",
+        "family": (f"a mask pixel is dropped when {judge} see, within {args.radius} pixels, a silent object of a heard "
+                   "sound's family and keep nothing there."),
+    }[args.veto]
     prov = meta["provenance"]
     prov["created_by"] = prov["created_by"] + " + tools/train_default/veto.py"
+    if args.metrics:
+        prov["metrics"] = {}
+        for p in args.metrics:
+            prov["metrics"].update(json.loads(p.read_text()))
+    if args.training:
+        prov.setdefault("training", {}).update(json.loads(args.training.read_text()))
     new_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer) - sum(int(np.prod(t.dims)) for t in seg.graph.initializer)
     prov["parameters"] = int(prov["parameters"]) + new_params
     (args.out / "avseg.json").write_text(dumps_manifest(meta))
