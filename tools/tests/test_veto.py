@@ -196,3 +196,24 @@ def test_merge_shares_equal_tensors_and_nodes_only():
     assert names["s1"] == "r1" and names["out"] == "veto.out"
     assert [n.input[1] for n in nodes] == ["veto.w2"]
     assert np.array_equal(numpy_helper.to_array(inits[0]), wb + 1)
+
+
+def test_strip_gives_back_the_bundled_defaults_tpavi_graph():
+    """The bundled default (stage 11) carries the veto; without it, its graph computes the TPAVI
+    logits that the veto caps (what avseg-from-package turns back into a checkpoint)."""
+    import json
+    from pathlib import Path
+    pkg = Path(__file__).resolve().parents[2] / "models/default"
+    if "veto" not in json.loads((pkg / "train_record.json").read_text()):
+        pytest.skip("the bundled default has no veto")
+    full = onnx.load(str(pkg / "segmenter.onnx"))
+    bare = veto.strip(full)
+    assert not any(n.name.startswith("veto.") for n in bare.graph.node)
+    assert len(bare.graph.node) < len(full.graph.node)
+    rng = np.random.default_rng(0)
+    feed = {"frames": rng.standard_normal((2, 3, 160, 160)).astype(np.float32),
+            "audio_embedding": np.abs(rng.standard_normal((2, 128))).astype(np.float32)}
+    (capped,), (plain,) = run(full, feed), run(bare, feed)
+    kept = capped > -veto.VETO / 2 + 1
+    np.testing.assert_allclose(capped[kept], plain[kept], rtol=0, atol=1e-5)
+    assert np.all(capped <= plain + 1e-5)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,22 @@ def main():
     from train_default.train import lite0_state
 
     seg_path = args.package / "segmenter.onnx"
+    if "veto" in record:
+        # avseg-train-veto's graph (stage 11) is the TPAVI graph it was built from plus a veto that
+        # trains nothing: the checkpoint is that TPAVI model's, checked against the graph without
+        # the veto. Fine-tune it, export it and build the veto again (docs/training.md).
+        import onnx
+
+        from train_default.veto import strip
+        try:
+            stripped = strip(onnx.load(str(seg_path)))
+        except Exception as e:  # noqa: BLE001 - onnx raises its own types
+            raise SystemExit(f"{seg_path}: its record says it holds a sound-source veto, but the veto cannot be taken out ({e})")
+        tmp = tempfile.TemporaryDirectory()
+        seg_path = Path(tmp.name) / "segmenter-without-veto.onnx"
+        onnx.save(stripped, str(seg_path))
+        print(f"{args.package}: the sound-source veto is left out; the checkpoint is the model it was built on "
+              "(avseg-train-veto builds it again)")
     tensors = invert_segmenter(onnx_initializers(seg_path), size, seg_path, tpavi=family == "tpavi")
     _, lite0 = lite0_state()
     for k, v in lite0.items():

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Put the two-stage package's sound-source veto inside the default model's graph (issue 15).
 
-    avseg-train-veto --default models/default --two-stage models/bavs-avsreg \
-        --cache runs/x2/cache_train --val-cache runs/x2/cache_val --out PACKAGE
+    avseg-train-veto --veto family --family-depth 1 --default STAGE10_PACKAGE \
+        --two-stage models/bavs-avsreg --cache RUN/cache_train --val-cache RUN/cache_val --out PACKAGE
 
 Why: the default (TPAVI) head ties a sound to the objects that make sounds *like* it, so an
 off-screen sound of the visible object's own family gets the visible object masked. The two-stage
 package names the object before it masks, and keeps such frames empty, but it misses sounding
 objects that the TPAVI head finds. The veto keeps the TPAVI mask and drops the parts of it that
-lie far from anything the two-stage rules keep (tools/avsreg/unseen_split.md, eleventh round).
+lie where the two-stage rules say the sound is not theirs (tools/avsreg/unseen_split.md, rounds
+eleven to thirteen; the bundled default, stage 11, is `--veto family --family-depth 1`).
 
 What the output package computes, all inside its segmenter graph (same family, manifest schema and
 graph signatures as the default, so every interface runs it unchanged):
@@ -23,12 +24,16 @@ graph signatures as the default, so every interface runs it unchanged):
   4. the label tree (each sound's node, with its threshold, supports visual classes; the AVS-Reg
      tree has independent parents) gives the heard classes, and the heard-mass pixel rule
      (`avseg::post::heard_mass_keeps`) the kept pixels, as the two-stage package's own post stage;
-  5. n = 1 where a kept pixel lies within --radius pixels (separable max pooling), and the output
-     is min(L, 1000 (n - 1/2)): a pixel near a kept one keeps its logit, any other is -500.
+  5. n, whether a mask pixel survives, from windows of --radius pixels (separable max pooling):
+     `kept`, a kept pixel is near; `silent`, a kept pixel is near or no silent object's pixel is;
+     `family`, as `silent` with only the unheard classes of a heard sound's family (its ancestor
+     at --family-depth in the tree) counting as silent. The output is min(L, 1000 (n - 1/2)): a
+     surviving pixel keeps its logit, any other is -500.
 
-The graph uses only operators the CUDA runner has kernels for (no Slice, Concat, Softmax, Log or
-comparisons): a strict test x > 0 is min(relu(x) * 1e30, 1), and the heard-mass rule is written
-without a division or a logarithm (see `veto_tail`).
+The graph uses only operators the CUDA runner has kernels for (no Slice, Concat, Softmax, Log,
+reduction or comparison): a strict test x > 0 is min(relu(x) * 1e30, 1), maxima over an axis are
+max pooling, sums are products, and the heard-mass rule is written without a division or a
+logarithm (see `veto_tail`). `strip` takes the veto out again (`avseg-from-package` uses it).
 """
 
 from __future__ import annotations
@@ -310,8 +315,14 @@ def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: s
         return node("Min", [node("Mul", [node("Relu", [x], name + ".relu"), big], name + ".big"), one], name)
     # Tagger: softmax(z) >= threshold  <=>  exp(z - max z) >= threshold * sum exp(z - max z).
     z = node("Add", [node("MatMul", [embedding, const("tagger.weight", w)], "tagger.matmul"), const("tagger.bias", b)], "tagger.logits")
-    ez = node("Exp", [node("Sub", [z, node("ReduceMax", [z], "tagger.max", axes=[1], keepdims=1)], "tagger.centred")], "tagger.exp")
-    total = node("ReduceSum", [ez, _axes(c)], "tagger.sum", keepdims=1)
+    # Maxima and sums over an axis as max pooling and products: the CUDA runner has kernels for
+    # those and none for reductions.
+    labels = w.shape[1]
+    z4 = node("Reshape", [z, const_i64(c, "tagger.as_row", [0, 1, 1, labels])], "tagger.row")
+    z_max = node("Reshape", [node("MaxPool", [z4], "tagger.max4", kernel_shape=[1, labels], strides=[1, 1]),
+                             const_i64(c, "tagger.as_column", [0, 1])], "tagger.max")
+    ez = node("Exp", [node("Sub", [z, z_max], "tagger.centred")], "tagger.exp")
+    total = node("MatMul", [ez, const("tagger.ones", np.ones((labels, 1)))], "tagger.sum")
     finite = np.where(np.isfinite(thresholds), thresholds, 2.0).astype(np.float32)  # 2: never reached by a probability
     below = gt0(node("Sub", [node("Mul", [total, const("tagger.thresholds", finite[None])], "tagger.needed"), ez], "tagger.short"), "tagger.below")
     heard_sound = node("Sub", [one, below], "tagger.heard")
@@ -336,12 +347,19 @@ def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: s
         rows = node("Add", [rows, node("Mul", [fam3, const("rows.family", [[0.0], [0.0], [1.0], [1.0]])], "rows.family_scaled")],
                     "rows.with_family")
     # Heard mass.
-    m = node("ReduceMax", [upsampling[0].input[0]], "cls.coarse_max", axes=[1], keepdims=1)
+    # The coarse map [N, K, hc, wc] viewed as [N, 1, K, hc wc]: a (K, 1) max pooling is the
+    # maximum over the classes at each pixel.
+    hc, wc = size[0] >> len(upsampling), size[1] >> len(upsampling)
+    if (hc << len(upsampling), wc << len(upsampling)) != tuple(size):
+        raise SystemExit(f"class map: {len(upsampling)} 2x upsamplings do not reach {size}")
+    k_cls = support.shape[1]
+    coarse = node("Reshape", [upsampling[0].input[0], const_i64(c, "coarse.as_plane", [0, 1, k_cls, hc * wc])], "cls.coarse_plane")
+    m = node("Reshape", [node("MaxPool", [coarse], "cls.coarse_max_flat", kernel_shape=[k_cls, 1], strides=[1, 1]),
+                         const_i64(c, "coarse.back", [0, 1, hc, wc])], "cls.coarse_max")
     for i, r in enumerate(upsampling):
         m = node("Resize", [m] + list(r.input[1:]), f"cls.max_up{i}", **{a.name: helper.get_attribute_value(a) for a in r.attribute})
     e = node("Exp", [node("Sub", [cls, m], "cls.centred")], "cls.exp")
     h, wd = size
-    k_cls = support.shape[1]
     sums = node("MatMul", [rows, node("Reshape", [e, const_i64(c, "flat", [0, k_cls, h * wd])], "cls.exp_flat")], "cls.sums")
     plane = const_i64(c, "plane", [0, 1, h, wd])
     def row(i, name):
@@ -369,13 +387,6 @@ def veto_tail(logits: str, margin: str, cls: str, upsampling: list, embedding: s
     cap = node("Sub", [node("Mul", [near, const("veto", VETO)], "cap.scaled"), const("half", VETO / 2)], "cap")
     n.append(helper.make_node("Min", [logits, cap], [out], name="veto.out"))
     return n, c
-
-
-def _axes(c):
-    name = "veto.const.axis1"
-    if not any(t.name == name for t in c):
-        c.append(numpy_helper.from_array(np.array([1], np.int64), name))
-    return name
 
 
 def const_i64(c, name, value):
@@ -473,6 +484,32 @@ def check(model: onnx.ModelProto, default: Path, dm: dict, two_stage: Path, bm: 
     return {"clips": clips, "max_rel_diff": worst, "mask_pixels_flipped": flips, "pixels": pixels, "tpavi_pixels_vetoed": vetoed}
 
 
+def strip(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph `build` started from: every node and tensor it added (named `veto.*`) removed and
+    the TPAVI logits made the output again. Exact, since `build` renames nothing of the default's
+    graph but its output, and what it shares with the two-stage head keeps the default's names."""
+    g = model.graph
+    (out,) = [o.name for o in g.output]
+    tpavi = "tpavi." + out
+    nodes = []
+    for nd in g.node:
+        if nd.name.startswith("veto."):
+            continue
+        c = onnx.NodeProto()
+        c.CopyFrom(nd)
+        c.output[:] = [out if o == tpavi else o for o in nd.output]
+        c.input[:] = [out if i == tpavi else i for i in nd.input]
+        nodes.append(c)
+    if not any(out in nd.output for nd in nodes):
+        raise SystemExit(f"graph {g.name!r}: no node makes {tpavi!r}: not a graph avseg-train-veto built")
+    inits = [t for t in g.initializer if not t.name.startswith("veto.")]
+    stripped = helper.make_graph(nodes, g.name, list(g.input), list(g.output), inits)
+    m = helper.make_model(stripped, opset_imports=list(model.opset_import), producer_name=model.producer_name)
+    m.ir_version = model.ir_version
+    onnx.checker.check_model(m)
+    return m
+
+
 # --- the package ------------------------------------------------------------------------------
 
 def main():
@@ -562,6 +599,9 @@ def main():
     }[args.veto]
     prov = meta["provenance"]
     prov["created_by"] = prov["created_by"] + " + tools/train_default/veto.py"
+    prov["source"] = (prov["source"] + f"; a sound-source veto (tools/train_default/veto.py --veto {args.veto}) with the "
+                      f"semantic head of {args.two_stage.name} (tools/train_default/semantic.py, frozen-encoder features of "
+                      "the same training data) and a linear tagger fitted on this model's audio embedding")
     if args.metrics:
         prov["metrics"] = {}
         for p in args.metrics:
@@ -578,7 +618,7 @@ def main():
         "default_segmenter_sha256": hashlib.sha256((args.default / dm["graphs"]["segmenter"]["file"]).read_bytes()).hexdigest(),
         "tagger": report, "merge": counts, "check": checked, "seconds": round(time.time() - t0, 1),
     }
-    (args.out / "train_record.json").write_text(json.dumps(record, indent=1))
+    (args.out / "train_record.json").write_text(json.dumps(record, indent=1, default=str))
     print(f"wrote {args.out} ({len(data)} bytes segmenter, {new_params} new parameters) in {time.time() - t0:.0f} s")
 
 
