@@ -55,6 +55,46 @@ BIG = 1e30       # relu(x) * BIG saturates at 1 for any x > 1e-30: a strict "x >
 VETO = 1000.0    # min(L, VETO (n - 1/2)): -500 where vetoed
 
 
+# --- inputs ------------------------------------------------------------------------------------
+
+def read_json(path: Path, what: str):
+    """`path`'s JSON, or an error naming the file and the problem."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot read {what} ({e.strerror or e})")
+    except ValueError as e:
+        raise SystemExit(f"{path}: {what} is not valid JSON ({e})")
+
+
+def read_manifest(package: Path) -> dict:
+    """A package folder's manifest, checked by the exporter's own validation."""
+    from avseg_export.package import validate_manifest
+    path = Path(package) / "avseg.json"
+    m = read_json(path, "the package manifest")
+    try:
+        validate_manifest(m)
+    except (ValueError, KeyError, TypeError, AssertionError) as e:
+        raise SystemExit(f"{path}: not a valid avseg manifest ({e})")
+    return m
+
+
+def read_cache(cache: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A train.py cache folder's log-mel patches [clips, T, 96, 64], sound labels [clips, T, V]
+    and clip list, or an error naming the file and the problem."""
+    meta = read_json(Path(cache) / "clips.json", "the cache's clip list")
+    try:
+        logmel = np.load(Path(cache) / "logmel.npy", mmap_mode="r")
+        labels = np.load(Path(cache) / "sound_labels.npy")
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{cache}: not a train.py cache with logmel.npy and sound_labels.npy ({e})")
+    n = len(meta.get("clips", []))
+    if logmel.ndim != 4 or logmel.shape[2:] != (96, 64) or labels.shape[:2] != logmel.shape[:2] or logmel.shape[0] != n:
+        raise SystemExit(f"{cache}: logmel {logmel.shape}, sound_labels {labels.shape} and {n} clips in clips.json "
+                         "do not describe the same clips")
+    return logmel, labels, meta
+
+
 # --- the tagger ------------------------------------------------------------------------------
 
 def embeddings(audio_encoder: Path, logmel: np.ndarray, threads: int) -> np.ndarray:
@@ -445,10 +485,12 @@ def check(model: onnx.ModelProto, default: Path, dm: dict, two_stage: Path, bm: 
                                     providers=["CPUExecutionProvider"])
     s_new, s_tp = sess(model), sess(default / dm["graphs"]["segmenter"]["file"])
     s_aud, s_bv = sess(default / dm["graphs"]["audio_encoder"]["file"]), sess(two_stage / bm["graphs"]["segmenter"]["file"])
-    meta = json.loads((cache / "clips.json").read_text())
+    logmel, _, meta = read_cache(cache)
     root = Path(meta["root"])
     recipes = {r["name"]: r for r in list_clips(root, "val")}
-    logmel = np.load(cache / "logmel.npy", mmap_mode="r")
+    if missing := [c["name"] for c in meta["clips"] if c["name"] not in recipes]:
+        raise SystemExit(f"{cache / 'clips.json'}: clip {missing[0]} is not a val clip of {root} "
+                         f"({len(missing)} of {len(meta['clips'])} missing): --val-cache must be a val split's cache")
     size = dm["vision"]["width"]
     worst, flips, pixels, vetoed = 0.0, 0, 0, 0
     for ci in np.linspace(0, len(meta["clips"]) - 1, clips).astype(int):
@@ -517,7 +559,8 @@ def main():
     ap.add_argument("--default", type=Path, required=True, help="the TPAVI package (binary, audio embedding input)")
     ap.add_argument("--two-stage", type=Path, required=True, help="the bavs package whose segmenter shares the encoder")
     ap.add_argument("--cache", type=Path, required=True, help="train.py cache (train split): logmel.npy, sound_labels.npy")
-    ap.add_argument("--val-cache", type=Path, help="train.py cache (val split), for the tagger's reported accuracy")
+    ap.add_argument("--val-cache", type=Path, required=True,
+                    help="train.py cache (val split): the tagger's reported accuracy, and the clips the graph is checked on")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--radius", type=int, default=11)
     ap.add_argument("--veto", choices=["kept", "silent", "family"], default="kept",
@@ -540,29 +583,37 @@ def main():
     args = ap.parse_args()
 
     t0 = time.time()
-    dm = json.loads((args.default / "avseg.json").read_text())
-    bm = json.loads((args.two_stage / "avseg.json").read_text())
+    dm, bm = read_manifest(args.default), read_manifest(args.two_stage)
+    # Everything read before anything is written.
+    record = read_json(args.default / "train_record.json", "the training record")
+    metrics = [read_json(p, "--metrics") for p in args.metrics]
+    training = read_json(args.training, "--training") if args.training else None
     if dm["family"] != "tpavi" or dm["output"]["kind"] != "binary":
         raise SystemExit(f"{args.default / 'avseg.json'}: a binary tpavi package expected")
     if bm["family"] != "bavs":
         raise SystemExit(f"{args.two_stage / 'avseg.json'}: a bavs package expected")
     if dm["vision"] != bm["vision"]:
         raise SystemExit(f"{args.two_stage / 'avseg.json'}: vision pre-processing differs from {args.default}'s: the encoder cannot be shared")
+    if "label_tree" not in bm:
+        raise SystemExit(f"{args.two_stage / 'avseg.json'}: no label_tree")
     ts = bm["label_tree"]
     rule = ts.get("pixel_rule", {})
     if rule.get("kind") != "heard_mass":
         raise SystemExit(f"{args.two_stage / 'avseg.json'}: label_tree.pixel_rule {rule!r}; the veto writes the heard_mass rule")
-    audio_labels = (args.two_stage / ts["audio_labels"]).read_text().split()
+    try:
+        audio_labels = (args.two_stage / ts["audio_labels"]).read_text().split()
+    except OSError as e:
+        raise SystemExit(f"{args.two_stage / ts['audio_labels']}: cannot read the tagger's labels ({e.strerror or e})")
     visual = bm["output"]["labels"]
-    tree = json.loads((args.two_stage / ts["file"]).read_text())
+    tree = read_json(args.two_stage / ts["file"], "the label tree")
     support, thresholds = support_matrix(tree, audio_labels, visual)
     family = family_matrix(tree, audio_labels, visual, args.family_depth) if args.veto == "family" else None
 
     # Tagger on the default's embedding.
     enc = args.default / dm["graphs"]["audio_encoder"]["file"]
     def split(cache):
-        x = np.load(cache / "logmel.npy", mmap_mode="r")
-        y = targets(np.load(cache / "sound_labels.npy"))
+        x, labels, _ = read_cache(cache)
+        y = targets(labels)
         return embeddings(enc, np.asarray(x).reshape(-1, 96, 64), args.threads), y
     x, y = split(args.cache)
     if y.shape[1] != len(audio_labels):
@@ -570,9 +621,8 @@ def main():
     w, bias, loss = fit_tagger(x, y, steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed)
     report = {"train_seconds": int(len(x)), "final_loss": round(loss, 4)}
     report["train_top1_single"], _ = top1_single(x, y, w, bias)
-    if args.val_cache:
-        xv, yv = split(args.val_cache)
-        report["val_top1_single"], report["val_single_seconds"] = top1_single(xv, yv, w, bias)
+    xv, yv = split(args.val_cache)
+    report["val_top1_single"], report["val_single_seconds"] = top1_single(xv, yv, w, bias)
     print("tagger:", report)
 
     seg = onnx.load(args.default / dm["graphs"]["segmenter"]["file"])
@@ -581,7 +631,7 @@ def main():
                           (dm["vision"]["height"], dm["vision"]["width"]), args.veto, family)
     print("merge:", counts)
     checked = check(model, args.default, dm, args.two_stage, bm, w, bias, support, thresholds, rule.get("silent_ratio", 0.0),
-                    args.radius, args.veto, family, args.val_cache or args.cache, args.check_clips)
+                    args.radius, args.veto, family, args.val_cache, args.check_clips)
 
     args.out.mkdir(parents=True, exist_ok=True)
     meta = json.loads(json.dumps(dm))
@@ -602,16 +652,15 @@ def main():
     prov["source"] = (prov["source"] + f"; a sound-source veto (tools/train_default/veto.py --veto {args.veto}) with the "
                       f"semantic head of {args.two_stage.name} (tools/train_default/semantic.py, frozen-encoder features of "
                       "the same training data) and a linear tagger fitted on this model's audio embedding")
-    if args.metrics:
+    if metrics:
         prov["metrics"] = {}
-        for p in args.metrics:
-            prov["metrics"].update(json.loads(p.read_text()))
-    if args.training:
-        prov.setdefault("training", {}).update(json.loads(args.training.read_text()))
+        for m in metrics:
+            prov["metrics"].update(m)
+    if training:
+        prov.setdefault("training", {}).update(training)
     new_params = sum(int(np.prod(t.dims)) for t in model.graph.initializer) - sum(int(np.prod(t.dims)) for t in seg.graph.initializer)
     prov["parameters"] = int(prov["parameters"]) + new_params
     (args.out / "avseg.json").write_text(dumps_manifest(meta))
-    record = json.loads((args.default / "train_record.json").read_text())
     record["veto"] = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "two_stage_segmenter_sha256": hashlib.sha256((args.two_stage / bm["graphs"]["segmenter"]["file"]).read_bytes()).hexdigest(),
